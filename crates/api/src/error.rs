@@ -1,0 +1,141 @@
+//! One error type for the whole HTTP surface.
+//!
+//! Every error answers `{"error": {"code": "...", "message": "..."}}` with a stable,
+//! machine-readable `code`. The message is for the person calling; internal detail goes to
+//! the log only, so a 500 reveals nothing about the server's insides.
+
+use std::any::Any;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use haven_app::AppError;
+use http::{StatusCode, header};
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on our side; nothing was changed. Please try again",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Invalid(invalid) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                invalid.to_string(),
+            ),
+            AppError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such record")
+            }
+            AppError::Erased => ApiError::new(
+                StatusCode::GONE,
+                "erased",
+                "this record was permanently erased and can no longer be read",
+            ),
+            AppError::Forbidden { reason } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("you are not permitted to do this ({reason})"),
+            ),
+            AppError::VersionMismatch { current } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!(
+                    "the record changed since you read it; it is now at version {current}. Reload it and apply your change again"
+                ),
+            ),
+            AppError::AuditUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot record this access right now, so it was refused; try again shortly",
+            ),
+            AppError::Unexpected(detail) => {
+                tracing::error!(%detail, "unexpected error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support that method",
+    )
+}
+
+/// A handler panicked: answer like any other internal error, log nothing of the payload
+/// beyond its message.
+pub(crate) fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(%detail, "handler panicked");
+    ApiError::internal().into_response()
+}

@@ -1,0 +1,164 @@
+//! Extractors: requests become validated inputs, or clear 4xx errors.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use haven_app::{RequestContext, tokens::AuthFailure};
+use haven_audit::RequestOrigin;
+use http::request::Parts;
+use http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::{ApiError, ApiState};
+
+/// The longest user agent kept for the audit trail.
+const USER_AGENT_CHARS_MAX: usize = 200;
+
+/// A JSON body, strictly parsed: wrong content type, malformed JSON, unknown fields, wrong
+/// types and oversized bodies each get their own code.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || mime.eq_ignore_ascii_case("application/fhir+json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is larger than this server accepts",
+                    )
+                } else {
+                    ApiError::bad_request("unreadable_body", "the request body could not be read")
+                }
+            })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
+        deserializer.end().map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            )
+        }
+        _ => {
+            let message = inner.to_string();
+            let code = if message.starts_with("unknown field") {
+                "unknown_field"
+            } else {
+                "invalid_body"
+            };
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(" at `{path}`")
+            };
+            ApiError::bad_request(code, format!("{message}{at}"))
+        }
+    }
+}
+
+/// The authenticated caller and where the request came from.
+#[derive(Debug, Clone)]
+pub struct Caller(pub RequestContext);
+
+/// The peer address, inserted by the server's accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+fn origin(parts: &Parts) -> RequestOrigin {
+    let text = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    RequestOrigin {
+        request_id: text("x-request-id"),
+        source_ip: parts
+            .extensions
+            .get::<PeerAddr>()
+            .map(|peer| peer.0.ip().to_string()),
+        user_agent: text("user-agent").map(|ua| ua.chars().take(USER_AGENT_CHARS_MAX).collect()),
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let origin = origin(parts);
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "unauthenticated",
+                "sign in first: send Authorization: Bearer <token>",
+            )
+        })?;
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "unauthenticated",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        match state.app.authenticate(presented, &origin).await? {
+            Ok(actor) => Ok(Caller(RequestContext { actor, origin })),
+            Err(AuthFailure::Expired) => Err(ApiError::unauthenticated(
+                "token_expired",
+                "your session has expired; sign in again",
+            )),
+            Err(AuthFailure::Revoked) => Err(ApiError::unauthenticated(
+                "token_revoked",
+                "this token was revoked; sign in again",
+            )),
+            Err(AuthFailure::Unknown) => Err(ApiError::unauthenticated(
+                "unauthenticated",
+                "the token is not valid; sign in again",
+            )),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Haven's HTTP surface. This is the only crate that knows HTTP and JSON.
+//!
+//! - [`router`] assembles the routes and the middleware every response passes through:
+//!   request ids, tracing without query strings or credentials, timeouts, body limits,
+//!   compression and security headers.
+//! - [`error::ApiError`] maps every failure to a status and a stable machine-readable code.
+//! - [`extract`] turns requests into validated inputs (JSON bodies, ids, the caller), each
+//!   failure becoming a clear 4xx that changes nothing.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use haven_app::App;
+use http::{HeaderName, HeaderValue, header};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub mod error;
+pub mod extract;
+mod health;
+mod patients;
+
+pub use error::ApiError;
+
+/// Limits and switches of the HTTP layer, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// The largest request body accepted, in bytes.
+    pub body_bytes_max: usize,
+    /// How long one request may take before it is answered 408.
+    pub request_timeout_secs: u64,
+    /// Whether clients reach Haven over HTTPS (directly or via a TLS proxy): sends HSTS.
+    pub https: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 1024 * 1024,
+            request_timeout_secs: 30,
+            https: false,
+        }
+    }
+}
+
+/// What every handler receives.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub app: App,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application.
+pub fn router(app: App, settings: HttpSettings) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/v1/patients",
+            get(patients::list).post(patients::create),
+        )
+        .route(
+            "/api/v1/patients/{id}",
+            get(patients::read).put(patients::update),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(ApiState { app });
+
+    let mut security_headers = vec![
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("permissions-policy"),
+            "camera=(self), microphone=(self), geolocation=(), payment=()",
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+        // Health data must not linger in a shared computer's cache or a proxy.
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    if settings.https {
+        security_headers.push((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        ));
+    }
+
+    let mut router = api.layer(DefaultBodyLimit::max(settings.body_bytes_max));
+    for (name, value) in security_headers {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+                header::COOKIE,
+            ]))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                // The span names the route, never the query string: searches carry names
+                // and dates of birth there.
+                TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    let route = request
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_else(|| "(unmatched)".to_owned());
+                    tracing::info_span!("request", method = %request.method(), route, request_id)
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CatchPanicLayer::custom(error::panic_response))
+            .layer(TimeoutLayer::with_status_code(
+                http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(settings.request_timeout_secs),
+            ))
+            .layer(CompressionLayer::new()),
+    )
+}

@@ -1,0 +1,212 @@
+//! The access gate: the only way to open sealed health data.
+//!
+//! `authorize` asks the policy function, appends the decision to the audit log and waits
+//! until the entry is durable, and only then issues a [`Grant`]. If the append fails, the
+//! access is refused: no health data is opened without an audit entry (fail closed).
+//!
+//! A `Grant` can only be made here (its field is private to this module) and names the one
+//! patient it covers; opening a subject key for any other patient fails. The gate is also the
+//! only holder of the [`KeyProvider`], so no other code can unwrap a subject key at all.
+
+use std::fmt;
+use std::sync::Arc;
+
+use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome};
+use haven_crypto::{KeyMaterial, KeyProvider, SubjectKey, SubjectKeyId, WrappedKey};
+use haven_domain::{Action, Decision, PatientId, Resource, decide};
+use haven_store::StoredSubjectKey;
+
+use crate::clock::Clock;
+use crate::{AppError, AppResult, RequestContext};
+
+/// Permission to open one patient's sealed data, issued after the access was audited.
+#[derive(Debug)]
+pub struct Grant {
+    patient: PatientId,
+}
+
+impl Grant {
+    pub fn patient(&self) -> PatientId {
+        self.patient
+    }
+}
+
+pub struct AccessGate {
+    keys: Arc<dyn KeyProvider>,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for AccessGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessGate")
+            .field("keys", &self.keys)
+            .field("audit", &self.audit)
+            .finish()
+    }
+}
+
+fn audit_action(action: Action) -> AuditAction {
+    match action {
+        Action::Read => AuditAction::Read,
+        Action::Search => AuditAction::Search,
+        Action::Create => AuditAction::Create,
+        Action::Update => AuditAction::Update,
+    }
+}
+
+impl AccessGate {
+    pub fn new(
+        keys: Arc<dyn KeyProvider>,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { keys, audit, clock }
+    }
+
+    fn event(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        patient: Option<PatientId>,
+        decision: Decision,
+    ) -> AuditEvent {
+        AuditEvent {
+            at_ms: self.clock.now_ms(),
+            actor: Some(context.actor.token.to_string()),
+            role: Some(context.actor.role.as_str().to_owned()),
+            action: audit_action(action),
+            patient,
+            resource_type: Some("Patient".to_owned()),
+            resource_id: patient.map(|p| p.to_string()),
+            outcome: if decision.is_allowed() {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            },
+            reason: decision.reason().to_owned(),
+            origin: context.origin.clone(),
+        }
+    }
+
+    async fn append(&self, events: Vec<AuditEvent>) -> AppResult<()> {
+        self.audit.append(events).await.map_err(|error| {
+            tracing::error!(%error, "audit append failed; refusing access");
+            AppError::AuditUnavailable
+        })
+    }
+
+    /// Decides, audits, and on success grants access to one patient's data.
+    pub async fn authorize(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        patient: PatientId,
+    ) -> AppResult<Grant> {
+        let decision = decide(&context.actor, action, &Resource::Patient(patient));
+        self.append(vec![self.event(context, action, Some(patient), decision)])
+            .await?;
+        match decision {
+            Decision::Allow { .. } => Ok(Grant { patient }),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
+    /// Decides whether the actor may search the directory at all. A denial is audited here;
+    /// an allowed search is audited per patient found, by [`AccessGate::grant_found`].
+    pub async fn authorize_search(&self, context: &RequestContext) -> AppResult<()> {
+        let decision = decide(&context.actor, Action::Search, &Resource::PatientDirectory);
+        match decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny(reason) => {
+                self.append(vec![self.event(context, Action::Search, None, decision)])
+                    .await?;
+                Err(AppError::Forbidden {
+                    reason: reason.as_str(),
+                })
+            }
+        }
+    }
+
+    /// Audits one entry per patient a search found (or one entry if it found none), then
+    /// grants access to each.
+    pub async fn grant_found(
+        &self,
+        context: &RequestContext,
+        found: &[PatientId],
+    ) -> AppResult<Vec<Grant>> {
+        let mut grants = Vec::with_capacity(found.len());
+        let mut events = Vec::with_capacity(found.len().max(1));
+        for &patient in found {
+            // The directory decision allowed the search; a per-patient denial means the
+            // policy narrowed it: the denial is audited and that patient left out.
+            let decision = decide(&context.actor, Action::Search, &Resource::Patient(patient));
+            events.push(self.event(context, Action::Search, Some(patient), decision));
+            if decision.is_allowed() {
+                grants.push(Grant { patient });
+            }
+        }
+        if found.is_empty() {
+            let decision = decide(&context.actor, Action::Search, &Resource::PatientDirectory);
+            events.push(self.event(context, Action::Search, None, decision));
+        }
+        self.append(events).await?;
+        Ok(grants)
+    }
+
+    /// Appends an entry for an action of the system itself (no request), such as key
+    /// rotation or issuing an API token. Fails closed like every other append.
+    pub async fn record_system(&self, event: AuditEvent) -> AppResult<()> {
+        self.append(vec![event]).await
+    }
+
+    /// A fresh subject key for the patient the grant covers, and its stored (wrapped) form.
+    pub fn new_subject_key(&self, grant: &Grant) -> AppResult<(SubjectKey, StoredSubjectKey)> {
+        let key = SubjectKey::generate();
+        let wrapped = key.wrap(&*self.keys, &grant.patient.to_string())?;
+        let stored = StoredSubjectKey {
+            subject: grant.patient,
+            key_id: key.id().as_bytes().to_vec(),
+            root_key_id: wrapped.root_key_id().as_bytes().to_vec(),
+            wrapped: wrapped.as_bytes().to_vec(),
+        };
+        Ok((key, stored))
+    }
+
+    /// Unwraps the subject key of the patient the grant covers.
+    pub fn open_subject_key(
+        &self,
+        grant: &Grant,
+        stored: &StoredSubjectKey,
+    ) -> AppResult<SubjectKey> {
+        if stored.subject != grant.patient {
+            return Err(AppError::Unexpected(
+                "a grant for one patient was used on another patient's key".into(),
+            ));
+        }
+        let id = SubjectKeyId::try_from_slice(&stored.key_id).ok_or_else(|| {
+            AppError::Unexpected("stored subject key id has the wrong length".into())
+        })?;
+        let wrapped = WrappedKey::from_bytes(stored.wrapped.clone())?;
+        Ok(SubjectKey::unwrap(
+            &*self.keys,
+            &grant.patient.to_string(),
+            id,
+            &wrapped,
+        )?)
+    }
+
+    /// Proves the key provider works: wraps and unwraps a throwaway key.
+    pub fn check_keys(&self) -> Result<(), haven_crypto::CryptoError> {
+        let probe = KeyMaterial::generate();
+        let wrapped = self.keys.wrap(&probe, b"haven/readiness-probe")?;
+        let unwrapped = self.keys.unwrap(&wrapped, b"haven/readiness-probe")?;
+        if unwrapped.expose_secret() == probe.expose_secret() {
+            Ok(())
+        } else {
+            Err(haven_crypto::CryptoError::Integrity)
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Haven's domain model: the vocabulary every other crate speaks.
+//!
+//! This crate knows typed ids, roles, the patient record with its validation rules, and the
+//! one policy decision function. It deliberately knows nothing of SQL, HTTP, JSON or async:
+//! domain types are not `Serialize`, so the wire format lives at the edge (`api`) and can
+//! change without touching the rules here.
+
+#![forbid(unsafe_code)]
+
+pub mod ids;
+pub mod patient;
+pub mod policy;
+pub mod role;
+
+pub use ids::{PatientId, TokenId};
+pub use patient::{
+    ContactKind, ContactPoint, HumanName, Identifier, PatientRecord, ValidationError,
+};
+pub use policy::{Action, Actor, Decision, DenyReason, Resource, decide};
+pub use role::Role;

@@ -1,0 +1,147 @@
+//! The one policy decision function. Every access in Haven is decided here, with a reason
+//! that goes into the audit trail; anything not explicitly allowed is denied.
+//!
+//! This first version covers patient demographics. Care relationships, consent, break-glass
+//! and field-level minimum-necessary filtering extend the `Resource` and `Actor` context here,
+//! in one place, rather than as checks scattered across handlers.
+
+use crate::ids::{PatientId, TokenId};
+use crate::role::Role;
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub token: TokenId,
+    pub role: Role,
+}
+
+/// What they want to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Search,
+    Create,
+    Update,
+}
+
+/// What they want to do it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// One patient's demographics.
+    Patient(PatientId),
+    /// The list of all patients (search and listing).
+    PatientDirectory,
+}
+
+impl Resource {
+    pub fn patient(&self) -> Option<PatientId> {
+        match self {
+            Resource::Patient(id) => Some(*id),
+            Resource::PatientDirectory => None,
+        }
+    }
+}
+
+/// Why an access was denied, recorded in the audit trail and reported to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The role has no permission for this action on this kind of resource.
+    RoleNotPermitted,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::RoleNotPermitted => "role_not_permitted",
+        }
+    }
+}
+
+/// The outcome of [`decide`]: allowed with the rule that allowed it, or denied with why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow { rule: &'static str },
+    Deny(DenyReason),
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The reason as recorded in the audit trail.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Decision::Allow { rule } => rule,
+            Decision::Deny(reason) => reason.as_str(),
+        }
+    }
+}
+
+/// Decides whether `actor` may perform `action` on `resource`. Pure: same inputs, same answer.
+pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
+    match (actor.role, resource) {
+        // Registration and demographics are the work of the front desk and of the
+        // administrator who runs the clinic's directory; clinicians and nurses need
+        // demographics to identify the patient in front of them.
+        (
+            Role::Administrator | Role::FrontDesk,
+            Resource::Patient(_) | Resource::PatientDirectory,
+        ) => Decision::Allow {
+            rule: "demographics_staff",
+        },
+        (Role::Clinician | Role::Nurse, Resource::Patient(_) | Resource::PatientDirectory)
+            if matches!(action, Action::Read | Action::Search) =>
+        {
+            Decision::Allow {
+                rule: "clinical_staff_demographics_read",
+            }
+        }
+        // Patients reach their own record through the identity capability (a patient user is
+        // linked to one record); until that link exists, no patient-role token sees any
+        // record. Auditors and privacy officers review the audit log, not the chart.
+        _ => Decision::Deny(DenyReason::RoleNotPermitted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(role: Role) -> Actor {
+        Actor {
+            token: TokenId::generate(),
+            role,
+        }
+    }
+
+    #[test]
+    fn administrators_and_front_desk_manage_demographics() {
+        for role in [Role::Administrator, Role::FrontDesk] {
+            for action in [Action::Read, Action::Search, Action::Create, Action::Update] {
+                let resource = Resource::Patient(PatientId::generate());
+                assert!(decide(&actor(role), action, &resource).is_allowed());
+            }
+        }
+    }
+
+    #[test]
+    fn clinical_staff_read_but_do_not_register() {
+        let resource = Resource::Patient(PatientId::generate());
+        assert!(decide(&actor(Role::Nurse), Action::Read, &resource).is_allowed());
+        assert_eq!(
+            decide(&actor(Role::Clinician), Action::Create, &resource),
+            Decision::Deny(DenyReason::RoleNotPermitted)
+        );
+    }
+
+    #[test]
+    fn everything_else_is_denied_by_default() {
+        for role in [Role::Patient, Role::Auditor, Role::PrivacyOfficer] {
+            for action in [Action::Read, Action::Search, Action::Create, Action::Update] {
+                let decision = decide(&actor(role), action, &Resource::PatientDirectory);
+                assert_eq!(decision.reason(), "role_not_permitted");
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The `haven` binary's library half: configuration, start-up and the HTTP(S) listener.
+//!
+//! [`Application::build`] opens the data directory, the keyring and the database and binds
+//! the listener; [`Application::run_until_stopped`] serves until the shutdown future
+//! completes, then lets in-flight requests finish. Tests build the same application on
+//! port 0. Only this crate reads the environment or files at start-up.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use haven_app::{App, Clock, SystemClock};
+use haven_audit::AuditSink;
+use haven_crypto::LocalKeyring;
+use haven_store::{PostgresStore, SqliteStore, Store, TableAuditSink};
+use tokio::net::TcpListener;
+
+pub mod config;
+mod listener;
+
+pub use config::Config;
+
+/// The SQLite file inside the data directory.
+pub const DATABASE_FILE: &str = "haven.db";
+/// The keyring directory inside the data directory.
+pub const KEYRING_DIR: &str = "keyring";
+const LOCK_FILE: &str = "haven.lock";
+
+/// An exclusive hold on a data directory: one `haven serve` (or key operation) at a time,
+/// so key rotation can never race a server that still wraps keys with the old root.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: fs::File,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another haven process is using {}; stop it first",
+                data_dir.display()
+            ),
+            Err(fs::TryLockError::Error(error)) => {
+                Err(error).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Creates the data directory, readable only by the service user, if it does not exist.
+pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    if data_dir.exists() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))
+}
+
+/// Opens the configured store: PostgreSQL if a URL is set, else the embedded SQLite file.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.database_url {
+        Some(url) => Arc::new(
+            PostgresStore::connect(url)
+                .await
+                .context("cannot connect to PostgreSQL (HAVEN_DATABASE_URL)")?,
+        ),
+        None => {
+            let path = config.data_dir.join(DATABASE_FILE);
+            Arc::new(
+                SqliteStore::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open the database {}", path.display()))?,
+            )
+        }
+    })
+}
+
+pub fn keyring_dir(config: &Config) -> PathBuf {
+    config.data_dir.join(KEYRING_DIR)
+}
+
+/// A built, bound, not yet serving Haven.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    config: Config,
+    app: App,
+    _lock: DataDirLock,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with a clock of the caller's choosing (tests move time).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        prepare_data_dir(&config.data_dir)?;
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let keyring = LocalKeyring::open_or_create(&keyring_dir(&config))?;
+        let store = open_store(&config).await?;
+        let audit: Arc<dyn AuditSink> = Arc::new(TableAuditSink(store.clone()));
+        let app = App::new(store, audit, Arc::new(keyring), clock)
+            .await
+            .context("cannot initialise the application")?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(listener::tls_acceptor)
+            .transpose()?;
+        let router = haven_api::router(
+            app.clone(),
+            haven_api::HttpSettings {
+                body_bytes_max: config.body_bytes_max,
+                request_timeout_secs: config.request_timeout_secs,
+                https: tls.is_some() || config.behind_tls_proxy,
+            },
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            tls,
+            config,
+            app,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL clients use, e.g. `https://127.0.0.1:8443`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and waits (at most the
+    /// configured grace period) for in-flight requests to finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        listener::serve(
+            self.listener,
+            self.router,
+            self.tls,
+            listener::Limits {
+                connections_max: self.config.connections_max,
+                shutdown_grace_secs: self.config.shutdown_grace_secs,
+            },
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+/// The audit sink that belongs to a store (its append-only table, for now).
+pub trait TableAuditSinkExt {
+    fn audit_sink(&self) -> Arc<dyn AuditSink>;
+}
+
+impl TableAuditSinkExt for Arc<dyn Store> {
+    fn audit_sink(&self) -> Arc<dyn AuditSink> {
+        Arc::new(TableAuditSink(self.clone()))
+    }
+}

@@ -1,0 +1,292 @@
+//! `haven`: the telemedicine server and its operator commands.
+//!
+//! - `haven serve`: serve the API (zero configuration: `./haven-data`, 127.0.0.1:8080).
+//! - `haven admin token`: mint an API token, printed once.
+//! - `haven keys rotate`: new root key, every stored key re-wrapped, old root destroyed.
+//! - `haven keys shred-patient`: destroy one patient's key (crypto-shredding).
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use haven_app::{Clock, SystemClock};
+use haven_audit::AuditSink;
+use haven_crypto::LocalKeyring;
+use haven_domain::{PatientId, Role};
+use haven_server::config::{self, ConfigError, Flags, LogFormat};
+use haven_server::{Application, Config, DataDirLock, TableAuditSinkExt};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "haven",
+    version,
+    about = "Haven: private-by-design telemedicine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Administrative tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Key management.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// A TOML configuration file (also HAVEN_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory: database, keyring (also HAVEN_DATA_DIR; default ./haven-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on (also HAVEN_LISTEN; default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// PEM certificate chain for HTTPS (also HAVEN_TLS_CERT).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM private key for HTTPS (also HAVEN_TLS_KEY).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
+    /// A TLS-terminating proxy sits in front (also HAVEN_BEHIND_TLS_PROXY=true).
+    #[arg(long)]
+    behind_tls_proxy: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Mint an API token and print it once.
+    Token {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The role the token acts with.
+        #[arg(long, default_value = "administrator")]
+        role: String,
+        /// A note saying what the token is for.
+        #[arg(long, default_value = "cli")]
+        label: String,
+        /// Hours until the token expires.
+        #[arg(long, default_value_t = haven_app::tokens::TOKEN_TTL_HOURS_DEFAULT)]
+        ttl_hours: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a new root key, re-wrap every stored key with it and destroy the old one.
+    /// Stop `haven serve` first.
+    Rotate {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Destroy one patient's key: their records become permanently unreadable everywhere,
+    /// backups included. Stop `haven serve` first.
+    ShredPatient {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The patient's id.
+        patient: String,
+        /// Confirm that the patient's data is to be destroyed for ever.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn environment() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("HAVEN_"))
+        .collect()
+}
+
+fn load_config(
+    common: &CommonArgs,
+    extra: &[(&'static str, Option<String>)],
+) -> Result<Config, ConfigError> {
+    let mut flags = Flags {
+        config: common.config.clone(),
+        ..Flags::default()
+    };
+    if let Some(dir) = &common.data_dir {
+        flags.values.insert("data_dir", dir.clone());
+    }
+    for (key, value) in extra {
+        if let Some(value) = value {
+            flags.values.insert(key, value.clone());
+        }
+    }
+    config::load(&flags, &environment())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("HAVEN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(config_error) = error.downcast_ref::<ConfigError>() {
+                eprintln!("error: {config_error}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(
+                &args.common,
+                &[
+                    ("listen", args.listen.clone()),
+                    ("tls_cert", args.tls_cert.clone()),
+                    ("tls_key", args.tls_key.clone()),
+                    (
+                        "behind_tls_proxy",
+                        args.behind_tls_proxy.then(|| "true".to_owned()),
+                    ),
+                ],
+            )?;
+            init_logging(config.log_format);
+            tracing::info!(?config, "starting haven");
+            let application = Application::build(config).await?;
+            // The one line on stdout: tools and tests read the address from it.
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "listening on {}", application.url())?;
+            stdout.flush()?;
+            application
+                .run_until_stopped(haven_server::shutdown_signal())
+                .await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Token {
+            common,
+            role,
+            label,
+            ttl_hours,
+        }) => {
+            let config = load_config(&common, &[])?;
+            let role: Role = role.parse()?;
+            haven_server::prepare_data_dir(&config.data_dir)?;
+            let store = haven_server::open_store(&config).await?;
+            let audit = store.audit_sink();
+            let issued = haven_app::tokens::issue_token(
+                &*store,
+                &*audit,
+                role,
+                &label,
+                ttl_hours,
+                SystemClock.now_ms(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "Issued a {role} token (id {}), valid for {ttl_hours} hours. It is shown only once; store it safely:",
+                issued.id
+            );
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "{}", issued.secret.expose_secret())?;
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate { common }) => {
+            let config = load_config(&common, &[])?;
+            let _lock = DataDirLock::acquire(&config.data_dir)?;
+            let mut keyring = LocalKeyring::open_or_create(&haven_server::keyring_dir(&config))?;
+            let store = haven_server::open_store(&config).await?;
+            let audit: Arc<dyn AuditSink> = store.audit_sink();
+            let mut progress =
+                |done: u64, total: u64| eprintln!("re-wrapped {done} of {total} keys");
+            let report = haven_app::keys::rotate_local_root(
+                &*store,
+                &*audit,
+                &mut keyring,
+                SystemClock.now_ms(),
+                &mut progress,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "Rotated: new root key {}; {} keys re-wrapped; {} old root key(s) destroyed.",
+                report.new_root,
+                report.rewrapped,
+                report.retired.len()
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::ShredPatient {
+            common,
+            patient,
+            yes,
+        }) => {
+            let config = load_config(&common, &[])?;
+            let patient: PatientId = patient
+                .parse()
+                .with_context(|| format!("`{patient}` is not a patient id"))?;
+            anyhow::ensure!(
+                yes,
+                "this permanently destroys every record of patient {patient}; run again with --yes to confirm"
+            );
+            let _lock = DataDirLock::acquire(&config.data_dir)?;
+            let store = haven_server::open_store(&config).await?;
+            let audit = store.audit_sink();
+            let destroyed =
+                haven_app::keys::shred_patient(&*store, &*audit, patient, SystemClock.now_ms())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if destroyed {
+                eprintln!(
+                    "Patient {patient}'s key was destroyed; their records can no longer be read."
+                );
+            } else {
+                eprintln!(
+                    "Patient {patient} has no key (unknown, or already erased); nothing changed."
+                );
+            }
+            Ok(())
+        }
+    }
+}

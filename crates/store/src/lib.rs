@@ -1,0 +1,278 @@
+//! Persistence for Haven: the [`Store`] trait and its two engines.
+//!
+//! - [`sqlite`]: the embedded default. One writer task owns the only write connection and
+//!   commits whatever has queued up in one transaction (group commit); with WAL and
+//!   `synchronous=FULL`, a caller is answered only after the commit has been fsynced.
+//!   Readers use a separate pool of read-only connections.
+//! - [`postgres`]: for deployments that outgrow one machine; many stateless instances over
+//!   one database.
+//!
+//! The store sees sealed bytes, key ids and blind-index tokens only: it has no way to read
+//! health data, and no type in this crate can carry plaintext health data.
+//! Migrations live in `migrations/<engine>/` and are applied at start-up.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use haven_audit::{AuditEvent, StoredAuditEvent};
+use haven_domain::{PatientId, TokenId};
+
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Bounds applied by every engine.
+pub mod limits {
+    /// The most rows one list query returns.
+    pub const PAGE_ROWS_MAX: u32 = 100;
+    /// The most search filters one query may combine.
+    pub const FILTERS_MAX: usize = 4;
+    /// The most writes one group commit takes; more wait for the next one.
+    pub const GROUP_COMMIT_WRITES_MAX: usize = 512;
+    /// The most writes waiting for the SQLite writer before callers wait to enqueue.
+    pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;
+    /// The most rows a key rotation step re-wraps at once.
+    pub const REWRAP_BATCH_ROWS_MAX: u32 = 500;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The store has shut down (the writer task ended).
+    #[error("the store is shutting down")]
+    Closed,
+    /// A row holds something no version of Haven writes.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("the record already exists")]
+    AlreadyExists,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which blind index a search token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SearchKind {
+    Family,
+    BirthDate,
+    Identifier,
+}
+
+impl SearchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchKind::Family => "family",
+            SearchKind::BirthDate => "birth_date",
+            SearchKind::Identifier => "identifier",
+        }
+    }
+}
+
+/// A blind-index token and the index it belongs to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SearchToken {
+    pub kind: SearchKind,
+    pub token: Vec<u8>,
+}
+
+impl fmt::Debug for SearchToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SearchToken({}, {} bytes)", self.kind.as_str(), self.token.len())
+    }
+}
+
+/// A subject (patient) key as stored: wrapped by a root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubjectKey {
+    pub subject: PatientId,
+    pub key_id: Vec<u8>,
+    pub root_key_id: Vec<u8>,
+    pub wrapped: Vec<u8>,
+}
+
+/// A new patient, sealed, with its freshly wrapped subject key.
+#[derive(Debug, Clone)]
+pub struct NewPatient {
+    pub id: PatientId,
+    pub sealed: Vec<u8>,
+    pub subject_key: StoredSubjectKey,
+    pub search: Vec<SearchToken>,
+    pub now_ms: i64,
+}
+
+/// A replacement of a patient's sealed record, if it is still at `expected_version`.
+#[derive(Debug, Clone)]
+pub struct PatientUpdate {
+    pub id: PatientId,
+    pub expected_version: i64,
+    pub sealed: Vec<u8>,
+    pub search: Vec<SearchToken>,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    Updated { version: i64 },
+    VersionMismatch { current: i64 },
+    NotFound,
+}
+
+/// A patient row joined with its subject key (`None` once crypto-shredded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPatient {
+    pub id: PatientId,
+    pub version: i64,
+    pub sealed: Vec<u8>,
+    pub subject_key: Option<StoredSubjectKey>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A page of patients: all filters must match (AND), ordered by id, after `after`.
+#[derive(Debug, Clone, Default)]
+pub struct PatientQuery {
+    pub filters: Vec<SearchToken>,
+    pub after: Option<PatientId>,
+    pub limit: u32,
+}
+
+/// An API token as stored: only the SHA-256 of the secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub id: TokenId,
+    pub token_hash: Vec<u8>,
+    pub role: String,
+    pub label: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A key of the deployment itself (such as the blind-index key), wrapped by a root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSystemKey {
+    pub name: String,
+    pub root_key_id: Vec<u8>,
+    pub wrapped: Vec<u8>,
+}
+
+/// Everything Haven persists. Each method is one atomic, durable step: when it returns `Ok`,
+/// the change has been committed and survives a crash.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Checks that the database answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_patient(&self, patient: NewPatient) -> StoreResult<()>;
+    async fn update_patient(&self, update: PatientUpdate) -> StoreResult<UpdateOutcome>;
+    async fn get_patient(&self, id: PatientId) -> StoreResult<Option<StoredPatient>>;
+    async fn list_patients(&self, query: &PatientQuery) -> StoreResult<Vec<StoredPatient>>;
+
+    /// Destroys a subject's key and search tokens (crypto-shredding); sealed rows stay,
+    /// unreadable. Returns whether there was a key to destroy.
+    async fn shred_subject(&self, subject: PatientId, now_ms: i64) -> StoreResult<bool>;
+    /// Subject keys wrapped by any root other than `root_key_id`, at most `limit`.
+    async fn subject_keys_not_under(
+        &self,
+        root_key_id: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<StoredSubjectKey>>;
+    /// Replaces a wrapped subject key if it is still `previous.wrapped`.
+    async fn rewrap_subject_key(
+        &self,
+        previous: &StoredSubjectKey,
+        root_key_id: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool>;
+    /// How many keys (subject and system) any root other than `root_key_id` still wraps.
+    async fn count_keys_not_under(&self, root_key_id: &[u8]) -> StoreResult<u64>;
+    /// Which root keys wrap at least one stored key.
+    async fn root_keys_in_use(&self) -> StoreResult<Vec<Vec<u8>>>;
+
+    async fn system_key(&self, name: &str) -> StoreResult<Option<StoredSystemKey>>;
+    /// Stores `key` unless one of that name exists; returns the one that is stored, so two
+    /// instances starting at once agree on a single key.
+    async fn put_system_key_if_absent(
+        &self,
+        key: StoredSystemKey,
+        now_ms: i64,
+    ) -> StoreResult<StoredSystemKey>;
+    async fn system_keys(&self) -> StoreResult<Vec<StoredSystemKey>>;
+    async fn rewrap_system_key(
+        &self,
+        previous: &StoredSystemKey,
+        root_key_id: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool>;
+
+    async fn insert_token(&self, token: StoredToken) -> StoreResult<()>;
+    async fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>>;
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
+    /// Audit entries with `seq > after_seq`, oldest first, at most `limit`.
+    async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>>;
+}
+
+/// Converts stored audit columns back into an event; shared by both engines.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn audit_from_columns(
+    seq: i64,
+    at_ms: i64,
+    actor: Option<String>,
+    role: Option<String>,
+    action: String,
+    patient: Option<uuid::Uuid>,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    outcome: String,
+    reason: String,
+    request_id: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+) -> StoreResult<StoredAuditEvent> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "audit_events",
+        detail,
+    };
+    Ok(StoredAuditEvent {
+        seq,
+        event: AuditEvent {
+            at_ms,
+            actor,
+            role,
+            action: action.parse().map_err(|e| corrupt(format!("{e}")))?,
+            patient: patient.map(PatientId::from_uuid),
+            resource_type,
+            resource_id,
+            outcome: outcome.parse().map_err(|e| corrupt(format!("{e}")))?,
+            reason,
+            origin: haven_audit::RequestOrigin {
+                request_id,
+                source_ip,
+                user_agent,
+            },
+        },
+    })
+}
+
+/// The interim audit sink: the append-only `audit_events` table of the same store. The
+/// tamper-evident log replaces it behind the same [`haven_audit::AuditSink`] trait.
+#[derive(Debug, Clone)]
+pub struct TableAuditSink(pub std::sync::Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl haven_audit::AuditSink for TableAuditSink {
+    async fn append(&self, events: Vec<AuditEvent>) -> Result<(), haven_audit::AuditError> {
+        self.0
+            .append_audit(events)
+            .await
+            .map_err(|error| haven_audit::AuditError(error.to_string()))
+    }
+}

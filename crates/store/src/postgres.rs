@@ -1,0 +1,467 @@
+//! The PostgreSQL engine, for deployments that run several stateless `haven` instances.
+//!
+//! Each write is one transaction on a pooled connection; PostgreSQL's own WAL flushing
+//! groups concurrent commits, and `synchronous_commit` stays at its durable default, so an
+//! acknowledged write has been flushed. Tests give each store its own schema (set with
+//! [`PostgresStore::connect_in_schema`]) so suites can run in parallel on one database.
+
+use std::time::Duration;
+
+use haven_audit::{AuditEvent, StoredAuditEvent};
+use haven_domain::{PatientId, TokenId};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError, StoreResult,
+    StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome, limits,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Pooled connections per instance; several instances share one server's connection budget.
+const CONNECTIONS_MAX: u32 = 16;
+const ACQUIRE_TIMEOUT_SECS: u64 = 10;
+/// The longest any one statement may run before PostgreSQL cancels it.
+const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and applies pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url.parse::<PgConnectOptions>()?).await
+    }
+
+    /// Connects with every table in `schema` (created if missing). Used to isolate tests and
+    /// to host several deployments in one database.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Self::connect_with(options.options([("search_path", schema)])).await
+    }
+
+    async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
+        let options = options.options([("statement_timeout", STATEMENT_TIMEOUT_MS.to_string())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS_MAX)
+            .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn insert_search(
+    transaction: &mut Transaction<'_, Postgres>,
+    patient: PatientId,
+    tokens: &[SearchToken],
+) -> StoreResult<()> {
+    for token in tokens {
+        sqlx::query(
+            "INSERT INTO patient_search (kind, token, patient_id) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(token.kind.as_str())
+        .bind(&token.token)
+        .bind(patient.as_uuid())
+        .execute(&mut **transaction)
+        .await?;
+    }
+    Ok(())
+}
+
+const PATIENT_COLUMNS: &str = "SELECT p.id, p.version, p.sealed, p.created_at_ms, p.updated_at_ms,
+        k.key_id, k.root_key_id, k.wrapped
+     FROM patients p LEFT JOIN subject_keys k ON k.subject_id = p.id";
+
+fn patient_from_row(row: &PgRow) -> StoreResult<StoredPatient> {
+    let id = PatientId::from_uuid(row.try_get::<Uuid, _>("id")?);
+    let key_id: Option<Vec<u8>> = row.try_get("key_id")?;
+    let subject_key = match key_id {
+        Some(key_id) => Some(StoredSubjectKey {
+            subject: id,
+            key_id,
+            root_key_id: row.try_get("root_key_id")?,
+            wrapped: row.try_get("wrapped")?,
+        }),
+        None => None,
+    };
+    Ok(StoredPatient {
+        id,
+        version: row.try_get("version")?,
+        sealed: row.try_get("sealed")?,
+        subject_key,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+fn subject_key_from_row(row: &PgRow) -> StoreResult<StoredSubjectKey> {
+    Ok(StoredSubjectKey {
+        subject: PatientId::from_uuid(row.try_get::<Uuid, _>("subject_id")?),
+        key_id: row.try_get("key_id")?,
+        root_key_id: row.try_get("root_key_id")?,
+        wrapped: row.try_get("wrapped")?,
+    })
+}
+
+fn system_key_from_row(row: &PgRow) -> StoreResult<StoredSystemKey> {
+    Ok(StoredSystemKey {
+        name: row.try_get("name")?,
+        root_key_id: row.try_get("root_key_id")?,
+        wrapped: row.try_get("wrapped")?,
+    })
+}
+
+fn token_from_row(row: &PgRow) -> StoreResult<StoredToken> {
+    Ok(StoredToken {
+        id: TokenId::from_uuid(row.try_get::<Uuid, _>("id")?),
+        token_hash: row.try_get("token_hash")?,
+        role: row.try_get("role")?,
+        label: row.try_get("label")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> StoreResult<StoredAuditEvent> {
+    crate::audit_from_columns(
+        row.try_get("seq")?,
+        row.try_get("at_ms")?,
+        row.try_get("actor")?,
+        row.try_get("role")?,
+        row.try_get("action")?,
+        row.try_get("patient_id")?,
+        row.try_get("resource_type")?,
+        row.try_get("resource_id")?,
+        row.try_get("outcome")?,
+        row.try_get("reason")?,
+        row.try_get("request_id")?,
+        row.try_get("source_ip")?,
+        row.try_get("user_agent")?,
+    )
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_patient(&self, patient: NewPatient) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        let key = &patient.subject_key;
+        let inserted = sqlx::query(
+            "INSERT INTO subject_keys (subject_id, key_id, root_key_id, wrapped, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(patient.id.as_uuid())
+        .bind(&key.key_id)
+        .bind(&key.root_key_id)
+        .bind(&key.wrapped)
+        .bind(patient.now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+        sqlx::query(
+            "INSERT INTO patients (id, version, sealed, created_at_ms, updated_at_ms)
+             VALUES ($1, 1, $2, $3, $3)",
+        )
+        .bind(patient.id.as_uuid())
+        .bind(&patient.sealed)
+        .bind(patient.now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        insert_search(&mut transaction, patient.id, &patient.search).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn update_patient(&self, update: PatientUpdate) -> StoreResult<UpdateOutcome> {
+        let mut transaction = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE patients SET version = version + 1, sealed = $1, updated_at_ms = $2
+             WHERE id = $3 AND version = $4",
+        )
+        .bind(&update.sealed)
+        .bind(update.now_ms)
+        .bind(update.id.as_uuid())
+        .bind(update.expected_version)
+        .execute(&mut *transaction)
+        .await?;
+        if changed.rows_affected() == 0 {
+            let current: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM patients WHERE id = $1")
+                    .bind(update.id.as_uuid())
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+            return Ok(match current {
+                Some(current) => UpdateOutcome::VersionMismatch { current },
+                None => UpdateOutcome::NotFound,
+            });
+        }
+        sqlx::query("DELETE FROM patient_search WHERE patient_id = $1")
+            .bind(update.id.as_uuid())
+            .execute(&mut *transaction)
+            .await?;
+        insert_search(&mut transaction, update.id, &update.search).await?;
+        transaction.commit().await?;
+        Ok(UpdateOutcome::Updated {
+            version: update.expected_version + 1,
+        })
+    }
+
+    async fn get_patient(&self, id: PatientId) -> StoreResult<Option<StoredPatient>> {
+        let row = sqlx::query(&format!("{PATIENT_COLUMNS} WHERE p.id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(patient_from_row).transpose()
+    }
+
+    async fn list_patients(&self, query: &PatientQuery) -> StoreResult<Vec<StoredPatient>> {
+        let mut sql = QueryBuilder::new(PATIENT_COLUMNS);
+        sql.push(" WHERE TRUE");
+        for filter in query.filters.iter().take(limits::FILTERS_MAX) {
+            sql.push(" AND p.id IN (SELECT patient_id FROM patient_search WHERE kind = ")
+                .push_bind(filter.kind.as_str())
+                .push(" AND token = ")
+                .push_bind(filter.token.clone())
+                .push(")");
+        }
+        if let Some(after) = query.after {
+            sql.push(" AND p.id > ").push_bind(after.as_uuid());
+        }
+        sql.push(" ORDER BY p.id LIMIT ")
+            .push_bind(i64::from(query.limit.min(limits::PAGE_ROWS_MAX)));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(patient_from_row).collect()
+    }
+
+    async fn shred_subject(&self, subject: PatientId, now_ms: i64) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM subject_keys WHERE subject_id = $1")
+            .bind(subject.as_uuid())
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query("DELETE FROM patient_search WHERE patient_id = $1")
+            .bind(subject.as_uuid())
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "INSERT INTO shredded_subjects (subject_id, shredded_at_ms) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(subject.as_uuid())
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        // Reclaim the dead tuple that still holds the wrapped key, so it does not linger in
+        // the table file until autovacuum gets to it.
+        if let Err(error) = sqlx::query("VACUUM subject_keys").execute(&self.pool).await {
+            tracing::warn!(%error, "vacuum after crypto-shredding failed");
+        }
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn subject_keys_not_under(
+        &self,
+        root_key_id: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<StoredSubjectKey>> {
+        let rows = sqlx::query(
+            "SELECT subject_id, key_id, root_key_id, wrapped FROM subject_keys
+             WHERE root_key_id <> $1 ORDER BY subject_id LIMIT $2",
+        )
+        .bind(root_key_id)
+        .bind(i64::from(limit.min(limits::REWRAP_BATCH_ROWS_MAX)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(subject_key_from_row).collect()
+    }
+
+    async fn rewrap_subject_key(
+        &self,
+        previous: &StoredSubjectKey,
+        root_key_id: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool> {
+        let changed = sqlx::query(
+            "UPDATE subject_keys SET root_key_id = $1, wrapped = $2
+             WHERE subject_id = $3 AND key_id = $4 AND wrapped = $5",
+        )
+        .bind(root_key_id)
+        .bind(wrapped)
+        .bind(previous.subject.as_uuid())
+        .bind(&previous.key_id)
+        .bind(&previous.wrapped)
+        .execute(&self.pool)
+        .await?;
+        Ok(changed.rows_affected() == 1)
+    }
+
+    async fn count_keys_not_under(&self, root_key_id: &[u8]) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM subject_keys WHERE root_key_id <> $1)
+                  + (SELECT COUNT(*) FROM system_keys WHERE root_key_id <> $1)",
+        )
+        .bind(root_key_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn root_keys_in_use(&self) -> StoreResult<Vec<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT root_key_id FROM subject_keys UNION SELECT root_key_id FROM system_keys",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn system_key(&self, name: &str) -> StoreResult<Option<StoredSystemKey>> {
+        let row = sqlx::query("SELECT name, root_key_id, wrapped FROM system_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(system_key_from_row).transpose()
+    }
+
+    async fn put_system_key_if_absent(
+        &self,
+        key: StoredSystemKey,
+        now_ms: i64,
+    ) -> StoreResult<StoredSystemKey> {
+        sqlx::query(
+            "INSERT INTO system_keys (name, root_key_id, wrapped, created_at_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&key.name)
+        .bind(&key.root_key_id)
+        .bind(&key.wrapped)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        self.system_key(&key.name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "system_keys",
+                detail: format!("{} vanished right after insertion", key.name),
+            })
+    }
+
+    async fn system_keys(&self) -> StoreResult<Vec<StoredSystemKey>> {
+        let rows = sqlx::query("SELECT name, root_key_id, wrapped FROM system_keys ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(system_key_from_row).collect()
+    }
+
+    async fn rewrap_system_key(
+        &self,
+        previous: &StoredSystemKey,
+        root_key_id: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool> {
+        let changed = sqlx::query(
+            "UPDATE system_keys SET root_key_id = $1, wrapped = $2 WHERE name = $3 AND wrapped = $4",
+        )
+        .bind(root_key_id)
+        .bind(wrapped)
+        .bind(&previous.name)
+        .bind(&previous.wrapped)
+        .execute(&self.pool)
+        .await?;
+        Ok(changed.rows_affected() == 1)
+    }
+
+    async fn insert_token(&self, token: StoredToken) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(token.id.as_uuid())
+        .bind(&token.token_hash)
+        .bind(&token.role)
+        .bind(&token.label)
+        .bind(token.created_at_ms)
+        .bind(token.expires_at_ms)
+        .bind(token.revoked_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>> {
+        let row = sqlx::query(
+            "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms
+             FROM api_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "INSERT INTO audit_events (at_ms, actor, role, action, patient_id, resource_type,
+                 resource_id, outcome, reason, request_id, source_ip, user_agent) ",
+        );
+        sql.push_values(&events, |mut row, event| {
+            row.push_bind(event.at_ms)
+                .push_bind(event.actor.clone())
+                .push_bind(event.role.clone())
+                .push_bind(event.action.as_str())
+                .push_bind(event.patient.map(|p| p.as_uuid()))
+                .push_bind(event.resource_type.clone())
+                .push_bind(event.resource_id.clone())
+                .push_bind(event.outcome.as_str())
+                .push_bind(event.reason.clone())
+                .push_bind(event.origin.request_id.clone())
+                .push_bind(event.origin.source_ip.clone())
+                .push_bind(event.origin.user_agent.clone());
+        });
+        sql.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
+                    outcome, reason, request_id, source_ip, user_agent
+             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}

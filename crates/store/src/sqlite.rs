@@ -1,0 +1,672 @@
+//! The embedded engine: one SQLite file in the data directory.
+//!
+//! Durability and throughput come from group commit. Every write goes to a single writer
+//! task that owns the only write connection; it takes whatever writes have queued up (at
+//! most [`limits::GROUP_COMMIT_WRITES_MAX`]), applies each inside its own savepoint, commits
+//! them together and only then answers each caller. With `journal_mode=WAL` and
+//! `synchronous=FULL`, that commit fsyncs the WAL: one fsync acknowledges a whole batch, and
+//! nothing is acknowledged before it is on disk.
+//!
+//! Reads run on a separate pool of read-only connections, which WAL lets proceed while the
+//! writer commits. `secure_delete` is on so that destroyed keys are overwritten, not left in
+//! free pages, and a checkpoint after crypto-shredding pushes them out of the WAL too.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use haven_audit::{AuditEvent, StoredAuditEvent};
+use haven_domain::{PatientId, TokenId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError, StoreResult,
+    StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome, limits,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for a lock held by another process (e.g. a CLI command).
+const BUSY_TIMEOUT_SECS: u64 = 5;
+/// Read-only connections; reads are short, so a few per core suffice.
+const READ_CONNECTIONS_MAX: u32 = 4;
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: SqlitePool,
+    writer: mpsc::Sender<WriteJob>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
+            .foreign_keys(true)
+            .pragma("secure_delete", "ON");
+        let mut write_connection = SqliteConnection::connect_with(&options).await?;
+        // `run_direct`, not `run`: `run` goes through `Acquire` for `&mut SqliteConnection`,
+        // which makes this future fail rustc's `Send` check wherever it is spawned.
+        MIGRATOR.run_direct(&mut write_connection).await?;
+
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS_MAX)
+            .connect_with(options.read_only(true))
+            .await?;
+
+        let (writer, queue) = mpsc::channel(limits::WRITE_QUEUE_DEPTH_MAX);
+        tokio::spawn(run_writer(write_connection, queue));
+        Ok(Self {
+            path: path.to_owned(),
+            readers,
+            writer,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write(&self, op: WriteOp) -> StoreResult<WriteOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(WriteJob { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// One write, as queued for the writer task.
+#[derive(Debug)]
+enum WriteOp {
+    InsertPatient(NewPatient),
+    UpdatePatient(PatientUpdate),
+    ShredSubject {
+        subject: PatientId,
+        now_ms: i64,
+    },
+    RewrapSubjectKey {
+        previous: StoredSubjectKey,
+        root_key_id: Vec<u8>,
+        wrapped: Vec<u8>,
+    },
+    PutSystemKeyIfAbsent {
+        key: StoredSystemKey,
+        now_ms: i64,
+    },
+    RewrapSystemKey {
+        previous: StoredSystemKey,
+        root_key_id: Vec<u8>,
+        wrapped: Vec<u8>,
+    },
+    InsertToken(StoredToken),
+    AppendAudit(Vec<AuditEvent>),
+}
+
+#[derive(Debug)]
+enum WriteOutcome {
+    Done,
+    Updated(UpdateOutcome),
+    Changed(bool),
+    SystemKey(StoredSystemKey),
+}
+
+#[derive(Debug)]
+struct WriteJob {
+    op: WriteOp,
+    reply: oneshot::Sender<StoreResult<WriteOutcome>>,
+}
+
+/// The group-commit loop; ends when every `SqliteStore` clone has been dropped.
+async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<WriteJob>) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(limits::GROUP_COMMIT_WRITES_MAX);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < limits::GROUP_COMMIT_WRITES_MAX {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let shredded = batch
+            .iter()
+            .any(|job| matches!(job.op, WriteOp::ShredSubject { .. }));
+        match commit_batch(&mut connection, &mut batch).await {
+            Ok(results) => {
+                for (job, result) in batch.drain(..).zip(results) {
+                    // A caller that gave up (its request was cancelled) no longer listens.
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, writes = batch.len(), "group commit failed");
+                let message = error.to_string();
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Database(sqlx::Error::Protocol(
+                        format!("group commit failed: {message}"),
+                    ))));
+                }
+            }
+        }
+        if shredded {
+            // Push the overwritten pages out of the WAL so the destroyed key is gone from
+            // every file, not just from the main database.
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut connection)
+                .await
+            {
+                tracing::warn!(%error, "checkpoint after crypto-shredding failed");
+            }
+        }
+    }
+}
+
+/// Applies every job in its own savepoint, so one failing write does not undo the others,
+/// then commits once. Returns one result per job, in order.
+async fn commit_batch(
+    connection: &mut SqliteConnection,
+    batch: &mut [WriteJob],
+) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
+    let mut transaction = connection.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch.iter() {
+        let mut savepoint = (&mut *transaction).begin().await?;
+        let result = apply(&mut savepoint, &job.op).await;
+        if result.is_ok() {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
+        }
+        results.push(result);
+    }
+    transaction.commit().await?;
+    Ok(results)
+}
+
+async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<WriteOutcome> {
+    match op {
+        WriteOp::InsertPatient(patient) => {
+            let key = &patient.subject_key;
+            let inserted = sqlx::query(
+                "INSERT INTO subject_keys (subject_id, key_id, root_key_id, wrapped, created_at_ms)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(patient.id.as_uuid())
+            .bind(&key.key_id)
+            .bind(&key.root_key_id)
+            .bind(&key.wrapped)
+            .bind(patient.now_ms)
+            .execute(&mut *connection)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists);
+            }
+            sqlx::query(
+                "INSERT INTO patients (id, version, sealed, created_at_ms, updated_at_ms)
+                 VALUES (?, 1, ?, ?, ?)",
+            )
+            .bind(patient.id.as_uuid())
+            .bind(&patient.sealed)
+            .bind(patient.now_ms)
+            .bind(patient.now_ms)
+            .execute(&mut *connection)
+            .await?;
+            insert_search(connection, patient.id, &patient.search).await?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::UpdatePatient(update) => {
+            let changed = sqlx::query(
+                "UPDATE patients SET version = version + 1, sealed = ?, updated_at_ms = ?
+                 WHERE id = ? AND version = ?",
+            )
+            .bind(&update.sealed)
+            .bind(update.now_ms)
+            .bind(update.id.as_uuid())
+            .bind(update.expected_version)
+            .execute(&mut *connection)
+            .await?;
+            if changed.rows_affected() == 0 {
+                let current: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM patients WHERE id = ?")
+                        .bind(update.id.as_uuid())
+                        .fetch_optional(&mut *connection)
+                        .await?;
+                return Ok(WriteOutcome::Updated(match current {
+                    Some(current) => UpdateOutcome::VersionMismatch { current },
+                    None => UpdateOutcome::NotFound,
+                }));
+            }
+            sqlx::query("DELETE FROM patient_search WHERE patient_id = ?")
+                .bind(update.id.as_uuid())
+                .execute(&mut *connection)
+                .await?;
+            insert_search(connection, update.id, &update.search).await?;
+            Ok(WriteOutcome::Updated(UpdateOutcome::Updated {
+                version: update.expected_version + 1,
+            }))
+        }
+        WriteOp::ShredSubject { subject, now_ms } => {
+            let deleted = sqlx::query("DELETE FROM subject_keys WHERE subject_id = ?")
+                .bind(subject.as_uuid())
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query("DELETE FROM patient_search WHERE patient_id = ?")
+                .bind(subject.as_uuid())
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query(
+                "INSERT INTO shredded_subjects (subject_id, shredded_at_ms) VALUES (?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(subject.as_uuid())
+            .bind(now_ms)
+            .execute(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::Changed(deleted.rows_affected() > 0))
+        }
+        WriteOp::RewrapSubjectKey {
+            previous,
+            root_key_id,
+            wrapped,
+        } => {
+            let changed = sqlx::query(
+                "UPDATE subject_keys SET root_key_id = ?, wrapped = ?
+                 WHERE subject_id = ? AND key_id = ? AND wrapped = ?",
+            )
+            .bind(root_key_id)
+            .bind(wrapped)
+            .bind(previous.subject.as_uuid())
+            .bind(&previous.key_id)
+            .bind(&previous.wrapped)
+            .execute(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::Changed(changed.rows_affected() == 1))
+        }
+        WriteOp::PutSystemKeyIfAbsent { key, now_ms } => {
+            sqlx::query(
+                "INSERT INTO system_keys (name, root_key_id, wrapped, created_at_ms)
+                 VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&key.name)
+            .bind(&key.root_key_id)
+            .bind(&key.wrapped)
+            .bind(now_ms)
+            .execute(&mut *connection)
+            .await?;
+            let row = sqlx::query("SELECT name, root_key_id, wrapped FROM system_keys WHERE name = ?")
+                .bind(&key.name)
+                .fetch_one(&mut *connection)
+                .await?;
+            Ok(WriteOutcome::SystemKey(system_key_from_row(&row)?))
+        }
+        WriteOp::RewrapSystemKey {
+            previous,
+            root_key_id,
+            wrapped,
+        } => {
+            let changed = sqlx::query(
+                "UPDATE system_keys SET root_key_id = ?, wrapped = ? WHERE name = ? AND wrapped = ?",
+            )
+            .bind(root_key_id)
+            .bind(wrapped)
+            .bind(&previous.name)
+            .bind(&previous.wrapped)
+            .execute(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::Changed(changed.rows_affected() == 1))
+        }
+        WriteOp::InsertToken(token) => {
+            sqlx::query(
+                "INSERT INTO api_tokens (id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(token.id.as_uuid())
+            .bind(&token.token_hash)
+            .bind(&token.role)
+            .bind(&token.label)
+            .bind(token.created_at_ms)
+            .bind(token.expires_at_ms)
+            .bind(token.revoked_at_ms)
+            .execute(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::AppendAudit(events) => {
+            for event in events {
+                sqlx::query(
+                    "INSERT INTO audit_events (at_ms, actor, role, action, patient_id, resource_type,
+                         resource_id, outcome, reason, request_id, source_ip, user_agent)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(event.at_ms)
+                .bind(&event.actor)
+                .bind(&event.role)
+                .bind(event.action.as_str())
+                .bind(event.patient.map(|p| p.as_uuid()))
+                .bind(&event.resource_type)
+                .bind(&event.resource_id)
+                .bind(event.outcome.as_str())
+                .bind(&event.reason)
+                .bind(&event.origin.request_id)
+                .bind(&event.origin.source_ip)
+                .bind(&event.origin.user_agent)
+                .execute(&mut *connection)
+                .await?;
+            }
+            Ok(WriteOutcome::Done)
+        }
+    }
+}
+
+async fn insert_search(
+    connection: &mut SqliteConnection,
+    patient: PatientId,
+    tokens: &[SearchToken],
+) -> StoreResult<()> {
+    for token in tokens {
+        sqlx::query(
+            "INSERT INTO patient_search (kind, token, patient_id) VALUES (?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(token.kind.as_str())
+        .bind(&token.token)
+        .bind(patient.as_uuid())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+const PATIENT_COLUMNS: &str = "SELECT p.id, p.version, p.sealed, p.created_at_ms, p.updated_at_ms,
+        k.key_id, k.root_key_id, k.wrapped
+     FROM patients p LEFT JOIN subject_keys k ON k.subject_id = p.id";
+
+fn patient_from_row(row: &SqliteRow) -> StoreResult<StoredPatient> {
+    let id = PatientId::from_uuid(row.try_get::<Uuid, _>("id")?);
+    let key_id: Option<Vec<u8>> = row.try_get("key_id")?;
+    let subject_key = match key_id {
+        Some(key_id) => Some(StoredSubjectKey {
+            subject: id,
+            key_id,
+            root_key_id: row.try_get("root_key_id")?,
+            wrapped: row.try_get("wrapped")?,
+        }),
+        None => None,
+    };
+    Ok(StoredPatient {
+        id,
+        version: row.try_get("version")?,
+        sealed: row.try_get("sealed")?,
+        subject_key,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+fn subject_key_from_row(row: &SqliteRow) -> StoreResult<StoredSubjectKey> {
+    Ok(StoredSubjectKey {
+        subject: PatientId::from_uuid(row.try_get::<Uuid, _>("subject_id")?),
+        key_id: row.try_get("key_id")?,
+        root_key_id: row.try_get("root_key_id")?,
+        wrapped: row.try_get("wrapped")?,
+    })
+}
+
+fn system_key_from_row(row: &SqliteRow) -> StoreResult<StoredSystemKey> {
+    Ok(StoredSystemKey {
+        name: row.try_get("name")?,
+        root_key_id: row.try_get("root_key_id")?,
+        wrapped: row.try_get("wrapped")?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<StoredToken> {
+    Ok(StoredToken {
+        id: TokenId::from_uuid(row.try_get::<Uuid, _>("id")?),
+        token_hash: row.try_get("token_hash")?,
+        role: row.try_get("role")?,
+        label: row.try_get("label")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<StoredAuditEvent> {
+    crate::audit_from_columns(
+        row.try_get("seq")?,
+        row.try_get("at_ms")?,
+        row.try_get("actor")?,
+        row.try_get("role")?,
+        row.try_get("action")?,
+        row.try_get("patient_id")?,
+        row.try_get("resource_type")?,
+        row.try_get("resource_id")?,
+        row.try_get("outcome")?,
+        row.try_get("reason")?,
+        row.try_get("request_id")?,
+        row.try_get("source_ip")?,
+        row.try_get("user_agent")?,
+    )
+}
+
+fn unexpected(outcome: WriteOutcome) -> StoreError {
+    StoreError::Corrupt {
+        table: "(writer)",
+        detail: format!("unexpected write outcome {outcome:?}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        if self.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    async fn insert_patient(&self, patient: NewPatient) -> StoreResult<()> {
+        match self.write(WriteOp::InsertPatient(patient)).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn update_patient(&self, update: PatientUpdate) -> StoreResult<UpdateOutcome> {
+        match self.write(WriteOp::UpdatePatient(update)).await? {
+            WriteOutcome::Updated(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_patient(&self, id: PatientId) -> StoreResult<Option<StoredPatient>> {
+        let row = sqlx::query(&format!("{PATIENT_COLUMNS} WHERE p.id = ?"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(patient_from_row).transpose()
+    }
+
+    async fn list_patients(&self, query: &PatientQuery) -> StoreResult<Vec<StoredPatient>> {
+        let mut sql = QueryBuilder::new(PATIENT_COLUMNS);
+        sql.push(" WHERE 1 = 1");
+        for filter in query.filters.iter().take(limits::FILTERS_MAX) {
+            sql.push(" AND p.id IN (SELECT patient_id FROM patient_search WHERE kind = ")
+                .push_bind(filter.kind.as_str())
+                .push(" AND token = ")
+                .push_bind(filter.token.clone())
+                .push(")");
+        }
+        if let Some(after) = query.after {
+            sql.push(" AND p.id > ").push_bind(after.as_uuid());
+        }
+        sql.push(" ORDER BY p.id LIMIT ")
+            .push_bind(i64::from(query.limit.min(limits::PAGE_ROWS_MAX)));
+        let rows = sql.build().fetch_all(&self.readers).await?;
+        rows.iter().map(patient_from_row).collect()
+    }
+
+    async fn shred_subject(&self, subject: PatientId, now_ms: i64) -> StoreResult<bool> {
+        match self.write(WriteOp::ShredSubject { subject, now_ms }).await? {
+            WriteOutcome::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn subject_keys_not_under(
+        &self,
+        root_key_id: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<StoredSubjectKey>> {
+        let rows = sqlx::query(
+            "SELECT subject_id, key_id, root_key_id, wrapped FROM subject_keys
+             WHERE root_key_id <> ? ORDER BY subject_id LIMIT ?",
+        )
+        .bind(root_key_id)
+        .bind(i64::from(limit.min(limits::REWRAP_BATCH_ROWS_MAX)))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(subject_key_from_row).collect()
+    }
+
+    async fn rewrap_subject_key(
+        &self,
+        previous: &StoredSubjectKey,
+        root_key_id: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool> {
+        let op = WriteOp::RewrapSubjectKey {
+            previous: previous.clone(),
+            root_key_id: root_key_id.to_vec(),
+            wrapped: wrapped.to_vec(),
+        };
+        match self.write(op).await? {
+            WriteOutcome::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn count_keys_not_under(&self, root_key_id: &[u8]) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM subject_keys WHERE root_key_id <> ?1)
+                  + (SELECT COUNT(*) FROM system_keys WHERE root_key_id <> ?1)",
+        )
+        .bind(root_key_id)
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn root_keys_in_use(&self) -> StoreResult<Vec<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT root_key_id FROM subject_keys UNION SELECT root_key_id FROM system_keys",
+        )
+        .fetch_all(&self.readers)
+        .await?)
+    }
+
+    async fn system_key(&self, name: &str) -> StoreResult<Option<StoredSystemKey>> {
+        let row = sqlx::query("SELECT name, root_key_id, wrapped FROM system_keys WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(system_key_from_row).transpose()
+    }
+
+    async fn put_system_key_if_absent(
+        &self,
+        key: StoredSystemKey,
+        now_ms: i64,
+    ) -> StoreResult<StoredSystemKey> {
+        match self.write(WriteOp::PutSystemKeyIfAbsent { key, now_ms }).await? {
+            WriteOutcome::SystemKey(key) => Ok(key),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn system_keys(&self) -> StoreResult<Vec<StoredSystemKey>> {
+        let rows = sqlx::query("SELECT name, root_key_id, wrapped FROM system_keys ORDER BY name")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(system_key_from_row).collect()
+    }
+
+    async fn rewrap_system_key(
+        &self,
+        previous: &StoredSystemKey,
+        root_key_id: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool> {
+        let op = WriteOp::RewrapSystemKey {
+            previous: previous.clone(),
+            root_key_id: root_key_id.to_vec(),
+            wrapped: wrapped.to_vec(),
+        };
+        match self.write(op).await? {
+            WriteOutcome::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn insert_token(&self, token: StoredToken) -> StoreResult<()> {
+        match self.write(WriteOp::InsertToken(token)).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>> {
+        let row = sqlx::query(
+            "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms
+             FROM api_tokens WHERE token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
+        match self.write(WriteOp::AppendAudit(events)).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
+                    outcome, reason, request_id, source_ip, user_agent
+             FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+/// Parses a `sqlite://path` or `sqlite:path` URL into a file path.
+pub fn path_from_url(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty()).then(|| PathBuf::from_str(path).ok()).flatten()
+}

@@ -1,0 +1,205 @@
+//! The test harness: real Haven servers for tests.
+//!
+//! [`TestServer::start`] builds the same [`Application`] as `haven serve`, on 127.0.0.1
+//! port 0, over either a temporary SQLite file or a fresh PostgreSQL schema, with a
+//! [`FakeClock`] the test can move forward. PostgreSQL is found at `HAVEN_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`); when it is unreachable the test
+//! fails, with a message that says how to start it. Nothing is skipped.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::expect_used)] // a harness that cannot start should stop the test loudly
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use haven_app::Clock;
+use haven_domain::Role;
+use haven_server::config::{self, Config, Flags};
+use haven_server::{Application, TableAuditSinkExt};
+use rand::RngCore;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// The PostgreSQL server tests use.
+pub fn postgres_url() -> String {
+    std::env::var("HAVEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Creates a fresh, uniquely named schema and returns its name and a URL whose connections
+/// use it, so each test has a database of its own.
+pub async fn fresh_postgres_schema(prefix: &str) -> (String, String) {
+    use sqlx::Connection;
+    let url = postgres_url();
+    let mut connection = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|error| {
+            panic!("PostgreSQL not reachable at {url}: {error}; `cargo xtask test` starts it")
+        });
+    let mut suffix = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut suffix);
+    let schema = format!(
+        "{prefix}_{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&mut connection)
+        .await
+        .expect("create schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let schema_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    (schema, schema_url)
+}
+
+/// A clock that stands still until the test moves it.
+#[derive(Debug)]
+pub struct FakeClock(Mutex<OffsetDateTime>);
+
+impl FakeClock {
+    pub fn new() -> Self {
+        Self(Mutex::new(OffsetDateTime::now_utc()))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+}
+
+impl Default for FakeClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running Haven on a random port.
+#[derive(Debug)]
+pub struct TestServer {
+    pub url: String,
+    pub backend: Backend,
+    pub client: reqwest::Client,
+    pub clock: Arc<FakeClock>,
+    /// An administrator token.
+    pub admin_token: String,
+    pub data_dir: tempfile::TempDir,
+    pub postgres_schema: Option<String>,
+    app: haven_app::App,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Starts with extra settings, as `HAVEN_*` environment variables would give them.
+    pub async fn start_with(backend: Backend, settings: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut env: BTreeMap<String, String> = settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.insert(
+            "HAVEN_DATA_DIR".into(),
+            data_dir.path().join("data").display().to_string(),
+        );
+        env.insert("HAVEN_LISTEN".into(), "127.0.0.1:0".into());
+        let mut postgres_schema = None;
+        if backend == Backend::Postgres {
+            let (schema, url) = fresh_postgres_schema("api").await;
+            env.insert("HAVEN_DATABASE_URL".into(), url);
+            postgres_schema = Some(schema);
+        }
+        let config: Config = config::load(&Flags::default(), &env).expect("test configuration");
+        let clock = Arc::new(FakeClock::new());
+        let application = Application::build_with_clock(config, clock.clone())
+            .await
+            .expect("build the application");
+        let url = application.url();
+        let app = application.app().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(application.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let mut server = Self {
+            url,
+            backend,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            clock,
+            admin_token: String::new(),
+            data_dir,
+            postgres_schema,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server.admin_token = server.token(Role::Administrator, 24).await;
+        server
+    }
+
+    /// Mints a token for `role`, as `haven admin token` does.
+    pub async fn token(&self, role: Role, ttl_hours: u32) -> String {
+        let store = self.app.store().clone();
+        let audit = store.audit_sink();
+        let issued = haven_app::tokens::issue_token(
+            &*store,
+            &*audit,
+            role,
+            "test",
+            ttl_hours,
+            self.clock.now_ms(),
+        )
+        .await
+        .expect("issue a token");
+        issued.secret.expose_secret().clone()
+    }
+
+    pub fn app(&self) -> &haven_app::App {
+        &self.app
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
