@@ -295,7 +295,14 @@ pub(crate) async fn list(
         birth_date: params
             .birth_date
             .as_deref()
-            .map(|d| parse_date("birth_date", d))
+            .map(|d| {
+                parse_date("birth_date", d).map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "birth_date must be a date as YYYY-MM-DD",
+                    )
+                })
+            })
             .transpose()?,
         identifier,
         after: params.after.as_deref().map(parse_id).transpose()?,

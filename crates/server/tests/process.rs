@@ -1,0 +1,507 @@
+//! Tests of the `haven` binary as an operator runs it: start-up with zero configuration,
+//! refusals with clear messages, graceful shutdown, durability under `kill -9`, TLS, and
+//! the key commands.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use haven_test_support::{Backend, fresh_postgres_schema};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const HAVEN: &str = env!("CARGO_BIN_EXE_haven");
+/// How long a server gets to print its address.
+const START_TIMEOUT_SECS: u64 = 30;
+
+fn haven(dir: &Path) -> Command {
+    let mut command = Command::new(HAVEN);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HAVEN_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// A running `haven serve` and the URL it printed.
+struct Running {
+    child: Child,
+    url: String,
+}
+
+async fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut command = haven(dir);
+    command
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(START_TIMEOUT_SECS), lines.next_line())
+        .await
+        .expect("the server printed its address in time")
+        .unwrap()
+        .expect("the server printed its address");
+    let url = line
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    Running { child, url }
+}
+
+async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn admin_token(dir: &Path, env: &[(&str, &str)]) -> String {
+    let mut command = haven(dir);
+    command.args(["admin", "token", "--label", "test"]);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn patient(n: usize) -> Value {
+    json!({
+        "name": { "family": format!("Durable{n}"), "given": ["Test"] },
+        "birth_date": "1985-05-05",
+        "identifiers": [{ "system": "urn:haven:test", "value": format!("N-{n}") }]
+    })
+}
+
+#[tokio::test]
+async fn zero_configuration_creates_a_private_data_directory_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), &[], &[("HAVEN_LISTEN", "127.0.0.1:0")]).await;
+    assert!(server.url.starts_with("http://127.0.0.1:"));
+    let health = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = reqwest::get(format!("{}/readyz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    let data = dir.path().join("haven-data");
+    assert!(data.join("haven.db").exists());
+    let keyring = data.join("keyring");
+    let root_keys: Vec<PathBuf> = std::fs::read_dir(&keyring)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "key"))
+        .collect();
+    assert_eq!(root_keys.len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root_keys[0]), 0o600);
+        assert_eq!(mode(&keyring), 0o700);
+        assert_eq!(mode(&data), 0o700);
+    }
+
+    // A second server on the same data directory is refused, not allowed to corrupt it.
+    let second = haven(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another haven process"));
+
+    assert!(
+        terminate(&mut server.child).await.success(),
+        "SIGTERM exits 0"
+    );
+}
+
+#[tokio::test]
+async fn refuses_plain_http_on_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = haven(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--listen") && stderr.contains("without TLS"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("haven-data").exists(),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn malformed_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = haven(dir.path())
+        .arg("serve")
+        .env("HAVEN_LISTEN", "localhost-ish")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid setting HAVEN_LISTEN"));
+
+    let file = dir.path().join("haven.toml");
+    std::fs::write(&file, "request_timeout_secs = \"soon\"\n").unwrap();
+    let output = haven(dir.path())
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("request_timeout_secs in") && stderr.contains("haven.toml"),
+        "{stderr}"
+    );
+
+    let output = haven(dir.path())
+        .arg("serve")
+        .env("HAVEN_DATABASE_URL", "mysql://nope")
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HAVEN_DATABASE_URL"));
+}
+
+/// `kill -9` during 32 concurrent creates: every create answered 201 is there after restart.
+async fn kill_9_loses_no_acknowledged_create(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env: Vec<(&str, String)> = vec![("HAVEN_LISTEN", "127.0.0.1:0".into())];
+    if backend == Backend::Postgres {
+        env.push(("HAVEN_DATABASE_URL", fresh_postgres_schema("kill").await.1));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let token = admin_token(dir.path(), &env).await;
+    let mut server = serve(dir.path(), &[], &env).await;
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..32 {
+        let client = client.clone();
+        let url = format!("{}/api/v1/patients", server.url);
+        let token = token.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut n = worker * 1_000_000;
+            // Bounded: stops at the kill, or after 2,000 creates per worker at most.
+            while !stop.load(Ordering::Relaxed) && acknowledged.len() < 2_000 {
+                n += 1;
+                let Ok(response) = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&patient(n))
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                if response.status() != StatusCode::CREATED {
+                    break;
+                }
+                let Ok(body) = response.json::<Value>().await else {
+                    break;
+                };
+                acknowledged.push((body["id"].as_str().unwrap().to_owned(), n));
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.child.start_kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child.wait().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for worker in workers {
+        acknowledged.extend(worker.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() >= 32,
+        "the server acknowledged creates before the kill"
+    );
+
+    let restarted = serve(dir.path(), &[], &env).await;
+    for (id, n) in &acknowledged {
+        let response = client
+            .get(format!("{}/api/v1/patients/{id}", restarted.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "acknowledged create {id} was lost"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["name"]["family"], format!("Durable{n}"));
+    }
+    eprintln!(
+        "{} acknowledged creates all survived kill -9",
+        acknowledged.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_create_on_sqlite() {
+    kill_9_loses_no_acknowledged_create(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_create_on_postgres() {
+    kill_9_loses_no_acknowledged_create(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn serves_https_with_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+
+    // With TLS, a non-loopback address is allowed.
+    let mut server = serve(
+        dir.path(),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(server.url.starts_with("https://"));
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .resolve(
+            "localhost",
+            std::net::SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())),
+        )
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+
+    // Plain HTTP to the TLS port gets nothing.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    assert!(terminate(&mut server.child).await.success());
+
+    // A key that does not match the certificate is refused at start-up.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
+    let output = haven(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TLS"));
+}
+
+fn root_key_files(data: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data.join("keyring"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".key"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_rewraps_everything_and_destroys_the_old_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let token = admin_token(dir.path(), &env).await;
+    let mut server = serve(dir.path(), &[], &env).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let body: Value = client
+            .post(format!("{}/api/v1/patients", server.url))
+            .bearer_auth(&token)
+            .json(&patient(n))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+
+    // Rotation waits for the server to stop: it must not race a server wrapping new keys.
+    let refused = haven(dir.path())
+        .args(["keys", "rotate"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop it first"));
+    assert!(terminate(&mut server.child).await.success());
+
+    let data = dir.path().join("haven-data");
+    let before = root_key_files(&data);
+    let rotated = haven(dir.path())
+        .args(["keys", "rotate"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&rotated.stderr);
+    assert!(rotated.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("6 keys re-wrapped"),
+        "5 patient keys and the blind-index key: {stderr}"
+    );
+    let after = root_key_files(&data);
+    assert_eq!(after.len(), 1);
+    assert_ne!(before, after, "the old root key file is gone");
+
+    let server = serve(dir.path(), &[], &env).await;
+    for id in &ids {
+        let response = client
+            .get(format!("{}/api/v1/patients/{id}", server.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // Search still works: the blind-index key survived rotation.
+    let found: Value = client
+        .get(format!("{}/api/v1/patients?family=Durable3", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shredding_a_patient_makes_their_record_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let token = admin_token(dir.path(), &env).await;
+    let mut server = serve(dir.path(), &[], &env).await;
+    let client = reqwest::Client::new();
+    let body: Value = client
+        .post(format!("{}/api/v1/patients", server.url))
+        .bearer_auth(&token)
+        .json(&patient(1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert!(terminate(&mut server.child).await.success());
+
+    let unconfirmed = haven(dir.path())
+        .args(["keys", "shred-patient", &id])
+        .output()
+        .await
+        .unwrap();
+    assert!(!unconfirmed.status.success());
+    assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
+    let shredded = haven(dir.path())
+        .args(["keys", "shred-patient", &id, "--yes"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        shredded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shredded.stderr)
+    );
+
+    let server = serve(dir.path(), &[], &env).await;
+    let response = client
+        .get(format!("{}/api/v1/patients/{id}", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GONE);
+}
