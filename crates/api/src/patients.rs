@@ -184,10 +184,10 @@ fn patient_response(status: StatusCode, view: PatientView) -> Response {
     let version = view.version;
     let mut response = (status, Json(PatientOutput::from(view))).into_response();
     response.headers_mut().insert(header::ETAG, etag(version));
-    if status == StatusCode::CREATED {
-        if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/patients/{id}")) {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
+    if status == StatusCode::CREATED
+        && let Ok(location) = HeaderValue::from_str(&format!("/api/v1/patients/{id}"))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
     }
     response
 }

@@ -214,9 +214,9 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_number<T: std::str::FromStr>(min: T, max: T) -> impl FnOnce(&str) -> Result<T, String>
+fn parse_number<T>(min: T, max: T) -> impl FnOnce(&str) -> Result<T, String>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     move |text| {
         let value: T = text

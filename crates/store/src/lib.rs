@@ -84,7 +84,12 @@ pub struct SearchToken {
 
 impl fmt::Debug for SearchToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SearchToken({}, {} bytes)", self.kind.as_str(), self.token.len())
+        write!(
+            f,
+            "SearchToken({}, {} bytes)",
+            self.kind.as_str(),
+            self.token.len()
+        )
     }
 }
 

@@ -170,6 +170,20 @@ impl Store for PostgresStore {
 
     async fn insert_patient(&self, patient: NewPatient) -> StoreResult<()> {
         let mut transaction = self.pool.begin().await?;
+        // The patient row first: after crypto-shredding the subject key is gone but the id
+        // stays taken, and reusing it must be `AlreadyExists` too.
+        let inserted = sqlx::query(
+            "INSERT INTO patients (id, version, sealed, created_at_ms, updated_at_ms)
+             VALUES ($1, 1, $2, $3, $3) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(patient.id.as_uuid())
+        .bind(&patient.sealed)
+        .bind(patient.now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
         let key = &patient.subject_key;
         let inserted = sqlx::query(
             "INSERT INTO subject_keys (subject_id, key_id, root_key_id, wrapped, created_at_ms)
@@ -185,15 +199,6 @@ impl Store for PostgresStore {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::AlreadyExists);
         }
-        sqlx::query(
-            "INSERT INTO patients (id, version, sealed, created_at_ms, updated_at_ms)
-             VALUES ($1, 1, $2, $3, $3)",
-        )
-        .bind(patient.id.as_uuid())
-        .bind(&patient.sealed)
-        .bind(patient.now_ms)
-        .execute(&mut *transaction)
-        .await?;
         insert_search(&mut transaction, patient.id, &patient.search).await?;
         transaction.commit().await?;
         Ok(())

@@ -1,0 +1,1541 @@
+//! The store contract: one suite of behaviours that every [`Store`] engine must show, run
+//! against both SQLite and PostgreSQL (as ripgrep runs each test on both regex engines), so
+//! moving a deployment from one engine to the other never changes what Haven does.
+//!
+//! Each contract is an `async fn(&Engine)`; [`contracts!`] turns it into two tests:
+//! `sqlite::<contract>` on a fresh database file in a temporary directory, and
+//! `postgres::<contract>` on a fresh schema in the database at `HAVEN_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards. An unreachable
+//! PostgreSQL fails the suite instead of silently skipping half of it; `cargo xtask test`
+//! starts one.
+//!
+//! The store only ever sees sealed bytes, key ids and blind-index tokens, so the records here
+//! are random bytes: what matters at this layer is that exactly those bytes come back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use haven_audit::{AuditAction, AuditEvent, Outcome, RequestOrigin};
+use haven_domain::{PatientId, TokenId};
+use haven_store::{
+    NewPatient, PatientQuery, PatientUpdate, PostgresStore, SearchKind, SearchToken, SqliteStore,
+    Store, StoreError, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
+    UpdateOutcome, limits,
+};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+const POSTGRES_URL_VAR: &str = "HAVEN_TEST_POSTGRES_URL";
+const POSTGRES_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// A reachable server answers at once; waiting longer only delays the failure.
+const POSTGRES_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// How long a raw SQLite connection waits for the store's writer to release the file.
+const RAW_BUSY_TIMEOUT_SECS: u64 = 5;
+/// A fixed clock, so that stored timestamps can be compared exactly.
+const T0_MS: i64 = 1_750_000_000_000;
+
+const ROOT_OLD: &[u8] = b"root-key-old";
+const ROOT_NEW: &[u8] = b"root-key-new";
+
+macro_rules! contracts {
+    (
+        both: [$($contract:ident),+ $(,)?],
+        sqlite_only: [$($sqlite_contract:ident),* $(,)?] $(,)?
+    ) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $contract() {
+                    let engine = crate::Engine::sqlite().await;
+                    crate::run(engine, |engine| async move { crate::$contract(&engine).await })
+                        .await;
+                }
+            )+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $sqlite_contract() {
+                    let engine = crate::Engine::sqlite().await;
+                    crate::run(engine, |engine| async move {
+                        crate::$sqlite_contract(&engine).await
+                    })
+                    .await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $contract() {
+                    let engine = crate::Engine::postgres().await;
+                    crate::run(engine, |engine| async move { crate::$contract(&engine).await })
+                        .await;
+                }
+            )+
+        }
+    };
+}
+
+contracts! {
+    both: [
+        insert_then_get_returns_the_stored_record,
+        inserting_an_existing_id_fails_and_keeps_the_first,
+        update_with_the_expected_version_replaces_record_and_search_tokens,
+        concurrent_updates_at_one_version_let_exactly_one_win,
+        list_pages_in_id_order,
+        list_never_returns_more_than_page_rows_max,
+        search_filters_are_combined_with_and,
+        shred_subject_destroys_the_key_and_search_tokens_once,
+        system_keys_are_set_once_and_rewrapped_by_compare_and_swap,
+        rotation_rewraps_every_key_under_the_new_root,
+        tokens_are_found_by_hash,
+        audit_events_come_back_in_order_with_increasing_seq,
+        audit_trail_is_append_only,
+        concurrent_inserts_all_succeed,
+        a_failing_write_does_not_undo_concurrent_writes,
+        acknowledged_writes_survive_a_restart,
+    ],
+    sqlite_only: [
+        acknowledged_writes_are_in_the_files_before_shutdown,
+    ],
+}
+
+// ------------------------------------------------------------------------------------------
+// Engines
+// ------------------------------------------------------------------------------------------
+
+/// One engine under test, with what a contract needs beyond the [`Store`] trait: restarting
+/// the store on the same data, and raw SQL that goes around the store.
+struct Engine {
+    backend: Backend,
+    opened: Mutex<Option<Opened>>,
+}
+
+enum Backend {
+    /// The directory lives as long as the test; it holds `haven.db` and its WAL.
+    Sqlite { dir: TempDir },
+    Postgres {
+        url: String,
+        /// `url` without a password, for messages.
+        shown_url: String,
+        schema: String,
+    },
+}
+
+#[derive(Clone)]
+enum Opened {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Opened {
+    fn as_dyn(&self) -> Arc<dyn Store> {
+        match self {
+            Opened::Sqlite(store) => Arc::clone(store) as Arc<dyn Store>,
+            Opened::Postgres(store) => Arc::clone(store) as Arc<dyn Store>,
+        }
+    }
+
+    fn handles(&self) -> usize {
+        match self {
+            Opened::Sqlite(store) => Arc::strong_count(store),
+            Opened::Postgres(store) => Arc::strong_count(store),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            // The writer task ends, and closes the write connection, once the last handle
+            // is gone.
+            Opened::Sqlite(store) => drop(store),
+            Opened::Postgres(store) => store.pool().close().await,
+        }
+    }
+}
+
+impl Engine {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory for the SQLite store");
+        Self::started(Backend::Sqlite { dir }).await
+    }
+
+    async fn postgres() -> Self {
+        let url =
+            std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| POSTGRES_URL_DEFAULT.to_owned());
+        let options: PgConnectOptions = url
+            .parse()
+            .unwrap_or_else(|error| panic!("{POSTGRES_URL_VAR} is not a PostgreSQL URL: {error}"));
+        let shown_url = format!(
+            "postgres://{}@{}:{}/{}",
+            options.get_username(),
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default(),
+        );
+        let hint = format!("`cargo xtask test` starts it, or set {POSTGRES_URL_VAR}");
+        match tokio::time::timeout(
+            Duration::from_secs(POSTGRES_CONNECT_TIMEOUT_SECS),
+            PgConnection::connect_with(&options),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+            Ok(Err(error)) => {
+                panic!("PostgreSQL not reachable at {shown_url}: {error}; {hint}")
+            }
+            Err(_) => panic!(
+                "PostgreSQL not reachable at {shown_url}: no answer within \
+                 {POSTGRES_CONNECT_TIMEOUT_SECS}s; {hint}"
+            ),
+        }
+        let schema = format!("contract_{}", Uuid::new_v4().simple());
+        Self::started(Backend::Postgres {
+            url,
+            shown_url,
+            schema,
+        })
+        .await
+    }
+
+    async fn started(backend: Backend) -> Self {
+        let engine = Engine {
+            backend,
+            opened: Mutex::new(None),
+        };
+        let opened = engine.open().await;
+        *engine.slot() = Some(opened);
+        engine
+    }
+
+    async fn open(&self) -> Opened {
+        match &self.backend {
+            Backend::Sqlite { dir } => {
+                let path = dir.path().join("haven.db");
+                let store = SqliteStore::open(&path)
+                    .await
+                    .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+                Opened::Sqlite(Arc::new(store))
+            }
+            Backend::Postgres {
+                url,
+                shown_url,
+                schema,
+            } => {
+                let store = PostgresStore::connect_in_schema(url, schema)
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!("connecting to {shown_url} in schema {schema}: {error}")
+                    });
+                Opened::Postgres(Arc::new(store))
+            }
+        }
+    }
+
+    /// The slot stays usable after a contract panicked elsewhere, so cleanup still runs.
+    fn slot(&self) -> MutexGuard<'_, Option<Opened>> {
+        self.opened.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn opened(&self) -> Opened {
+        self.slot().clone().expect("the store is open")
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.opened().as_dyn()
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    fn sqlite_path(&self) -> PathBuf {
+        match self.opened() {
+            Opened::Sqlite(store) => store.path().to_owned(),
+            Opened::Postgres(_) => panic!("not a SQLite engine"),
+        }
+    }
+
+    /// Shuts the store down and opens the same data again, as a restarted server would.
+    async fn restart(&self) {
+        let previous = self.slot().take().expect("the store is open");
+        assert_eq!(
+            previous.handles(),
+            1,
+            "drop every handle to the store before restarting it"
+        );
+        previous.close().await;
+        let reopened = self.open().await;
+        *self.slot() = Some(reopened);
+    }
+
+    /// Runs one statement around the store: on its own connection to the SQLite file, or on
+    /// the PostgreSQL store's pool (whose connections already have the test's search_path).
+    async fn execute_raw(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        match self.opened() {
+            Opened::Sqlite(store) => {
+                let options = SqliteConnectOptions::new()
+                    .filename(store.path())
+                    .busy_timeout(Duration::from_secs(RAW_BUSY_TIMEOUT_SECS));
+                let sql = sql.to_owned();
+                // On its own task with owned data: holding a borrowed SQLite connection
+                // across an await trips rustc's higher-ranked `Send` check in the contracts.
+                tokio::spawn(async move {
+                    let mut connection = SqliteConnection::connect_with(&options).await?;
+                    let result = sqlx::query(&sql).execute(&mut connection).await;
+                    let _ = connection.close().await;
+                    Ok(result?.rows_affected())
+                })
+                .await
+                .expect("the raw SQLite statement's task")
+            }
+            Opened::Postgres(store) => Ok(sqlx::query(sql)
+                .execute(store.pool())
+                .await?
+                .rows_affected()),
+        }
+    }
+
+    /// Best effort: a schema left behind is harmless, so failures are only reported.
+    async fn cleanup(&self) {
+        let opened = self.slot().take();
+        if let Some(opened) = opened {
+            opened.close().await;
+        }
+        if let Backend::Postgres {
+            url,
+            shown_url,
+            schema,
+        } = &self.backend
+        {
+            let dropped = async {
+                let mut connection = PgConnection::connect(url).await?;
+                let quoted = schema.replace('"', "\"\"");
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{quoted}\" CASCADE"))
+                    .execute(&mut connection)
+                    .await?;
+                connection.close().await
+            };
+            if let Err(error) = dropped.await {
+                eprintln!("could not drop schema {schema} at {shown_url}: {error}");
+            }
+        }
+    }
+}
+
+/// Runs a contract on its own task, so that the engine is cleaned up even when the contract
+/// panics, then hands the panic on to the test harness.
+async fn run<C, F>(engine: Engine, contract: C)
+where
+    C: FnOnce(Arc<Engine>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let engine = Arc::new(engine);
+    let outcome = tokio::spawn(contract(Arc::clone(&engine))).await;
+    engine.cleanup().await;
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(error) => panic!("the contract did not finish: {error}"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Records
+// ------------------------------------------------------------------------------------------
+
+/// Unpredictable bytes, standing in for ciphertext, wrapped keys and token hashes.
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len + 16);
+    while bytes.len() < len {
+        bytes.extend_from_slice(Uuid::new_v4().as_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+fn search(kind: SearchKind, value: &str) -> SearchToken {
+    SearchToken {
+        kind,
+        token: value.as_bytes().to_vec(),
+    }
+}
+
+fn new_patient(root_key_id: &[u8], search: Vec<SearchToken>) -> NewPatient {
+    let id = PatientId::generate();
+    NewPatient {
+        id,
+        sealed: random_bytes(96),
+        subject_key: StoredSubjectKey {
+            subject: id,
+            key_id: random_bytes(16),
+            root_key_id: root_key_id.to_vec(),
+            wrapped: random_bytes(48),
+        },
+        search,
+        now_ms: T0_MS,
+    }
+}
+
+/// What the store must give back for a freshly inserted patient.
+fn as_stored(patient: &NewPatient) -> StoredPatient {
+    StoredPatient {
+        id: patient.id,
+        version: 1,
+        sealed: patient.sealed.clone(),
+        subject_key: Some(patient.subject_key.clone()),
+        created_at_ms: patient.now_ms,
+        updated_at_ms: patient.now_ms,
+    }
+}
+
+fn sorted_ids<'a>(patients: impl IntoIterator<Item = &'a NewPatient>) -> Vec<PatientId> {
+    let mut ids: Vec<PatientId> = patients.into_iter().map(|patient| patient.id).collect();
+    ids.sort();
+    ids
+}
+
+fn ids_of(patients: &[StoredPatient]) -> Vec<PatientId> {
+    patients.iter().map(|patient| patient.id).collect()
+}
+
+/// Every patient matching all `filters`, collected page by page (two per page, so paging is
+/// exercised too), checking that pages come in strictly increasing id order.
+async fn ids_matching(store: &dyn Store, filters: &[SearchToken]) -> Vec<PatientId> {
+    const PAGE_ROWS: u32 = 2;
+    let mut ids: Vec<PatientId> = Vec::new();
+    loop {
+        let query = PatientQuery {
+            filters: filters.to_vec(),
+            after: ids.last().copied(),
+            limit: PAGE_ROWS,
+        };
+        let page = store.list_patients(&query).await.unwrap();
+        assert!(page.len() <= PAGE_ROWS as usize, "a page of {}", page.len());
+        if page.is_empty() {
+            return ids;
+        }
+        for patient in page {
+            if let Some(last) = ids.last() {
+                assert!(
+                    patient.id > *last,
+                    "pages out of id order: {ids:?} then {:?}",
+                    patient.id
+                );
+            }
+            ids.push(patient.id);
+        }
+    }
+}
+
+/// Inserts all `patients` at once, each from its own task.
+async fn insert_all(store: &Arc<dyn Store>, patients: Vec<NewPatient>) {
+    let mut tasks = Vec::with_capacity(patients.len());
+    for patient in patients {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(
+            async move { store.insert_patient(patient).await },
+        ));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
+fn system_key(name: &str, root_key_id: &[u8]) -> StoredSystemKey {
+    StoredSystemKey {
+        name: name.to_owned(),
+        root_key_id: root_key_id.to_vec(),
+        wrapped: random_bytes(48),
+    }
+}
+
+fn api_token(role: &str, revoked_at_ms: Option<i64>) -> StoredToken {
+    StoredToken {
+        id: TokenId::generate(),
+        token_hash: random_bytes(32),
+        role: role.to_owned(),
+        label: format!("{role} laptop"),
+        created_at_ms: T0_MS,
+        expires_at_ms: T0_MS + 90 * 24 * 3_600_000,
+        revoked_at_ms,
+    }
+}
+
+fn read_event(at_ms: i64, patient: PatientId) -> AuditEvent {
+    AuditEvent {
+        at_ms,
+        actor: Some(TokenId::generate().to_string()),
+        role: Some("clinician".to_owned()),
+        action: AuditAction::Read,
+        patient: Some(patient),
+        resource_type: Some("Patient".to_owned()),
+        resource_id: Some(patient.to_string()),
+        outcome: Outcome::Allowed,
+        reason: "care-team".to_owned(),
+        origin: RequestOrigin {
+            request_id: Some(Uuid::new_v4().to_string()),
+            source_ip: Some("203.0.113.7".to_owned()),
+            user_agent: Some("haven-web/0.1 (Firefox)".to_owned()),
+        },
+    }
+}
+
+fn system_event(at_ms: i64, action: AuditAction, outcome: Outcome) -> AuditEvent {
+    AuditEvent {
+        at_ms,
+        actor: None,
+        role: None,
+        action,
+        patient: None,
+        resource_type: None,
+        resource_id: None,
+        outcome,
+        reason: "scheduled".to_owned(),
+        origin: RequestOrigin::default(),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Patients
+// ------------------------------------------------------------------------------------------
+
+async fn insert_then_get_returns_the_stored_record(engine: &Engine) {
+    let store = engine.store();
+    store.ping().await.unwrap();
+
+    let mut patient = new_patient(ROOT_OLD, vec![search(SearchKind::Family, "okafor")]);
+    // Every byte value, NUL included: sealed bytes are opaque, never text.
+    patient.sealed = (0..=u8::MAX).collect();
+    store.insert_patient(patient.clone()).await.unwrap();
+
+    let stored = store.get_patient(patient.id).await.unwrap();
+    assert_eq!(stored, Some(as_stored(&patient)));
+    let stored = stored.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.subject_key.unwrap().subject, patient.id);
+
+    assert_eq!(
+        store.get_patient(PatientId::generate()).await.unwrap(),
+        None
+    );
+}
+
+async fn inserting_an_existing_id_fails_and_keeps_the_first(engine: &Engine) {
+    let store = engine.store();
+    let first = new_patient(ROOT_OLD, vec![search(SearchKind::Family, "first")]);
+    store.insert_patient(first.clone()).await.unwrap();
+
+    let mut second = new_patient(ROOT_NEW, vec![search(SearchKind::Family, "second")]);
+    second.id = first.id;
+    second.subject_key.subject = first.id;
+    second.now_ms = T0_MS + 1_000;
+    let error = store.insert_patient(second).await.unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists), "{error:?}");
+
+    assert_eq!(
+        store.get_patient(first.id).await.unwrap(),
+        Some(as_stored(&first))
+    );
+    assert_eq!(
+        ids_matching(&*store, &[search(SearchKind::Family, "first")]).await,
+        vec![first.id]
+    );
+    assert_eq!(
+        ids_matching(&*store, &[search(SearchKind::Family, "second")]).await,
+        vec![]
+    );
+    assert_eq!(
+        store.root_keys_in_use().await.unwrap(),
+        vec![ROOT_OLD.to_vec()]
+    );
+}
+
+async fn update_with_the_expected_version_replaces_record_and_search_tokens(engine: &Engine) {
+    let store = engine.store();
+    let family_before = search(SearchKind::Family, "before");
+    let birth_before = search(SearchKind::BirthDate, "1980-01-02");
+    let family_after = search(SearchKind::Family, "after");
+    let identifier_after = search(SearchKind::Identifier, "MRN-0001");
+    let patient = new_patient(ROOT_OLD, vec![family_before.clone(), birth_before.clone()]);
+    store.insert_patient(patient.clone()).await.unwrap();
+
+    let update = PatientUpdate {
+        id: patient.id,
+        expected_version: 1,
+        sealed: random_bytes(80),
+        search: vec![family_after.clone(), identifier_after.clone()],
+        now_ms: T0_MS + 60_000,
+    };
+    assert_eq!(
+        store.update_patient(update.clone()).await.unwrap(),
+        UpdateOutcome::Updated { version: 2 }
+    );
+    let updated = StoredPatient {
+        version: 2,
+        sealed: update.sealed.clone(),
+        updated_at_ms: update.now_ms,
+        ..as_stored(&patient)
+    };
+    assert_eq!(
+        store.get_patient(patient.id).await.unwrap(),
+        Some(updated.clone())
+    );
+    for stale in [&family_before, &birth_before] {
+        assert_eq!(
+            ids_matching(&*store, std::slice::from_ref(stale)).await,
+            vec![],
+            "{stale:?}"
+        );
+    }
+    for fresh in [&family_after, &identifier_after] {
+        assert_eq!(
+            ids_matching(&*store, std::slice::from_ref(fresh)).await,
+            vec![patient.id],
+            "{fresh:?}"
+        );
+    }
+
+    // A writer that read version 1 lost the race: nothing of its update may land.
+    for expected_version in [1, 3] {
+        let lost = PatientUpdate {
+            id: patient.id,
+            expected_version,
+            sealed: random_bytes(80),
+            search: vec![search(SearchKind::Family, "lost")],
+            now_ms: T0_MS + 120_000,
+        };
+        assert_eq!(
+            store.update_patient(lost).await.unwrap(),
+            UpdateOutcome::VersionMismatch { current: 2 }
+        );
+    }
+    assert_eq!(store.get_patient(patient.id).await.unwrap(), Some(updated));
+    assert_eq!(
+        ids_matching(&*store, &[search(SearchKind::Family, "lost")]).await,
+        vec![]
+    );
+    assert_eq!(
+        ids_matching(&*store, std::slice::from_ref(&family_after)).await,
+        vec![patient.id]
+    );
+
+    let unknown = PatientUpdate {
+        id: PatientId::generate(),
+        ..update.clone()
+    };
+    assert_eq!(
+        store.update_patient(unknown.clone()).await.unwrap(),
+        UpdateOutcome::NotFound
+    );
+    assert_eq!(store.get_patient(unknown.id).await.unwrap(), None);
+
+    let again = PatientUpdate {
+        expected_version: 2,
+        search: vec![],
+        now_ms: T0_MS + 180_000,
+        ..update
+    };
+    assert_eq!(
+        store.update_patient(again).await.unwrap(),
+        UpdateOutcome::Updated { version: 3 }
+    );
+    assert_eq!(ids_matching(&*store, &[family_after]).await, vec![]);
+}
+
+async fn concurrent_updates_at_one_version_let_exactly_one_win(engine: &Engine) {
+    const WRITERS: usize = 8;
+    let store = engine.store();
+    let patient = new_patient(ROOT_OLD, vec![]);
+    store.insert_patient(patient.clone()).await.unwrap();
+
+    let updates: Vec<PatientUpdate> = (0..WRITERS)
+        .map(|writer| PatientUpdate {
+            id: patient.id,
+            expected_version: 1,
+            sealed: random_bytes(64),
+            search: vec![search(SearchKind::Identifier, &format!("writer-{writer}"))],
+            now_ms: T0_MS + 1_000,
+        })
+        .collect();
+    let tasks: Vec<_> = updates
+        .iter()
+        .cloned()
+        .map(|update| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.update_patient(update).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (writer, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap().unwrap() {
+            UpdateOutcome::Updated { version: 2 } => winners.push(writer),
+            UpdateOutcome::VersionMismatch { current: 2 } => {}
+            other => panic!("writer {writer}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let winner = winners[0];
+
+    let stored = store.get_patient(patient.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.sealed, updates[winner].sealed);
+    for writer in 0..WRITERS {
+        let token = search(SearchKind::Identifier, &format!("writer-{writer}"));
+        let expected = if writer == winner {
+            vec![patient.id]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            ids_matching(&*store, &[token]).await,
+            expected,
+            "writer {writer}"
+        );
+    }
+}
+
+async fn list_pages_in_id_order(engine: &Engine) {
+    let store = engine.store();
+    let patients: Vec<NewPatient> = (0..7).map(|_| new_patient(ROOT_OLD, vec![])).collect();
+    // Newest first, so that insertion order is not id order.
+    for patient in patients.iter().rev() {
+        store.insert_patient(patient.clone()).await.unwrap();
+    }
+    let expected = sorted_ids(&patients);
+
+    let everything = store
+        .list_patients(&PatientQuery {
+            limit: limits::PAGE_ROWS_MAX,
+            ..PatientQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&everything), expected);
+    for stored in &everything {
+        let patient = patients.iter().find(|p| p.id == stored.id).unwrap();
+        assert_eq!(*stored, as_stored(patient));
+    }
+
+    let mut after = None;
+    for chunk in expected.chunks(3) {
+        let page = store
+            .list_patients(&PatientQuery {
+                filters: vec![],
+                after,
+                limit: 3,
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&page), chunk);
+        after = page.last().map(|patient| patient.id);
+    }
+    let past_the_end = PatientQuery {
+        filters: vec![],
+        after,
+        limit: 3,
+    };
+    assert_eq!(store.list_patients(&past_the_end).await.unwrap(), vec![]);
+
+    // The cursor is a position, not a row: it need not be a stored id.
+    let before_all = PatientQuery {
+        filters: vec![],
+        after: Some(PatientId::from_uuid(Uuid::nil())),
+        limit: 2,
+    };
+    assert_eq!(
+        ids_of(&store.list_patients(&before_all).await.unwrap()),
+        expected[..2]
+    );
+    let after_all = PatientQuery {
+        filters: vec![],
+        after: Some(PatientId::from_uuid(Uuid::max())),
+        limit: 2,
+    };
+    assert_eq!(store.list_patients(&after_all).await.unwrap(), vec![]);
+}
+
+async fn list_never_returns_more_than_page_rows_max(engine: &Engine) {
+    let store = engine.store();
+    let extra = 5;
+    let total = limits::PAGE_ROWS_MAX as usize + extra;
+    let family = search(SearchKind::Family, "common");
+    let patients: Vec<NewPatient> = (0..total)
+        .map(|_| new_patient(ROOT_OLD, vec![family.clone()]))
+        .collect();
+    insert_all(&store, patients.clone()).await;
+    let expected = sorted_ids(&patients);
+
+    for filters in [vec![], vec![family]] {
+        let first = store
+            .list_patients(&PatientQuery {
+                filters: filters.clone(),
+                after: None,
+                limit: u32::MAX,
+            })
+            .await
+            .unwrap();
+        assert_eq!(first.len(), limits::PAGE_ROWS_MAX as usize);
+        assert_eq!(ids_of(&first), expected[..limits::PAGE_ROWS_MAX as usize]);
+
+        let rest = store
+            .list_patients(&PatientQuery {
+                filters,
+                after: first.last().map(|patient| patient.id),
+                limit: u32::MAX,
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&rest), expected[limits::PAGE_ROWS_MAX as usize..]);
+    }
+}
+
+async fn search_filters_are_combined_with_and(engine: &Engine) {
+    let store = engine.store();
+    let smith = search(SearchKind::Family, "smith");
+    let jones = search(SearchKind::Family, "jones");
+    let born_1980 = search(SearchKind::BirthDate, "1980-05-01");
+    let born_1990 = search(SearchKind::BirthDate, "1990-11-30");
+    let smith_1980 = new_patient(ROOT_OLD, vec![smith.clone(), born_1980.clone()]);
+    let smith_1990 = new_patient(ROOT_OLD, vec![smith.clone(), born_1990.clone()]);
+    let jones_1980 = new_patient(ROOT_OLD, vec![jones.clone(), born_1980.clone()]);
+    let unindexed = new_patient(ROOT_OLD, vec![]);
+    for patient in [&smith_1980, &smith_1990, &jones_1980, &unindexed] {
+        store.insert_patient(patient.clone()).await.unwrap();
+    }
+
+    let cases: Vec<(Vec<SearchToken>, Vec<PatientId>)> = vec![
+        (vec![smith.clone()], sorted_ids([&smith_1980, &smith_1990])),
+        (
+            vec![born_1980.clone()],
+            sorted_ids([&smith_1980, &jones_1980]),
+        ),
+        (vec![smith.clone(), born_1980.clone()], vec![smith_1980.id]),
+        (vec![born_1980.clone(), smith.clone()], vec![smith_1980.id]),
+        (vec![jones.clone(), born_1990.clone()], vec![]),
+        (vec![search(SearchKind::Family, "nobody")], vec![]),
+        // The same bytes in another index are another token.
+        (vec![search(SearchKind::Identifier, "smith")], vec![]),
+        (
+            vec![smith.clone(), smith.clone()],
+            sorted_ids([&smith_1980, &smith_1990]),
+        ),
+    ];
+    for (filters, expected) in cases {
+        assert_eq!(
+            ids_matching(&*store, &filters).await,
+            expected,
+            "{filters:?}"
+        );
+    }
+
+    // A filtered query pages like an unfiltered one.
+    let smiths = sorted_ids([&smith_1980, &smith_1990]);
+    let second_page = store
+        .list_patients(&PatientQuery {
+            filters: vec![smith],
+            after: Some(smiths[0]),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&second_page), smiths[1..]);
+}
+
+// ------------------------------------------------------------------------------------------
+// Keys
+// ------------------------------------------------------------------------------------------
+
+async fn shred_subject_destroys_the_key_and_search_tokens_once(engine: &Engine) {
+    let store = engine.store();
+    let shared = search(SearchKind::Family, "shared");
+    let own = search(SearchKind::Identifier, "MRN-SHRED");
+    let subject = new_patient(ROOT_OLD, vec![shared.clone(), own.clone()]);
+    let bystander = new_patient(ROOT_OLD, vec![shared.clone()]);
+    for patient in [&subject, &bystander] {
+        store.insert_patient(patient.clone()).await.unwrap();
+    }
+
+    assert!(store.shred_subject(subject.id, T0_MS + 1).await.unwrap());
+    assert!(!store.shred_subject(subject.id, T0_MS + 2).await.unwrap());
+
+    // The sealed row stays, unreadable without its key.
+    let shredded = StoredPatient {
+        subject_key: None,
+        ..as_stored(&subject)
+    };
+    assert_eq!(store.get_patient(subject.id).await.unwrap(), Some(shredded));
+    assert_eq!(ids_matching(&*store, &[own]).await, vec![]);
+    assert_eq!(ids_matching(&*store, &[shared]).await, vec![bystander.id]);
+    assert_eq!(
+        store.get_patient(bystander.id).await.unwrap(),
+        Some(as_stored(&bystander))
+    );
+
+    // Key rotation no longer sees the destroyed key, and cannot bring it back.
+    assert_eq!(
+        store.subject_keys_not_under(ROOT_NEW, 500).await.unwrap(),
+        vec![bystander.subject_key.clone()]
+    );
+    assert_eq!(store.count_keys_not_under(ROOT_NEW).await.unwrap(), 1);
+    assert!(
+        !store
+            .rewrap_subject_key(&subject.subject_key, ROOT_NEW, &random_bytes(48))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_patient(subject.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .subject_key,
+        None
+    );
+
+    // The id stays taken: a new key must not make the old sealed row readable again.
+    let mut reuse = new_patient(ROOT_OLD, vec![]);
+    reuse.id = subject.id;
+    reuse.subject_key.subject = subject.id;
+    let error = store.insert_patient(reuse).await.unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists), "{error:?}");
+    assert_eq!(
+        store
+            .get_patient(subject.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .subject_key,
+        None
+    );
+
+    assert!(
+        !store
+            .shred_subject(PatientId::generate(), T0_MS + 3)
+            .await
+            .unwrap()
+    );
+
+    // Two erasure requests at once destroy the key once.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.shred_subject(bystander.id, T0_MS + 4).await })
+        })
+        .collect();
+    let mut destroyed = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() {
+            destroyed += 1;
+        }
+    }
+    assert_eq!(destroyed, 1);
+    assert_eq!(store.count_keys_not_under(ROOT_NEW).await.unwrap(), 0);
+}
+
+async fn system_keys_are_set_once_and_rewrapped_by_compare_and_swap(engine: &Engine) {
+    let store = engine.store();
+    assert_eq!(store.system_key("blind-index").await.unwrap(), None);
+    assert_eq!(store.system_keys().await.unwrap(), vec![]);
+
+    let first = system_key("blind-index", ROOT_OLD);
+    let second = system_key("blind-index", ROOT_NEW);
+    assert_eq!(
+        store
+            .put_system_key_if_absent(first.clone(), T0_MS)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        store
+            .put_system_key_if_absent(second.clone(), T0_MS + 1)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        store.system_key("blind-index").await.unwrap(),
+        Some(first.clone())
+    );
+
+    // Several instances starting at once agree on one key.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let candidate = system_key("audit-mac", ROOT_OLD);
+            tokio::spawn(async move { store.put_system_key_if_absent(candidate, T0_MS).await })
+        })
+        .collect();
+    let mut agreed = BTreeSet::new();
+    for task in tasks {
+        agreed.insert(task.await.unwrap().unwrap().wrapped);
+    }
+    assert_eq!(agreed.len(), 1);
+    let audit_mac = store.system_key("audit-mac").await.unwrap().unwrap();
+    assert!(agreed.contains(&audit_mac.wrapped));
+
+    // Compare-and-swap: only the holder of the current wrapping may replace it.
+    let rewrapped = random_bytes(48);
+    assert!(
+        !store
+            .rewrap_system_key(&second, ROOT_NEW, &rewrapped)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.system_key("blind-index").await.unwrap(),
+        Some(first.clone())
+    );
+    assert!(
+        store
+            .rewrap_system_key(&first, ROOT_NEW, &rewrapped)
+            .await
+            .unwrap()
+    );
+    let current = StoredSystemKey {
+        name: "blind-index".to_owned(),
+        root_key_id: ROOT_NEW.to_vec(),
+        wrapped: rewrapped,
+    };
+    assert_eq!(
+        store.system_key("blind-index").await.unwrap(),
+        Some(current.clone())
+    );
+    assert!(
+        !store
+            .rewrap_system_key(&first, b"root-key-newer", &random_bytes(48))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.system_key("blind-index").await.unwrap(),
+        Some(current.clone())
+    );
+
+    assert_eq!(store.system_keys().await.unwrap(), vec![audit_mac, current]);
+}
+
+async fn rotation_rewraps_every_key_under_the_new_root(engine: &Engine) {
+    const BATCH_ROWS: u32 = 2;
+    let store = engine.store();
+    let patients: Vec<NewPatient> = (0..5).map(|_| new_patient(ROOT_OLD, vec![])).collect();
+    insert_all(&store, patients.clone()).await;
+    let blind_index = system_key("blind-index", ROOT_OLD);
+    store
+        .put_system_key_if_absent(blind_index.clone(), T0_MS)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.root_keys_in_use().await.unwrap(),
+        vec![ROOT_OLD.to_vec()]
+    );
+    assert_eq!(store.count_keys_not_under(ROOT_OLD).await.unwrap(), 0);
+    assert_eq!(store.count_keys_not_under(ROOT_NEW).await.unwrap(), 6);
+    assert_eq!(
+        store.subject_keys_not_under(ROOT_OLD, 500).await.unwrap(),
+        vec![]
+    );
+
+    let mut keys: Vec<StoredSubjectKey> = patients
+        .iter()
+        .map(|patient| patient.subject_key.clone())
+        .collect();
+    keys.sort_by_key(|key| key.subject);
+    assert_eq!(
+        store.subject_keys_not_under(ROOT_NEW, 500).await.unwrap(),
+        keys
+    );
+    assert_eq!(
+        store
+            .subject_keys_not_under(ROOT_NEW, BATCH_ROWS)
+            .await
+            .unwrap(),
+        keys[..BATCH_ROWS as usize]
+    );
+
+    // A rotator holding a stale copy of the wrapped key must not overwrite it.
+    let stale = StoredSubjectKey {
+        wrapped: random_bytes(48),
+        ..keys[0].clone()
+    };
+    assert!(
+        !store
+            .rewrap_subject_key(&stale, ROOT_NEW, &random_bytes(48))
+            .await
+            .unwrap()
+    );
+    let unchanged = store.get_patient(keys[0].subject).await.unwrap().unwrap();
+    assert_eq!(unchanged.subject_key, Some(keys[0].clone()));
+
+    // Rotate in batches, as the rotation job does.
+    let mut rewrapped: BTreeMap<PatientId, Vec<u8>> = BTreeMap::new();
+    for _ in 0..=keys.len() {
+        let batch = store
+            .subject_keys_not_under(ROOT_NEW, BATCH_ROWS)
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= BATCH_ROWS as usize);
+        for key in batch {
+            let wrapped = random_bytes(48);
+            assert!(
+                store
+                    .rewrap_subject_key(&key, ROOT_NEW, &wrapped)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                rewrapped.insert(key.subject, wrapped).is_none(),
+                "{key:?} twice"
+            );
+        }
+    }
+    assert_eq!(rewrapped.len(), keys.len());
+    assert_eq!(
+        store.subject_keys_not_under(ROOT_NEW, 500).await.unwrap(),
+        vec![]
+    );
+    // The system key is still under the old root.
+    assert_eq!(store.count_keys_not_under(ROOT_NEW).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .root_keys_in_use()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([ROOT_OLD.to_vec(), ROOT_NEW.to_vec()])
+    );
+
+    assert!(
+        store
+            .rewrap_system_key(&blind_index, ROOT_NEW, &random_bytes(48))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.count_keys_not_under(ROOT_NEW).await.unwrap(), 0);
+    assert_eq!(store.count_keys_not_under(ROOT_OLD).await.unwrap(), 6);
+    assert_eq!(
+        store.root_keys_in_use().await.unwrap(),
+        vec![ROOT_NEW.to_vec()]
+    );
+
+    for key in &keys {
+        let stored = store.get_patient(key.subject).await.unwrap().unwrap();
+        let expected = StoredSubjectKey {
+            root_key_id: ROOT_NEW.to_vec(),
+            wrapped: rewrapped[&key.subject].clone(),
+            ..key.clone()
+        };
+        assert_eq!(stored.subject_key, Some(expected));
+        // The old wrapping is no longer the current one.
+        assert!(
+            !store
+                .rewrap_subject_key(key, b"root-key-newer", &random_bytes(48))
+                .await
+                .unwrap()
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Tokens
+// ------------------------------------------------------------------------------------------
+
+async fn tokens_are_found_by_hash(engine: &Engine) {
+    let store = engine.store();
+    let active = api_token("clinician", None);
+    let revoked = api_token("admin", Some(T0_MS + 5_000));
+    for token in [&active, &revoked] {
+        store.insert_token(token.clone()).await.unwrap();
+    }
+
+    for token in [&active, &revoked] {
+        assert_eq!(
+            store.token_by_hash(&token.token_hash).await.unwrap(),
+            Some(token.clone())
+        );
+    }
+    assert_eq!(store.token_by_hash(&random_bytes(32)).await.unwrap(), None);
+    assert_eq!(store.token_by_hash(&[]).await.unwrap(), None);
+
+    // A hash names one token: a second token with the same hash is refused.
+    let clash = StoredToken {
+        id: TokenId::generate(),
+        role: "admin".to_owned(),
+        ..active.clone()
+    };
+    assert!(store.insert_token(clash).await.is_err());
+    assert_eq!(
+        store.token_by_hash(&active.token_hash).await.unwrap(),
+        Some(active)
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Audit
+// ------------------------------------------------------------------------------------------
+
+async fn audit_events_come_back_in_order_with_increasing_seq(engine: &Engine) {
+    let store = engine.store();
+    assert_eq!(store.audit_events(0, 100).await.unwrap(), vec![]);
+
+    let patient = PatientId::generate();
+    let mut failed_login = system_event(T0_MS + 2, AuditAction::FailedLogin, Outcome::Denied);
+    failed_login.reason = "unknown-token".to_owned();
+    failed_login.origin.source_ip = Some("2001:db8::1".to_owned());
+    let first_batch = vec![
+        read_event(T0_MS, patient),
+        system_event(T0_MS + 1, AuditAction::KeyRotation, Outcome::Allowed),
+        failed_login,
+    ];
+    // Every action, each once, so every stable name makes the round trip.
+    let second_batch: Vec<AuditEvent> = AuditAction::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(index, action)| {
+            let outcome = if index % 2 == 0 {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            };
+            system_event(T0_MS + 10 + index as i64, action, outcome)
+        })
+        .collect();
+    store.append_audit(first_batch.clone()).await.unwrap();
+    store.append_audit(vec![]).await.unwrap();
+    store.append_audit(second_batch.clone()).await.unwrap();
+    let last = read_event(T0_MS + 100, patient);
+    store.append_audit(vec![last.clone()]).await.unwrap();
+
+    let appended: Vec<AuditEvent> = first_batch
+        .into_iter()
+        .chain(second_batch)
+        .chain([last])
+        .collect();
+    let stored = store.audit_events(0, 1_000).await.unwrap();
+    assert_eq!(stored.len(), appended.len());
+    assert_eq!(stored[0].seq, 1, "the log starts at 1");
+    for pair in stored.windows(2) {
+        assert!(
+            pair[0].seq < pair[1].seq,
+            "seq {} then {}",
+            pair[0].seq,
+            pair[1].seq
+        );
+    }
+    for (index, (stored, appended)) in stored.iter().zip(&appended).enumerate() {
+        assert_eq!(&stored.event, appended, "event {index}");
+    }
+
+    // Paging by seq.
+    assert_eq!(store.audit_events(0, 1).await.unwrap(), stored[..1]);
+    assert_eq!(
+        store.audit_events(stored[1].seq, 2).await.unwrap(),
+        stored[2..4]
+    );
+    let mut paged = Vec::new();
+    let mut after_seq = 0;
+    loop {
+        let page = store.audit_events(after_seq, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after_seq = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, stored);
+    let last_seq = stored.last().unwrap().seq;
+    assert_eq!(store.audit_events(last_seq, 10).await.unwrap(), vec![]);
+}
+
+async fn audit_trail_is_append_only(engine: &Engine) {
+    let store = engine.store();
+    let patient = PatientId::generate();
+    store
+        .append_audit(vec![
+            read_event(T0_MS, patient),
+            system_event(T0_MS + 1, AuditAction::CryptoShred, Outcome::Allowed),
+        ])
+        .await
+        .unwrap();
+    let before = store.audit_events(0, 10).await.unwrap();
+    assert_eq!(before.len(), 2);
+
+    // The raw path can write, so a refusal below comes from the audit table's guard.
+    assert_eq!(
+        engine
+            .execute_raw("UPDATE api_tokens SET label = label")
+            .await
+            .unwrap(),
+        0
+    );
+
+    let mut tampering = vec![
+        "UPDATE audit_events SET reason = 'x'",
+        "UPDATE audit_events SET reason = 'x' WHERE seq = 1",
+        "DELETE FROM audit_events",
+        "DELETE FROM audit_events WHERE seq = 2",
+    ];
+    if engine.is_postgres() {
+        tampering.push("TRUNCATE audit_events");
+    }
+    for sql in tampering {
+        let refused = engine.execute_raw(sql).await;
+        match refused {
+            Err(error) => assert!(
+                error.to_string().contains("append-only"),
+                "{sql}: refused for another reason: {error}"
+            ),
+            Ok(rows) => panic!("{sql}: changed {rows} rows of the audit trail"),
+        }
+    }
+    assert_eq!(store.audit_events(0, 10).await.unwrap(), before);
+
+    // Appending still works after the refusals.
+    store
+        .append_audit(vec![system_event(
+            T0_MS + 2,
+            AuditAction::AuditQuery,
+            Outcome::Allowed,
+        )])
+        .await
+        .unwrap();
+    let after = store.audit_events(0, 10).await.unwrap();
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[..2], before);
+}
+
+// ------------------------------------------------------------------------------------------
+// Concurrency and durability
+// ------------------------------------------------------------------------------------------
+
+async fn concurrent_inserts_all_succeed(engine: &Engine) {
+    const WRITERS: usize = 64;
+    let store = engine.store();
+    let patients: Vec<NewPatient> = (0..WRITERS)
+        .map(|writer| {
+            new_patient(
+                ROOT_OLD,
+                vec![search(SearchKind::Identifier, &format!("MRN-{writer}"))],
+            )
+        })
+        .collect();
+    insert_all(&store, patients.clone()).await;
+
+    for (writer, patient) in patients.iter().enumerate() {
+        assert_eq!(
+            store.get_patient(patient.id).await.unwrap(),
+            Some(as_stored(patient)),
+            "writer {writer}"
+        );
+        let token = search(SearchKind::Identifier, &format!("MRN-{writer}"));
+        assert_eq!(ids_matching(&*store, &[token]).await, vec![patient.id]);
+    }
+    let listed = store
+        .list_patients(&PatientQuery {
+            limit: limits::PAGE_ROWS_MAX,
+            ..PatientQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&listed), sorted_ids(&patients));
+}
+
+async fn a_failing_write_does_not_undo_concurrent_writes(engine: &Engine) {
+    const WRITERS: usize = 32;
+    let store = engine.store();
+    let existing = new_patient(ROOT_OLD, vec![]);
+    let token = api_token("clinician", None);
+    store.insert_patient(existing.clone()).await.unwrap();
+    store.insert_token(token.clone()).await.unwrap();
+
+    let mut duplicate_patient = new_patient(ROOT_NEW, vec![]);
+    duplicate_patient.id = existing.id;
+    duplicate_patient.subject_key.subject = existing.id;
+    let duplicate_token = StoredToken {
+        id: TokenId::generate(),
+        ..token.clone()
+    };
+    let patients: Vec<NewPatient> = (0..WRITERS)
+        .map(|_| new_patient(ROOT_OLD, vec![]))
+        .collect();
+
+    // The failing writes sit in the middle of the others, so that with group commit they
+    // share a batch with writes that must still land.
+    let mut inserts = Vec::new();
+    let mut failures = Vec::new();
+    for (index, patient) in patients.iter().cloned().enumerate() {
+        let writer = Arc::clone(&store);
+        inserts.push(tokio::spawn(
+            async move { writer.insert_patient(patient).await },
+        ));
+        if index == WRITERS / 3 {
+            let writer = Arc::clone(&store);
+            let duplicate = duplicate_patient.clone();
+            failures.push(tokio::spawn(async move {
+                writer.insert_patient(duplicate).await
+            }));
+        }
+        if index == 2 * WRITERS / 3 {
+            let writer = Arc::clone(&store);
+            let duplicate = duplicate_token.clone();
+            failures.push(tokio::spawn(
+                async move { writer.insert_token(duplicate).await },
+            ));
+        }
+    }
+    for insert in inserts {
+        insert.await.unwrap().unwrap();
+    }
+    let mut failures = failures.into_iter();
+    let patient_error = failures.next().unwrap().await.unwrap().unwrap_err();
+    assert!(
+        matches!(patient_error, StoreError::AlreadyExists),
+        "{patient_error:?}"
+    );
+    assert!(failures.next().unwrap().await.unwrap().is_err());
+
+    for patient in &patients {
+        assert_eq!(
+            store.get_patient(patient.id).await.unwrap(),
+            Some(as_stored(patient))
+        );
+    }
+    assert_eq!(
+        store.get_patient(existing.id).await.unwrap(),
+        Some(as_stored(&existing))
+    );
+    assert_eq!(
+        store.token_by_hash(&token.token_hash).await.unwrap(),
+        Some(token)
+    );
+}
+
+async fn acknowledged_writes_survive_a_restart(engine: &Engine) {
+    let store = engine.store();
+    let patients: Vec<NewPatient> = (0..3)
+        .map(|index| {
+            new_patient(
+                ROOT_OLD,
+                vec![search(SearchKind::Family, &format!("f{index}"))],
+            )
+        })
+        .collect();
+    insert_all(&store, patients.clone()).await;
+    let update = PatientUpdate {
+        id: patients[0].id,
+        expected_version: 1,
+        sealed: random_bytes(64),
+        search: vec![search(SearchKind::Family, "updated")],
+        now_ms: T0_MS + 1_000,
+    };
+    assert_eq!(
+        store.update_patient(update).await.unwrap(),
+        UpdateOutcome::Updated { version: 2 }
+    );
+    assert!(
+        store
+            .shred_subject(patients[1].id, T0_MS + 2_000)
+            .await
+            .unwrap()
+    );
+    store
+        .put_system_key_if_absent(system_key("blind-index", ROOT_OLD), T0_MS)
+        .await
+        .unwrap();
+    let token = api_token("admin", None);
+    store.insert_token(token.clone()).await.unwrap();
+    store
+        .append_audit(vec![read_event(T0_MS, patients[2].id)])
+        .await
+        .unwrap();
+
+    let mut before = Vec::new();
+    for patient in &patients {
+        before.push(store.get_patient(patient.id).await.unwrap().unwrap());
+    }
+    let system_keys = store.system_keys().await.unwrap();
+    let audit = store.audit_events(0, 10).await.unwrap();
+    let search_results = [
+        ids_matching(&*store, &[search(SearchKind::Family, "updated")]).await,
+        ids_matching(&*store, &[search(SearchKind::Family, "f1")]).await,
+        ids_matching(&*store, &[search(SearchKind::Family, "f2")]).await,
+    ];
+    assert_eq!(
+        search_results,
+        [vec![patients[0].id], vec![], vec![patients[2].id]]
+    );
+    drop(store);
+
+    engine.restart().await;
+    let store = engine.store();
+    for (patient, before) in patients.iter().zip(before) {
+        assert_eq!(store.get_patient(patient.id).await.unwrap(), Some(before));
+    }
+    assert_eq!(store.system_keys().await.unwrap(), system_keys);
+    assert_eq!(
+        store.token_by_hash(&token.token_hash).await.unwrap(),
+        Some(token)
+    );
+    assert_eq!(store.audit_events(0, 10).await.unwrap(), audit);
+    assert_eq!(
+        [
+            ids_matching(&*store, &[search(SearchKind::Family, "updated")]).await,
+            ids_matching(&*store, &[search(SearchKind::Family, "f1")]).await,
+            ids_matching(&*store, &[search(SearchKind::Family, "f2")]).await,
+        ],
+        search_results
+    );
+}
+
+/// A crash leaves the files as they are at that moment: copying them while the store is still
+/// open (no clean shutdown, no checkpoint) must already give every acknowledged write.
+async fn acknowledged_writes_are_in_the_files_before_shutdown(engine: &Engine) {
+    let store = engine.store();
+    let patients: Vec<NewPatient> = (0..16).map(|_| new_patient(ROOT_OLD, vec![])).collect();
+    insert_all(&store, patients.clone()).await;
+    store
+        .append_audit(vec![system_event(
+            T0_MS,
+            AuditAction::Create,
+            Outcome::Allowed,
+        )])
+        .await
+        .unwrap();
+
+    let path = engine.sqlite_path();
+    let crashed = tempfile::tempdir().unwrap();
+    let copy = crashed.path().join("haven.db");
+    std::fs::copy(&path, &copy).unwrap();
+    let wal = path.with_extension("db-wal");
+    if wal.exists() {
+        std::fs::copy(&wal, copy.with_extension("db-wal")).unwrap();
+    }
+
+    let recovered = SqliteStore::open(&copy).await.unwrap();
+    for patient in &patients {
+        assert_eq!(
+            recovered.get_patient(patient.id).await.unwrap(),
+            Some(as_stored(patient))
+        );
+    }
+    assert_eq!(
+        recovered.audit_events(0, 10).await.unwrap(),
+        store.audit_events(0, 10).await.unwrap()
+    );
+}

@@ -1,0 +1,403 @@
+//! `cargo xtask bench`: load the patient API of a release build and report what it did.
+//!
+//! The server runs on a throwaway data directory and a port the OS picks, bound to
+//! 127.0.0.1 only. The contract with `haven` is:
+//!
+//! - `haven admin token --data-dir DIR --role administrator --label bench` prints a bearer
+//!   token as the last non-empty line of its stdout;
+//! - `haven serve --data-dir DIR --listen 127.0.0.1:0` prints
+//!   `listening on http://127.0.0.1:PORT` on stdout once it accepts connections, logs to
+//!   stderr, and exits on SIGTERM;
+//! - `POST /api/v1/patients` answers 201 with a JSON object holding a string `id`, and
+//!   `GET /api/v1/patients/{id}` answers 200.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use crate::load::{self, LoadPlan};
+use crate::workspace::{Profile, Workspace, run_checked};
+
+const SECONDS_DEFAULT: u64 = 10;
+const SECONDS_MAX: u64 = 3_600;
+const CONNECTIONS_DEFAULT: usize = 64;
+const CONNECTIONS_MAX: usize = 1_024;
+
+/// How long the server may take to print its listening line.
+const STARTUP_WAIT_SECS_MAX: u64 = 60;
+/// How long the server may take to exit after SIGTERM before it is killed.
+const SHUTDOWN_WAIT_SECS_MAX: u64 = 30;
+const SHUTDOWN_POLL_INTERVAL_MILLIS: u64 = 100;
+/// How much of the server log to show when it fails to start.
+const LOG_TAIL_LINES: usize = 30;
+
+const LISTENING_PREFIX: &str = "listening on http://";
+
+#[derive(Debug)]
+pub struct Options {
+    seconds: u64,
+    connections: usize,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            seconds: SECONDS_DEFAULT,
+            connections: CONNECTIONS_DEFAULT,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .with_context(|| format!("{name} needs a number"))
+                    .cloned()
+            };
+            match arg.as_str() {
+                "--seconds" => {
+                    let raw = value("--seconds")?;
+                    options.seconds = raw
+                        .parse()
+                        .ok()
+                        .filter(|seconds| (1..=SECONDS_MAX).contains(seconds))
+                        .with_context(|| {
+                            format!("--seconds must be between 1 and {SECONDS_MAX}, not {raw}")
+                        })?;
+                }
+                "--connections" => {
+                    let raw = value("--connections")?;
+                    options.connections = raw
+                        .parse()
+                        .ok()
+                        .filter(|connections| (1..=CONNECTIONS_MAX).contains(connections))
+                        .with_context(|| {
+                            format!(
+                                "--connections must be between 1 and {CONNECTIONS_MAX}, not {raw}"
+                            )
+                        })?;
+                }
+                other => bail!("unexpected argument `{other}` to `cargo xtask bench`"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+pub fn bench(workspace: &Workspace, options: &Options) -> Result<()> {
+    run_checked(workspace.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "haven-server",
+        "--bin",
+        "haven",
+    ]))?;
+    let haven = workspace.binary(Profile::Release, "haven");
+
+    let scratch = scratch_dir()?;
+    match bench_in(&haven, &scratch, options) {
+        Ok(()) => {
+            if let Err(error) = std::fs::remove_dir_all(&scratch) {
+                eprintln!("warning: could not remove {}: {error}", scratch.display());
+            }
+            Ok(())
+        }
+        Err(error) => {
+            // Kept so the server log can be read.
+            eprintln!(
+                "the data directory and server log are kept in {}",
+                scratch.display()
+            );
+            Err(error)
+        }
+    }
+}
+
+fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
+    let data_dir = scratch.join("data");
+    std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = mint_token(haven, &data_dir)?;
+
+    let log_path = scratch.join("server.log");
+    let mut server = Server::start(haven, &data_dir, &log_path)?;
+    println!(
+        "server (pid {}) listening on http://{}",
+        server.pid, server.address
+    );
+
+    let plan = LoadPlan {
+        address: server.address,
+        token,
+        connections: options.connections,
+        duration: Duration::from_secs(options.seconds),
+    };
+    let outcome = load::run(&plan);
+    // Memory is read while the server still runs, whatever the load did.
+    let memory = server.memory();
+    let stopped = server.stop();
+
+    let reports = outcome?;
+    for report in &reports {
+        println!();
+        print!("{report}");
+    }
+    println!();
+    match memory {
+        Ok(memory) => println!(
+            "server memory: peak RSS {:.1} MiB, current RSS {:.1} MiB",
+            kib_to_mib(memory.peak_rss_kib),
+            kib_to_mib(memory.current_rss_kib)
+        ),
+        Err(error) => println!("server memory: unavailable ({error:#})"),
+    }
+    stopped?;
+    Ok(())
+}
+
+/// A fresh directory under the system temp dir, unique to this run.
+fn scratch_dir() -> Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("haven-bench-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn mint_token(haven: &Path, data_dir: &Path) -> Result<String> {
+    let mut command = Command::new(haven);
+    command
+        .args(["admin", "token", "--data-dir"])
+        .arg(data_dir)
+        .args(["--role", "administrator", "--label", "bench"]);
+    let output = command
+        .output()
+        .context("could not run `haven admin token`")?;
+    if !output.status.success() {
+        bail!(
+            "`haven admin token` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let token = stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .context("`haven admin token` printed no token")?;
+    if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        bail!("`haven admin token` printed something that is not a bearer token");
+    }
+    Ok(token.to_owned())
+}
+
+/// The running server; killed on drop if it was not stopped.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    pid: u32,
+    address: SocketAddr,
+}
+
+#[derive(Debug)]
+struct Memory {
+    peak_rss_kib: u64,
+    current_rss_kib: u64,
+}
+
+impl Server {
+    fn start(haven: &Path, data_dir: &Path, log_path: &Path) -> Result<Self> {
+        let log = std::fs::File::create(log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut child = Command::new(haven)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("could not start `haven serve`")?;
+        let pid = child.id();
+        let stdout = child
+            .stdout
+            .take()
+            .context("the server's stdout was not piped")?;
+
+        // A thread reads stdout to its end, so the server never blocks on a full pipe; lines
+        // go to the channel until the receiver is gone.
+        let (lines_tx, lines_rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // After startup nobody listens any more; keep draining.
+                let _ = lines_tx.send(line);
+            }
+        });
+
+        let mut server = Self {
+            child,
+            pid,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(STARTUP_WAIT_SECS_MAX);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => match listening_address(&line)? {
+                    Some(address) => {
+                        server.address = address;
+                        return Ok(server);
+                    }
+                    None => println!("server: {line}"),
+                },
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                    "the server printed no `{LISTENING_PREFIX}...` line within \
+                     {STARTUP_WAIT_SECS_MAX}s\n{}",
+                    log_tail(log_path)
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.child.wait().context("waiting for the server")?;
+                    bail!(
+                        "the server exited ({status}) before listening\n{}",
+                        log_tail(log_path)
+                    );
+                }
+            }
+        }
+    }
+
+    fn memory(&self) -> Result<Memory> {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        Ok(Memory {
+            peak_rss_kib: status_kib(&status, "VmHWM").context("no VmHWM in /proc status")?,
+            current_rss_kib: status_kib(&status, "VmRSS").context("no VmRSS in /proc status")?,
+        })
+    }
+
+    /// SIGTERM, then a bounded wait; a server that does not stop in time is killed and the
+    /// bench fails, because a stuck shutdown is a bug worth seeing.
+    fn stop(&mut self) -> Result<()> {
+        run_checked(Command::new("kill").args(["-TERM", &self.pid.to_string()]))?;
+        let deadline = Instant::now() + Duration::from_secs(SHUTDOWN_WAIT_SECS_MAX);
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for the server")? {
+                println!("server stopped ({status})");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.child.kill().context("killing the server")?;
+                self.child.wait().context("waiting for the killed server")?;
+                bail!(
+                    "the server did not stop within {SHUTDOWN_WAIT_SECS_MAX}s of SIGTERM; killed it"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(SHUTDOWN_POLL_INTERVAL_MILLIS));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The address in a `listening on http://127.0.0.1:PORT` line, refusing anything but
+/// 127.0.0.1: the bench must never send its load elsewhere.
+fn listening_address(line: &str) -> Result<Option<SocketAddr>> {
+    let Some(at) = line.find(LISTENING_PREFIX) else {
+        return Ok(None);
+    };
+    let rest = &line[at + LISTENING_PREFIX.len()..];
+    let authority = rest
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .next()
+        .unwrap_or_default();
+    let address: SocketAddr = authority
+        .parse()
+        .with_context(|| format!("cannot read an address from `{line}`"))?;
+    if address.ip() != std::net::Ipv4Addr::LOCALHOST || address.port() == 0 {
+        bail!("the server listens on {address}, not on a 127.0.0.1 port");
+    }
+    Ok(Some(address))
+}
+
+/// A `Key:   1234 kB` value from /proc/<pid>/status.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(key)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    // Exact for any RSS a process can have (below 2^53 KiB).
+    kib as f64 / 1024.0
+}
+
+fn log_tail(log_path: &Path) -> String {
+    let Ok(log) = std::fs::read_to_string(log_path) else {
+        return format!("(no server log at {})", log_path.display());
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    format!("last lines of {}:\n{}", log_path.display(), tail.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|arg| (*arg).to_owned()).collect()
+    }
+
+    #[test]
+    fn options_default_and_are_bounded() -> Result<()> {
+        let defaults = Options::parse(&[])?;
+        assert_eq!((defaults.seconds, defaults.connections), (10, 64));
+        let chosen = Options::parse(&strings(&["--seconds", "3", "--connections", "8"]))?;
+        assert_eq!((chosen.seconds, chosen.connections), (3, 8));
+        assert!(Options::parse(&strings(&["--seconds", "0"])).is_err());
+        assert!(Options::parse(&strings(&["--connections", "100000"])).is_err());
+        assert!(Options::parse(&strings(&["--seconds"])).is_err());
+        assert!(Options::parse(&strings(&["--rate", "5"])).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_listening_line_gives_a_loopback_address() -> Result<()> {
+        assert_eq!(
+            listening_address("listening on http://127.0.0.1:40123")?,
+            Some(SocketAddr::from(([127, 0, 0, 1], 40123)))
+        );
+        assert_eq!(
+            listening_address("haven 0.1.0 listening on http://127.0.0.1:8080/ (sqlite)")?,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
+        assert_eq!(listening_address("migrations applied")?, None);
+        assert!(listening_address("listening on http://0.0.0.0:8080").is_err());
+        assert!(listening_address("listening on http://127.0.0.1:0").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn memory_is_read_from_proc_status() {
+        let status = "Name:\thaven\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n";
+        assert_eq!(status_kib(status, "VmHWM"), Some(51_200));
+        assert_eq!(status_kib(status, "VmRSS"), Some(40_960));
+        assert_eq!(status_kib(status, "VmSwap"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! Haven's developer commands, run as `cargo xtask <command>` (see `cargo xtask help`).
+//!
+//! Everything a contributor or CI needs goes through here so that a fresh machine needs
+//! nothing but a Rust toolchain: `run` starts the server with zero configuration, `test`
+//! installs what the tests need and runs all of them, `bench` measures the patient API.
+
+// xtask is a command-line tool: printing to stdout is its job.
+#![allow(clippy::print_stdout)]
+
+mod advisories;
+mod bench;
+mod load;
+mod postgres;
+mod run;
+mod test_suite;
+mod workspace;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::workspace::Workspace;
+
+const HELP: &str = "\
+cargo xtask <command>
+
+Commands:
+  run [ARGS...]
+      Build the server (debug) and run `haven serve ARGS...` from the workspace root.
+
+  test [--only STEP[,STEP...]] [-- NEXTEST_ARGS...]
+      Run every check CI runs, in order, stopping at the first failure:
+        fmt         cargo fmt --all -- --check
+        clippy      cargo clippy --workspace --all-targets --locked -- -D warnings
+        postgres    install/start PostgreSQL on 127.0.0.1:5432 and create database `test`
+        tests       cargo nextest run --workspace (plus doc tests), with
+                    HAVEN_TEST_POSTGRES_URL set (an existing value is respected)
+        advisories  cargo audit against the offline RustSec database
+                    (../shared/advisory-db); ignores live in .cargo/audit.toml
+      --only runs just the named steps (`audit` is an alias of `advisories`);
+      it is for working on one step, CI always runs all of them.
+      Arguments after `--` go to `cargo nextest run`.
+
+  bench [--seconds N] [--connections C]
+      Build the server (release), start it on a temporary data directory and load
+      POST /api/v1/patients, then GET /api/v1/patients/{id}, with C keep-alive
+      connections (default 64) for N seconds each (default 10). Prints requests,
+      errors, throughput, latency percentiles and the server's peak memory.
+
+  help
+      Print this message.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match dispatch(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: Vec<OsString>) -> Result<ExitCode> {
+    let mut args = args.into_iter();
+    let Some(command) = args.next() else {
+        print!("{HELP}");
+        return Ok(ExitCode::FAILURE);
+    };
+    let rest: Vec<OsString> = args.collect();
+    let command = command
+        .into_string()
+        .map_err(|raw| anyhow::anyhow!("command {raw:?} is not UTF-8"))?;
+    match command.as_str() {
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        "run" => run::run(&Workspace::locate()?, &rest),
+        "test" => {
+            let options = test_suite::Options::parse(&rest)?;
+            test_suite::test(&Workspace::locate()?, &options)
+        }
+        "bench" => {
+            let options = bench::Options::parse(&utf8_args(&rest)?)?;
+            bench::bench(&Workspace::locate()?, &options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command `{other}`; try `cargo xtask help`"),
+    }
+}
+
+fn utf8_args(args: &[OsString]) -> Result<Vec<String>> {
+    args.iter()
+        .map(|arg| {
+            arg.clone()
+                .into_string()
+                .map_err(|raw| anyhow::anyhow!("argument {raw:?} is not UTF-8"))
+        })
+        .collect::<Result<Vec<_>>>()
+        .context("reading arguments")
+}
