@@ -14,6 +14,8 @@ use crate::{ApiError, ApiState};
 
 /// The longest user agent kept for the audit trail.
 const USER_AGENT_CHARS_MAX: usize = 200;
+/// The longest client-supplied request id kept for the audit trail.
+const REQUEST_ID_CHARS_MAX: usize = 64;
 
 /// A JSON body, strictly parsed: wrong content type, malformed JSON, unknown fields, wrong
 /// types and oversized bodies each get their own code.
@@ -111,7 +113,14 @@ fn origin(parts: &Parts) -> RequestOrigin {
             .map(str::to_owned)
     };
     RequestOrigin {
-        request_id: text("x-request-id"),
+        // A client may send its own request id (for tracing across systems); only a short,
+        // plain one goes into the audit trail, so no client text can ride along.
+        request_id: text("x-request-id").filter(|id| {
+            id.len() <= REQUEST_ID_CHARS_MAX
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        }),
         source_ip: parts
             .extensions
             .get::<PeerAddr>()

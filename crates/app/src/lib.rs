@@ -77,6 +77,7 @@ pub struct App {
     gate: Arc<AccessGate>,
     blind: Arc<BlindIndexKey>,
     clock: Arc<dyn Clock>,
+    token_cache: Arc<tokens::TokenCache>,
 }
 
 impl fmt::Debug for App {
@@ -101,6 +102,7 @@ impl App {
             gate: Arc::new(AccessGate::new(keys, audit, clock.clone())),
             blind: Arc::new(blind),
             clock,
+            token_cache: Arc::default(),
         })
     }
 

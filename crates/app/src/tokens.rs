@@ -4,6 +4,9 @@
 //! a slow password hash buys nothing for a secret with that much entropy, and a fast hash
 //! keeps every request's authentication cheap. The secret is shown once, at issue.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome, RequestOrigin};
@@ -48,6 +51,49 @@ impl AuthFailure {
             AuthFailure::Expired => "token_expired",
             AuthFailure::Revoked => "token_revoked",
         }
+    }
+}
+
+/// How long a verified token is trusted without asking the database again. This bounds how
+/// long a revocation takes to reach every instance; it saves a query on every request.
+pub const TOKEN_CACHE_TTL_MS: i64 = 5_000;
+/// The most verified tokens kept; when full, the cache starts over.
+pub const TOKEN_CACHE_ENTRIES_MAX: usize = 10_000;
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    actor: Actor,
+    expires_at_ms: i64,
+    verified_at_ms: i64,
+}
+
+/// Tokens recently verified against the store, keyed by their hash (never the secret).
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    entries: Mutex<HashMap<Vec<u8>, CachedToken>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &[u8], now_ms: i64) -> Option<Result<Actor, AuthFailure>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = entries.get(hash)?;
+        if now_ms - cached.verified_at_ms >= TOKEN_CACHE_TTL_MS || now_ms < cached.verified_at_ms {
+            return None;
+        }
+        // Expiry is checked on every request, cached or not.
+        Some(if cached.expires_at_ms <= now_ms {
+            Err(AuthFailure::Expired)
+        } else {
+            Ok(cached.actor.clone())
+        })
+    }
+
+    fn put(&self, hash: Vec<u8>, token: CachedToken) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= TOKEN_CACHE_ENTRIES_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, token);
     }
 }
 
@@ -146,22 +192,36 @@ impl App {
         if presented.len() != TOKEN_CHARS || !presented.starts_with(TOKEN_PREFIX) {
             return Ok(Err(AuthFailure::Unknown));
         }
-        let Some(stored) = self.store.token_by_hash(&hash(presented)).await? else {
+        let hash = hash(presented);
+        let now_ms = self.clock.now_ms();
+        if let Some(cached) = self.token_cache.get(&hash, now_ms) {
+            return Ok(cached);
+        }
+        let Some(stored) = self.store.token_by_hash(&hash).await? else {
             return Ok(Err(AuthFailure::Unknown));
         };
         if stored.revoked_at_ms.is_some() {
             return Ok(Err(AuthFailure::Revoked));
         }
-        if stored.expires_at_ms <= self.clock.now_ms() {
+        if stored.expires_at_ms <= now_ms {
             return Ok(Err(AuthFailure::Expired));
         }
         let role = stored
             .role
             .parse::<Role>()
             .map_err(|e| AppError::Unexpected(format!("stored token role: {e}")))?;
-        Ok(Ok(Actor {
+        let actor = Actor {
             token: stored.id,
             role,
-        }))
+        };
+        self.token_cache.put(
+            hash,
+            CachedToken {
+                actor: actor.clone(),
+                expires_at_ms: stored.expires_at_ms,
+                verified_at_ms: now_ms,
+            },
+        );
+        Ok(Ok(actor))
     }
 }

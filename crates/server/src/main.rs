@@ -101,8 +101,10 @@ enum KeysCommand {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Destroy one patient's key: their records become permanently unreadable everywhere,
-    /// backups included. Stop `haven serve` first.
+    /// Destroy one patient's key: their records become permanently unreadable in this
+    /// database and its replicas. Backups taken earlier still hold the wrapped key until the
+    /// root key that wraps it is gone: run `haven keys rotate` afterwards to cut them off.
+    /// Stop `haven serve` first.
     ShredPatient {
         #[command(flatten)]
         common: CommonArgs,
@@ -279,7 +281,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             if destroyed {
                 eprintln!(
-                    "Patient {patient}'s key was destroyed; their records can no longer be read."
+                    "Patient {patient}'s key was destroyed; their records can no longer be read. \
+                     Run `haven keys rotate` next so that older backups cannot be opened either."
                 );
             } else {
                 eprintln!(

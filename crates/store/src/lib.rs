@@ -1,9 +1,9 @@
 //! Persistence for Haven: the [`Store`] trait and its two engines.
 //!
-//! - [`sqlite`]: the embedded default. One writer task owns the only write connection and
+//! - [`sqlite`]: the embedded default. Reads run inline on plain `rusqlite` connections
+//!   (see `sqlite::readers` for why). One writer task owns the only write connection and
 //!   commits whatever has queued up in one transaction (group commit); with WAL and
 //!   `synchronous=FULL`, a caller is answered only after the commit has been fsynced.
-//!   Readers use a separate pool of read-only connections.
 //! - [`postgres`]: for deployments that outgrow one machine; many stateless instances over
 //!   one database.
 //!
@@ -34,6 +34,8 @@ pub mod limits {
     pub const GROUP_COMMIT_WRITES_MAX: usize = 512;
     /// The most writes waiting for the SQLite writer before callers wait to enqueue.
     pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;
+    /// The most audit entries one read of the log returns.
+    pub const AUDIT_PAGE_ROWS_MAX: u32 = 1000;
     /// The most rows a key rotation step re-wraps at once.
     pub const REWRAP_BATCH_ROWS_MAX: u32 = 500;
 }
@@ -43,6 +45,9 @@ pub enum StoreError {
     /// The database could not be reached or answered with an error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the embedded engine's inline readers.
+    #[error("database error: {0}")]
+    Embedded(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// The store has shut down (the writer task ended).

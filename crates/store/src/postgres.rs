@@ -54,7 +54,11 @@ impl PostgresStore {
     }
 
     async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
-        let options = options.options([("statement_timeout", STATEMENT_TIMEOUT_MS.to_string())]);
+        // Acknowledged means durable: never inherit a server-wide `synchronous_commit = off`.
+        let options = options.options([
+            ("statement_timeout", STATEMENT_TIMEOUT_MS.to_string()),
+            ("synchronous_commit", "on".to_owned()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS_MAX)
             .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
@@ -464,7 +468,7 @@ impl Store for PostgresStore {
              FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq)
-        .bind(i64::from(limit))
+        .bind(i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(audit_from_row).collect()

@@ -7,41 +7,41 @@
 //! `synchronous=FULL`, that commit fsyncs the WAL: one fsync acknowledges a whole batch, and
 //! nothing is acknowledged before it is on disk.
 //!
-//! Reads run on a separate pool of read-only connections, which WAL lets proceed while the
-//! writer commits. `secure_delete` is on so that destroyed keys are overwritten, not left in
-//! free pages, and a checkpoint after crypto-shredding pushes them out of the WAL too.
+//! Reads run inline on plain read-only connections ([`readers`]), which WAL lets proceed
+//! while the writer commits. `secure_delete` is on so that destroyed keys are overwritten,
+//! not left in free pages, and a checkpoint after crypto-shredding pushes them out of the
+//! WAL too.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use haven_audit::{AuditEvent, StoredAuditEvent};
-use haven_domain::{PatientId, TokenId};
+use haven_domain::PatientId;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use crate::{
     NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError, StoreResult,
     StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome, limits,
 };
 
+mod readers;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a connection waits for a lock held by another process (e.g. a CLI command).
 const BUSY_TIMEOUT_SECS: u64 = 5;
-/// Read-only connections; reads are short, so a few per core suffice.
-const READ_CONNECTIONS_MAX: u32 = 4;
 
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     path: PathBuf,
-    readers: SqlitePool,
+    readers: Arc<readers::Readers>,
     writer: mpsc::Sender<WriteJob>,
 }
 
@@ -61,10 +61,7 @@ impl SqliteStore {
         // which makes this future fail rustc's `Send` check wherever it is spawned.
         MIGRATOR.run_direct(&mut write_connection).await?;
 
-        let readers = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS_MAX)
-            .connect_with(options.read_only(true))
-            .await?;
+        let readers = Arc::new(readers::Readers::new(path));
 
         let (writer, queue) = mpsc::channel(limits::WRITE_QUEUE_DEPTH_MAX);
         tokio::spawn(run_writer(write_connection, queue));
@@ -453,77 +450,12 @@ async fn insert_search(
     Ok(())
 }
 
-const PATIENT_COLUMNS: &str = "SELECT p.id, p.version, p.sealed, p.created_at_ms, p.updated_at_ms,
-        k.key_id, k.root_key_id, k.wrapped
-     FROM patients p LEFT JOIN subject_keys k ON k.subject_id = p.id";
-
-fn patient_from_row(row: &SqliteRow) -> StoreResult<StoredPatient> {
-    let id = PatientId::from_uuid(row.try_get::<Uuid, _>("id")?);
-    let key_id: Option<Vec<u8>> = row.try_get("key_id")?;
-    let subject_key = match key_id {
-        Some(key_id) => Some(StoredSubjectKey {
-            subject: id,
-            key_id,
-            root_key_id: row.try_get("root_key_id")?,
-            wrapped: row.try_get("wrapped")?,
-        }),
-        None => None,
-    };
-    Ok(StoredPatient {
-        id,
-        version: row.try_get("version")?,
-        sealed: row.try_get("sealed")?,
-        subject_key,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-    })
-}
-
-fn subject_key_from_row(row: &SqliteRow) -> StoreResult<StoredSubjectKey> {
-    Ok(StoredSubjectKey {
-        subject: PatientId::from_uuid(row.try_get::<Uuid, _>("subject_id")?),
-        key_id: row.try_get("key_id")?,
-        root_key_id: row.try_get("root_key_id")?,
-        wrapped: row.try_get("wrapped")?,
-    })
-}
-
 fn system_key_from_row(row: &SqliteRow) -> StoreResult<StoredSystemKey> {
     Ok(StoredSystemKey {
         name: row.try_get("name")?,
         root_key_id: row.try_get("root_key_id")?,
         wrapped: row.try_get("wrapped")?,
     })
-}
-
-fn token_from_row(row: &SqliteRow) -> StoreResult<StoredToken> {
-    Ok(StoredToken {
-        id: TokenId::from_uuid(row.try_get::<Uuid, _>("id")?),
-        token_hash: row.try_get("token_hash")?,
-        role: row.try_get("role")?,
-        label: row.try_get("label")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        expires_at_ms: row.try_get("expires_at_ms")?,
-        revoked_at_ms: row.try_get("revoked_at_ms")?,
-    })
-}
-
-fn audit_from_row(row: &SqliteRow) -> StoreResult<StoredAuditEvent> {
-    crate::audit_from_columns(
-        row.try_get("seq")?,
-        row.try_get("at_ms")?,
-        row.try_get("actor")?,
-        row.try_get("role")?,
-        row.try_get("action")?,
-        row.try_get("patient_id")?,
-        row.try_get("resource_type")?,
-        row.try_get("resource_id")?,
-        row.try_get("outcome")?,
-        row.try_get("reason")?,
-        row.try_get("request_id")?,
-        row.try_get("source_ip")?,
-        row.try_get("user_agent")?,
-    )
 }
 
 fn unexpected(outcome: WriteOutcome) -> StoreError {
@@ -536,7 +468,7 @@ fn unexpected(outcome: WriteOutcome) -> StoreError {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        self.readers.ping()?;
         if self.writer.is_closed() {
             return Err(StoreError::Closed);
         }
@@ -558,30 +490,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_patient(&self, id: PatientId) -> StoreResult<Option<StoredPatient>> {
-        let row = sqlx::query(&format!("{PATIENT_COLUMNS} WHERE p.id = ?"))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.readers)
-            .await?;
-        row.as_ref().map(patient_from_row).transpose()
+        self.readers.get_patient(id)
     }
 
     async fn list_patients(&self, query: &PatientQuery) -> StoreResult<Vec<StoredPatient>> {
-        let mut sql = QueryBuilder::new(PATIENT_COLUMNS);
-        sql.push(" WHERE 1 = 1");
-        for filter in query.filters.iter().take(limits::FILTERS_MAX) {
-            sql.push(" AND p.id IN (SELECT patient_id FROM patient_search WHERE kind = ")
-                .push_bind(filter.kind.as_str())
-                .push(" AND token = ")
-                .push_bind(filter.token.clone())
-                .push(")");
-        }
-        if let Some(after) = query.after {
-            sql.push(" AND p.id > ").push_bind(after.as_uuid());
-        }
-        sql.push(" ORDER BY p.id LIMIT ")
-            .push_bind(i64::from(query.limit.min(limits::PAGE_ROWS_MAX)));
-        let rows = sql.build().fetch_all(&self.readers).await?;
-        rows.iter().map(patient_from_row).collect()
+        self.readers.list_patients(query)
     }
 
     async fn shred_subject(&self, subject: PatientId, now_ms: i64) -> StoreResult<bool> {
@@ -599,15 +512,7 @@ impl Store for SqliteStore {
         root_key_id: &[u8],
         limit: u32,
     ) -> StoreResult<Vec<StoredSubjectKey>> {
-        let rows = sqlx::query(
-            "SELECT subject_id, key_id, root_key_id, wrapped FROM subject_keys
-             WHERE root_key_id <> ? ORDER BY subject_id LIMIT ?",
-        )
-        .bind(root_key_id)
-        .bind(i64::from(limit.min(limits::REWRAP_BATCH_ROWS_MAX)))
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(subject_key_from_row).collect()
+        self.readers.subject_keys_not_under(root_key_id, limit)
     }
 
     async fn rewrap_subject_key(
@@ -628,30 +533,15 @@ impl Store for SqliteStore {
     }
 
     async fn count_keys_not_under(&self, root_key_id: &[u8]) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM subject_keys WHERE root_key_id <> ?1)
-                  + (SELECT COUNT(*) FROM system_keys WHERE root_key_id <> ?1)",
-        )
-        .bind(root_key_id)
-        .fetch_one(&self.readers)
-        .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        self.readers.count_keys_not_under(root_key_id)
     }
 
     async fn root_keys_in_use(&self) -> StoreResult<Vec<Vec<u8>>> {
-        Ok(sqlx::query_scalar(
-            "SELECT root_key_id FROM subject_keys UNION SELECT root_key_id FROM system_keys",
-        )
-        .fetch_all(&self.readers)
-        .await?)
+        self.readers.root_keys_in_use()
     }
 
     async fn system_key(&self, name: &str) -> StoreResult<Option<StoredSystemKey>> {
-        let row = sqlx::query("SELECT name, root_key_id, wrapped FROM system_keys WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.readers)
-            .await?;
-        row.as_ref().map(system_key_from_row).transpose()
+        self.readers.system_key(name)
     }
 
     async fn put_system_key_if_absent(
@@ -669,10 +559,7 @@ impl Store for SqliteStore {
     }
 
     async fn system_keys(&self) -> StoreResult<Vec<StoredSystemKey>> {
-        let rows = sqlx::query("SELECT name, root_key_id, wrapped FROM system_keys ORDER BY name")
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(system_key_from_row).collect()
+        self.readers.system_keys()
     }
 
     async fn rewrap_system_key(
@@ -700,14 +587,7 @@ impl Store for SqliteStore {
     }
 
     async fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>> {
-        let row = sqlx::query(
-            "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms
-             FROM api_tokens WHERE token_hash = ?",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.readers)
-        .await?;
-        row.as_ref().map(token_from_row).transpose()
+        self.readers.token_by_hash(token_hash)
     }
 
     async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
@@ -718,16 +598,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
-                    outcome, reason, request_id, source_ip, user_agent
-             FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
-        .await?;
-        rows.iter().map(audit_from_row).collect()
+        self.readers.audit_events(after_seq, limit)
     }
 }
 

@@ -1,0 +1,291 @@
+//! Reads for the embedded engine, run inline on the calling task.
+//!
+//! Reads are indexed look-ups in a local file, usually served from SQLite's page cache in
+//! microseconds. Running them through sqlx's per-connection worker thread cost two thread
+//! hand-offs per query and measurably more in context switches than in SQLite itself, so
+//! reads use plain `rusqlite` connections, taken from a small idle list and run where the
+//! caller is. Writes stay with the group-commit writer. WAL mode lets these readers proceed
+//! while the writer commits; each read sees the last committed state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use haven_audit::StoredAuditEvent;
+use haven_domain::{PatientId, TokenId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
+use uuid::Uuid;
+
+use crate::{
+    PatientQuery, StoreError, StoreResult, StoredPatient, StoredSubjectKey, StoredSystemKey,
+    StoredToken, limits,
+};
+
+/// Idle read connections kept open; more are opened when all are busy and closed after.
+const IDLE_READ_CONNECTIONS_MAX: usize = 4;
+const BUSY_TIMEOUT_SECS: u64 = 5;
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE_CAPACITY: usize = 32;
+
+#[derive(Debug)]
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+fn uuid_from(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
+    Uuid::from_slice(&bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+const PATIENT_COLUMNS: &str = "SELECT p.id, p.version, p.sealed, p.created_at_ms, p.updated_at_ms,
+        k.key_id, k.root_key_id, k.wrapped
+     FROM patients p LEFT JOIN subject_keys k ON k.subject_id = p.id";
+
+fn patient(row: &Row<'_>) -> rusqlite::Result<StoredPatient> {
+    let id = PatientId::from_uuid(uuid_from(row.get(0)?)?);
+    let key_id: Option<Vec<u8>> = row.get(5)?;
+    let subject_key = match key_id {
+        Some(key_id) => Some(StoredSubjectKey {
+            subject: id,
+            key_id,
+            root_key_id: row.get(6)?,
+            wrapped: row.get(7)?,
+        }),
+        None => None,
+    };
+    Ok(StoredPatient {
+        id,
+        version: row.get(1)?,
+        sealed: row.get(2)?,
+        subject_key,
+        created_at_ms: row.get(3)?,
+        updated_at_ms: row.get(4)?,
+    })
+}
+
+fn system_key(row: &Row<'_>) -> rusqlite::Result<StoredSystemKey> {
+    Ok(StoredSystemKey {
+        name: row.get(0)?,
+        root_key_id: row.get(1)?,
+        wrapped: row.get(2)?,
+    })
+}
+
+impl Readers {
+    pub(super) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let connection = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))?;
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        Ok(connection)
+    }
+
+    /// Runs `read` on an idle connection (opening one if none is idle).
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let connection = match idle {
+            Some(connection) => connection,
+            None => self.open()?,
+        };
+        let result = read(&connection);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READ_CONNECTIONS_MAX {
+            idle.push(connection);
+        }
+        Ok(result?)
+    }
+
+    pub(super) fn ping(&self) -> StoreResult<()> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    pub(super) fn get_patient(&self, id: PatientId) -> StoreResult<Option<StoredPatient>> {
+        self.with(|c| {
+            c.prepare_cached(&format!("{PATIENT_COLUMNS} WHERE p.id = ?1"))?
+                .query_row([id.as_uuid().as_bytes().as_slice()], patient)
+                .optional()
+        })
+    }
+
+    pub(super) fn list_patients(&self, query: &PatientQuery) -> StoreResult<Vec<StoredPatient>> {
+        let mut sql = format!("{PATIENT_COLUMNS} WHERE 1 = 1");
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        for filter in query.filters.iter().take(limits::FILTERS_MAX) {
+            sql.push_str(
+                " AND p.id IN (SELECT patient_id FROM patient_search WHERE kind = ? AND token = ?)",
+            );
+            values.push(filter.kind.as_str().to_owned().into());
+            values.push(filter.token.clone().into());
+        }
+        if let Some(after) = query.after {
+            sql.push_str(" AND p.id > ?");
+            values.push(after.as_uuid().as_bytes().to_vec().into());
+        }
+        sql.push_str(" ORDER BY p.id LIMIT ?");
+        values.push(i64::from(query.limit.min(limits::PAGE_ROWS_MAX)).into());
+        self.with(|c| {
+            c.prepare_cached(&sql)?
+                .query_map(params_from_iter(values), patient)?
+                .collect()
+        })
+    }
+
+    pub(super) fn subject_keys_not_under(
+        &self,
+        root_key_id: &[u8],
+        limit: u32,
+    ) -> StoreResult<Vec<StoredSubjectKey>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT subject_id, key_id, root_key_id, wrapped FROM subject_keys
+                 WHERE root_key_id <> ?1 ORDER BY subject_id LIMIT ?2",
+            )?
+            .query_map(
+                params![
+                    root_key_id,
+                    i64::from(limit.min(limits::REWRAP_BATCH_ROWS_MAX))
+                ],
+                |row| {
+                    Ok(StoredSubjectKey {
+                        subject: PatientId::from_uuid(uuid_from(row.get(0)?)?),
+                        key_id: row.get(1)?,
+                        root_key_id: row.get(2)?,
+                        wrapped: row.get(3)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    pub(super) fn count_keys_not_under(&self, root_key_id: &[u8]) -> StoreResult<u64> {
+        let count: i64 = self.with(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM subject_keys WHERE root_key_id <> ?1)
+                      + (SELECT COUNT(*) FROM system_keys WHERE root_key_id <> ?1)",
+                [root_key_id],
+                |row| row.get(0),
+            )
+        })?;
+        u64::try_from(count).map_err(|_| StoreError::Corrupt {
+            table: "subject_keys",
+            detail: "negative count".into(),
+        })
+    }
+
+    pub(super) fn root_keys_in_use(&self) -> StoreResult<Vec<Vec<u8>>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT root_key_id FROM subject_keys UNION SELECT root_key_id FROM system_keys",
+            )?
+            .query_map([], |row| row.get(0))?
+            .collect()
+        })
+    }
+
+    pub(super) fn system_key(&self, name: &str) -> StoreResult<Option<StoredSystemKey>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT name, root_key_id, wrapped FROM system_keys WHERE name = ?1")?
+                .query_row([name], system_key)
+                .optional()
+        })
+    }
+
+    pub(super) fn system_keys(&self) -> StoreResult<Vec<StoredSystemKey>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT name, root_key_id, wrapped FROM system_keys ORDER BY name")?
+                .query_map([], system_key)?
+                .collect()
+        })
+    }
+
+    pub(super) fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms
+                 FROM api_tokens WHERE token_hash = ?1",
+            )?
+            .query_row([token_hash], |row| {
+                Ok(StoredToken {
+                    id: TokenId::from_uuid(uuid_from(row.get(0)?)?),
+                    token_hash: row.get(1)?,
+                    role: row.get(2)?,
+                    label: row.get(3)?,
+                    created_at_ms: row.get(4)?,
+                    expires_at_ms: row.get(5)?,
+                    revoked_at_ms: row.get(6)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    pub(super) fn audit_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredAuditEvent>> {
+        type Columns = (
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Columns> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
+                        outcome, reason, request_id, source_ip, user_agent
+                 FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(
+                params![after_seq, i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX))],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
+                        row.get(8)?,
+                        row.get(9)?,
+                        row.get(10)?,
+                        row.get(11)?,
+                        row.get(12)?,
+                    ))
+                },
+            )?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                let patient = r.5.map(uuid_from).transpose().map_err(StoreError::from)?;
+                crate::audit_from_columns(
+                    r.0, r.1, r.2, r.3, r.4, patient, r.6, r.7, r.8, r.9, r.10, r.11, r.12,
+                )
+            })
+            .collect()
+    }
+}
