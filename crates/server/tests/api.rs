@@ -393,6 +393,21 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
     assert_eq!(error_code(expired).await, "token_expired");
     let expired_write = post(&server, &short, &ada("Late")).await;
     assert_eq!(expired_write.status(), StatusCode::UNAUTHORIZED);
+    let expired_list = get(&server, &short, "/api/v1/patients").await;
+    assert_eq!(expired_list.status(), StatusCode::UNAUTHORIZED);
+    let put_as = |token: String| {
+        server
+            .client
+            .put(server.endpoint(&path))
+            .bearer_auth(token)
+            .header("if-match", "\"1\"")
+            .json(&ada("Changed"))
+            .send()
+    };
+    assert_eq!(
+        put_as(short.clone()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // The wrong user: an auditor has no business in the chart; a nurse may read, not register.
     let auditor = server.token(Role::Auditor, 1).await;
@@ -413,7 +428,24 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
         post(&server, &nurse, &ada("No")).await.status(),
         StatusCode::FORBIDDEN
     );
+    assert_eq!(
+        put_as(auditor.clone()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put_as(nurse.clone()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(patient_count(&server).await, 1);
+    let unchanged: Value = get(&server, &server.admin_token, &path)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        unchanged["version"], 1,
+        "denied and expired updates changed nothing"
+    );
 
     // Denials and failed authentications are in the audit trail too.
     let events = server.app().store().audit_events(0, 1000).await.unwrap();

@@ -105,6 +105,20 @@ fn patient(n: usize) -> Value {
     })
 }
 
+/// Creates patient `n` and returns its id.
+async fn create(client: &reqwest::Client, url: &str, token: &str, n: usize) -> String {
+    let response = client
+        .post(format!("{url}/api/v1/patients"))
+        .bearer_auth(token)
+        .json(&patient(n))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn zero_configuration_creates_a_private_data_directory_and_serves() {
     let dir = tempfile::tempdir().unwrap();
@@ -395,17 +409,7 @@ async fn key_rotation_rewraps_everything_and_destroys_the_old_root() {
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for n in 0..5 {
-        let body: Value = client
-            .post(format!("{}/api/v1/patients", server.url))
-            .bearer_auth(&token)
-            .json(&patient(n))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(body["id"].as_str().unwrap().to_owned());
+        ids.push(create(&client, &server.url, &token, n).await);
     }
 
     // Rotation waits for the server to stop: it must not race a server wrapping new keys.
@@ -465,17 +469,7 @@ async fn shredding_a_patient_makes_their_record_unreadable() {
     let token = admin_token(dir.path(), &env).await;
     let mut server = serve(dir.path(), &[], &env).await;
     let client = reqwest::Client::new();
-    let body: Value = client
-        .post(format!("{}/api/v1/patients", server.url))
-        .bearer_auth(&token)
-        .json(&patient(1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = body["id"].as_str().unwrap().to_owned();
+    let id = create(&client, &server.url, &token, 1).await;
     assert!(terminate(&mut server.child).await.success());
 
     let unconfirmed = haven(dir.path())
@@ -504,4 +498,122 @@ async fn shredding_a_patient_makes_their_record_unreadable() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::GONE);
+}
+
+/// SIGTERM while a request is half sent: the server stops accepting, lets that request
+/// finish (201), and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let token = admin_token(dir.path(), &env).await;
+    let mut server = serve(dir.path(), &[], &env).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+
+    let body = patient(7).to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/patients HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = server.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New connections are refused once shutdown has begun.
+    assert!(tokio::net::TcpStream::connect(&address).await.is_err());
+
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Even at debug level, the logs never hold health data or the bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_health_data_or_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let token = admin_token(dir.path(), &env).await;
+    let log = dir.path().join("haven.log");
+    let mut command = haven(dir.path());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HAVEN_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(START_TIMEOUT_SECS), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line.strip_prefix("listening on ").unwrap().to_owned();
+
+    let client = reqwest::Client::new();
+    let marker = "Qwv9LogMarker";
+    let response = client
+        .post(format!("{url}/api/v1/patients"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "name": { "family": marker, "given": [marker] },
+            "birth_date": "1966-06-16",
+            "identifiers": [{ "system": "urn:haven:test", "value": marker }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read = client
+        .get(format!("{url}/api/v1/patients/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(read.text().await.unwrap().contains(marker));
+    let search = client
+        .get(format!("{url}/api/v1/patients?family={marker}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(search.status(), StatusCode::OK);
+    // A failing request with a body that does not parse, too.
+    client
+        .post(format!("{url}/api/v1/patients"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{marker}\""))
+        .send()
+        .await
+        .unwrap();
+    assert!(terminate(&mut child).await.success());
+
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("request"), "debug logs were written");
+    assert!(!logs.contains(marker), "health data in the logs");
+    assert!(!logs.contains("1966-06-16"), "birth date in the logs");
+    assert!(!logs.contains(&token), "token in the logs");
 }
