@@ -24,15 +24,17 @@ fn system_key_context(name: &str) -> Vec<u8> {
     context
 }
 
-/// Loads the deployment's blind-index key, creating it on first start. Two instances
-/// starting together agree on one key: the store keeps whichever was inserted first.
-pub async fn load_or_create_blind_index_key(
+/// Loads a key of the deployment itself (wrapped by the root key in `system_keys`),
+/// creating it on first start. Two instances starting together agree on one key: the store
+/// keeps whichever was inserted first.
+pub async fn load_or_create_system_key(
     store: &dyn Store,
     keys: &dyn KeyProvider,
+    name: &str,
     now_ms: i64,
-) -> AppResult<BlindIndexKey> {
-    let context = system_key_context(BLIND_INDEX_KEY_NAME);
-    let stored = match store.system_key(BLIND_INDEX_KEY_NAME).await? {
+) -> AppResult<KeyMaterial> {
+    let context = system_key_context(name);
+    let stored = match store.system_key(name).await? {
         Some(stored) => stored,
         None => {
             let fresh = KeyMaterial::generate();
@@ -40,7 +42,7 @@ pub async fn load_or_create_blind_index_key(
             store
                 .put_system_key_if_absent(
                     StoredSystemKey {
-                        name: BLIND_INDEX_KEY_NAME.to_owned(),
+                        name: name.to_owned(),
                         root_key_id: wrapped.root_key_id().as_bytes().to_vec(),
                         wrapped: wrapped.as_bytes().to_vec(),
                     },
@@ -50,7 +52,17 @@ pub async fn load_or_create_blind_index_key(
         }
     };
     let wrapped = WrappedKey::from_bytes(stored.wrapped)?;
-    Ok(BlindIndexKey::new(keys.unwrap(&wrapped, &context)?))
+    Ok(keys.unwrap(&wrapped, &context)?)
+}
+
+/// The deployment's blind-index key.
+pub async fn load_or_create_blind_index_key(
+    store: &dyn Store,
+    keys: &dyn KeyProvider,
+    now_ms: i64,
+) -> AppResult<BlindIndexKey> {
+    let material = load_or_create_system_key(store, keys, BLIND_INDEX_KEY_NAME, now_ms).await?;
+    Ok(BlindIndexKey::new(material))
 }
 
 /// Re-wraps every stored key not yet under the provider's active root. `progress` is told

@@ -17,6 +17,7 @@ use haven_crypto::{BlindIndexKey, KeyProvider};
 use haven_domain::{Actor, ValidationError};
 use haven_store::{Store, StoreError};
 
+pub mod audit_log;
 pub mod clock;
 mod codec;
 pub mod gate;
@@ -78,6 +79,8 @@ pub struct App {
     blind: Arc<BlindIndexKey>,
     clock: Arc<dyn Clock>,
     token_cache: Arc<tokens::TokenCache>,
+    checkpointer: Arc<tokio::sync::Mutex<audit_log::Checkpointer>>,
+    audit_verifier: haven_audit::checkpoint::CheckpointVerifier,
 }
 
 impl fmt::Debug for App {
@@ -97,13 +100,54 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> AppResult<Self> {
         let blind = keys::load_or_create_blind_index_key(&*store, &*keys, clock.now_ms()).await?;
+        let signer = audit_log::load_or_create_signer(&*store, &*keys, clock.now_ms()).await?;
+        let checkpointer = audit_log::Checkpointer::start(&*store, signer).await?;
+        let audit_verifier = checkpointer.verifier();
         Ok(Self {
             store,
             gate: Arc::new(AccessGate::new(keys, audit, clock.clone())),
             blind: Arc::new(blind),
             clock,
             token_cache: Arc::default(),
+            checkpointer: Arc::new(tokio::sync::Mutex::new(checkpointer)),
+            audit_verifier,
         })
+    }
+
+    /// The public key that verifies this deployment's audit checkpoints.
+    pub fn audit_verifier(&self) -> &haven_audit::checkpoint::CheckpointVerifier {
+        &self.audit_verifier
+    }
+
+    /// Signs and stores a checkpoint if the audit log grew since the last one.
+    pub async fn checkpoint_now(&self) -> AppResult<Option<haven_store::StoredCheckpoint>> {
+        let mut checkpointer = self.checkpointer.lock().await;
+        checkpointer
+            .checkpoint(&*self.store, self.clock.now_ms())
+            .await
+    }
+
+    /// Checkpoints the audit log every [`audit_log::CHECKPOINT_INTERVAL_MS`] until `stop`
+    /// completes, then once more, so the last entries are covered before shutdown.
+    pub async fn run_checkpointer(&self, stop: impl std::future::Future<Output = ()>) {
+        let mut interval = tokio::time::interval(std::time::Duration::from_millis(
+            audit_log::CHECKPOINT_INTERVAL_MS,
+        ));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(error) = self.checkpoint_now().await {
+                        tracing::error!(%error, "audit checkpoint failed");
+                    }
+                }
+                () = &mut stop => break,
+            }
+        }
+        if let Err(error) = self.checkpoint_now().await {
+            tracing::error!(%error, "final audit checkpoint failed");
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

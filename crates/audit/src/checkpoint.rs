@@ -155,10 +155,9 @@ impl CheckpointVerifier {
     }
 
     pub fn parse_vkey(text: &str) -> Result<Self, CheckpointError> {
-        let mut parts = text.trim().split('+');
-        let (Some(name), Some(hash), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The key is base64, which may itself contain '+': split off two fields only.
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(CheckpointError::InvalidKey("expected name+hash+key"));
         };
         if !valid_name(name) {
@@ -314,6 +313,12 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn verifier_keys_round_trip(seed in any::<[u8; 32]>()) {
+            let verifier = CheckpointSigner::from_seed(LOG, seed).unwrap().verifier();
+            prop_assert_eq!(CheckpointVerifier::parse_vkey(&verifier.vkey()), Ok(verifier));
+        }
 
         #[test]
         fn signed_checkpoints_round_trip(size in any::<u64>(), root in any::<[u8; 32]>()) {

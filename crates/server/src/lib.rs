@@ -181,7 +181,15 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting and waits (at most the
     /// configured grace period) for in-flight requests to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        listener::serve(
+        let (stop_checkpointer, checkpointer_stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = self.app.clone();
+        let checkpointer = tokio::spawn(async move {
+            app.run_checkpointer(async {
+                let _ = checkpointer_stopped.await;
+            })
+            .await;
+        });
+        let served = listener::serve(
             self.listener,
             self.router,
             self.tls,
@@ -191,7 +199,13 @@ impl Application {
             },
             shutdown,
         )
-        .await
+        .await;
+        // In-flight requests are done: sign a last checkpoint covering their entries.
+        let _ = stop_checkpointer.send(());
+        if let Err(error) = checkpointer.await {
+            tracing::error!(%error, "the audit checkpointer ended abnormally");
+        }
+        served
     }
 }
 

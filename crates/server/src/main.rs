@@ -44,6 +44,28 @@ enum Command {
     /// Key management.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit log's Merkle tree from storage and check every signed
+    /// checkpoint; exits 1 naming where the log was altered.
+    Verify {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Check signatures with this verifier key (from `haven audit vkey`, kept
+        /// elsewhere) instead of the key stored with the log.
+        #[arg(long, value_name = "VKEY")]
+        vkey: Option<String>,
+    },
+    /// Print the public key that verifies audit checkpoints (C2SP verifier key).
+    Vkey {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 /// Settings shared by every command.
@@ -234,6 +256,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(stdout, "{}", issued.secret.expose_secret())?;
             Ok(())
         }
+        Command::Audit(AuditCommand::Vkey { common }) => {
+            let config = load_config(&common, &[])?;
+            let verifier = stored_audit_verifier(&config).await?;
+            writeln!(std::io::stdout(), "{}", verifier.vkey())?;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { common, vkey }) => {
+            let config = load_config(&common, &[])?;
+            let verifier = match vkey {
+                Some(text) => haven_audit::checkpoint::CheckpointVerifier::parse_vkey(&text)
+                    .map_err(|e| anyhow::anyhow!("--vkey: {e}"))?,
+                None => stored_audit_verifier(&config).await?,
+            };
+            let store = haven_server::open_store(&config).await?;
+            let started = std::time::Instant::now();
+            let mut reported = 0u64;
+            let mut progress = |done: u64| {
+                if done >= reported + 100_000 {
+                    reported = done;
+                    eprintln!("hashed {done} entries");
+                }
+            };
+            let outcome = haven_app::audit_log::verify_log(&*store, &verifier, &mut progress)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match outcome {
+                Ok(verified) => {
+                    writeln!(
+                        std::io::stdout(),
+                        "audit log verified: {} entries, {} signed checkpoints, in {:.2?}",
+                        verified.entries,
+                        verified.checkpoints,
+                        started.elapsed()
+                    )?;
+                    Ok(())
+                }
+                Err(altered) => anyhow::bail!("audit log verification FAILED: {altered}"),
+            }
+        }
         Command::Keys(KeysCommand::Rotate { common }) => {
             let config = load_config(&common, &[])?;
             let _lock = DataDirLock::acquire(&config.data_dir)?;
@@ -292,4 +353,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The verifier of the audit log's own signing key, unwrapped with the local keyring.
+async fn stored_audit_verifier(
+    config: &Config,
+) -> anyhow::Result<haven_audit::checkpoint::CheckpointVerifier> {
+    let keyring = LocalKeyring::open_or_create(&haven_server::keyring_dir(config))?;
+    let store = haven_server::open_store(config).await?;
+    let signer =
+        haven_app::audit_log::load_or_create_signer(&*store, &keyring, SystemClock.now_ms())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(signer.verifier())
 }

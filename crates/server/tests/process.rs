@@ -302,6 +302,22 @@ async fn kill_9_loses_no_acknowledged_create(backend: Backend) {
         "{} acknowledged creates all survived kill -9",
         acknowledged.len()
     );
+
+    // Every acknowledged access still has its entry, and the log verifies.
+    let mut verify = haven(dir.path());
+    verify.args(["audit", "verify"]);
+    for (key, value) in &env {
+        verify.env(key, value);
+    }
+    let verified = verify.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("audit log verified"), "{stdout}");
+    drop(restarted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,8 +448,8 @@ async fn key_rotation_rewraps_everything_and_destroys_the_old_root() {
     let stderr = String::from_utf8_lossy(&rotated.stderr);
     assert!(rotated.status.success(), "{stderr}");
     assert!(
-        stderr.contains("6 keys re-wrapped"),
-        "5 patient keys and the blind-index key: {stderr}"
+        stderr.contains("7 keys re-wrapped"),
+        "5 patient keys, the blind-index key and the audit signing key: {stderr}"
     );
     let after = root_key_files(&data);
     assert_eq!(after.len(), 1);
@@ -616,4 +632,81 @@ async fn logs_never_contain_health_data_or_tokens() {
     assert!(!logs.contains(marker), "health data in the logs");
     assert!(!logs.contains("1966-06-16"), "birth date in the logs");
     assert!(!logs.contains(&token), "token in the logs");
+}
+
+/// `haven audit verify` passes on an untouched log and, after one entry is changed behind
+/// Haven's back, fails naming it; the server then refuses to sign over the altered log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over_it() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let token = admin_token(dir.path(), &env).await;
+    let mut server = serve(dir.path(), &[], &env).await;
+    let client = reqwest::Client::new();
+    for n in 0..3 {
+        create(&client, &server.url, &token, n).await;
+    }
+    // A clean stop signs a final checkpoint covering every entry.
+    assert!(terminate(&mut server.child).await.success());
+
+    let verified = haven(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(stdout.contains("audit log verified: 4 entries"), "{stdout}");
+    let vkey = haven(dir.path())
+        .args(["audit", "vkey"])
+        .output()
+        .await
+        .unwrap();
+    let vkey = String::from_utf8(vkey.stdout).unwrap().trim().to_owned();
+    assert!(vkey.starts_with("haven/audit+"));
+
+    let path = dir.path().join("haven-data").join("haven.db");
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for statement in [
+        "DROP TRIGGER audit_events_no_update",
+        "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+    connection.close().await.unwrap();
+
+    let failed = haven(dir.path())
+        .args(["audit", "verify", "--vkey", &vkey])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("verification FAILED") && stderr.contains("and 4 was altered"),
+        "{stderr}"
+    );
+
+    let refused = haven(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("does not match its latest signed checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }

@@ -36,6 +36,8 @@ pub mod limits {
     pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;
     /// The most audit entries one read of the log returns.
     pub const AUDIT_PAGE_ROWS_MAX: u32 = 1000;
+    /// The most checkpoints one read returns.
+    pub const CHECKPOINT_PAGE_ROWS_MAX: u32 = 1000;
     /// The most rows a key rotation step re-wraps at once.
     pub const REWRAP_BATCH_ROWS_MAX: u32 = 500;
 }
@@ -173,6 +175,17 @@ pub struct StoredSystemKey {
     pub wrapped: Vec<u8>,
 }
 
+/// A signed checkpoint of the audit log as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// How many entries (in `seq` order) the checkpoint covers.
+    pub size: u64,
+    pub root: Vec<u8>,
+    /// The signed note, verifiable with the log's public key alone.
+    pub note: String,
+    pub created_at_ms: i64,
+}
+
 /// Everything Haven persists. Each method is one atomic, durable step: when it returns `Ok`,
 /// the change has been committed and survives a crash.
 #[async_trait::async_trait]
@@ -226,8 +239,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>>;
 
     async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
-    /// Audit entries with `seq > after_seq`, oldest first, at most `limit`.
+    /// Audit entries with `seq > after_seq`, oldest first, at most `limit`. Entries become
+    /// visible in `seq` order: no entry ever appears behind one already visible.
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>>;
+
+    /// Stores a signed checkpoint; a second one for the same size is ignored.
+    async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> StoreResult<()>;
+    /// Checkpoints with `size > after_size`, smallest first, at most `limit`.
+    async fn checkpoints(&self, after_size: u64, limit: u32) -> StoreResult<Vec<StoredCheckpoint>>;
+    async fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>>;
 }
 
 /// Converts stored audit columns back into an event; shared by both engines.

@@ -15,8 +15,12 @@ use uuid::Uuid;
 
 use crate::{
     NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError, StoreResult,
-    StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome, limits,
+    StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome,
+    limits,
 };
+
+/// The advisory lock that serialises audit appends (an arbitrary, fixed number).
+const AUDIT_APPEND_LOCK: i64 = 0x6861_7665_6e41;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -144,6 +148,19 @@ fn token_from_row(row: &PgRow) -> StoreResult<StoredToken> {
         created_at_ms: row.try_get("created_at_ms")?,
         expires_at_ms: row.try_get("expires_at_ms")?,
         revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
+fn checkpoint_from_row(row: &PgRow) -> StoreResult<StoredCheckpoint> {
+    let size: i64 = row.try_get("size")?;
+    Ok(StoredCheckpoint {
+        size: u64::try_from(size).map_err(|_| StoreError::Corrupt {
+            table: "audit_checkpoints",
+            detail: "negative size".into(),
+        })?,
+        root: row.try_get("root")?,
+        note: row.try_get("note")?,
+        created_at_ms: row.try_get("created_at_ms")?,
     })
 }
 
@@ -457,7 +474,16 @@ impl Store for PostgresStore {
                 .push_bind(event.origin.source_ip.clone())
                 .push_bind(event.origin.user_agent.clone());
         });
-        sql.build().execute(&self.pool).await?;
+        // One append at a time: a sequence number is taken at insert but becomes visible at
+        // commit, so without this lock a reader (the checkpointer) could see seq 11 before
+        // seq 10 commits and build a tree that skips it.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_APPEND_LOCK)
+            .execute(&mut *transaction)
+            .await?;
+        sql.build().execute(&mut *transaction).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -472,5 +498,43 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (size, root, note, created_at_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(i64::try_from(checkpoint.size).map_err(|_| StoreError::Corrupt {
+            table: "audit_checkpoints",
+            detail: "size beyond i64".into(),
+        })?)
+        .bind(&checkpoint.root)
+        .bind(&checkpoint.note)
+        .bind(checkpoint.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self, after_size: u64, limit: u32) -> StoreResult<Vec<StoredCheckpoint>> {
+        let rows = sqlx::query(
+            "SELECT size, root, note, created_at_ms FROM audit_checkpoints
+             WHERE size > $1 ORDER BY size LIMIT $2",
+        )
+        .bind(i64::try_from(after_size).unwrap_or(i64::MAX))
+        .bind(i64::from(limit.min(limits::CHECKPOINT_PAGE_ROWS_MAX)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT size, root, note, created_at_ms FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
     }
 }

@@ -99,6 +99,7 @@ contracts! {
         tokens_are_found_by_hash,
         audit_events_come_back_in_order_with_increasing_seq,
         audit_trail_is_append_only,
+        checkpoints_are_kept_once_in_size_order_and_never_changed,
         concurrent_inserts_all_succeed,
         a_failing_write_does_not_undo_concurrent_writes,
         acknowledged_writes_survive_a_restart,
@@ -1538,4 +1539,48 @@ async fn acknowledged_writes_are_in_the_files_before_shutdown(engine: &Engine) {
         recovered.audit_events(0, 10).await.unwrap(),
         store.audit_events(0, 10).await.unwrap()
     );
+}
+
+async fn checkpoints_are_kept_once_in_size_order_and_never_changed(engine: &Engine) {
+    let store = engine.store();
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+    let checkpoint = |size: u64, note: &str| haven_store::StoredCheckpoint {
+        size,
+        root: vec![size as u8; 32],
+        note: note.to_owned(),
+        created_at_ms: T0_MS + size as i64,
+    };
+    for size in [5, 1, 3] {
+        store
+            .insert_checkpoint(checkpoint(size, "first"))
+            .await
+            .unwrap();
+    }
+    // A second checkpoint of the same size is ignored: the first signed one stands.
+    store
+        .insert_checkpoint(checkpoint(3, "second"))
+        .await
+        .unwrap();
+
+    let all = store.checkpoints(0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.size).collect::<Vec<_>>(), [1, 3, 5]);
+    assert!(all.iter().all(|c| c.note == "first"));
+    assert_eq!(all[1], checkpoint(3, "first"));
+    assert_eq!(
+        store.checkpoints(1, 1).await.unwrap(),
+        vec![checkpoint(3, "first")]
+    );
+    assert_eq!(store.checkpoints(5, 100).await.unwrap(), vec![]);
+    assert_eq!(
+        store.latest_checkpoint().await.unwrap(),
+        Some(checkpoint(5, "first"))
+    );
+
+    for sql in [
+        "UPDATE audit_checkpoints SET note = 'forged'",
+        "DELETE FROM audit_checkpoints WHERE size = 1",
+    ] {
+        assert!(engine.execute_raw(sql).await.is_err(), "{sql} was refused");
+    }
+    assert_eq!(store.checkpoints(0, 100).await.unwrap(), all);
 }

@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError, StoreResult,
-    StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome, limits,
+    StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome,
+    limits,
 };
 
 mod readers;
@@ -111,6 +112,7 @@ enum WriteOp {
     },
     InsertToken(StoredToken),
     AppendAudit(Vec<AuditEvent>),
+    InsertCheckpoint(StoredCheckpoint),
 }
 
 #[derive(Debug)]
@@ -423,6 +425,22 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             .await?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::InsertCheckpoint(checkpoint) => {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (size, root, note, created_at_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (size) DO NOTHING",
+            )
+            .bind(i64::try_from(checkpoint.size).map_err(|_| StoreError::Corrupt {
+                table: "audit_checkpoints",
+                detail: "size beyond i64".into(),
+            })?)
+            .bind(&checkpoint.root)
+            .bind(&checkpoint.note)
+            .bind(checkpoint.created_at_ms)
+            .execute(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::AppendAudit(events) => {
             let events: Vec<&AuditEvent> = events.iter().collect();
             insert_audit_rows(connection, &events).await?;
@@ -599,6 +617,21 @@ impl Store for SqliteStore {
 
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
         self.readers.audit_events(after_seq, limit)
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> StoreResult<()> {
+        match self.write(WriteOp::InsertCheckpoint(checkpoint)).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn checkpoints(&self, after_size: u64, limit: u32) -> StoreResult<Vec<StoredCheckpoint>> {
+        self.readers.checkpoints(after_size, limit)
+    }
+
+    async fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>> {
+        self.readers.latest_checkpoint()
     }
 }
 

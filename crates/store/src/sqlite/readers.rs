@@ -17,8 +17,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_fro
 use uuid::Uuid;
 
 use crate::{
-    PatientQuery, StoreError, StoreResult, StoredPatient, StoredSubjectKey, StoredSystemKey,
-    StoredToken, limits,
+    PatientQuery, StoreError, StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey,
+    StoredSystemKey, StoredToken, limits,
 };
 
 /// Idle read connections kept open; more are opened when all are busy and closed after.
@@ -62,6 +62,16 @@ fn patient(row: &Row<'_>) -> rusqlite::Result<StoredPatient> {
         subject_key,
         created_at_ms: row.get(3)?,
         updated_at_ms: row.get(4)?,
+    })
+}
+
+fn checkpoint(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    let size: i64 = row.get(0)?;
+    Ok(StoredCheckpoint {
+        size: u64::try_from(size).unwrap_or(0),
+        root: row.get(1)?,
+        note: row.get(2)?,
+        created_at_ms: row.get(3)?,
     })
 }
 
@@ -287,5 +297,38 @@ impl Readers {
                 )
             })
             .collect()
+    }
+
+    pub(super) fn checkpoints(
+        &self,
+        after_size: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredCheckpoint>> {
+        let after = i64::try_from(after_size).unwrap_or(i64::MAX);
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT size, root, note, created_at_ms FROM audit_checkpoints
+                 WHERE size > ?1 ORDER BY size LIMIT ?2",
+            )?
+            .query_map(
+                params![
+                    after,
+                    i64::from(limit.min(limits::CHECKPOINT_PAGE_ROWS_MAX))
+                ],
+                checkpoint,
+            )?
+            .collect()
+        })
+    }
+
+    pub(super) fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT size, root, note, created_at_ms FROM audit_checkpoints
+                 ORDER BY size DESC LIMIT 1",
+            )?
+            .query_row([], checkpoint)
+            .optional()
+        })
     }
 }

@@ -1,0 +1,268 @@
+//! The tamper-evident audit log: every entry is a leaf of a Merkle tree (RFC 9162), and
+//! signed checkpoints commit to the tree's size and root.
+//!
+//! - The [`Checkpointer`] follows the log: it keeps the tree in O(log n) memory, and at
+//!   least once a second while entries arrive it signs a checkpoint and stores it. At start
+//!   it rebuilds the tree from storage and refuses to go on if the log no longer matches its
+//!   latest signed checkpoint: it will not sign over a log that was altered.
+//! - [`verify_log`] recomputes the tree from storage and checks every stored checkpoint,
+//!   its signature and its root, naming where the log first departs from what was signed.
+//!
+//! The signing key is a system key of its own (`audit-signing/v1`), wrapped by the root key
+//! and separate from every data key. Its public half, as a C2SP verifier key, is all an
+//! auditor needs to check checkpoints elsewhere.
+
+use haven_audit::checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier};
+use haven_audit::merkle::CompactTree;
+use haven_crypto::KeyProvider;
+use haven_store::{Store, StoredCheckpoint, limits};
+
+use crate::keys::load_or_create_system_key;
+use crate::{AppError, AppResult};
+
+/// The origin line of every checkpoint: names the log.
+pub const LOG_ORIGIN: &str = "haven/audit";
+/// How often the checkpointer looks for new entries.
+pub const CHECKPOINT_INTERVAL_MS: u64 = 1000;
+const SIGNING_KEY_NAME: &str = "audit-signing/v1";
+
+/// The log's signing key, created on first start.
+pub async fn load_or_create_signer(
+    store: &dyn Store,
+    keys: &dyn KeyProvider,
+    now_ms: i64,
+) -> AppResult<CheckpointSigner> {
+    let material = load_or_create_system_key(store, keys, SIGNING_KEY_NAME, now_ms).await?;
+    CheckpointSigner::from_seed(LOG_ORIGIN, *material.expose_secret())
+        .map_err(|e| AppError::Unexpected(e.to_string()))
+}
+
+/// Follows the log and signs checkpoints.
+#[derive(Debug)]
+pub struct Checkpointer {
+    signer: CheckpointSigner,
+    tree: CompactTree,
+    last_seq: i64,
+    signed_size: u64,
+}
+
+impl Checkpointer {
+    /// Rebuilds the tree from storage and checks it against the latest signed checkpoint.
+    pub async fn start(store: &dyn Store, signer: CheckpointSigner) -> AppResult<Self> {
+        let latest = store.latest_checkpoint().await?;
+        let mut checkpointer = Self {
+            signer,
+            tree: CompactTree::new(),
+            last_seq: 0,
+            signed_size: 0,
+        };
+        if let Some(latest) = &latest {
+            checkpointer.catch_up(store, Some(latest.size)).await?;
+            if checkpointer.tree.size() != latest.size
+                || checkpointer.tree.root().as_slice() != latest.root.as_slice()
+            {
+                return Err(AppError::Unexpected(format!(
+                    "the audit log does not match its latest signed checkpoint (size {}); \
+                     refusing to sign over it. Run `haven audit verify` to find the change",
+                    latest.size
+                )));
+            }
+            checkpointer.signed_size = latest.size;
+        }
+        checkpointer.catch_up(store, None).await?;
+        Ok(checkpointer)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// Adds entries appended since the last call, up to `size_max` entries in all.
+    async fn catch_up(&mut self, store: &dyn Store, size_max: Option<u64>) -> AppResult<()> {
+        loop {
+            let page = store
+                .audit_events(self.last_seq, limits::AUDIT_PAGE_ROWS_MAX)
+                .await?;
+            let full = page.len() == limits::AUDIT_PAGE_ROWS_MAX as usize;
+            for entry in page {
+                if size_max.is_some_and(|max| self.tree.size() >= max) {
+                    return Ok(());
+                }
+                let seq = u64::try_from(entry.seq)
+                    .map_err(|_| AppError::Unexpected("negative audit seq".into()))?;
+                self.tree.push(entry.event.leaf_hash(seq));
+                self.last_seq = entry.seq;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Catches up and, if the log grew, signs and stores a checkpoint of it.
+    pub async fn checkpoint(
+        &mut self,
+        store: &dyn Store,
+        now_ms: i64,
+    ) -> AppResult<Option<StoredCheckpoint>> {
+        self.catch_up(store, None).await?;
+        if self.tree.size() == self.signed_size {
+            return Ok(None);
+        }
+        let checkpoint = Checkpoint {
+            origin: LOG_ORIGIN.to_owned(),
+            size: self.tree.size(),
+            root: self.tree.root(),
+        };
+        let stored = StoredCheckpoint {
+            size: checkpoint.size,
+            root: checkpoint.root.to_vec(),
+            note: self.signer.sign(&checkpoint),
+            created_at_ms: now_ms,
+        };
+        store.insert_checkpoint(stored.clone()).await?;
+        self.signed_size = checkpoint.size;
+        Ok(Some(stored))
+    }
+
+    pub fn verifier(&self) -> CheckpointVerifier {
+        self.signer.verifier()
+    }
+}
+
+/// A log that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    pub checkpoints: u64,
+}
+
+/// Where the stored log departs from what was signed. Positions count entries from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogAltered {
+    /// The entries up to `size` do not hash to the signed root: at least one entry in
+    /// positions `first..=size` was changed, removed, inserted or moved (entries before
+    /// `first` still match the previous checkpoint).
+    RootMismatch { size: u64, first: u64 },
+    /// The checkpoint's signature does not verify with the log's key.
+    BadSignature { size: u64 },
+    /// A signed checkpoint covers more entries than the log now holds.
+    Truncated { size: u64, entries: u64 },
+}
+
+impl std::fmt::Display for LogAltered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogAltered::RootMismatch { size, first } if first == size => write!(
+                f,
+                "entry {size} was altered: the log no longer matches the checkpoint signed at size {size}"
+            ),
+            LogAltered::RootMismatch { size, first } => write!(
+                f,
+                "an entry between positions {first} and {size} was altered: the log no longer matches the checkpoint signed at size {size}"
+            ),
+            LogAltered::BadSignature { size } => {
+                write!(
+                    f,
+                    "the checkpoint at size {size} does not carry a valid signature"
+                )
+            }
+            LogAltered::Truncated { size, entries } => write!(
+                f,
+                "entries were removed: the log holds {entries} entries but a checkpoint was signed at size {size}"
+            ),
+        }
+    }
+}
+
+/// Recomputes the tree from storage and checks every stored checkpoint against it.
+/// `progress` is told how many entries have been hashed, every page.
+pub async fn verify_log(
+    store: &dyn Store,
+    verifier: &CheckpointVerifier,
+    progress: &mut dyn FnMut(u64),
+) -> AppResult<Result<Verified, LogAltered>> {
+    let mut checkpoints = Vec::new();
+    loop {
+        let after = checkpoints.last().map_or(0, |c: &StoredCheckpoint| c.size);
+        let page = store
+            .checkpoints(after, limits::CHECKPOINT_PAGE_ROWS_MAX)
+            .await?;
+        let full = page.len() == limits::CHECKPOINT_PAGE_ROWS_MAX as usize;
+        checkpoints.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let mut pending = checkpoints.iter().peekable();
+    let mut tree = CompactTree::new();
+    let mut verified_size = 0u64;
+    let mut verified_count = 0u64;
+    let mut last_seq = 0i64;
+
+    // Checks every checkpoint whose size the tree has reached.
+    let check = |tree: &CompactTree,
+                 pending: &mut std::iter::Peekable<std::slice::Iter<'_, StoredCheckpoint>>,
+                 verified_size: &mut u64,
+                 verified_count: &mut u64|
+     -> Result<(), LogAltered> {
+        while let Some(stored) = pending.next_if(|c| c.size == tree.size()) {
+            let signed = verifier
+                .verify(&stored.note)
+                .map_err(|_| LogAltered::BadSignature { size: stored.size })?;
+            if signed.size != stored.size
+                || signed.root.as_slice() != stored.root.as_slice()
+                || signed.root != tree.root()
+            {
+                return Err(LogAltered::RootMismatch {
+                    size: stored.size,
+                    first: *verified_size + 1,
+                });
+            }
+            *verified_size = stored.size;
+            *verified_count += 1;
+        }
+        Ok(())
+    };
+
+    loop {
+        let page = store
+            .audit_events(last_seq, limits::AUDIT_PAGE_ROWS_MAX)
+            .await?;
+        let full = page.len() == limits::AUDIT_PAGE_ROWS_MAX as usize;
+        for entry in &page {
+            let seq = u64::try_from(entry.seq)
+                .map_err(|_| AppError::Unexpected("negative audit seq".into()))?;
+            tree.push(entry.event.leaf_hash(seq));
+            last_seq = entry.seq;
+            if let Err(altered) =
+                check(&tree, &mut pending, &mut verified_size, &mut verified_count)
+            {
+                return Ok(Err(altered));
+            }
+        }
+        progress(tree.size());
+        if !full {
+            break;
+        }
+    }
+    if let Some(next) = pending.next() {
+        // The log ends before a signed size: entries were removed, or inserted ones made
+        // the tree skip past it (then the root at that size differs).
+        return Ok(Err(if next.size > tree.size() {
+            LogAltered::Truncated {
+                size: next.size,
+                entries: tree.size(),
+            }
+        } else {
+            LogAltered::RootMismatch {
+                size: next.size,
+                first: verified_size + 1,
+            }
+        }));
+    }
+    Ok(Ok(Verified {
+        entries: tree.size(),
+        checkpoints: verified_count,
+    }))
+}

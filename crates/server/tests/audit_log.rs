@@ -1,0 +1,278 @@
+//! The audit log is tamper-evident: changing, removing, inserting or reordering a single
+//! stored entry makes verification fail and name it, on SQLite and on PostgreSQL; an
+//! untouched log verifies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use haven_app::audit_log::{LogAltered, verify_log};
+use haven_test_support::{Backend, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(haven_test_support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(haven_test_support::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    an_untouched_log_verifies,
+    a_changed_entry_is_named,
+    a_removed_entry_is_named,
+    an_inserted_entry_is_named,
+    reordered_entries_are_named,
+    a_removed_tail_is_detected,
+    a_forged_checkpoint_is_rejected,
+);
+
+/// Creates patients and reads them, signing a checkpoint after every request so that
+/// verification can name single entries. Returns the log's size.
+async fn busy_log(server: &TestServer) -> u64 {
+    server.app().checkpoint_now().await.unwrap();
+    for n in 0..4 {
+        let created = server
+            .client
+            .post(server.endpoint("/api/v1/patients"))
+            .bearer_auth(&server.admin_token)
+            .json(&json!({
+                "name": { "family": format!("Audit{n}") },
+                "birth_date": "1970-01-01"
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        server.app().checkpoint_now().await.unwrap();
+        let id = created.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let read = server
+            .client
+            .get(server.endpoint(&format!("/api/v1/patients/{id}")))
+            .bearer_auth(&server.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), StatusCode::OK);
+        server.app().checkpoint_now().await.unwrap();
+    }
+    server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .len() as u64
+}
+
+async fn verify(server: &TestServer) -> Result<haven_app::audit_log::Verified, LogAltered> {
+    verify_log(
+        &**server.app().store(),
+        server.app().audit_verifier(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap()
+}
+
+/// Runs SQL directly on the database, as an attacker with file or DBA access would, after
+/// removing the append-only triggers that would otherwise stop them.
+async fn tamper(server: &TestServer, statements: &[&str]) {
+    use sqlx::Connection;
+    match server.backend {
+        Backend::Sqlite => {
+            let path = server.data_dir.path().join("data").join("haven.db");
+            let mut connection =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+            for statement in [
+                "DROP TRIGGER audit_events_no_update",
+                "DROP TRIGGER audit_events_no_delete",
+            ]
+            .iter()
+            .chain(statements)
+            {
+                sqlx::query(statement)
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let schema = server.postgres_schema.as_deref().unwrap();
+            let mut connection = sqlx::PgConnection::connect(&haven_test_support::postgres_url())
+                .await
+                .unwrap();
+            sqlx::query(&format!("SET search_path TO \"{schema}\""))
+                .execute(&mut connection)
+                .await
+                .unwrap();
+            for statement in ["DROP TRIGGER audit_events_no_change ON audit_events"]
+                .iter()
+                .chain(statements)
+            {
+                sqlx::query(statement)
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn assert_names(result: Result<haven_app::audit_log::Verified, LogAltered>, position: u64) {
+    match result {
+        Err(LogAltered::RootMismatch { size, first }) => {
+            assert_eq!(
+                (first, size),
+                (position, position),
+                "names exactly entry {position}"
+            );
+        }
+        other => panic!("expected entry {position} to be named, got {other:?}"),
+    }
+}
+
+async fn an_untouched_log_verifies(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let size = busy_log(&server).await;
+    let verified = verify(&server).await.unwrap();
+    assert_eq!(verified.entries, size);
+    assert!(verified.checkpoints >= 8, "{verified:?}");
+    // Signed checkpoints can be checked with the public key alone.
+    let latest = server
+        .app()
+        .store()
+        .latest_checkpoint()
+        .await
+        .unwrap()
+        .unwrap();
+    let vkey = server.app().audit_verifier().vkey();
+    let outsider = haven_audit::checkpoint::CheckpointVerifier::parse_vkey(&vkey).unwrap();
+    assert_eq!(outsider.verify(&latest.note).unwrap().size, size);
+}
+
+async fn a_changed_entry_is_named(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    tamper(
+        &server,
+        &["UPDATE audit_events SET reason = 'nothing_to_see' WHERE seq = 4"],
+    )
+    .await;
+    assert_names(verify(&server).await, 4);
+}
+
+async fn a_removed_entry_is_named(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    tamper(&server, &["DELETE FROM audit_events WHERE seq = 5"]).await;
+    assert_names(verify(&server).await, 5);
+}
+
+async fn an_inserted_entry_is_named(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    // Make room after entry 3 and slip a forged entry in.
+    tamper(
+        &server,
+        &[
+            "UPDATE audit_events SET seq = seq + 1000 WHERE seq > 3",
+            "UPDATE audit_events SET seq = seq - 999 WHERE seq > 1000",
+            "INSERT INTO audit_events (seq, at_ms, action, outcome, reason) VALUES (4, 0, 'read', 'allowed', 'forged')",
+        ],
+    )
+    .await;
+    assert_names(verify(&server).await, 4);
+}
+
+async fn reordered_entries_are_named(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    tamper(
+        &server,
+        &[
+            "UPDATE audit_events SET seq = -1 WHERE seq = 6",
+            "UPDATE audit_events SET seq = 6 WHERE seq = 7",
+            "UPDATE audit_events SET seq = 7 WHERE seq = -1",
+        ],
+    )
+    .await;
+    assert_names(verify(&server).await, 6);
+}
+
+async fn a_removed_tail_is_detected(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let size = busy_log(&server).await;
+    tamper(
+        &server,
+        &[&format!("DELETE FROM audit_events WHERE seq = {size}")],
+    )
+    .await;
+    assert_eq!(
+        verify(&server).await,
+        Err(LogAltered::Truncated {
+            size,
+            entries: size - 1
+        })
+    );
+}
+
+async fn a_forged_checkpoint_is_rejected(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    // A checkpoint signed by another key, inserted as the next one.
+    let impostor = haven_audit::checkpoint::CheckpointSigner::generate("haven/audit").unwrap();
+    let size = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .len() as u64;
+    server
+        .client
+        .get(server.endpoint("/api/v1/patients"))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let tree_root = [0u8; 32];
+    let note = impostor.sign(&haven_audit::checkpoint::Checkpoint {
+        origin: "haven/audit".into(),
+        size: size + 1,
+        root: tree_root,
+    });
+    server
+        .app()
+        .store()
+        .insert_checkpoint(haven_store::StoredCheckpoint {
+            size: size + 1,
+            root: tree_root.to_vec(),
+            note,
+            created_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        verify(&server).await,
+        Err(LogAltered::BadSignature { size: size + 1 })
+    );
+}
