@@ -155,6 +155,26 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
         Err(error) => println!("server memory: unavailable ({error:#})"),
     }
     stopped?;
+    verify_audit_log(haven, &data_dir)
+}
+
+/// Verifies the audit log the load produced (every create and read appended an entry):
+/// `haven audit verify` prints how many entries it hashed, checkpoints it checked, and how
+/// fast.
+fn verify_audit_log(haven: &Path, data_dir: &Path) -> Result<()> {
+    let output = Command::new(haven)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .context("could not run `haven audit verify`")?;
+    if !output.status.success() {
+        bail!(
+            "`haven audit verify` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    println!("{}", String::from_utf8_lossy(&output.stdout).trim());
     Ok(())
 }
 

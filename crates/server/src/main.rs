@@ -285,10 +285,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(verified) => {
                     writeln!(
                         std::io::stdout(),
-                        "audit log verified: {} entries, {} signed checkpoints, in {:.2?}",
+                        "audit log verified: {} entries, {} signed checkpoints, in {:.2?} ({:.0} entries/s)",
                         verified.entries,
                         verified.checkpoints,
-                        started.elapsed()
+                        started.elapsed(),
+                        verified.entries as f64 / started.elapsed().as_secs_f64().max(1e-9)
                     )?;
                     Ok(())
                 }
