@@ -171,3 +171,13 @@ impl FromRequestParts<ApiState> for Caller {
         }
     }
 }
+
+/// Parses a query string strictly into `T` (which should deny unknown fields).
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_query", "the query string is malformed"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+}

@@ -25,6 +25,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+mod audit;
 pub mod error;
 pub mod extract;
 mod health;
@@ -72,6 +73,8 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             "/api/v1/patients/{id}",
             get(patients::read).put(patients::update),
         )
+        .route("/api/v1/audit/checkpoints", get(audit::list))
+        .route("/api/v1/audit/checkpoints/latest", get(audit::latest))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)

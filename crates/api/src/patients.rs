@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
 
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, parse_query};
 use crate::{ApiError, ApiState};
 
 const DATE_FORMAT: &[time::format_description::FormatItem<'static>] =
@@ -273,7 +273,7 @@ pub(crate) async fn list(
             format!("the query string is longer than {QUERY_BYTES_MAX} bytes"),
         ));
     }
-    let params: ListParams = serde_urlencoded_from_str(&query)?;
+    let params: ListParams = parse_query(&query)?;
     let limit = params.limit.unwrap_or(PAGE_SIZE_DEFAULT);
     if limit == 0 || limit > PAGE_SIZE_MAX {
         return Err(ApiError::bad_request(
@@ -323,14 +323,4 @@ pub(crate) async fn list(
         next,
     })
     .into_response())
-}
-
-fn serde_urlencoded_from_str<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::bad_request("invalid_query", "the query string is malformed"))?,
-    )
-    .map(|q| q.0)
-    .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
 }

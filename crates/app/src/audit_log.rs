@@ -15,10 +15,11 @@
 use haven_audit::checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier};
 use haven_audit::merkle::CompactTree;
 use haven_crypto::KeyProvider;
-use haven_store::{Store, StoredCheckpoint, limits};
+pub use haven_store::StoredCheckpoint;
+use haven_store::{Store, limits};
 
 use crate::keys::load_or_create_system_key;
-use crate::{AppError, AppResult};
+use crate::{App, AppError, AppResult, RequestContext};
 
 /// The origin line of every checkpoint: names the log.
 pub const LOG_ORIGIN: &str = "haven/audit";
@@ -265,4 +266,37 @@ pub async fn verify_log(
         entries: tree.size(),
         checkpoints: verified_count,
     }))
+}
+
+impl App {
+    /// Signed checkpoints with `size > after_size`, for witnesses outside Haven.
+    ///
+    /// Checkpoints hold sizes and root hashes, no entries and no health data, so an allowed
+    /// read is not itself audited: a witness polling every second would otherwise append an
+    /// entry each time, and every entry calls for a new checkpoint. A denied read is audited.
+    pub async fn audit_checkpoints(
+        &self,
+        context: &RequestContext,
+        after_size: u64,
+        limit: u32,
+    ) -> AppResult<Vec<StoredCheckpoint>> {
+        self.gate
+            .authorize_unaudited_read(context, haven_domain::Resource::AuditCheckpoints)
+            .await?;
+        Ok(self
+            .store
+            .checkpoints(after_size, limit.min(limits::CHECKPOINT_PAGE_ROWS_MAX))
+            .await?)
+    }
+
+    /// The most recent signed checkpoint, if any.
+    pub async fn latest_audit_checkpoint(
+        &self,
+        context: &RequestContext,
+    ) -> AppResult<Option<StoredCheckpoint>> {
+        self.gate
+            .authorize_unaudited_read(context, haven_domain::Resource::AuditCheckpoints)
+            .await?;
+        Ok(self.store.latest_checkpoint().await?)
+    }
 }

@@ -114,6 +114,28 @@ impl AccessGate {
         }
     }
 
+    /// Decides a read of something that holds no health data (such as audit checkpoints):
+    /// only a denial is audited.
+    pub async fn authorize_unaudited_read(
+        &self,
+        context: &RequestContext,
+        resource: Resource,
+    ) -> AppResult<()> {
+        let decision = decide(&context.actor, Action::Read, &resource);
+        match decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny(reason) => {
+                let mut event = self.event(context, Action::Read, None, decision);
+                event.action = AuditAction::AuditQuery;
+                event.resource_type = Some("AuditCheckpoint".to_owned());
+                self.append(vec![event]).await?;
+                Err(AppError::Forbidden {
+                    reason: reason.as_str(),
+                })
+            }
+        }
+    }
+
     /// Decides whether the actor may search the directory at all. A denial is audited here;
     /// an allowed search is audited per patient found, by [`AccessGate::grant_found`].
     pub async fn authorize_search(&self, context: &RequestContext) -> AppResult<()> {

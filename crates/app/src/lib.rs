@@ -130,9 +130,8 @@ impl App {
     /// Checkpoints the audit log every [`audit_log::CHECKPOINT_INTERVAL_MS`] until `stop`
     /// completes, then once more, so the last entries are covered before shutdown.
     pub async fn run_checkpointer(&self, stop: impl std::future::Future<Output = ()>) {
-        let mut interval = tokio::time::interval(std::time::Duration::from_millis(
-            audit_log::CHECKPOINT_INTERVAL_MS,
-        ));
+        let period = std::time::Duration::from_millis(audit_log::CHECKPOINT_INTERVAL_MS);
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         loop {

@@ -31,13 +31,15 @@ pub enum Resource {
     Patient(PatientId),
     /// The list of all patients (search and listing).
     PatientDirectory,
+    /// The audit log's signed checkpoints: sizes and root hashes, no entries.
+    AuditCheckpoints,
 }
 
 impl Resource {
     pub fn patient(&self) -> Option<PatientId> {
         match self {
             Resource::Patient(id) => Some(*id),
-            Resource::PatientDirectory => None,
+            Resource::PatientDirectory | Resource::AuditCheckpoints => None,
         }
     }
 }
@@ -97,6 +99,14 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
                 rule: "clinical_staff_demographics_read",
             }
         }
+        // Those who answer for the audit trail, and the administrator who sets up an
+        // outside witness, may follow its checkpoints.
+        (
+            Role::Auditor | Role::PrivacyOfficer | Role::Administrator,
+            Resource::AuditCheckpoints,
+        ) if action == Action::Read => Decision::Allow {
+            rule: "audit_oversight",
+        },
         // Patients reach their own record through the identity capability (a patient user is
         // linked to one record); until that link exists, no patient-role token sees any
         // record. Auditors and privacy officers review the audit log, not the chart.
@@ -133,6 +143,19 @@ mod tests {
             decide(&actor(Role::Clinician), Action::Create, &resource),
             Decision::Deny(DenyReason::RoleNotPermitted)
         );
+    }
+
+    #[test]
+    fn audit_checkpoints_are_for_oversight_roles() {
+        for role in [Role::Auditor, Role::PrivacyOfficer, Role::Administrator] {
+            assert!(decide(&actor(role), Action::Read, &Resource::AuditCheckpoints).is_allowed());
+            assert!(
+                !decide(&actor(role), Action::Update, &Resource::AuditCheckpoints).is_allowed()
+            );
+        }
+        for role in [Role::Patient, Role::Clinician, Role::Nurse, Role::FrontDesk] {
+            assert!(!decide(&actor(role), Action::Read, &Resource::AuditCheckpoints).is_allowed());
+        }
     }
 
     #[test]

@@ -66,6 +66,17 @@ enum AuditCommand {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Print signed checkpoints as JSON lines (`size`, `note`), for a witness to keep.
+    Checkpoints {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Only checkpoints covering more than this many entries.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep watching and print each new checkpoint as it is signed.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// Settings shared by every command.
@@ -255,6 +266,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut stdout = std::io::stdout();
             writeln!(stdout, "{}", issued.secret.expose_secret())?;
             Ok(())
+        }
+        Command::Audit(AuditCommand::Checkpoints {
+            common,
+            after,
+            follow,
+        }) => {
+            let config = load_config(&common, &[])?;
+            let store = haven_server::open_store(&config).await?;
+            let mut after = after;
+            let mut stdout = std::io::stdout();
+            loop {
+                let page = store
+                    .checkpoints(after, haven_store::limits::CHECKPOINT_PAGE_ROWS_MAX)
+                    .await?;
+                for checkpoint in &page {
+                    let line = serde_json::json!({
+                        "size": checkpoint.size,
+                        "note": checkpoint.note,
+                        "created_at_ms": checkpoint.created_at_ms,
+                    });
+                    writeln!(stdout, "{line}")?;
+                    after = checkpoint.size;
+                }
+                stdout.flush()?;
+                if page.len() == haven_store::limits::CHECKPOINT_PAGE_ROWS_MAX as usize {
+                    continue;
+                }
+                if !follow {
+                    return Ok(());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_millis(
+                        haven_app::audit_log::CHECKPOINT_INTERVAL_MS,
+                    )) => {}
+                    () = haven_server::shutdown_signal() => return Ok(()),
+                }
+            }
         }
         Command::Audit(AuditCommand::Vkey { common }) => {
             let config = load_config(&common, &[])?;

@@ -38,6 +38,7 @@ on_every_backend!(
     reordered_entries_are_named,
     a_removed_tail_is_detected,
     a_forged_checkpoint_is_rejected,
+    witnesses_fetch_checkpoints_that_verify_elsewhere,
 );
 
 /// Creates patients and reads them, signing a checkpoint after every request so that
@@ -275,4 +276,119 @@ async fn a_forged_checkpoint_is_rejected(backend: Backend) {
         verify(&server).await,
         Err(LogAltered::BadSignature { size: size + 1 })
     );
+}
+
+async fn witnesses_fetch_checkpoints_that_verify_elsewhere(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let size = busy_log(&server).await;
+
+    let auditor = server.token(haven_domain::Role::Auditor, 1).await;
+    let entries = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .len();
+    let latest = server
+        .client
+        .get(server.endpoint("/api/v1/audit/checkpoints/latest"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(latest.status(), StatusCode::OK);
+    assert!(
+        latest.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let note = latest.text().await.unwrap();
+    let outsider = haven_audit::checkpoint::CheckpointVerifier::parse_vkey(
+        &server.app().audit_verifier().vkey(),
+    )
+    .unwrap();
+    let signed = outsider.verify(&note).unwrap();
+    assert!(signed.size >= size, "{} < {size}", signed.size);
+
+    // Paging through every checkpoint; each one verifies with the public key alone.
+    let mut url = server.endpoint("/api/v1/audit/checkpoints?limit=3");
+    let mut sizes = Vec::new();
+    loop {
+        let page: Value = server
+            .client
+            .get(&url)
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for item in page["items"].as_array().unwrap() {
+            let checkpoint = outsider.verify(item["note"].as_str().unwrap()).unwrap();
+            assert_eq!(item["size"], checkpoint.size);
+            sizes.push(checkpoint.size);
+        }
+        match page["next"].as_str() {
+            Some(next) => url = server.endpoint(next),
+            None => break,
+        }
+    }
+    assert!(sizes.len() >= 8, "{sizes:?}");
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]));
+
+    // Fetching checkpoints adds nothing to the log (no feedback loop with the checkpointer).
+    let fetched = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(fetched, entries);
+
+    // Clinical staff have no business here; the refusal is audited.
+    let nurse = server.token(haven_domain::Role::Nurse, 1).await;
+    let refused = server
+        .client
+        .get(server.endpoint("/api/v1/audit/checkpoints"))
+        .bearer_auth(&nurse)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let after = server.app().store().audit_events(0, 1000).await.unwrap();
+    assert_eq!(
+        after.len(),
+        entries + 2,
+        "the nurse's token issue and the denial"
+    );
+    assert_eq!(after.last().unwrap().event.action.as_str(), "audit_query");
+    assert_eq!(after.last().unwrap().event.outcome.as_str(), "denied");
+
+    for bad in [
+        "limit=0",
+        "limit=5000",
+        "after=-1",
+        "after=x",
+        "colour=blue",
+    ] {
+        let response = server
+            .client
+            .get(server.endpoint(&format!("/api/v1/audit/checkpoints?{bad}")))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let anonymous = server
+        .client
+        .get(server.endpoint("/api/v1/audit/checkpoints/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }

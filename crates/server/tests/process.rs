@@ -669,6 +669,26 @@ async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over
         .unwrap();
     let vkey = String::from_utf8(vkey.stdout).unwrap().trim().to_owned();
     assert!(vkey.starts_with("haven/audit+"));
+    // A witness's copy: every checkpoint as a JSON line, each verifying with the vkey.
+    let exported = haven(dir.path())
+        .args(["audit", "checkpoints"])
+        .output()
+        .await
+        .unwrap();
+    assert!(exported.status.success());
+    let verifier = haven_audit::checkpoint::CheckpointVerifier::parse_vkey(&vkey).unwrap();
+    let exported = String::from_utf8(exported.stdout).unwrap();
+    let sizes: Vec<u64> = exported
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).unwrap();
+            verifier
+                .verify(line["note"].as_str().unwrap())
+                .unwrap()
+                .size
+        })
+        .collect();
+    assert_eq!(sizes.last(), Some(&4), "{exported}");
 
     let path = dir.path().join("haven-data").join("haven.db");
     let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
