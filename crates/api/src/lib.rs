@@ -73,6 +73,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             "/api/v1/patients/{id}",
             get(patients::read).put(patients::update),
         )
+        .route("/api/v1/audit/events", get(audit::events))
         .route("/api/v1/audit/checkpoints", get(audit::list))
         .route("/api/v1/audit/checkpoints/latest", get(audit::latest))
         .route("/healthz", get(health::healthz))

@@ -15,7 +15,8 @@
 use haven_audit::checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier};
 use haven_audit::merkle::CompactTree;
 use haven_crypto::KeyProvider;
-pub use haven_store::StoredCheckpoint;
+pub use haven_store::limits::AUDIT_REPORT_OFFSET_MAX;
+pub use haven_store::{AuditQuery, AuditSortField, StoredCheckpoint};
 use haven_store::{Store, limits};
 
 use crate::keys::load_or_create_system_key;
@@ -298,5 +299,19 @@ impl App {
             .authorize_unaudited_read(context, haven_domain::Resource::AuditCheckpoints)
             .await?;
         Ok(self.store.latest_checkpoint().await?)
+    }
+}
+
+impl App {
+    /// An audit report (ONC 170.315(d)(3)): entries matching `query`, sorted and paged.
+    /// Only reviewers (auditor, privacy officer) may run one, and every report is itself
+    /// recorded in the log before it is answered.
+    pub async fn audit_report(
+        &self,
+        context: &RequestContext,
+        query: &AuditQuery,
+    ) -> AppResult<Vec<haven_audit::StoredAuditEvent>> {
+        self.gate.authorize_audit_query(context).await?;
+        Ok(self.store.query_audit(query).await?)
     }
 }

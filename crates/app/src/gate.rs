@@ -136,6 +136,22 @@ impl AccessGate {
         }
     }
 
+    /// Decides a query of the audit log and records the query itself (`audit_query`),
+    /// allowed or denied, before any entry is returned.
+    pub async fn authorize_audit_query(&self, context: &RequestContext) -> AppResult<()> {
+        let decision = decide(&context.actor, Action::Search, &Resource::AuditLog);
+        let mut event = self.event(context, Action::Search, None, decision);
+        event.action = AuditAction::AuditQuery;
+        event.resource_type = Some("AuditEvent".to_owned());
+        self.append(vec![event]).await?;
+        match decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
     /// Decides whether the actor may search the directory at all. A denial is audited here;
     /// an allowed search is audited per patient found, by [`AccessGate::grant_found`].
     pub async fn authorize_search(&self, context: &RequestContext) -> AppResult<()> {

@@ -33,13 +33,15 @@ pub enum Resource {
     PatientDirectory,
     /// The audit log's signed checkpoints: sizes and root hashes, no entries.
     AuditCheckpoints,
+    /// The whole audit log's entries (reports).
+    AuditLog,
 }
 
 impl Resource {
     pub fn patient(&self) -> Option<PatientId> {
         match self {
             Resource::Patient(id) => Some(*id),
-            Resource::PatientDirectory | Resource::AuditCheckpoints => None,
+            Resource::PatientDirectory | Resource::AuditCheckpoints | Resource::AuditLog => None,
         }
     }
 }
@@ -107,6 +109,15 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
         ) if action == Action::Read => Decision::Allow {
             rule: "audit_oversight",
         },
+        // The whole log, with who looked at whom, is for those who review access: the
+        // administrator runs the system but does not audit its users.
+        (Role::Auditor | Role::PrivacyOfficer, Resource::AuditLog)
+            if matches!(action, Action::Read | Action::Search) =>
+        {
+            Decision::Allow {
+                rule: "audit_review",
+            }
+        }
         // Patients reach their own record through the identity capability (a patient user is
         // linked to one record); until that link exists, no patient-role token sees any
         // record. Auditors and privacy officers review the audit log, not the chart.
@@ -155,6 +166,22 @@ mod tests {
         }
         for role in [Role::Patient, Role::Clinician, Role::Nurse, Role::FrontDesk] {
             assert!(!decide(&actor(role), Action::Read, &Resource::AuditCheckpoints).is_allowed());
+        }
+    }
+
+    #[test]
+    fn only_reviewers_query_the_whole_audit_log() {
+        for role in [Role::Auditor, Role::PrivacyOfficer] {
+            assert!(decide(&actor(role), Action::Search, &Resource::AuditLog).is_allowed());
+        }
+        for role in [
+            Role::Administrator,
+            Role::Clinician,
+            Role::Nurse,
+            Role::FrontDesk,
+            Role::Patient,
+        ] {
+            assert!(!decide(&actor(role), Action::Search, &Resource::AuditLog).is_allowed());
         }
     }
 

@@ -39,6 +39,7 @@ on_every_backend!(
     a_removed_tail_is_detected,
     a_forged_checkpoint_is_rejected,
     witnesses_fetch_checkpoints_that_verify_elsewhere,
+    reviewers_report_on_the_log_in_json_csv_and_fhir,
 );
 
 /// Creates patients and reads them, signing a checkpoint after every request so that
@@ -391,4 +392,136 @@ async fn witnesses_fetch_checkpoints_that_verify_elsewhere(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn reviewers_report_on_the_log_in_json_csv_and_fhir(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    let patients: Value = server
+        .client
+        .get(server.endpoint("/api/v1/patients?family=Audit2"))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let patient = patients["items"][0]["id"].as_str().unwrap().to_owned();
+    let auditor = server.token(haven_domain::Role::Auditor, 1).await;
+    let report = |query: String, token: String| {
+        let client = server.client.clone();
+        let url = server.endpoint(&format!("/api/v1/audit/events?{query}"));
+        async move { client.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+
+    // Who touched this patient: create, read and the search that found them.
+    let json: Value = report(format!("patient={patient}&sort=-seq"), auditor.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["search", "read", "create"]);
+    assert!(
+        json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["patient"] == patient.as_str())
+    );
+
+    // Denials only, oldest first, paged one at a time.
+    let nurse = server.token(haven_domain::Role::Nurse, 1).await;
+    let refused = report(String::new(), nurse.clone()).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let admin_refused = report(String::new(), server.admin_token.clone()).await;
+    assert_eq!(
+        admin_refused.status(),
+        StatusCode::FORBIDDEN,
+        "administrators do not audit"
+    );
+    let first: Value = report("outcome=denied&limit=1".into(), auditor.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["items"][0]["action"], "audit_query");
+    assert_eq!(first["items"][0]["role"], "nurse");
+    let second: Value = report(
+        first["next"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/api/v1/audit/events?")
+            .to_owned(),
+        auditor.clone(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(second["items"][0]["role"], "administrator");
+
+    // Every report is itself in the log, before its answer.
+    let queries: Value = report("action=audit_query&outcome=allowed".into(), auditor.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(queries["items"].as_array().unwrap().len() >= 3, "{queries}");
+
+    // CSV: a header and one row per entry.
+    let csv = report(format!("patient={patient}&format=csv"), auditor.clone()).await;
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("seq,at,actor,role,action,patient,"));
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[1].contains(",create,") && lines[1].contains(&patient));
+
+    // FHIR: a searchset Bundle of AuditEvents pointing at the patient.
+    let fhir = report(format!("patient={patient}&format=fhir"), auditor.clone()).await;
+    assert_eq!(fhir.headers()["content-type"], "application/fhir+json");
+    let bundle: Value = fhir.json().await.unwrap();
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "searchset");
+    let events = bundle["entry"].as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    let created = &events[0]["resource"];
+    assert_eq!(created["resourceType"], "AuditEvent");
+    assert_eq!(created["action"], "C");
+    assert_eq!(created["outcome"], "0");
+    assert_eq!(
+        created["entity"][0]["what"]["reference"],
+        format!("Patient/{patient}")
+    );
+    assert_eq!(created["agent"][0]["requestor"], true);
+
+    for bad in [
+        "sort=shoe_size",
+        "from=yesterday",
+        "action=peek",
+        "outcome=maybe",
+        "patient=42",
+        "limit=0",
+        "format=xml",
+        "offset=99999999",
+        "colour=blue",
+    ] {
+        let response = report(bad.to_owned(), auditor.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let anonymous = server
+        .client
+        .get(server.endpoint("/api/v1/audit/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
 }

@@ -36,6 +36,8 @@ pub mod limits {
     pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;
     /// The most audit entries one read of the log returns.
     pub const AUDIT_PAGE_ROWS_MAX: u32 = 1000;
+    /// How far into a report's results a page may start (offset paging).
+    pub const AUDIT_REPORT_OFFSET_MAX: u64 = 1_000_000;
     /// The most checkpoints one read returns.
     pub const CHECKPOINT_PAGE_ROWS_MAX: u32 = 1000;
     /// The most rows a key rotation step re-wraps at once.
@@ -186,6 +188,173 @@ pub struct StoredCheckpoint {
     pub created_at_ms: i64,
 }
 
+/// A field an audit report can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditSortField {
+    #[default]
+    Seq,
+    At,
+    Actor,
+    Role,
+    Action,
+    Patient,
+    ResourceType,
+    ResourceId,
+    Outcome,
+    Reason,
+    RequestId,
+    SourceIp,
+    UserAgent,
+}
+
+impl AuditSortField {
+    pub const ALL: [AuditSortField; 13] = [
+        AuditSortField::Seq,
+        AuditSortField::At,
+        AuditSortField::Actor,
+        AuditSortField::Role,
+        AuditSortField::Action,
+        AuditSortField::Patient,
+        AuditSortField::ResourceType,
+        AuditSortField::ResourceId,
+        AuditSortField::Outcome,
+        AuditSortField::Reason,
+        AuditSortField::RequestId,
+        AuditSortField::SourceIp,
+        AuditSortField::UserAgent,
+    ];
+
+    /// The name used in report requests (`sort=at`, `sort=-actor`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditSortField::Seq => "seq",
+            AuditSortField::At => "at",
+            AuditSortField::Actor => "actor",
+            AuditSortField::Role => "role",
+            AuditSortField::Action => "action",
+            AuditSortField::Patient => "patient",
+            AuditSortField::ResourceType => "resource_type",
+            AuditSortField::ResourceId => "resource_id",
+            AuditSortField::Outcome => "outcome",
+            AuditSortField::Reason => "reason",
+            AuditSortField::RequestId => "request_id",
+            AuditSortField::SourceIp => "source_ip",
+            AuditSortField::UserAgent => "user_agent",
+        }
+    }
+
+    /// The column; from this fixed list only, never from request text.
+    fn column(self) -> &'static str {
+        match self {
+            AuditSortField::Seq => "seq",
+            AuditSortField::At => "at_ms",
+            AuditSortField::Patient => "patient_id",
+            other => other.name(),
+        }
+    }
+}
+
+/// An audit report: every given filter must match; results sorted, then paged by offset.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Entries at or after this time (ms since the epoch).
+    pub from_ms: Option<i64>,
+    /// Entries before this time.
+    pub to_ms: Option<i64>,
+    pub actor: Option<String>,
+    pub patient: Option<PatientId>,
+    pub action: Option<haven_audit::AuditAction>,
+    pub outcome: Option<haven_audit::Outcome>,
+    pub sort: AuditSortField,
+    pub descending: bool,
+    pub offset: u64,
+    pub limit: u32,
+}
+
+/// A value bound into an audit report's SQL.
+#[derive(Debug, Clone)]
+pub(crate) enum AuditBind {
+    Integer(i64),
+    Text(String),
+    Uuid(uuid::Uuid),
+}
+
+impl AuditQuery {
+    /// The report's SQL, with placeholders written by `placeholder(n)` (1-based), and the
+    /// values to bind in order. Both engines run the same statement.
+    pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<AuditBind>) {
+        let mut binds = Vec::new();
+        let mut conditions = Vec::new();
+        let bind = |value: AuditBind, binds: &mut Vec<AuditBind>| {
+            binds.push(value);
+            placeholder(binds.len())
+        };
+        if let Some(from) = self.from_ms {
+            conditions.push(format!(
+                "at_ms >= {}",
+                bind(AuditBind::Integer(from), &mut binds)
+            ));
+        }
+        if let Some(to) = self.to_ms {
+            conditions.push(format!(
+                "at_ms < {}",
+                bind(AuditBind::Integer(to), &mut binds)
+            ));
+        }
+        if let Some(actor) = &self.actor {
+            conditions.push(format!(
+                "actor = {}",
+                bind(AuditBind::Text(actor.clone()), &mut binds)
+            ));
+        }
+        if let Some(patient) = self.patient {
+            conditions.push(format!(
+                "patient_id = {}",
+                bind(AuditBind::Uuid(patient.as_uuid()), &mut binds)
+            ));
+        }
+        if let Some(action) = self.action {
+            conditions.push(format!(
+                "action = {}",
+                bind(AuditBind::Text(action.as_str().to_owned()), &mut binds)
+            ));
+        }
+        if let Some(outcome) = self.outcome {
+            conditions.push(format!(
+                "outcome = {}",
+                bind(AuditBind::Text(outcome.as_str().to_owned()), &mut binds)
+            ));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let direction = if self.descending { "DESC" } else { "ASC" };
+        let limit = bind(
+            AuditBind::Integer(i64::from(self.limit.clamp(1, limits::AUDIT_PAGE_ROWS_MAX))),
+            &mut binds,
+        );
+        let offset = bind(
+            AuditBind::Integer(
+                i64::try_from(self.offset.min(limits::AUDIT_REPORT_OFFSET_MAX)).unwrap_or(0),
+            ),
+            &mut binds,
+        );
+        // Ties (and NULLs, placed last either way) fall back to log order, so pages are
+        // stable and both engines agree.
+        let sql = format!(
+            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
+                    outcome, reason, request_id, source_ip, user_agent
+             FROM audit_events{filter}
+             ORDER BY {column} {direction} NULLS LAST, seq {direction}
+             LIMIT {limit} OFFSET {offset}",
+            column = self.sort.column(),
+        );
+        (sql, binds)
+    }
+}
+
 /// Everything Haven persists. Each method is one atomic, durable step: when it returns `Ok`,
 /// the change has been committed and survives a crash.
 #[async_trait::async_trait]
@@ -242,6 +411,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Audit entries with `seq > after_seq`, oldest first, at most `limit`. Entries become
     /// visible in `seq` order: no entry ever appears behind one already visible.
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>>;
+
+    /// An audit report: the entries matching `query`, sorted and paged.
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>>;
 
     /// Stores a signed checkpoint; a second one for the same size is ignored.
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> StoreResult<()>;

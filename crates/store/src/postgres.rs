@@ -14,9 +14,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError, StoreResult,
-    StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome,
-    limits,
+    AuditBind, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
+    StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
+    UpdateOutcome, limits,
 };
 
 /// The advisory lock that serialises audit appends (an arbitrary, fixed number).
@@ -497,6 +497,20 @@ impl Store for PostgresStore {
         .bind(i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)))
         .fetch_all(&self.pool)
         .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>> {
+        let (sql, binds) = query.sql(|n| format!("${n}"));
+        let mut statement = sqlx::query(&sql);
+        for bind in binds {
+            statement = match bind {
+                AuditBind::Integer(i) => statement.bind(i),
+                AuditBind::Text(t) => statement.bind(t),
+                AuditBind::Uuid(u) => statement.bind(u),
+            };
+        }
+        let rows = statement.fetch_all(&self.pool).await?;
         rows.iter().map(audit_from_row).collect()
     }
 

@@ -26,9 +26,9 @@ use sqlx::{Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError, StoreResult,
-    StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, UpdateOutcome,
-    limits,
+    AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
+    StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
+    UpdateOutcome, limits,
 };
 
 mod readers;
@@ -617,6 +617,10 @@ impl Store for SqliteStore {
 
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
         self.readers.audit_events(after_seq, limit)
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>> {
+        self.readers.query_audit(query)
     }
 
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> StoreResult<()> {

@@ -17,8 +17,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_fro
 use uuid::Uuid;
 
 use crate::{
-    PatientQuery, StoreError, StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey,
-    StoredSystemKey, StoredToken, limits,
+    AuditBind, AuditQuery, PatientQuery, StoreError, StoreResult, StoredCheckpoint, StoredPatient,
+    StoredSubjectKey, StoredSystemKey, StoredToken, limits,
 };
 
 /// Idle read connections kept open; more are opened when all are busy and closed after.
@@ -246,6 +246,35 @@ impl Readers {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<StoredAuditEvent>> {
+        self.audit_rows(
+            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
+                    outcome, reason, request_id, source_ip, user_agent
+             FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            vec![
+                after_seq.into(),
+                i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)).into(),
+            ],
+        )
+    }
+
+    pub(super) fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>> {
+        let (sql, binds) = query.sql(|n| format!("?{n}"));
+        let values = binds
+            .into_iter()
+            .map(|bind| match bind {
+                AuditBind::Integer(i) => i.into(),
+                AuditBind::Text(t) => t.into(),
+                AuditBind::Uuid(u) => u.as_bytes().to_vec().into(),
+            })
+            .collect();
+        self.audit_rows(&sql, values)
+    }
+
+    fn audit_rows(
+        &self,
+        sql: &str,
+        values: Vec<rusqlite::types::Value>,
+    ) -> StoreResult<Vec<StoredAuditEvent>> {
         type Columns = (
             i64,
             i64,
@@ -262,14 +291,8 @@ impl Readers {
             Option<String>,
         );
         let rows: Vec<Columns> = self.with(|c| {
-            c.prepare_cached(
-                "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
-                        outcome, reason, request_id, source_ip, user_agent
-                 FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?
-            .query_map(
-                params![after_seq, i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX))],
-                |row| {
+            c.prepare_cached(sql)?
+                .query_map(params_from_iter(values), |row| {
                     Ok((
                         row.get(0)?,
                         row.get(1)?,
@@ -285,9 +308,8 @@ impl Readers {
                         row.get(11)?,
                         row.get(12)?,
                     ))
-                },
-            )?
-            .collect()
+                })?
+                .collect()
         })?;
         rows.into_iter()
             .map(|r| {
