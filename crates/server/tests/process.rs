@@ -77,8 +77,12 @@ async fn terminate(child: &mut Child) -> std::process::ExitStatus {
 }
 
 async fn admin_token(dir: &Path, env: &[(&str, &str)]) -> String {
+    token_for(dir, env, "administrator").await
+}
+
+async fn token_for(dir: &Path, env: &[(&str, &str)], role: &str) -> String {
     let mut command = haven(dir);
-    command.args(["admin", "token", "--label", "test"]);
+    command.args(["admin", "token", "--label", "test", "--role", role]);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -303,7 +307,42 @@ async fn kill_9_loses_no_acknowledged_create(backend: Backend) {
         acknowledged.len()
     );
 
-    // Every acknowledged access still has its entry, and the log verifies.
+    // Every acknowledged create has its audit entry...
+    let auditor = token_for(dir.path(), &env, "auditor").await;
+    let mut audited = std::collections::HashSet::new();
+    let mut offset = 0;
+    loop {
+        let page: Value = client
+            .get(format!(
+                "{}/api/v1/audit/events?action=create&limit=1000&offset={offset}",
+                restarted.url
+            ))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        audited.extend(
+            items
+                .iter()
+                .map(|e| e["patient"].as_str().unwrap().to_owned()),
+        );
+        if items.len() < 1000 {
+            break;
+        }
+        offset += 1000;
+    }
+    for (id, _) in &acknowledged {
+        assert!(
+            audited.contains(id),
+            "acknowledged create {id} has no audit entry"
+        );
+    }
+
+    // ...and the log verifies.
     let mut verify = haven(dir.path());
     verify.args(["audit", "verify"]);
     for (key, value) in &env {
