@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
+
 use haven_audit::{AuditEvent, StoredAuditEvent};
 use haven_domain::{PatientId, TokenId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -33,6 +35,83 @@ const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    audit_writer: mpsc::Sender<AuditJob>,
+}
+
+/// Audit entries waiting for the audit writer, and who to tell once they are committed.
+#[derive(Debug)]
+struct AuditJob {
+    events: Vec<AuditEvent>,
+    reply: oneshot::Sender<StoreResult<()>>,
+}
+
+/// Group commit for the audit trail. Appends must become visible in `seq` order (a
+/// sequence number is taken at insert but shows at commit, so without order the
+/// checkpointer could see seq 11 before seq 10 commits and build a tree that skips it);
+/// each commit therefore holds an advisory lock shared by every instance. One writer per
+/// instance takes whatever appends have queued, so one lock and one commit serve a batch
+/// instead of one each.
+async fn run_audit_writer(pool: PgPool, mut queue: mpsc::Receiver<AuditJob>) {
+    let mut batch: Vec<AuditJob> = Vec::with_capacity(limits::GROUP_COMMIT_WRITES_MAX);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < limits::GROUP_COMMIT_WRITES_MAX {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<&AuditEvent> = batch.iter().flat_map(|job| job.events.iter()).collect();
+        match append_locked(&pool, &events).await {
+            Ok(()) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                // Retry each append alone, so one faulty append fails only its caller.
+                tracing::warn!(%error, "batched audit append failed; retrying one by one");
+                for job in batch.drain(..) {
+                    let events: Vec<&AuditEvent> = job.events.iter().collect();
+                    let _ = job.reply.send(append_locked(&pool, &events).await);
+                }
+            }
+        }
+    }
+}
+
+/// Rows per INSERT: 12 parameters each stays under PostgreSQL's 65,535 bound parameters.
+const AUDIT_ROWS_PER_STATEMENT: usize = 1000;
+
+async fn append_locked(pool: &PgPool, events: &[&AuditEvent]) -> StoreResult<()> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_APPEND_LOCK)
+        .execute(&mut *transaction)
+        .await?;
+    for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "INSERT INTO audit_events (at_ms, actor, role, action, patient_id, resource_type,
+                 resource_id, outcome, reason, request_id, source_ip, user_agent) ",
+        );
+        sql.push_values(chunk, |mut row, event| {
+            row.push_bind(event.at_ms)
+                .push_bind(event.actor.clone())
+                .push_bind(event.role.clone())
+                .push_bind(event.action.as_str())
+                .push_bind(event.patient.map(|p| p.as_uuid()))
+                .push_bind(event.resource_type.clone())
+                .push_bind(event.resource_id.clone())
+                .push_bind(event.outcome.as_str())
+                .push_bind(event.reason.clone())
+                .push_bind(event.origin.request_id.clone())
+                .push_bind(event.origin.source_ip.clone())
+                .push_bind(event.origin.user_agent.clone());
+        });
+        sql.build().execute(&mut *transaction).await?;
+    }
+    transaction.commit().await?;
+    Ok(())
 }
 
 impl PostgresStore {
@@ -69,7 +148,9 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let (audit_writer, queue) = mpsc::channel(limits::WRITE_QUEUE_DEPTH_MAX);
+        tokio::spawn(run_audit_writer(pool.clone(), queue));
+        Ok(Self { pool, audit_writer })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -456,35 +537,12 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut sql = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit_events (at_ms, actor, role, action, patient_id, resource_type,
-                 resource_id, outcome, reason, request_id, source_ip, user_agent) ",
-        );
-        sql.push_values(&events, |mut row, event| {
-            row.push_bind(event.at_ms)
-                .push_bind(event.actor.clone())
-                .push_bind(event.role.clone())
-                .push_bind(event.action.as_str())
-                .push_bind(event.patient.map(|p| p.as_uuid()))
-                .push_bind(event.resource_type.clone())
-                .push_bind(event.resource_id.clone())
-                .push_bind(event.outcome.as_str())
-                .push_bind(event.reason.clone())
-                .push_bind(event.origin.request_id.clone())
-                .push_bind(event.origin.source_ip.clone())
-                .push_bind(event.origin.user_agent.clone());
-        });
-        // One append at a time: a sequence number is taken at insert but becomes visible at
-        // commit, so without this lock a reader (the checkpointer) could see seq 11 before
-        // seq 10 commits and build a tree that skips it.
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(AUDIT_APPEND_LOCK)
-            .execute(&mut *transaction)
-            .await?;
-        sql.build().execute(&mut *transaction).await?;
-        transaction.commit().await?;
-        Ok(())
+        let (reply, answer) = oneshot::channel();
+        self.audit_writer
+            .send(AuditJob { events, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
