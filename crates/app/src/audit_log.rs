@@ -83,17 +83,15 @@ impl Checkpointer {
     async fn catch_up(&mut self, store: &dyn Store, size_max: Option<u64>) -> AppResult<()> {
         loop {
             let page = store
-                .audit_events(self.last_seq, limits::AUDIT_PAGE_ROWS_MAX)
+                .audit_leaves(self.last_seq, limits::AUDIT_PAGE_ROWS_MAX)
                 .await?;
             let full = page.len() == limits::AUDIT_PAGE_ROWS_MAX as usize;
-            for entry in page {
+            for leaf in page {
                 if size_max.is_some_and(|max| self.tree.size() >= max) {
                     return Ok(());
                 }
-                let seq = u64::try_from(entry.seq)
-                    .map_err(|_| AppError::Unexpected("negative audit seq".into()))?;
-                self.tree.push(entry.event.leaf_hash(seq));
-                self.last_seq = entry.seq;
+                self.tree.push(leaf.hash);
+                self.last_seq = leaf.seq;
             }
             if !full {
                 return Ok(());
@@ -229,14 +227,12 @@ pub async fn verify_log(
 
     loop {
         let page = store
-            .audit_events(last_seq, limits::AUDIT_PAGE_ROWS_MAX)
+            .audit_leaves(last_seq, limits::AUDIT_PAGE_ROWS_MAX)
             .await?;
         let full = page.len() == limits::AUDIT_PAGE_ROWS_MAX as usize;
-        for entry in &page {
-            let seq = u64::try_from(entry.seq)
-                .map_err(|_| AppError::Unexpected("negative audit seq".into()))?;
-            tree.push(entry.event.leaf_hash(seq));
-            last_seq = entry.seq;
+        for leaf in &page {
+            tree.push(leaf.hash);
+            last_seq = leaf.seq;
             if let Err(altered) =
                 check(&tree, &mut pending, &mut verified_size, &mut verified_count)
             {

@@ -177,6 +177,13 @@ pub struct StoredSystemKey {
     pub wrapped: Vec<u8>,
 }
 
+/// An audit entry's position and Merkle leaf hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditLeaf {
+    pub seq: i64,
+    pub hash: haven_audit::merkle::Hash,
+}
+
 /// A signed checkpoint of the audit log as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -411,6 +418,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Audit entries with `seq > after_seq`, oldest first, at most `limit`. Entries become
     /// visible in `seq` order: no entry ever appears behind one already visible.
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>>;
+
+    /// The leaf hashes of entries with `seq > after_seq`, oldest first, at most `limit`:
+    /// what verification and the checkpointer need, without building every entry.
+    async fn audit_leaves(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditLeaf>>;
 
     /// An audit report: the entries matching `query`, sorted and paged.
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>>;

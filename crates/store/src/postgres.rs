@@ -16,9 +16,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    AuditBind, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
-    StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
-    UpdateOutcome, limits,
+    AuditBind, AuditLeaf, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store,
+    StoreError, StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey,
+    StoredToken, UpdateOutcome, limits,
 };
 
 /// The advisory lock that serialises audit appends (an arbitrary, fixed number).
@@ -556,6 +556,17 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_leaves(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditLeaf>> {
+        let entries = self.audit_events(after_seq, limit).await?;
+        Ok(entries
+            .iter()
+            .map(|entry| AuditLeaf {
+                seq: entry.seq,
+                hash: entry.event.leaf_hash(u64::try_from(entry.seq).unwrap_or(0)),
+            })
+            .collect())
     }
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>> {

@@ -101,6 +101,7 @@ contracts! {
         audit_trail_is_append_only,
         checkpoints_are_kept_once_in_size_order_and_never_changed,
         audit_reports_filter_sort_and_page,
+        audit_leaves_hash_exactly_the_stored_entries,
         concurrent_inserts_all_succeed,
         a_failing_write_does_not_undo_concurrent_writes,
         acknowledged_writes_survive_a_restart,
@@ -1743,4 +1744,29 @@ async fn audit_reports_filter_sort_and_page(engine: &Engine) {
         paged.extend(seqs(&rows));
     }
     assert_eq!(paged, [1, 4, 2, 5, 3, 6, 7]);
+}
+
+async fn audit_leaves_hash_exactly_the_stored_entries(engine: &Engine) {
+    let store = engine.store();
+    let mut events = vec![
+        read_event(T0_MS, PatientId::generate()),
+        system_event(T0_MS + 1, AuditAction::KeyRotation, Outcome::Allowed),
+    ];
+    // Text that is not ASCII, and a field that is empty rather than absent.
+    let mut odd = read_event(T0_MS + 2, PatientId::generate());
+    odd.origin.user_agent = Some("Ünïcødé ✓".to_owned());
+    odd.resource_id = Some(String::new());
+    events.push(odd);
+    store.append_audit(events).await.unwrap();
+    let entries = store.audit_events(0, 100).await.unwrap();
+    let leaves = store.audit_leaves(0, 100).await.unwrap();
+    assert_eq!(leaves.len(), entries.len());
+    for (leaf, entry) in leaves.iter().zip(&entries) {
+        assert_eq!(leaf.seq, entry.seq);
+        assert_eq!(leaf.hash, entry.event.leaf_hash(entry.seq as u64));
+    }
+    assert_eq!(
+        store.audit_leaves(2, 100).await.unwrap(),
+        leaves[2..].to_vec()
+    );
 }

@@ -26,7 +26,7 @@ use sqlx::{Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
+    AuditLeaf, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
     StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
     UpdateOutcome, limits,
 };
@@ -621,6 +621,10 @@ impl Store for SqliteStore {
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>> {
         self.readers.query_audit(query)
+    }
+
+    async fn audit_leaves(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditLeaf>> {
+        self.readers.audit_leaves(after_seq, limit)
     }
 
     async fn insert_checkpoint(&self, checkpoint: StoredCheckpoint) -> StoreResult<()> {

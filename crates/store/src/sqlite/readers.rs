@@ -17,8 +17,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_fro
 use uuid::Uuid;
 
 use crate::{
-    AuditBind, AuditQuery, PatientQuery, StoreError, StoreResult, StoredCheckpoint, StoredPatient,
-    StoredSubjectKey, StoredSystemKey, StoredToken, limits,
+    AuditBind, AuditLeaf, AuditQuery, PatientQuery, StoreError, StoreResult, StoredCheckpoint,
+    StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, limits,
 };
 
 /// Idle read connections kept open; more are opened when all are busy and closed after.
@@ -255,6 +255,58 @@ impl Readers {
                 i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)).into(),
             ],
         )
+    }
+
+    /// Leaf hashes straight from the row's borrowed columns: no owned entry, no allocation
+    /// per field, which is most of what verifying a long log costs.
+    pub(super) fn audit_leaves(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditLeaf>> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
+                        outcome, reason, request_id, source_ip, user_agent
+                 FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut rows = statement.query(params![
+                after_seq,
+                i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX))
+            ])?;
+            let mut leaves = Vec::with_capacity(limit as usize);
+            let mut patient_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            while let Some(row) = rows.next()? {
+                let text = |i: usize| -> rusqlite::Result<Option<&str>> {
+                    Ok(row.get_ref(i)?.as_str_or_null()?)
+                };
+                let seq: i64 = row.get(0)?;
+                let patient = match row.get_ref(5)?.as_blob_or_null()? {
+                    Some(bytes) => Some(
+                        &*uuid_from(bytes.to_vec())?
+                            .hyphenated()
+                            .encode_lower(&mut patient_text),
+                    ),
+                    None => None,
+                };
+                let fields = [
+                    text(2)?,
+                    text(3)?,
+                    text(4)?,
+                    patient,
+                    text(6)?,
+                    text(7)?,
+                    text(8)?,
+                    text(9)?,
+                    text(10)?,
+                    text(11)?,
+                    text(12)?,
+                ];
+                let hash = haven_audit::leaf_hash_of_fields(
+                    u64::try_from(seq).unwrap_or(0),
+                    row.get(1)?,
+                    &fields,
+                );
+                leaves.push(AuditLeaf { seq, hash });
+            }
+            Ok(leaves)
+        })
     }
 
     pub(super) fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>> {
