@@ -12,29 +12,7 @@ use haven_test_support::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// Generates one test per backend for each scenario function.
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(haven_test_support::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(haven_test_support::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+haven_test_support::on_every_backend!(
     creates_reads_updates_and_searches_patients,
     bad_input_gets_a_clear_error_and_changes_nothing,
     oversized_bodies_are_refused,

@@ -9,28 +9,7 @@ use haven_test_support::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(haven_test_support::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(haven_test_support::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+haven_test_support::on_every_backend!(
     an_untouched_log_verifies,
     a_changed_entry_is_named,
     a_removed_entry_is_named,

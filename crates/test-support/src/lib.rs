@@ -21,6 +21,30 @@ use rand::RngCore;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+/// For each scenario `async fn name(backend: Backend)` in scope, generates two tests,
+/// `sqlite::name` and `postgres::name`, so every scenario runs on both engines.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Which database a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
