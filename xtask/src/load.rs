@@ -1,8 +1,9 @@
 //! The load generator behind `cargo xtask bench`: a fixed number of keep-alive HTTP/1.1
 //! connections, each sending one request after another until the phase's deadline.
 //!
-//! Two phases run one after the other: `create` posts new patients and records their ids,
-//! `read` fetches random recorded ids. Every connection, request and recorded sample is
+//! Three phases run one after the other: `create` posts new patients and records their ids,
+//! `read` fetches random recorded ids, and `search` lists pages of 20 patients, each of
+//! which appends 20 durable audit entries (one per patient listed). Every connection, request and recorded sample is
 //! bounded, so a bench ends within its duration plus one request timeout.
 
 use std::fmt;
@@ -45,13 +46,19 @@ pub struct LoadPlan {
 enum Phase {
     Create,
     Read,
+    Search,
 }
+
+/// Patients per search page: each search audits every patient it lists, one durable
+/// entry each, so the search phase measures durable audit appends.
+const SEARCH_PAGE_PATIENTS: u64 = 20;
 
 impl Phase {
     fn name(self) -> &'static str {
         match self {
             Phase::Create => "create",
             Phase::Read => "read",
+            Phase::Search => "search",
         }
     }
 }
@@ -87,11 +94,16 @@ pub fn run(plan: &LoadPlan) -> Result<Vec<PhaseReport>> {
         if create.successes() == 0 {
             anyhow::bail!("no patient was created, so there is nothing to read\n{create}");
         }
-        let (read, _) = run_phase(plan, Phase::Read, Arc::new(ids)).await;
+        let ids = Arc::new(ids);
+        let (read, _) = run_phase(plan, Phase::Read, ids.clone()).await;
         if read.successes() == 0 {
             anyhow::bail!("no read succeeded\n{create}\n{read}");
         }
-        Ok(vec![create, read])
+        let (search, _) = run_phase(plan, Phase::Search, ids).await;
+        if search.successes() == 0 {
+            anyhow::bail!("no search succeeded\n{search}");
+        }
+        Ok(vec![create, read, search])
     })
 }
 
@@ -301,6 +313,10 @@ fn build_request(
         .header(HOST, &setup.host)
         .header(AUTHORIZATION, &setup.authorization);
     let request = match setup.phase {
+        Phase::Search => builder
+            .method(Method::GET)
+            .uri(format!("{PATIENTS_PATH}?limit={SEARCH_PAGE_PATIENTS}"))
+            .body(Full::new(Bytes::new()))?,
         Phase::Create => {
             let patient = serde_json::json!({
                 "name": { "family": "Bench", "given": ["Load"] },
@@ -359,13 +375,25 @@ async fn exchange(
 fn check_response(phase: Phase, status: StatusCode, body: &[u8]) -> Result<Option<String>, String> {
     let expected = match phase {
         Phase::Create => StatusCode::CREATED,
-        Phase::Read => StatusCode::OK,
+        Phase::Read | Phase::Search => StatusCode::OK,
     };
     if status != expected {
         return Err(format!(
             "status {status} (expected {expected}): {}",
             body_excerpt(body)
         ));
+    }
+    if phase == Phase::Search {
+        let listed = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|document| document.get("items")?.as_array().map(Vec::len));
+        return match listed {
+            Some(n) if n as u64 == SEARCH_PAGE_PATIENTS => Ok(None),
+            other => Err(format!(
+                "a search listed {other:?} patients, not {SEARCH_PAGE_PATIENTS}: {}",
+                body_excerpt(body)
+            )),
+        };
     }
     if phase == Phase::Read {
         return Ok(None);
@@ -460,6 +488,14 @@ impl fmt::Display for PhaseReport {
             writeln!(f, "  first error {first_error}")?;
         }
         writeln!(f, "  throughput  {throughput:.1} ok req/s")?;
+        if self.phase == Phase::Search {
+            #[allow(clippy::cast_precision_loss, reason = "a small constant")]
+            let appends = throughput * SEARCH_PAGE_PATIENTS as f64;
+            writeln!(
+                f,
+                "  audit       {appends:.0} durable appends/s (each search audits the {SEARCH_PAGE_PATIENTS} patients it lists)"
+            )?;
+        }
         let latencies = &self.latencies_micros;
         writeln!(
             f,
