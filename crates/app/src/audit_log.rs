@@ -311,3 +311,156 @@ impl App {
         Ok(self.store.query_audit(query).await?)
     }
 }
+
+/// The fields of one exported entry (one JSON line of `haven audit export`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportedEntry {
+    seq: u64,
+    at_ms: i64,
+    actor: Option<String>,
+    role: Option<String>,
+    action: String,
+    patient: Option<String>,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    outcome: String,
+    reason: String,
+    request_id: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl ExportedEntry {
+    fn leaf_hash(&self) -> haven_audit::merkle::Hash {
+        haven_audit::leaf_hash_of_fields(
+            self.seq,
+            self.at_ms,
+            &[
+                self.actor.as_deref(),
+                self.role.as_deref(),
+                Some(self.action.as_str()),
+                self.patient.as_deref(),
+                self.resource_type.as_deref(),
+                self.resource_id.as_deref(),
+                Some(self.outcome.as_str()),
+                Some(self.reason.as_str()),
+                self.request_id.as_deref(),
+                self.source_ip.as_deref(),
+                self.user_agent.as_deref(),
+            ],
+        )
+    }
+}
+
+/// Writes every entry, oldest first, as JSON lines. The export is recorded in the log
+/// first (fail closed); entries hold ids and codes, never health data.
+pub async fn export_log(
+    store: &dyn Store,
+    now_ms: i64,
+    out: &mut dyn std::io::Write,
+) -> AppResult<u64> {
+    let mut event = crate::keys::system_event(
+        now_ms,
+        haven_audit::AuditAction::Export,
+        None,
+        "audit_log_exported",
+    );
+    event.resource_type = Some("AuditEvent".to_owned());
+    store
+        .append_audit(vec![event])
+        .await
+        .map_err(|_| AppError::AuditUnavailable)?;
+    let mut last_seq = 0;
+    let mut written = 0u64;
+    loop {
+        let page = store
+            .audit_events(last_seq, limits::AUDIT_PAGE_ROWS_MAX)
+            .await?;
+        for stored in &page {
+            let event = &stored.event;
+            let entry = ExportedEntry {
+                seq: u64::try_from(stored.seq)
+                    .map_err(|_| AppError::Unexpected("negative seq".into()))?,
+                at_ms: event.at_ms,
+                actor: event.actor.clone(),
+                role: event.role.clone(),
+                action: event.action.as_str().to_owned(),
+                patient: event.patient.map(|p| p.to_string()),
+                resource_type: event.resource_type.clone(),
+                resource_id: event.resource_id.clone(),
+                outcome: event.outcome.as_str().to_owned(),
+                reason: event.reason.clone(),
+                request_id: event.origin.request_id.clone(),
+                source_ip: event.origin.source_ip.clone(),
+                user_agent: event.origin.user_agent.clone(),
+            };
+            let line =
+                serde_json::to_string(&entry).map_err(|e| AppError::Unexpected(e.to_string()))?;
+            writeln!(out, "{line}")
+                .map_err(|e| AppError::Unexpected(format!("writing the export: {e}")))?;
+            last_seq = stored.seq;
+            written += 1;
+        }
+        if page.len() < limits::AUDIT_PAGE_ROWS_MAX as usize {
+            break;
+        }
+    }
+    out.flush()
+        .map_err(|e| AppError::Unexpected(format!("writing the export: {e}")))?;
+    Ok(written)
+}
+
+/// Why an export did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportMismatch {
+    #[error("the checkpoint: {0}")]
+    Checkpoint(#[from] haven_audit::checkpoint::CheckpointError),
+    #[error("line {line}: {message}")]
+    Line { line: u64, message: String },
+    #[error("the export holds {entries} entries but the checkpoint covers {size}")]
+    TooShort { entries: u64, size: u64 },
+    #[error(
+        "the first {size} entries do not hash to the checkpoint's root: the export was altered, or is not of this log"
+    )]
+    RootMismatch { size: u64 },
+}
+
+/// Verifies exported entries against a signed checkpoint using only the log's public key.
+/// Returns the checkpoint's size; entries after it are not covered and are ignored.
+pub fn verify_export(
+    entries: impl std::io::BufRead,
+    note: &str,
+    verifier: &CheckpointVerifier,
+) -> Result<u64, ExportMismatch> {
+    let checkpoint = verifier.verify(note)?;
+    let mut tree = CompactTree::new();
+    for (index, line) in entries.lines().enumerate() {
+        if tree.size() == checkpoint.size {
+            break;
+        }
+        let number = index as u64 + 1;
+        let line = line.map_err(|e| ExportMismatch::Line {
+            line: number,
+            message: e.to_string(),
+        })?;
+        let entry: ExportedEntry =
+            serde_json::from_str(&line).map_err(|e| ExportMismatch::Line {
+                line: number,
+                message: e.to_string(),
+            })?;
+        tree.push(entry.leaf_hash());
+    }
+    if tree.size() < checkpoint.size {
+        return Err(ExportMismatch::TooShort {
+            entries: tree.size(),
+            size: checkpoint.size,
+        });
+    }
+    if tree.root() != checkpoint.root {
+        return Err(ExportMismatch::RootMismatch {
+            size: checkpoint.size,
+        });
+    }
+    Ok(checkpoint.size)
+}

@@ -66,6 +66,25 @@ enum AuditCommand {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Write every audit entry as a JSON line, for verification elsewhere. Audited as an
+    /// export before anything is written.
+    Export {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Verify exported entries against a signed checkpoint with the public key alone: no
+    /// database, no data directory, no secret key.
+    VerifyExport {
+        /// The JSON lines written by `haven audit export`.
+        #[arg(long, value_name = "FILE")]
+        entries: PathBuf,
+        /// A signed checkpoint note (from `haven audit checkpoints` or a witness).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// The log's verifier key (`haven audit vkey`).
+        #[arg(long, value_name = "VKEY")]
+        vkey: String,
+    },
     /// Print signed checkpoints as JSON lines (`size`, `note`), for a witness to keep.
     Checkpoints {
         #[command(flatten)]
@@ -303,6 +322,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     () = haven_server::shutdown_signal() => return Ok(()),
                 }
             }
+        }
+        Command::Audit(AuditCommand::Export { common }) => {
+            let config = load_config(&common, &[])?;
+            let store = haven_server::open_store(&config).await?;
+            haven_app::audit_log::export_log(
+                &*store,
+                SystemClock.now_ms(),
+                &mut std::io::stdout().lock(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::VerifyExport {
+            entries,
+            checkpoint,
+            vkey,
+        }) => {
+            let verifier = haven_audit::checkpoint::CheckpointVerifier::parse_vkey(&vkey)
+                .map_err(|e| anyhow::anyhow!("--vkey: {e}"))?;
+            let note = std::fs::read_to_string(&checkpoint)
+                .with_context(|| format!("cannot read {}", checkpoint.display()))?;
+            let file = std::fs::File::open(&entries)
+                .with_context(|| format!("cannot read {}", entries.display()))?;
+            let verified = haven_app::audit_log::verify_export(
+                std::io::BufReader::new(file),
+                &note,
+                &verifier,
+            )
+            .map_err(|e| anyhow::anyhow!("export verification FAILED: {e}"))?;
+            writeln!(
+                std::io::stdout(),
+                "export verified: its first {verified} entries match the signed checkpoint"
+            )?;
+            Ok(())
         }
         Command::Audit(AuditCommand::Vkey { common }) => {
             let config = load_config(&common, &[])?;

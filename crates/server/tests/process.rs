@@ -769,3 +769,109 @@ async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// An auditor verifies exported entries elsewhere, with a checkpoint and the public key
+/// alone; an altered or truncated export, or another log's key, fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_entries_verify_elsewhere_with_the_public_key_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let token = admin_token(dir.path(), &env).await;
+    let mut server = serve(dir.path(), &[], &env).await;
+    let client = reqwest::Client::new();
+    for n in 0..3 {
+        create(&client, &server.url, &token, n).await;
+    }
+    assert!(terminate(&mut server.child).await.success());
+
+    let vkey = haven(dir.path())
+        .args(["audit", "vkey"])
+        .output()
+        .await
+        .unwrap();
+    let vkey = String::from_utf8(vkey.stdout).unwrap().trim().to_owned();
+    let checkpoints = haven(dir.path())
+        .args(["audit", "checkpoints"])
+        .output()
+        .await
+        .unwrap();
+    let last: Value = serde_json::from_str(
+        String::from_utf8(checkpoints.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let export = haven(dir.path())
+        .args(["audit", "export"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let exported = String::from_utf8(export.stdout).unwrap();
+    // Four entries under the checkpoint, and the export's own entry after it.
+    assert_eq!(exported.lines().count(), 5, "{exported}");
+    assert!(
+        exported
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"action\":\"export\"")
+    );
+
+    // Elsewhere: an empty directory, no data, no keyring.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let note = elsewhere.path().join("checkpoint.txt");
+    std::fs::write(&note, last["note"].as_str().unwrap()).unwrap();
+    let verify = |entries: String, key: String| {
+        let entries_file = elsewhere.path().join("entries.jsonl");
+        std::fs::write(&entries_file, entries).unwrap();
+        let note = note.clone();
+        let dir = elsewhere.path().to_owned();
+        async move {
+            haven(&dir)
+                .args(["audit", "verify-export", "--vkey", &key, "--entries"])
+                .arg(&entries_file)
+                .arg("--checkpoint")
+                .arg(&note)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let good = verify(exported.clone(), vkey.clone()).await;
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("first 4 entries match"));
+    assert!(
+        !elsewhere.path().join("haven-data").exists(),
+        "nothing was created elsewhere"
+    );
+
+    let altered = exported.replacen("\"action\":\"create\"", "\"action\":\"read\"", 1);
+    let failed = verify(altered, vkey.clone()).await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("do not hash to the checkpoint's root")
+    );
+
+    let truncated: String = exported.lines().take(2).map(|l| format!("{l}\n")).collect();
+    let failed = verify(truncated, vkey.clone()).await;
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("holds 2 entries"));
+
+    let stranger = haven_audit::checkpoint::CheckpointSigner::generate("haven/audit")
+        .unwrap()
+        .verifier()
+        .vkey();
+    let failed = verify(exported, stranger).await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("checkpoint"));
+}
