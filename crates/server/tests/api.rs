@@ -541,38 +541,16 @@ async fn every_access_is_audited_before_data_is_returned(backend: Backend) {
 
 /// Makes every further audit append fail, as a full disk or a broken log would.
 async fn break_the_audit_log(server: &TestServer) {
-    use sqlx::Connection;
-    match server.backend {
-        Backend::Sqlite => {
-            let path = server.data_dir.path().join("data").join("haven.db");
-            let mut connection =
-                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-            sqlx::query("CREATE TRIGGER audit_broken BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END")
-                .execute(&mut connection)
-                .await
-                .unwrap();
-        }
-        Backend::Postgres => {
-            let schema = server.postgres_schema.as_deref().unwrap();
-            let mut connection = sqlx::PgConnection::connect(&haven_test_support::postgres_url())
-                .await
-                .unwrap();
-            sqlx::query(&format!(
-                "CREATE FUNCTION \"{schema}\".audit_broken() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END; $$ LANGUAGE plpgsql"
-            ))
-            .execute(&mut connection)
-            .await
-            .unwrap();
-            sqlx::query(&format!(
-                "CREATE TRIGGER audit_broken BEFORE INSERT ON \"{schema}\".audit_events FOR EACH ROW EXECUTE FUNCTION \"{schema}\".audit_broken()"
-            ))
-            .execute(&mut connection)
-            .await
-            .unwrap();
-        }
-    }
+    let statements: &[&str] = match server.backend {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER audit_broken BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION audit_broken() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END; $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER audit_broken BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_broken()",
+        ],
+    };
+    server.execute_raw(statements).await;
 }
 
 async fn access_is_refused_when_the_audit_log_cannot_record_it(backend: Backend) {

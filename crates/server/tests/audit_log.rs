@@ -75,47 +75,14 @@ async fn verify(server: &TestServer) -> Result<haven_app::audit_log::Verified, L
 /// Runs SQL directly on the database, as an attacker with file or DBA access would, after
 /// removing the append-only triggers that would otherwise stop them.
 async fn tamper(server: &TestServer, statements: &[&str]) {
-    use sqlx::Connection;
-    match server.backend {
-        Backend::Sqlite => {
-            let path = server.data_dir.path().join("data").join("haven.db");
-            let mut connection =
-                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-            for statement in [
-                "DROP TRIGGER audit_events_no_update",
-                "DROP TRIGGER audit_events_no_delete",
-            ]
-            .iter()
-            .chain(statements)
-            {
-                sqlx::query(statement)
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-            }
-        }
-        Backend::Postgres => {
-            let schema = server.postgres_schema.as_deref().unwrap();
-            let mut connection = sqlx::PgConnection::connect(&haven_test_support::postgres_url())
-                .await
-                .unwrap();
-            sqlx::query(&format!("SET search_path TO \"{schema}\""))
-                .execute(&mut connection)
-                .await
-                .unwrap();
-            for statement in ["DROP TRIGGER audit_events_no_change ON audit_events"]
-                .iter()
-                .chain(statements)
-            {
-                sqlx::query(statement)
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
+    let unguard: &[&str] = match server.backend {
+        Backend::Sqlite => &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+        ],
+        Backend::Postgres => &["DROP TRIGGER audit_events_no_change ON audit_events"],
+    };
+    server.execute_raw(&[unguard, statements].concat()).await;
 }
 
 fn assert_names(result: Result<haven_app::audit_log::Verified, LogAltered>, position: u64) {

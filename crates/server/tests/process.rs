@@ -123,6 +123,21 @@ async fn create(client: &reqwest::Client, url: &str, token: &str, n: usize) -> S
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// A data directory where a server minted a token, registered `patients` patients and
+/// stopped cleanly (so a final checkpoint covers every audit entry).
+async fn populated_data_dir(patients: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let token = admin_token(dir.path(), &env).await;
+    let mut server = serve(dir.path(), &[], &env).await;
+    let client = reqwest::Client::new();
+    for n in 0..patients {
+        create(&client, &server.url, &token, n).await;
+    }
+    assert!(terminate(&mut server.child).await.success());
+    dir
+}
+
 #[tokio::test]
 async fn zero_configuration_creates_a_private_data_directory_and_serves() {
     let dir = tempfile::tempdir().unwrap();
@@ -678,16 +693,7 @@ async fn logs_never_contain_health_data_or_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over_it() {
     use sqlx::Connection;
-    let dir = tempfile::tempdir().unwrap();
-    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
-    let token = admin_token(dir.path(), &env).await;
-    let mut server = serve(dir.path(), &[], &env).await;
-    let client = reqwest::Client::new();
-    for n in 0..3 {
-        create(&client, &server.url, &token, n).await;
-    }
-    // A clean stop signs a final checkpoint covering every entry.
-    assert!(terminate(&mut server.child).await.success());
+    let dir = populated_data_dir(3).await;
 
     let verified = haven(dir.path())
         .args(["audit", "verify"])
@@ -774,15 +780,7 @@ async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over
 /// alone; an altered or truncated export, or another log's key, fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_entries_verify_elsewhere_with_the_public_key_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
-    let token = admin_token(dir.path(), &env).await;
-    let mut server = serve(dir.path(), &[], &env).await;
-    let client = reqwest::Client::new();
-    for n in 0..3 {
-        create(&client, &server.url, &token, n).await;
-    }
-    assert!(terminate(&mut server.child).await.success());
+    let dir = populated_data_dir(3).await;
 
     let vkey = haven(dir.path())
         .args(["audit", "vkey"])

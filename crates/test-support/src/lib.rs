@@ -209,6 +209,43 @@ impl TestServer {
         format!("{}{path}", self.url)
     }
 
+    /// Runs SQL directly on this server's database, bypassing Haven, as someone with file
+    /// or DBA access could: on its SQLite file, or in its PostgreSQL schema (unqualified
+    /// names resolve there). For tests that break or tamper with storage.
+    pub async fn execute_raw(&self, statements: &[&str]) {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.data_dir.path().join("data").join("haven.db");
+                let mut connection =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("open the SQLite file");
+                for statement in statements {
+                    sqlx::query(statement)
+                        .execute(&mut connection)
+                        .await
+                        .unwrap_or_else(|error| panic!("{statement}: {error}"));
+                }
+            }
+            Backend::Postgres => {
+                let schema = self.postgres_schema.as_deref().expect("a schema");
+                let mut connection = sqlx::PgConnection::connect(&postgres_url())
+                    .await
+                    .expect("connect to PostgreSQL");
+                let search_path = format!("SET search_path TO \"{schema}\"");
+                for statement in
+                    std::iter::once(search_path.as_str()).chain(statements.iter().copied())
+                {
+                    sqlx::query(statement)
+                        .execute(&mut connection)
+                        .await
+                        .unwrap_or_else(|error| panic!("{statement}: {error}"));
+                }
+            }
+        }
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
