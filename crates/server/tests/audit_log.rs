@@ -462,6 +462,27 @@ async fn reviewers_report_on_the_log_in_json_csv_and_fhir(backend: Backend) {
         let response = report(bad.to_owned(), auditor.clone()).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
+    let too_long = report(format!("actor={}", "a".repeat(3000)), auditor.clone()).await;
+    assert_eq!(too_long.status(), StatusCode::URI_TOO_LONG);
+
+    // An expired session is refused on every audit endpoint.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(2 * 3600));
+    for path in [
+        "/api/v1/audit/events",
+        "/api/v1/audit/checkpoints",
+        "/api/v1/audit/checkpoints/latest",
+    ] {
+        let expired = server
+            .client
+            .get(server.endpoint(path))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expired.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
     let anonymous = server
         .client
         .get(server.endpoint("/api/v1/audit/events"))
