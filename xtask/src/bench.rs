@@ -9,7 +9,10 @@
 //!   `listening on http://127.0.0.1:PORT` on stdout once it accepts connections, logs to
 //!   stderr, and exits on SIGTERM;
 //! - `POST /api/v1/patients` answers 201 with a JSON object holding a string `id`, and
-//!   `GET /api/v1/patients/{id}` answers 200.
+//!   `GET /api/v1/patients/{id}` answers 200;
+//! - `haven audit vkey --data-dir DIR` prints the audit log's verifier key, with which the
+//!   bench checks the checkpoints and inclusion proofs of the sampled access logs, timing
+//!   the proof checks as a client would run them.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -120,7 +123,8 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<()> {
 fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
     let data_dir = scratch.join("data");
     std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let token = mint_token(haven, &data_dir)?;
+    let token = mint_token(haven, &data_dir, "administrator")?;
+    let auditor_token = mint_token(haven, &data_dir, "auditor")?;
 
     let log_path = scratch.join("server.log");
     let mut server = Server::start(haven, &data_dir, &log_path)?;
@@ -132,6 +136,7 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
     let plan = LoadPlan {
         address: server.address,
         token,
+        auditor_token,
         connections: options.connections,
         duration: Duration::from_secs(options.seconds),
     };
@@ -140,11 +145,13 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
     let memory = server.memory();
     let stopped = server.stop();
 
-    let reports = outcome?;
-    for report in &reports {
+    let outcome = outcome?;
+    for report in &outcome.reports {
         println!();
         print!("{report}");
     }
+    println!();
+    check_proofs(haven, &data_dir, &outcome.access_log_samples)?;
     println!();
     match memory {
         Ok(memory) => println!(
@@ -178,6 +185,133 @@ fn verify_audit_log(haven: &Path, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Each proof check is repeated until this much time has passed, for a stable figure.
+const PROOF_TIMING_MILLIS_MIN: u64 = 200;
+
+/// One entry of a sampled access log: its recomputed leaf and its proof.
+struct SampledProof {
+    leaf: haven_audit::merkle::Hash,
+    index: u64,
+    size: u64,
+    path: Vec<haven_audit::merkle::Hash>,
+    root: haven_audit::merkle::Hash,
+}
+
+/// Checks every inclusion proof in the sampled access-log responses as a client would
+/// (signature of the checkpoint with the log's public key, leaf recomputed from the
+/// entry's fields, path to the signed root), fails the bench if one does not hold, and
+/// prints how long one check takes.
+fn check_proofs(haven: &Path, data_dir: &Path, samples: &[String]) -> Result<()> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use haven_audit::merkle::{Hash, verify_inclusion};
+
+    let output = Command::new(haven)
+        .args(["audit", "vkey", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .context("could not run `haven audit vkey`")?;
+    if !output.status.success() {
+        bail!("`haven audit vkey` failed ({})", output.status);
+    }
+    let verifier = haven_audit::checkpoint::CheckpointVerifier::parse_vkey(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    )
+    .context("parsing the audit log's verifier key")?;
+    let hash = |value: &serde_json::Value| -> Result<Hash> {
+        let bytes = STANDARD.decode(value.as_str().context("a hash that is not a string")?)?;
+        Hash::try_from(bytes.as_slice()).context("a hash that is not 32 bytes")
+    };
+
+    let mut proofs = Vec::new();
+    for sample in samples {
+        let document: serde_json::Value = serde_json::from_str(sample)?;
+        let signed = verifier
+            .verify(document["checkpoint"]["note"].as_str().unwrap_or_default())
+            .context("a sampled access log's checkpoint does not verify with the log's key")?;
+        for entry in document["items"].as_array().into_iter().flatten() {
+            let proof = &entry["proof"];
+            if proof.is_null() {
+                continue;
+            }
+            let text = |name: &str| entry[name].as_str();
+            let leaf = haven_audit::leaf_hash_of_fields(
+                entry["seq"].as_u64().context("an entry without a seq")?,
+                entry["at_ms"].as_i64().context("an entry without at_ms")?,
+                &[
+                    text("actor"),
+                    text("role"),
+                    text("action"),
+                    text("patient"),
+                    text("resource_type"),
+                    text("resource_id"),
+                    text("outcome"),
+                    text("reason"),
+                    text("request_id"),
+                    text("source_ip"),
+                    text("user_agent"),
+                ],
+            );
+            proofs.push(SampledProof {
+                leaf,
+                index: proof["leaf_index"]
+                    .as_u64()
+                    .context("a proof without leaf_index")?,
+                size: signed.size,
+                path: proof["path"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(hash)
+                    .collect::<Result<_>>()?,
+                root: signed.root,
+            });
+        }
+    }
+    if proofs.is_empty() {
+        bail!("the access-log phase returned no inclusion proof to check");
+    }
+    for proof in &proofs {
+        if !verify_inclusion(
+            &proof.leaf,
+            proof.index,
+            proof.size,
+            &proof.path,
+            &proof.root,
+        ) {
+            bail!(
+                "an inclusion proof served for leaf {} in a tree of {} does not verify",
+                proof.index,
+                proof.size
+            );
+        }
+    }
+    // Timed as a client runs it: recompute nothing but the path (the leaf was hashed once).
+    let started = Instant::now();
+    let mut checked = 0u64;
+    while started.elapsed() < Duration::from_millis(PROOF_TIMING_MILLIS_MIN) {
+        for proof in &proofs {
+            let holds = verify_inclusion(
+                std::hint::black_box(&proof.leaf),
+                proof.index,
+                proof.size,
+                &proof.path,
+                &proof.root,
+            );
+            checked += u64::from(holds);
+        }
+    }
+    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let micros = started.elapsed().as_secs_f64() * 1e6 / checked.max(1) as f64;
+    let longest = proofs.iter().map(|p| p.path.len()).max().unwrap_or(0);
+    let size = proofs.iter().map(|p| p.size).max().unwrap_or(0);
+    println!(
+        "inclusion proofs: {} served proofs checked against signed checkpoints (tree of up to {size} entries, paths of up to {longest} hashes); {micros:.2} µs per proof check",
+        proofs.len()
+    );
+    Ok(())
+}
+
 /// A fresh directory under the system temp dir, unique to this run.
 fn scratch_dir() -> Result<PathBuf> {
     let nanos = SystemTime::now()
@@ -189,12 +323,12 @@ fn scratch_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn mint_token(haven: &Path, data_dir: &Path) -> Result<String> {
+fn mint_token(haven: &Path, data_dir: &Path, role: &str) -> Result<String> {
     let mut command = Command::new(haven);
     command
         .args(["admin", "token", "--data-dir"])
         .arg(data_dir)
-        .args(["--role", "administrator", "--label", "bench"]);
+        .args(["--role", role, "--label", "bench"]);
     let output = command
         .output()
         .context("could not run `haven admin token`")?;

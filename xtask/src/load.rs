@@ -1,9 +1,10 @@
 //! The load generator behind `cargo xtask bench`: a fixed number of keep-alive HTTP/1.1
 //! connections, each sending one request after another until the phase's deadline.
 //!
-//! Three phases run one after the other: `create` posts new patients and records their ids,
-//! `read` fetches random recorded ids, and `search` lists pages of 20 patients, each of
-//! which appends 20 durable audit entries (one per patient listed). Every connection, request and recorded sample is
+//! Four phases run one after the other: `create` posts new patients and records their ids,
+//! `read` fetches random recorded ids, `search` lists pages of 20 patients, each of
+//! which appends 20 durable audit entries (one per patient listed), and `access-log` reads
+//! random patients' access logs as an auditor, each entry with its Merkle inclusion proof. Every connection, request and recorded sample is
 //! bounded, so a bench ends within its duration plus one request timeout.
 
 use std::fmt;
@@ -37,7 +38,10 @@ const PATIENTS_PATH: &str = "/api/v1/patients";
 #[derive(Debug)]
 pub struct LoadPlan {
     pub address: SocketAddr,
+    /// An administrator's token, for the create, read and search phases.
     pub token: String,
+    /// An auditor's token, for the access-log phase.
+    pub auditor_token: String,
     pub connections: usize,
     pub duration: Duration,
 }
@@ -47,7 +51,13 @@ enum Phase {
     Create,
     Read,
     Search,
+    AccessLog,
 }
+
+/// Entries per access-log page, each with its inclusion proof.
+const ACCESS_LOG_PAGE_ENTRIES: u64 = 10;
+/// Access-log responses kept per connection, for checking their proofs after the load.
+const PROOF_SAMPLES_PER_CONNECTION_MAX: usize = 16;
 
 /// Patients per search page: each search audits every patient it lists, one durable
 /// entry each, so the search phase measures durable audit appends.
@@ -59,6 +69,7 @@ impl Phase {
             Phase::Create => "create",
             Phase::Read => "read",
             Phase::Search => "search",
+            Phase::AccessLog => "access-log",
         }
     }
 }
@@ -83,8 +94,16 @@ impl PhaseReport {
     }
 }
 
-/// Runs the create phase, then the read phase, and reports both.
-pub fn run(plan: &LoadPlan) -> Result<Vec<PhaseReport>> {
+/// What the load did: a report per phase, and sample access-log responses whose proofs the
+/// bench checks (and times) afterwards.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    pub reports: Vec<PhaseReport>,
+    pub access_log_samples: Vec<String>,
+}
+
+/// Runs the phases in order and reports each.
+pub fn run(plan: &LoadPlan) -> Result<LoadOutcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,11 +118,18 @@ pub fn run(plan: &LoadPlan) -> Result<Vec<PhaseReport>> {
         if read.successes() == 0 {
             anyhow::bail!("no read succeeded\n{create}\n{read}");
         }
-        let (search, _) = run_phase(plan, Phase::Search, ids).await;
+        let (search, _) = run_phase(plan, Phase::Search, ids.clone()).await;
         if search.successes() == 0 {
             anyhow::bail!("no search succeeded\n{search}");
         }
-        Ok(vec![create, read, search])
+        let (access_log, samples) = run_phase(plan, Phase::AccessLog, ids).await;
+        if access_log.successes() == 0 {
+            anyhow::bail!("no access log was read\n{access_log}");
+        }
+        Ok(LoadOutcome {
+            reports: vec![create, read, search, access_log],
+            access_log_samples: samples,
+        })
     })
 }
 
@@ -153,12 +179,23 @@ async fn run_phase(
         phase,
         address: plan.address,
         host: plan.address.to_string(),
-        authorization: format!("Bearer {}", plan.token),
+        authorization: format!(
+            "Bearer {}",
+            if phase == Phase::AccessLog {
+                &plan.auditor_token
+            } else {
+                &plan.token
+            }
+        ),
         deadline: started + plan.duration,
         run_tag: format!("bench-{}", clock_nanos()),
         ids,
         latency_samples_per_connection_max: LATENCY_SAMPLES_MAX / connections,
-        ids_per_connection_max: RECORDED_IDS_MAX / connections,
+        ids_per_connection_max: if phase == Phase::AccessLog {
+            PROOF_SAMPLES_PER_CONNECTION_MAX
+        } else {
+            RECORDED_IDS_MAX / connections
+        },
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -333,16 +370,21 @@ fn build_request(
                 .header(CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(patient.to_string())))?
         }
-        Phase::Read => {
+        Phase::Read | Phase::AccessLog => {
             let count = setup.ids.len();
             let pick = usize::try_from(random.next() % u64::try_from(count.max(1))?)?;
             let id = setup
                 .ids
                 .get(pick)
                 .context("no recorded patient ids to read")?;
+            let uri = if setup.phase == Phase::Read {
+                format!("{PATIENTS_PATH}/{id}")
+            } else {
+                format!("{PATIENTS_PATH}/{id}/access-log?limit={ACCESS_LOG_PAGE_ENTRIES}")
+            };
             builder
                 .method(Method::GET)
-                .uri(format!("{PATIENTS_PATH}/{id}"))
+                .uri(uri)
                 .body(Full::new(Bytes::new()))?
         }
     };
@@ -375,7 +417,7 @@ async fn exchange(
 fn check_response(phase: Phase, status: StatusCode, body: &[u8]) -> Result<Option<String>, String> {
     let expected = match phase {
         Phase::Create => StatusCode::CREATED,
-        Phase::Read | Phase::Search => StatusCode::OK,
+        Phase::Read | Phase::Search | Phase::AccessLog => StatusCode::OK,
     };
     if status != expected {
         return Err(format!(
@@ -397,6 +439,23 @@ fn check_response(phase: Phase, status: StatusCode, body: &[u8]) -> Result<Optio
     }
     if phase == Phase::Read {
         return Ok(None);
+    }
+    if phase == Phase::AccessLog {
+        // Every patient's registration was signed into a checkpoint long before: at least
+        // one entry must come with a proof.
+        let proven = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|document| {
+                let items = document.get("items")?.as_array()?;
+                Some(items.iter().filter(|item| !item["proof"].is_null()).count())
+            });
+        return match proven {
+            Some(n) if n > 0 => Ok(Some(String::from_utf8_lossy(body).into_owned())),
+            _ => Err(format!(
+                "an access log without a proven entry: {}",
+                body_excerpt(body)
+            )),
+        };
     }
     let id = serde_json::from_slice::<serde_json::Value>(body)
         .ok()

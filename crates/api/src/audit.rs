@@ -22,7 +22,7 @@ const PAGE_SIZE_DEFAULT: u32 = 100;
 const PAGE_SIZE_MAX: u32 = 1000;
 
 #[derive(Debug, Serialize)]
-struct CheckpointOutput {
+pub(crate) struct CheckpointOutput {
     size: u64,
     /// Base64 of the SHA-256 tree root.
     root: String,
@@ -254,9 +254,11 @@ fn rfc3339(ms: i64) -> String {
 }
 
 #[derive(Debug, Serialize)]
-struct EntryOutput {
+pub(crate) struct EntryOutput {
     seq: i64,
     at: String,
+    /// The same instant in milliseconds, as hashed into the entry's Merkle leaf.
+    at_ms: i64,
     actor: Option<String>,
     role: Option<String>,
     action: &'static str,
@@ -276,6 +278,7 @@ impl From<&StoredAuditEvent> for EntryOutput {
         Self {
             seq: stored.seq,
             at: rfc3339(event.at_ms),
+            at_ms: event.at_ms,
             actor: event.actor.clone(),
             role: event.role.clone(),
             action: event.action.as_str(),

@@ -30,6 +30,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod patients;
+mod transparency;
 
 pub use error::ApiError;
 
@@ -76,6 +77,20 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/api/v1/audit/events", get(audit::events))
         .route("/api/v1/audit/checkpoints", get(audit::list))
         .route("/api/v1/audit/checkpoints/latest", get(audit::latest))
+        .route(
+            "/api/v1/audit/proofs/inclusion",
+            get(transparency::inclusion),
+        )
+        .route(
+            "/api/v1/audit/proofs/consistency",
+            get(transparency::consistency),
+        )
+        .route("/api/v1/audit/vkey", get(transparency::vkey))
+        .route(
+            "/api/v1/patients/{id}/access-log",
+            get(transparency::access_log),
+        )
+        .route("/api/v1/me", get(transparency::me))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)

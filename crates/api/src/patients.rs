@@ -94,7 +94,7 @@ fn parse_date(field: &str, text: &str) -> Result<Date, ApiError> {
     })
 }
 
-fn parse_id(text: &str) -> Result<PatientId, ApiError> {
+pub(crate) fn parse_id(text: &str) -> Result<PatientId, ApiError> {
     text.parse()
         .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))
 }

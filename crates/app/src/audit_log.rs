@@ -17,7 +17,7 @@ use haven_audit::merkle::CompactTree;
 use haven_crypto::KeyProvider;
 pub use haven_store::limits::AUDIT_REPORT_OFFSET_MAX;
 pub use haven_store::{AuditQuery, AuditSortField, StoredCheckpoint};
-use haven_store::{Store, limits};
+use haven_store::{Store, TreeLeaf, TreeNode, limits};
 
 use crate::keys::load_or_create_system_key;
 use crate::{App, AppError, AppResult, RequestContext};
@@ -46,20 +46,36 @@ pub struct Checkpointer {
     tree: CompactTree,
     last_seq: i64,
     signed_size: u64,
+    /// Leaves already in the stored tree; positions below it are not written again.
+    stored_size: u64,
+}
+
+/// Whether [`Checkpointer::catch_up`] stores the leaves and nodes it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    /// Only rebuild in memory (while checking the log against its latest checkpoint:
+    /// nothing is stored for a log that may have been altered).
+    No,
+    /// Store what is not yet stored, page by page, before any checkpoint covers it.
+    Yes,
 }
 
 impl Checkpointer {
     /// Rebuilds the tree from storage and checks it against the latest signed checkpoint.
     pub async fn start(store: &dyn Store, signer: CheckpointSigner) -> AppResult<Self> {
         let latest = store.latest_checkpoint().await?;
+        let stored_size = store.tree_size().await?;
         let mut checkpointer = Self {
             signer,
             tree: CompactTree::new(),
             last_seq: 0,
             signed_size: 0,
+            stored_size,
         };
         if let Some(latest) = &latest {
-            checkpointer.catch_up(store, Some(latest.size)).await?;
+            checkpointer
+                .catch_up(store, Some(latest.size), Record::No)
+                .await?;
             if checkpointer.tree.size() != latest.size
                 || checkpointer.tree.root().as_slice() != latest.root.as_slice()
             {
@@ -70,8 +86,16 @@ impl Checkpointer {
                 )));
             }
             checkpointer.signed_size = latest.size;
+            if stored_size < latest.size {
+                // A log signed before its tree was stored: store it now that it checked out.
+                checkpointer.tree = CompactTree::new();
+                checkpointer.last_seq = 0;
+                checkpointer
+                    .catch_up(store, Some(latest.size), Record::Yes)
+                    .await?;
+            }
         }
-        checkpointer.catch_up(store, None).await?;
+        checkpointer.catch_up(store, None, Record::Yes).await?;
         Ok(checkpointer)
     }
 
@@ -79,21 +103,50 @@ impl Checkpointer {
         self.tree.size()
     }
 
-    /// Adds entries appended since the last call, up to `size_max` entries in all.
-    async fn catch_up(&mut self, store: &dyn Store, size_max: Option<u64>) -> AppResult<()> {
+    /// Adds entries appended since the last call, up to `size_max` entries in all, and
+    /// with [`Record::Yes`] stores the new leaves and completed subtrees page by page.
+    async fn catch_up(
+        &mut self,
+        store: &dyn Store,
+        size_max: Option<u64>,
+        record: Record,
+    ) -> AppResult<()> {
         loop {
             let page = store
                 .audit_leaves(self.last_seq, limits::AUDIT_PAGE_ROWS_MAX)
                 .await?;
             let full = page.len() == limits::AUDIT_PAGE_ROWS_MAX as usize;
+            let mut leaves = Vec::new();
+            let mut nodes = Vec::new();
+            let mut reached_max = false;
             for leaf in page {
                 if size_max.is_some_and(|max| self.tree.size() >= max) {
-                    return Ok(());
+                    reached_max = true;
+                    break;
                 }
-                self.tree.push(leaf.hash);
+                let index = self.tree.size();
+                if record == Record::Yes && index >= self.stored_size {
+                    leaves.push(TreeLeaf {
+                        index,
+                        seq: leaf.seq,
+                        hash: leaf.hash,
+                    });
+                    // Every subtree this leaf completes ends at it, so none was stored yet.
+                    self.tree.push_recording(leaf.hash, |id, hash| {
+                        if id.level > 0 {
+                            nodes.push(TreeNode { id, hash: *hash });
+                        }
+                    });
+                } else {
+                    self.tree.push(leaf.hash);
+                }
                 self.last_seq = leaf.seq;
             }
-            if !full {
+            if !leaves.is_empty() {
+                store.append_tree(leaves, nodes).await?;
+                self.stored_size = self.tree.size();
+            }
+            if reached_max || !full {
                 return Ok(());
             }
         }
@@ -105,7 +158,7 @@ impl Checkpointer {
         store: &dyn Store,
         now_ms: i64,
     ) -> AppResult<Option<StoredCheckpoint>> {
-        self.catch_up(store, None).await?;
+        self.catch_up(store, None, Record::Yes).await?;
         if self.tree.size() == self.signed_size {
             return Ok(None);
         }
@@ -148,6 +201,10 @@ pub enum LogAltered {
     BadSignature { size: u64 },
     /// A signed checkpoint covers more entries than the log now holds.
     Truncated { size: u64, entries: u64 },
+    /// The entry at `position` is not the one sealed into the tree there (its `seq` or its
+    /// hash differ from the stored leaf): it was changed, removed, or another was put in
+    /// its place. Found by comparing with the stored tree once a root did not match.
+    EntryAltered { position: u64, seq: i64, size: u64 },
 }
 
 impl std::fmt::Display for LogAltered {
@@ -170,6 +227,15 @@ impl std::fmt::Display for LogAltered {
             LogAltered::Truncated { size, entries } => write!(
                 f,
                 "entries were removed: the log holds {entries} entries but a checkpoint was signed at size {size}"
+            ),
+            LogAltered::EntryAltered {
+                position,
+                seq,
+                size,
+            } => write!(
+                f,
+                "entry {position} (seq {seq}) was altered, removed or displaced: it no longer matches \
+                 the leaf sealed under the checkpoint signed at size {size}"
             ),
         }
     }
@@ -199,6 +265,8 @@ pub async fn verify_log(
     let mut verified_size = 0u64;
     let mut verified_count = 0u64;
     let mut last_seq = 0i64;
+    // The seq of the entry at `verified_size`, where a search for the altered entry starts.
+    let mut verified_seq = 0i64;
 
     // Checks every checkpoint whose size the tree has reached.
     let check = |tree: &CompactTree,
@@ -236,7 +304,12 @@ pub async fn verify_log(
             if let Err(altered) =
                 check(&tree, &mut pending, &mut verified_size, &mut verified_count)
             {
-                return Ok(Err(altered));
+                return Ok(Err(
+                    pinpoint(store, altered, verified_size, verified_seq).await?
+                ));
+            }
+            if verified_size == tree.size() {
+                verified_seq = last_seq;
             }
         }
         progress(tree.size());
@@ -247,7 +320,7 @@ pub async fn verify_log(
     if let Some(next) = pending.next() {
         // The log ends before a signed size: entries were removed, or inserted ones made
         // the tree skip past it (then the root at that size differs).
-        return Ok(Err(if next.size > tree.size() {
+        let altered = if next.size > tree.size() {
             LogAltered::Truncated {
                 size: next.size,
                 entries: tree.size(),
@@ -257,12 +330,61 @@ pub async fn verify_log(
                 size: next.size,
                 first: verified_size + 1,
             }
-        }));
+        };
+        return Ok(Err(
+            pinpoint(store, altered, verified_size, verified_seq).await?
+        ));
     }
     Ok(Ok(Verified {
         entries: tree.size(),
         checkpoints: verified_count,
     }))
+}
+
+/// Narrows a root mismatch to the one entry that differs from the stored tree's leaf at its
+/// position, comparing from the last verified checkpoint on: checkpoints may be far apart,
+/// and "an entry among these 50,000" is no help to an investigator. Without stored leaves
+/// (a log signed before they were kept) the range is the answer.
+async fn pinpoint(
+    store: &dyn Store,
+    altered: LogAltered,
+    verified_size: u64,
+    verified_seq: i64,
+) -> AppResult<LogAltered> {
+    // A truncation already says what happened; only a mismatched root needs narrowing.
+    let LogAltered::RootMismatch { size, .. } = altered else {
+        return Ok(altered);
+    };
+    let (mut index, mut after_seq) = (verified_size, verified_seq);
+    while index < size {
+        let stored = store
+            .tree_leaves(index, limits::AUDIT_PAGE_ROWS_MAX)
+            .await?;
+        if stored.is_empty() {
+            break;
+        }
+        let entries = store
+            .audit_leaves(after_seq, limits::AUDIT_PAGE_ROWS_MAX)
+            .await?;
+        for (at, sealed) in stored.iter().enumerate() {
+            if sealed.index >= size {
+                return Ok(altered);
+            }
+            match entries.get(at) {
+                Some(entry) if entry.seq == sealed.seq && entry.hash == sealed.hash => {}
+                _ => {
+                    return Ok(LogAltered::EntryAltered {
+                        position: sealed.index + 1,
+                        seq: sealed.seq,
+                        size,
+                    });
+                }
+            }
+        }
+        index += stored.len() as u64;
+        after_seq = entries.get(stored.len() - 1).map_or(after_seq, |e| e.seq);
+    }
+    Ok(altered)
 }
 
 impl App {

@@ -136,13 +136,35 @@ impl AccessGate {
         }
     }
 
-    /// Decides a query of the audit log and records the query itself (`audit_query`),
+    /// Decides a query of the whole audit log and records the query itself (`audit_query`),
     /// allowed or denied, before any entry is returned.
     pub async fn authorize_audit_query(&self, context: &RequestContext) -> AppResult<()> {
-        let decision = decide(&context.actor, Action::Search, &Resource::AuditLog);
-        let mut event = self.event(context, Action::Search, None, decision);
+        self.authorize_log_read(context, Action::Search, Resource::AuditLog)
+            .await
+    }
+
+    /// Decides a read of one patient's access log (the entries about their record), and
+    /// records it, with the patient, before any entry is returned.
+    pub async fn authorize_access_log(
+        &self,
+        context: &RequestContext,
+        patient: PatientId,
+    ) -> AppResult<()> {
+        self.authorize_log_read(context, Action::Read, Resource::PatientAccessLog(patient))
+            .await
+    }
+
+    async fn authorize_log_read(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        resource: Resource,
+    ) -> AppResult<()> {
+        let decision = decide(&context.actor, action, &resource);
+        let mut event = self.event(context, action, resource.patient(), decision);
         event.action = AuditAction::AuditQuery;
         event.resource_type = Some("AuditEvent".to_owned());
+        event.resource_id = None;
         self.append(vec![event]).await?;
         match decision {
             Decision::Allow { .. } => Ok(()),

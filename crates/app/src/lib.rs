@@ -24,6 +24,7 @@ pub mod gate;
 pub mod keys;
 pub mod patients;
 pub mod tokens;
+pub mod transparency;
 
 pub use clock::{Clock, SystemClock};
 pub use gate::AccessGate;

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome, RequestOrigin};
 use haven_crypto::Secret;
-use haven_domain::{Actor, Role, TokenId};
+use haven_domain::{Actor, PatientId, Role, TokenId};
 use haven_store::{Store, StoredToken};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -102,14 +102,41 @@ fn hash(token: &str) -> Vec<u8> {
 }
 
 /// Mints a token for `role`, valid for `ttl_hours`. Audited as a privilege change.
+///
+/// A patient-role token stands for one existing patient (`patient`), and only a
+/// patient-role token may: staff reach patients through the policy, not through a link.
 pub async fn issue_token(
     store: &dyn Store,
     audit: &dyn AuditSink,
     role: Role,
+    patient: Option<PatientId>,
     label: &str,
     ttl_hours: u32,
     now_ms: i64,
 ) -> AppResult<IssuedToken> {
+    match (role, patient) {
+        (Role::Patient, None) => {
+            return Err(AppError::Invalid(haven_domain::ValidationError {
+                field: "patient".into(),
+                message: "a patient token must name the patient it stands for".into(),
+            }));
+        }
+        (Role::Patient, Some(id)) => {
+            if store.get_patient(id).await?.is_none() {
+                return Err(AppError::Invalid(haven_domain::ValidationError {
+                    field: "patient".into(),
+                    message: "no patient has this id".into(),
+                }));
+            }
+        }
+        (_, Some(_)) => {
+            return Err(AppError::Invalid(haven_domain::ValidationError {
+                field: "patient".into(),
+                message: "only a patient token stands for a patient".into(),
+            }));
+        }
+        (_, None) => {}
+    }
     let label = label.trim();
     if label.chars().count() > TOKEN_LABEL_CHARS_MAX || label.chars().any(char::is_control) {
         return Err(AppError::Invalid(haven_domain::ValidationError {
@@ -138,6 +165,7 @@ pub async fn issue_token(
     event.resource_type = Some("ApiToken".into());
     event.resource_id = Some(id.to_string());
     event.role = Some(role.as_str().into());
+    event.patient = patient;
     audit
         .append(vec![event])
         .await
@@ -152,6 +180,7 @@ pub async fn issue_token(
             created_at_ms: now_ms,
             expires_at_ms,
             revoked_at_ms: None,
+            patient,
         })
         .await?;
     Ok(IssuedToken {
@@ -213,6 +242,7 @@ impl App {
         let actor = Actor {
             token: stored.id,
             role,
+            patient: stored.patient,
         };
         self.token_cache.put(
             hash,

@@ -8,8 +8,13 @@
 //!   size; [`consistency_proof`] / [`verify_consistency`] prove a smaller tree is a prefix of
 //!   a larger one, i.e. that no history was rewritten between two checkpoints.
 //!
-//! Proof generation here works over the leaf hashes in memory; it is the reference the
-//! verifiers are tested against.
+//! Proofs are planned as leaf ranges ([`inclusion_ranges`], [`consistency_ranges`]); a
+//! range's hash comes either from the leaves in memory (the reference the verifiers are
+//! tested against) or from stored perfect subtrees ([`NodeId`], recorded as the tree
+//! grows by [`CompactTree::push_recording`]), so a server answers a proof with O(log² n)
+//! stored hashes instead of re-reading the log.
+
+use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
@@ -38,8 +43,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 
 /// The largest power of two strictly below `n` (`n` ≥ 2).
 fn split(n: usize) -> usize {
-    debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+    split64(n as u64) as usize
 }
 
 /// MTH over leaf hashes, by the RFC's recursive definition.
@@ -72,13 +76,28 @@ impl CompactTree {
     }
 
     pub fn push(&mut self, leaf: Hash) {
+        self.push_recording(leaf, |_, _| {});
+    }
+
+    /// Pushes a leaf and reports every perfect subtree it completes (the leaf itself, then
+    /// each larger subtree it closes), so they can be stored for serving proofs.
+    pub fn push_recording(&mut self, leaf: Hash, mut completed: impl FnMut(NodeId, &Hash)) {
+        let index = self.size;
         let mut node = (0u32, leaf);
+        completed(NodeId { level: 0, index }, &leaf);
         while let Some(&(height, left)) = self.subtrees.last() {
             if height != node.0 {
                 break;
             }
             self.subtrees.pop();
             node = (height + 1, node_hash(&left, &node.1));
+            completed(
+                NodeId {
+                    level: node.0,
+                    index: index >> node.0,
+                },
+                &node.1,
+            );
         }
         self.subtrees.push(node);
         self.size += 1;
@@ -97,27 +116,119 @@ impl CompactTree {
     }
 }
 
-/// The audit path of leaf `index` in the tree of `leaves` (RFC 9162 §2.1.3.1).
-pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
-    fn path(index: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
-        if leaves.len() <= 1 {
+/// The leaf ranges `[start, end)` whose subtree hashes form the audit path of leaf `index`
+/// in a tree of `size` leaves (RFC 9162 §2.1.3.1), in proof order. Every range is a
+/// subtree of the RFC tree, so its hash can come from stored perfect subtrees
+/// ([`perfect_subtrees`], [`fold_subtrees`]) as well as from the leaves themselves.
+pub fn inclusion_ranges(index: u64, size: u64) -> Option<Vec<Range<u64>>> {
+    fn path(index: u64, range: Range<u64>, out: &mut Vec<Range<u64>>) {
+        let n = range.end - range.start;
+        if n <= 1 {
             return;
         }
-        let k = split(leaves.len());
-        if index < k {
-            path(index, &leaves[..k], out);
-            out.push(root(&leaves[k..]));
+        let k = split64(n);
+        let middle = range.start + k;
+        if index < middle {
+            path(index, range.start..middle, out);
+            out.push(middle..range.end);
         } else {
-            path(index - k, &leaves[k..], out);
-            out.push(root(&leaves[..k]));
+            path(index, middle..range.end, out);
+            out.push(range.start..middle);
         }
     }
-    if index >= leaves.len() {
+    if index >= size {
         return None;
     }
     let mut out = Vec::new();
-    path(index, leaves, &mut out);
+    path(index, 0..size, &mut out);
     Some(out)
+}
+
+/// The leaf ranges whose subtree hashes form the proof that the tree of the first `first`
+/// leaves is a prefix of the tree of `second` leaves (RFC 9162 §2.1.4.1), in proof order.
+pub fn consistency_ranges(first: u64, second: u64) -> Option<Vec<Range<u64>>> {
+    fn subproof(m: u64, range: Range<u64>, complete: bool, out: &mut Vec<Range<u64>>) {
+        let n = range.end - range.start;
+        if m == n {
+            if !complete {
+                out.push(range);
+            }
+            return;
+        }
+        let k = split64(n);
+        let middle = range.start + k;
+        if m <= k {
+            subproof(m, range.start..middle, complete, out);
+            out.push(middle..range.end);
+        } else {
+            subproof(m - k, middle..range.end, false, out);
+            out.push(range.start..middle);
+        }
+    }
+    if first == 0 || first > second {
+        return None;
+    }
+    let mut out = Vec::new();
+    subproof(first, 0..second, true, &mut out);
+    Some(out)
+}
+
+/// The largest power of two strictly below `n` (`n` ≥ 2).
+fn split64(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// A perfect subtree: the `2^level` leaves starting at leaf `index << level`. Level 0 is a
+/// leaf. These are the nodes worth storing: they never change once their last leaf exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId {
+    pub level: u32,
+    pub index: u64,
+}
+
+/// The perfect subtrees that make up a subtree `range` of the RFC tree, left to right:
+/// one per set bit of its width, largest first (the RFC's split at the largest power of
+/// two below the width leaves a perfect left part at every step).
+pub fn perfect_subtrees(range: Range<u64>) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    let mut start = range.start;
+    while start < range.end {
+        let width = range.end - start;
+        let mut level = u64::BITS - 1 - width.leading_zeros();
+        // A range from a proof is aligned to its width; this keeps the walk correct for any
+        // other range too, at the price of more pieces.
+        if start != 0 {
+            level = level.min(start.trailing_zeros());
+        }
+        out.push(NodeId {
+            level,
+            index: start >> level,
+        });
+        start += 1 << level;
+    }
+    out
+}
+
+/// The hash of a subtree from the hashes of its [`perfect_subtrees`], left to right: the
+/// RFC's recursion nests to the right, so the fold runs from the right.
+pub fn fold_subtrees(hashes: &[Hash]) -> Option<Hash> {
+    let (&last, rest) = hashes.split_last()?;
+    Some(
+        rest.iter()
+            .rev()
+            .fold(last, |right, left| node_hash(left, &right)),
+    )
+}
+
+/// The audit path of leaf `index` in the tree of `leaves` (RFC 9162 §2.1.3.1).
+pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
+    let ranges = inclusion_ranges(index as u64, leaves.len() as u64)?;
+    Some(ranges.into_iter().map(|r| range_root(leaves, r)).collect())
+}
+
+fn range_root(leaves: &[Hash], range: Range<u64>) -> Hash {
+    root(&leaves[range.start as usize..range.end as usize])
 }
 
 /// Checks that `leaf` is at `index` in the tree of `size` leaves with `root`
@@ -152,29 +263,8 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root
 /// The proof that the tree of the first `first` leaves is a prefix of the tree of all
 /// `leaves` (RFC 9162 §2.1.4.1).
 pub fn consistency_proof(leaves: &[Hash], first: usize) -> Option<Vec<Hash>> {
-    fn subproof(m: usize, leaves: &[Hash], complete: bool, out: &mut Vec<Hash>) {
-        let n = leaves.len();
-        if m == n {
-            if !complete {
-                out.push(root(leaves));
-            }
-            return;
-        }
-        let k = split(n);
-        if m <= k {
-            subproof(m, &leaves[..k], complete, out);
-            out.push(root(&leaves[k..]));
-        } else {
-            subproof(m - k, &leaves[k..], false, out);
-            out.push(root(&leaves[..k]));
-        }
-    }
-    if first == 0 || first > leaves.len() {
-        return None;
-    }
-    let mut out = Vec::new();
-    subproof(first, leaves, true, &mut out);
-    Some(out)
+    let ranges = consistency_ranges(first as u64, leaves.len() as u64)?;
+    Some(ranges.into_iter().map(|r| range_root(leaves, r)).collect())
 }
 
 /// Checks that the tree (`first`, `first_root`) is a prefix of (`second`, `second_root`)
@@ -314,6 +404,41 @@ mod tests {
             let mut shorter = good.clone();
             shorter.pop();
             prop_assert!(!verify_inclusion(&l[index], index as u64, n as u64, &shorter, &tree_root));
+        }
+
+        #[test]
+        fn proofs_from_stored_perfect_subtrees_equal_proofs_from_the_leaves(
+            n in 1usize..300,
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let l = leaves(n);
+            let mut stored = std::collections::HashMap::new();
+            let mut tree = CompactTree::new();
+            for leaf in &l {
+                tree.push_recording(*leaf, |id, hash| {
+                    assert!(stored.insert(id, *hash).is_none(), "{id:?} reported twice");
+                });
+            }
+            let from_nodes = |range: Range<u64>| {
+                let hashes: Vec<Hash> =
+                    perfect_subtrees(range).iter().map(|id| stored[id]).collect();
+                fold_subtrees(&hashes).unwrap()
+            };
+            let index = pick.index(n);
+            let proof: Vec<Hash> = inclusion_ranges(index as u64, n as u64)
+                .unwrap()
+                .into_iter()
+                .map(from_nodes)
+                .collect();
+            prop_assert_eq!(&proof, &inclusion_proof(&l, index).unwrap());
+            let first = index + 1;
+            let proof: Vec<Hash> = consistency_ranges(first as u64, n as u64)
+                .unwrap()
+                .into_iter()
+                .map(from_nodes)
+                .collect();
+            prop_assert_eq!(&proof, &consistency_proof(&l, first).unwrap());
+            prop_assert_eq!(from_nodes(0..n as u64), root(&l));
         }
 
         #[test]

@@ -1,7 +1,8 @@
 //! The one policy decision function. Every access in Haven is decided here, with a reason
 //! that goes into the audit trail; anything not explicitly allowed is denied.
 //!
-//! This first version covers patient demographics. Care relationships, consent, break-glass
+//! This first version covers patient demographics, the audit log, and a patient's own record
+//! and access log. Care relationships, consent, break-glass
 //! and field-level minimum-necessary filtering extend the `Resource` and `Actor` context here,
 //! in one place, rather than as checks scattered across handlers.
 
@@ -13,6 +14,8 @@ use crate::role::Role;
 pub struct Actor {
     pub token: TokenId,
     pub role: Role,
+    /// For a patient: the one record they are the subject of.
+    pub patient: Option<PatientId>,
 }
 
 /// What they want to do.
@@ -35,12 +38,14 @@ pub enum Resource {
     AuditCheckpoints,
     /// The whole audit log's entries (reports).
     AuditLog,
+    /// The entries of the audit log about one patient: who accessed their record.
+    PatientAccessLog(PatientId),
 }
 
 impl Resource {
     pub fn patient(&self) -> Option<PatientId> {
         match self {
-            Resource::Patient(id) => Some(*id),
+            Resource::Patient(id) | Resource::PatientAccessLog(id) => Some(*id),
             Resource::PatientDirectory | Resource::AuditCheckpoints | Resource::AuditLog => None,
         }
     }
@@ -51,12 +56,15 @@ impl Resource {
 pub enum DenyReason {
     /// The role has no permission for this action on this kind of resource.
     RoleNotPermitted,
+    /// A patient asked for a record that is not theirs.
+    NotTheirRecord,
 }
 
 impl DenyReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DenyReason::RoleNotPermitted => "role_not_permitted",
+            DenyReason::NotTheirRecord => "not_their_record",
         }
     }
 }
@@ -118,9 +126,28 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
                 rule: "audit_review",
             }
         }
-        // Patients reach their own record through the identity capability (a patient user is
-        // linked to one record); until that link exists, no patient-role token sees any
-        // record. Auditors and privacy officers review the audit log, not the chart.
+        // A patient sees their own record and who accessed it (HIPAA right of access; ONC
+        // (d)(2) accounting of disclosures) — and only their own.
+        (Role::Patient, Resource::Patient(id) | Resource::PatientAccessLog(id))
+            if action == Action::Read =>
+        {
+            if actor.patient == Some(*id) {
+                Decision::Allow {
+                    rule: "patient_own_record",
+                }
+            } else {
+                Decision::Deny(DenyReason::NotTheirRecord)
+            }
+        }
+        // Reviewers may read any patient's access log, as part of the whole log.
+        (Role::Auditor | Role::PrivacyOfficer, Resource::PatientAccessLog(_))
+            if action == Action::Read =>
+        {
+            Decision::Allow {
+                rule: "audit_review",
+            }
+        }
+        // Auditors and privacy officers review the audit log, not the chart.
         _ => Decision::Deny(DenyReason::RoleNotPermitted),
     }
 }
@@ -133,6 +160,46 @@ mod tests {
         Actor {
             token: TokenId::generate(),
             role,
+            patient: None,
+        }
+    }
+
+    #[test]
+    fn a_patient_reads_only_their_own_record_and_access_log() {
+        let own = PatientId::generate();
+        let other = PatientId::generate();
+        let patient = Actor {
+            patient: Some(own),
+            ..actor(Role::Patient)
+        };
+        for resource in [Resource::Patient(own), Resource::PatientAccessLog(own)] {
+            assert!(decide(&patient, Action::Read, &resource).is_allowed());
+            assert!(!decide(&patient, Action::Update, &resource).is_allowed());
+        }
+        for resource in [Resource::Patient(other), Resource::PatientAccessLog(other)] {
+            assert_eq!(
+                decide(&patient, Action::Read, &resource),
+                Decision::Deny(DenyReason::NotTheirRecord)
+            );
+        }
+        // A patient-role actor linked to no record sees nothing.
+        assert!(!decide(&actor(Role::Patient), Action::Read, &Resource::Patient(own)).is_allowed());
+        assert!(!decide(&patient, Action::Search, &Resource::PatientDirectory).is_allowed());
+    }
+
+    #[test]
+    fn staff_other_than_reviewers_do_not_read_a_patients_access_log() {
+        let resource = Resource::PatientAccessLog(PatientId::generate());
+        for role in [Role::Auditor, Role::PrivacyOfficer] {
+            assert!(decide(&actor(role), Action::Read, &resource).is_allowed());
+        }
+        for role in [
+            Role::Administrator,
+            Role::Clinician,
+            Role::Nurse,
+            Role::FrontDesk,
+        ] {
+            assert!(!decide(&actor(role), Action::Read, &resource).is_allowed());
         }
     }
 

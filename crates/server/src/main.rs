@@ -136,6 +136,9 @@ enum AdminCommand {
         /// The role the token acts with.
         #[arg(long, default_value = "administrator")]
         role: String,
+        /// For `--role patient`: the id of the patient the token stands for.
+        #[arg(long)]
+        patient: Option<String>,
         /// A note saying what the token is for.
         #[arg(long, default_value = "cli")]
         label: String,
@@ -260,11 +263,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Token {
             common,
             role,
+            patient,
             label,
             ttl_hours,
         }) => {
             let config = load_config(&common, &[])?;
             let role: Role = role.parse()?;
+            let patient = patient
+                .map(|id| id.parse::<haven_domain::PatientId>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--patient: {e}"))?;
             haven_server::prepare_data_dir(&config.data_dir)?;
             let store = haven_server::open_store(&config).await?;
             let audit = store.audit_sink();
@@ -272,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &*store,
                 &*audit,
                 role,
+                patient,
                 &label,
                 ttl_hours,
                 SystemClock.now_ms(),

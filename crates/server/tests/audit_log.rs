@@ -87,12 +87,10 @@ async fn tamper(server: &TestServer, statements: &[&str]) {
 
 fn assert_names(result: Result<haven_app::audit_log::Verified, LogAltered>, position: u64) {
     match result {
-        Err(LogAltered::RootMismatch { size, first }) => {
-            assert_eq!(
-                (first, size),
-                (position, position),
-                "names exactly entry {position}"
-            );
+        Err(LogAltered::EntryAltered {
+            position: named, ..
+        }) => {
+            assert_eq!(named, position, "names exactly entry {position}");
         }
         other => panic!("expected entry {position} to be named, got {other:?}"),
     }

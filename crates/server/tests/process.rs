@@ -758,7 +758,7 @@ async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        stderr.contains("verification FAILED") && stderr.contains("and 4 was altered"),
+        stderr.contains("verification FAILED") && stderr.contains("entry 3 (seq 3) was altered"),
         "{stderr}"
     );
 

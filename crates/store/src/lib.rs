@@ -42,6 +42,12 @@ pub mod limits {
     pub const CHECKPOINT_PAGE_ROWS_MAX: u32 = 1000;
     /// The most rows a key rotation step re-wraps at once.
     pub const REWRAP_BATCH_ROWS_MAX: u32 = 500;
+    /// The most audit-tree rows (leaves and nodes) one `append_tree` writes: a page of
+    /// `AUDIT_PAGE_ROWS_MAX` leaves completes at most about as many nodes again.
+    pub const TREE_WRITE_ROWS_MAX: usize = 8192;
+    /// The most stored tree hashes one `tree_nodes` read returns: a proof needs at most
+    /// 64 ranges of at most 64 perfect subtrees each.
+    pub const TREE_NODES_READ_MAX: usize = 4096;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +68,28 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("the record already exists")]
     AlreadyExists,
+    /// A caller asked for more than a named limit allows (a bug in the caller).
+    #[error("{what} exceeds the limit of {max}")]
+    LimitExceeded { what: &'static str, max: usize },
+}
+
+/// A tree hash from a stored column, which must be exactly 32 bytes.
+pub(crate) fn tree_hash(
+    table: &'static str,
+    bytes: &[u8],
+) -> StoreResult<haven_audit::merkle::Hash> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("a tree hash of {} bytes", bytes.len()),
+    })
+}
+
+/// Checks the size of an `append_tree` or `tree_nodes` call against its limit.
+pub(crate) fn check_tree_rows(what: &'static str, rows: usize, max: usize) -> StoreResult<()> {
+    if rows > max {
+        return Err(StoreError::LimitExceeded { what, max });
+    }
+    Ok(())
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -167,6 +195,8 @@ pub struct StoredToken {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    /// For a patient-role token: the one patient it stands for.
+    pub patient: Option<PatientId>,
 }
 
 /// A key of the deployment itself (such as the blind-index key), wrapped by a root key.
@@ -181,6 +211,22 @@ pub struct StoredSystemKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditLeaf {
     pub seq: i64,
+    pub hash: haven_audit::merkle::Hash,
+}
+
+/// A leaf of the audit log's Merkle tree as stored: the entry's position in the tree (from
+/// 0), its `seq`, and its leaf hash as computed when the checkpointer added it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLeaf {
+    pub index: u64,
+    pub seq: i64,
+    pub hash: haven_audit::merkle::Hash,
+}
+
+/// A stored perfect subtree of the audit log's Merkle tree, above the leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeNode {
+    pub id: haven_audit::merkle::NodeId,
     pub hash: haven_audit::merkle::Hash,
 }
 
@@ -272,6 +318,9 @@ pub struct AuditQuery {
     pub patient: Option<PatientId>,
     pub action: Option<haven_audit::AuditAction>,
     pub outcome: Option<haven_audit::Outcome>,
+    /// Entries older than this one (`seq <`): keyset paging for a newest-first list that
+    /// keeps growing at the top, where an offset would shift.
+    pub before_seq: Option<i64>,
     pub sort: AuditSortField,
     pub descending: bool,
     pub offset: u64,
@@ -330,6 +379,12 @@ impl AuditQuery {
             conditions.push(format!(
                 "outcome = {}",
                 bind(AuditBind::Text(outcome.as_str().to_owned()), &mut binds)
+            ));
+        }
+        if let Some(before) = self.before_seq {
+            conditions.push(format!(
+                "seq < {}",
+                bind(AuditBind::Integer(before), &mut binds)
             ));
         }
         let filter = if conditions.is_empty() {
@@ -431,6 +486,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Checkpoints with `size > after_size`, smallest first, at most `limit`.
     async fn checkpoints(&self, after_size: u64, limit: u32) -> StoreResult<Vec<StoredCheckpoint>>;
     async fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>>;
+    /// The checkpoint signed at exactly `size`, if there is one.
+    async fn checkpoint_at(&self, size: u64) -> StoreResult<Option<StoredCheckpoint>>;
+
+    /// Stores leaves and perfect subtrees of the audit tree, atomically. Positions already
+    /// stored are left as they are (two instances may record the same nodes), so a call
+    /// can be repeated after a crash. At most [`limits::TREE_WRITE_ROWS_MAX`] rows in all.
+    async fn append_tree(&self, leaves: Vec<TreeLeaf>, nodes: Vec<TreeNode>) -> StoreResult<()>;
+    /// How many leaves of the audit tree are stored (they are stored from position 0 on,
+    /// without gaps).
+    async fn tree_size(&self) -> StoreResult<u64>;
+    /// The stored leaf of the entry `seq`.
+    async fn tree_leaf_by_seq(&self, seq: i64) -> StoreResult<Option<TreeLeaf>>;
+    /// Stored leaves from position `from_index` on, in order, at most `limit`.
+    async fn tree_leaves(&self, from_index: u64, limit: u32) -> StoreResult<Vec<TreeLeaf>>;
+    /// The hashes of the perfect subtrees `ids` (level 0 from the stored leaves), in the
+    /// order asked, `None` where one is not stored. At most [`limits::TREE_NODES_READ_MAX`].
+    async fn tree_nodes(
+        &self,
+        ids: &[haven_audit::merkle::NodeId],
+    ) -> StoreResult<Vec<Option<haven_audit::merkle::Hash>>>;
 }
 
 /// Converts stored audit columns back into an event; shared by both engines.

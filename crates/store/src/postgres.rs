@@ -18,8 +18,9 @@ use uuid::Uuid;
 use crate::{
     AuditBind, AuditLeaf, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store,
     StoreError, StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey,
-    StoredToken, UpdateOutcome, limits,
+    StoredToken, TreeLeaf, TreeNode, UpdateOutcome, limits,
 };
+use haven_audit::merkle::{Hash, NodeId};
 
 /// The advisory lock that serialises audit appends (an arbitrary, fixed number).
 const AUDIT_APPEND_LOCK: i64 = 0x6861_7665_6e41;
@@ -229,6 +230,9 @@ fn token_from_row(row: &PgRow) -> StoreResult<StoredToken> {
         created_at_ms: row.try_get("created_at_ms")?,
         expires_at_ms: row.try_get("expires_at_ms")?,
         revoked_at_ms: row.try_get("revoked_at_ms")?,
+        patient: row
+            .try_get::<Option<Uuid>, _>("patient_id")?
+            .map(PatientId::from_uuid),
     })
 }
 
@@ -507,8 +511,9 @@ impl Store for PostgresStore {
 
     async fn insert_token(&self, token: StoredToken) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_tokens (id, token_hash, role, label, created_at_ms, expires_at_ms,
+                                     revoked_at_ms, patient_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(token.id.as_uuid())
         .bind(&token.token_hash)
@@ -517,6 +522,7 @@ impl Store for PostgresStore {
         .bind(token.created_at_ms)
         .bind(token.expires_at_ms)
         .bind(token.revoked_at_ms)
+        .bind(token.patient.map(|p| p.as_uuid()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -524,7 +530,8 @@ impl Store for PostgresStore {
 
     async fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>> {
         let row = sqlx::query(
-            "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms
+            "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms,
+                    patient_id
              FROM api_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
@@ -620,4 +627,159 @@ impl Store for PostgresStore {
         .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
+
+    async fn checkpoint_at(&self, size: u64) -> StoreResult<Option<StoredCheckpoint>> {
+        let Ok(size) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT size, root, note, created_at_ms FROM audit_checkpoints WHERE size = $1",
+        )
+        .bind(size)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    async fn append_tree(&self, leaves: Vec<TreeLeaf>, nodes: Vec<TreeNode>) -> StoreResult<()> {
+        crate::check_tree_rows(
+            "audit tree rows written at once",
+            leaves.len() + nodes.len(),
+            limits::TREE_WRITE_ROWS_MAX,
+        )?;
+        if leaves.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        let position = |index: u64| {
+            i64::try_from(index).map_err(|_| StoreError::Corrupt {
+                table: "audit_tree_leaves",
+                detail: "position beyond i64".into(),
+            })
+        };
+        let leaf_indexes = leaves
+            .iter()
+            .map(|l| position(l.index))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let leaf_seqs: Vec<i64> = leaves.iter().map(|l| l.seq).collect();
+        let leaf_hashes: Vec<Vec<u8>> = leaves.iter().map(|l| l.hash.to_vec()).collect();
+        let node_levels: Vec<i32> = nodes
+            .iter()
+            .map(|n| i32::try_from(n.id.level).unwrap_or(i32::MAX))
+            .collect();
+        let node_indexes = nodes
+            .iter()
+            .map(|n| position(n.id.index))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let node_hashes: Vec<Vec<u8>> = nodes.iter().map(|n| n.hash.to_vec()).collect();
+        // One transaction, one statement per table: arrays unnested server-side.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit_tree_leaves (idx, seq, hash)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BYTEA[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&leaf_indexes)
+        .bind(&leaf_seqs)
+        .bind(&leaf_hashes)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_tree_nodes (level, idx, hash)
+             SELECT * FROM UNNEST($1::INTEGER[], $2::BIGINT[], $3::BYTEA[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&node_levels)
+        .bind(&node_indexes)
+        .bind(&node_hashes)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn tree_size(&self) -> StoreResult<u64> {
+        let next: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_tree_leaves")
+                .fetch_one(&self.pool)
+                .await?;
+        u64::try_from(next).map_err(|_| StoreError::Corrupt {
+            table: "audit_tree_leaves",
+            detail: "negative position".into(),
+        })
+    }
+
+    async fn tree_leaf_by_seq(&self, seq: i64) -> StoreResult<Option<TreeLeaf>> {
+        let row = sqlx::query("SELECT idx, seq, hash FROM audit_tree_leaves WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(tree_leaf_from_row).transpose()
+    }
+
+    async fn tree_leaves(&self, from_index: u64, limit: u32) -> StoreResult<Vec<TreeLeaf>> {
+        let rows = sqlx::query(
+            "SELECT idx, seq, hash FROM audit_tree_leaves WHERE idx >= $1 ORDER BY idx LIMIT $2",
+        )
+        .bind(i64::try_from(from_index).unwrap_or(i64::MAX))
+        .bind(i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tree_leaf_from_row).collect()
+    }
+
+    async fn tree_nodes(&self, ids: &[NodeId]) -> StoreResult<Vec<Option<Hash>>> {
+        crate::check_tree_rows(
+            "audit tree hashes read at once",
+            ids.len(),
+            limits::TREE_NODES_READ_MAX,
+        )?;
+        let levels: Vec<i32> = ids
+            .iter()
+            .map(|id| i32::try_from(id.level).unwrap_or(i32::MAX))
+            .collect();
+        let indexes: Vec<i64> = ids
+            .iter()
+            .map(|id| i64::try_from(id.index).unwrap_or(i64::MAX))
+            .collect();
+        // Level 0 lives in the leaves table; both are looked up in one round trip.
+        let rows = sqlx::query(
+            "SELECT q.ord, COALESCE(l.hash, n.hash) AS hash
+             FROM UNNEST($1::INTEGER[], $2::BIGINT[]) WITH ORDINALITY AS q(level, idx, ord)
+             LEFT JOIN audit_tree_leaves l ON q.level = 0 AND l.idx = q.idx
+             LEFT JOIN audit_tree_nodes n ON q.level > 0 AND n.level = q.level AND n.idx = q.idx",
+        )
+        .bind(&levels)
+        .bind(&indexes)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = vec![None; ids.len()];
+        for row in &rows {
+            let ordinal: i64 = row.try_get("ord")?;
+            let hash: Option<Vec<u8>> = row.try_get("hash")?;
+            let slot = usize::try_from(ordinal - 1)
+                .ok()
+                .and_then(|at| out.get_mut(at))
+                .ok_or_else(|| StoreError::Corrupt {
+                    table: "audit_tree_nodes",
+                    detail: "an answer for a node not asked for".into(),
+                })?;
+            *slot = hash
+                .map(|h| crate::tree_hash("audit_tree_nodes", &h))
+                .transpose()?;
+        }
+        Ok(out)
+    }
+}
+
+fn tree_leaf_from_row(row: &PgRow) -> StoreResult<TreeLeaf> {
+    let index: i64 = row.try_get("idx")?;
+    let hash: Vec<u8> = row.try_get("hash")?;
+    Ok(TreeLeaf {
+        index: u64::try_from(index).map_err(|_| StoreError::Corrupt {
+            table: "audit_tree_leaves",
+            detail: "negative position".into(),
+        })?,
+        seq: row.try_get("seq")?,
+        hash: crate::tree_hash("audit_tree_leaves", &hash)?,
+    })
 }

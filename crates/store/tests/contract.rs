@@ -100,6 +100,8 @@ contracts! {
         audit_events_come_back_in_order_with_increasing_seq,
         audit_trail_is_append_only,
         checkpoints_are_kept_once_in_size_order_and_never_changed,
+        the_audit_tree_is_stored_once_and_read_back_by_position_and_seq,
+        audit_tree_writes_and_reads_are_bounded,
         audit_reports_filter_sort_and_page,
         audit_leaves_hash_exactly_the_stored_entries,
         concurrent_inserts_all_succeed,
@@ -472,6 +474,7 @@ fn api_token(role: &str, revoked_at_ms: Option<i64>) -> StoredToken {
         created_at_ms: T0_MS,
         expires_at_ms: T0_MS + 90 * 24 * 3_600_000,
         revoked_at_ms,
+        patient: None,
     }
 }
 
@@ -1164,11 +1167,16 @@ async fn tokens_are_found_by_hash(engine: &Engine) {
     let store = engine.store();
     let active = api_token("clinician", None);
     let revoked = api_token("admin", Some(T0_MS + 5_000));
-    for token in [&active, &revoked] {
+    // A patient's token carries the one record it stands for.
+    let patient = StoredToken {
+        patient: Some(PatientId::generate()),
+        ..api_token("patient", None)
+    };
+    for token in [&active, &revoked, &patient] {
         store.insert_token(token.clone()).await.unwrap();
     }
 
-    for token in [&active, &revoked] {
+    for token in [&active, &revoked, &patient] {
         assert_eq!(
             store.token_by_hash(&token.token_hash).await.unwrap(),
             Some(token.clone())
@@ -1587,6 +1595,113 @@ async fn checkpoints_are_kept_once_in_size_order_and_never_changed(engine: &Engi
     assert_eq!(store.checkpoints(0, 100).await.unwrap(), all);
 }
 
+async fn the_audit_tree_is_stored_once_and_read_back_by_position_and_seq(engine: &Engine) {
+    use haven_audit::merkle::{CompactTree, NodeId, leaf_hash};
+    use haven_store::{TreeLeaf, TreeNode};
+    let store = engine.store();
+    assert_eq!(store.tree_size().await.unwrap(), 0);
+
+    // Seven leaves with gaps in their seqs (PostgreSQL sequences skip numbers).
+    let mut tree = CompactTree::new();
+    let mut leaves = Vec::new();
+    let mut nodes = Vec::new();
+    for index in 0..7u64 {
+        let hash = leaf_hash(format!("entry {index}").as_bytes());
+        leaves.push(TreeLeaf {
+            index,
+            seq: 10 + 3 * index as i64,
+            hash,
+        });
+        tree.push_recording(hash, |id, hash| {
+            if id.level > 0 {
+                nodes.push(TreeNode { id, hash: *hash });
+            }
+        });
+    }
+    // Written in two steps, the second repeating part of the first, as after a crash.
+    store
+        .append_tree(leaves[..4].to_vec(), nodes[..3].to_vec())
+        .await
+        .unwrap();
+    store
+        .append_tree(leaves[2..].to_vec(), nodes.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.tree_size().await.unwrap(), 7);
+    assert_eq!(store.tree_leaves(0, 100).await.unwrap(), leaves);
+    assert_eq!(store.tree_leaves(5, 1).await.unwrap(), leaves[5..6]);
+    assert_eq!(store.tree_leaf_by_seq(19).await.unwrap(), Some(leaves[3]));
+    assert_eq!(store.tree_leaf_by_seq(11).await.unwrap(), None);
+
+    let asked = [
+        NodeId { level: 2, index: 0 },
+        NodeId { level: 0, index: 6 },
+        NodeId { level: 1, index: 2 },
+        NodeId { level: 3, index: 0 }, // the tree of 7 has no perfect subtree of 8
+        NodeId { level: 0, index: 7 },
+    ];
+    let expected_level1 = nodes
+        .iter()
+        .find(|n| n.id == NodeId { level: 1, index: 2 })
+        .unwrap()
+        .hash;
+    let expected_level2 = nodes
+        .iter()
+        .find(|n| n.id == NodeId { level: 2, index: 0 })
+        .unwrap()
+        .hash;
+    assert_eq!(
+        store.tree_nodes(&asked).await.unwrap(),
+        vec![
+            Some(expected_level2),
+            Some(leaves[6].hash),
+            Some(expected_level1),
+            None,
+            None
+        ]
+    );
+
+    // A repeated write with other hashes does not replace what is stored.
+    let mut forged = leaves[0];
+    forged.hash = leaf_hash(b"forged");
+    store.append_tree(vec![forged], vec![]).await.unwrap();
+    assert_eq!(store.tree_leaves(0, 1).await.unwrap(), leaves[..1]);
+
+    for sql in [
+        "UPDATE audit_tree_leaves SET seq = seq + 1000",
+        "DELETE FROM audit_tree_leaves WHERE idx = 6",
+        "UPDATE audit_tree_nodes SET idx = idx + 1000",
+        "DELETE FROM audit_tree_nodes WHERE level = 1",
+    ] {
+        assert!(engine.execute_raw(sql).await.is_err(), "{sql} was refused");
+    }
+    assert_eq!(store.tree_leaves(0, 100).await.unwrap(), leaves);
+}
+
+async fn audit_tree_writes_and_reads_are_bounded(engine: &Engine) {
+    use haven_audit::merkle::NodeId;
+    use haven_store::TreeLeaf;
+    let store = engine.store();
+    let too_many: Vec<TreeLeaf> = (0..=limits::TREE_WRITE_ROWS_MAX as u64)
+        .map(|index| TreeLeaf {
+            index,
+            seq: index as i64 + 1,
+            hash: [1; 32],
+        })
+        .collect();
+    assert!(matches!(
+        store.append_tree(too_many, vec![]).await,
+        Err(StoreError::LimitExceeded { .. })
+    ));
+    assert_eq!(store.tree_size().await.unwrap(), 0, "nothing was written");
+    let ids = vec![NodeId { level: 0, index: 0 }; limits::TREE_NODES_READ_MAX + 1];
+    assert!(matches!(
+        store.tree_nodes(&ids).await,
+        Err(StoreError::LimitExceeded { .. })
+    ));
+    assert_eq!(store.tree_nodes(&ids[..2]).await.unwrap(), vec![None, None]);
+}
+
 async fn audit_reports_filter_sort_and_page(engine: &Engine) {
     use haven_store::{AuditQuery, AuditSortField};
     let store = engine.store();
@@ -1744,6 +1859,30 @@ async fn audit_reports_filter_sort_and_page(engine: &Engine) {
         paged.extend(seqs(&rows));
     }
     assert_eq!(paged, [1, 4, 2, 5, 3, 6, 7]);
+    // Keyset paging newest first: entries before a seq, with the other filters.
+    assert_eq!(
+        seqs(
+            &query(AuditQuery {
+                before_seq: Some(5),
+                descending: true,
+                ..Default::default()
+            })
+            .await
+        ),
+        [4, 3, 2, 1]
+    );
+    assert_eq!(
+        seqs(
+            &query(AuditQuery {
+                before_seq: Some(6),
+                patient: Some(alice),
+                descending: true,
+                ..Default::default()
+            })
+            .await
+        ),
+        [5, 3, 1]
+    );
 }
 
 async fn audit_leaves_hash_exactly_the_stored_entries(engine: &Engine) {

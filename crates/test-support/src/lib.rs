@@ -186,12 +186,27 @@ impl TestServer {
 
     /// Mints a token for `role`, as `haven admin token` does.
     pub async fn token(&self, role: Role, ttl_hours: u32) -> String {
+        self.token_for(role, None, ttl_hours).await
+    }
+
+    /// Mints a patient's token, standing for the record `patient`.
+    pub async fn patient_token(&self, patient: haven_domain::PatientId) -> String {
+        self.token_for(Role::Patient, Some(patient), 24).await
+    }
+
+    async fn token_for(
+        &self,
+        role: Role,
+        patient: Option<haven_domain::PatientId>,
+        ttl_hours: u32,
+    ) -> String {
         let store = self.app.store().clone();
         let audit = store.audit_sink();
         let issued = haven_app::tokens::issue_token(
             &*store,
             &*audit,
             role,
+            patient,
             "test",
             ttl_hours,
             self.clock.now_ms(),

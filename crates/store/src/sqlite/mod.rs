@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use haven_audit::merkle::{Hash, NodeId};
 use haven_audit::{AuditEvent, StoredAuditEvent};
 use haven_domain::PatientId;
 use sqlx::sqlite::{
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     AuditLeaf, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
     StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
-    UpdateOutcome, limits,
+    TreeLeaf, TreeNode, UpdateOutcome, limits,
 };
 
 mod readers;
@@ -113,6 +114,10 @@ enum WriteOp {
     InsertToken(StoredToken),
     AppendAudit(Vec<AuditEvent>),
     InsertCheckpoint(StoredCheckpoint),
+    AppendTree {
+        leaves: Vec<TreeLeaf>,
+        nodes: Vec<TreeNode>,
+    },
 }
 
 #[derive(Debug)]
@@ -242,6 +247,8 @@ async fn commit_batch(
 /// Rows per multi-row audit INSERT: 12 parameters each stays far below SQLite's limit of
 /// 32,766 bound parameters per statement.
 const AUDIT_ROWS_PER_STATEMENT: usize = 256;
+/// Audit-tree rows per multi-row insert (three bound parameters each).
+const TREE_INSERT_ROWS_PER_STATEMENT: usize = 1000;
 
 async fn insert_audit_rows(
     connection: &mut SqliteConnection,
@@ -411,8 +418,9 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
         }
         WriteOp::InsertToken(token) => {
             sqlx::query(
-                "INSERT INTO api_tokens (id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_tokens (id, token_hash, role, label, created_at_ms, expires_at_ms,
+                                         revoked_at_ms, patient_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(token.id.as_uuid())
             .bind(&token.token_hash)
@@ -421,6 +429,7 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             .bind(token.created_at_ms)
             .bind(token.expires_at_ms)
             .bind(token.revoked_at_ms)
+            .bind(token.patient.map(|p| p.as_uuid()))
             .execute(&mut *connection)
             .await?;
             Ok(WriteOutcome::Done)
@@ -439,6 +448,32 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             .bind(checkpoint.created_at_ms)
             .execute(&mut *connection)
             .await?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::AppendTree { leaves, nodes } => {
+            // Multi-row inserts, in chunks that stay well under SQLite's bound-parameter limit.
+            for chunk in leaves.chunks(TREE_INSERT_ROWS_PER_STATEMENT) {
+                let mut insert =
+                    QueryBuilder::new("INSERT INTO audit_tree_leaves (idx, seq, hash) ");
+                insert.push_values(chunk, |mut row, leaf| {
+                    row.push_bind(i64::try_from(leaf.index).unwrap_or(i64::MAX))
+                        .push_bind(leaf.seq)
+                        .push_bind(leaf.hash.to_vec());
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(&mut *connection).await?;
+            }
+            for chunk in nodes.chunks(TREE_INSERT_ROWS_PER_STATEMENT) {
+                let mut insert =
+                    QueryBuilder::new("INSERT INTO audit_tree_nodes (level, idx, hash) ");
+                insert.push_values(chunk, |mut row, node| {
+                    row.push_bind(i64::from(node.id.level))
+                        .push_bind(i64::try_from(node.id.index).unwrap_or(i64::MAX))
+                        .push_bind(node.hash.to_vec());
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(&mut *connection).await?;
+            }
             Ok(WriteOutcome::Done)
         }
         WriteOp::AppendAudit(events) => {
@@ -640,6 +675,46 @@ impl Store for SqliteStore {
 
     async fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>> {
         self.readers.latest_checkpoint()
+    }
+
+    async fn checkpoint_at(&self, size: u64) -> StoreResult<Option<StoredCheckpoint>> {
+        self.readers.checkpoint_at(size)
+    }
+
+    async fn append_tree(&self, leaves: Vec<TreeLeaf>, nodes: Vec<TreeNode>) -> StoreResult<()> {
+        crate::check_tree_rows(
+            "audit tree rows written at once",
+            leaves.len() + nodes.len(),
+            limits::TREE_WRITE_ROWS_MAX,
+        )?;
+        if leaves.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        match self.write(WriteOp::AppendTree { leaves, nodes }).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn tree_size(&self) -> StoreResult<u64> {
+        self.readers.tree_size()
+    }
+
+    async fn tree_leaf_by_seq(&self, seq: i64) -> StoreResult<Option<TreeLeaf>> {
+        self.readers.tree_leaf_by_seq(seq)
+    }
+
+    async fn tree_leaves(&self, from_index: u64, limit: u32) -> StoreResult<Vec<TreeLeaf>> {
+        self.readers.tree_leaves(from_index, limit)
+    }
+
+    async fn tree_nodes(&self, ids: &[NodeId]) -> StoreResult<Vec<Option<Hash>>> {
+        crate::check_tree_rows(
+            "audit tree hashes read at once",
+            ids.len(),
+            limits::TREE_NODES_READ_MAX,
+        )?;
+        self.readers.tree_nodes(ids)
     }
 }
 

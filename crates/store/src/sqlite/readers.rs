@@ -16,9 +16,11 @@ use haven_domain::{PatientId, TokenId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
 use uuid::Uuid;
 
+use haven_audit::merkle::{Hash, NodeId};
+
 use crate::{
     AuditBind, AuditLeaf, AuditQuery, PatientQuery, StoreError, StoreResult, StoredCheckpoint,
-    StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, limits,
+    StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken, TreeLeaf, limits,
 };
 
 /// Idle read connections kept open; more are opened when all are busy and closed after.
@@ -223,7 +225,8 @@ impl Readers {
     pub(super) fn token_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredToken>> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms
+                "SELECT id, token_hash, role, label, created_at_ms, expires_at_ms, revoked_at_ms,
+                        patient_id
                  FROM api_tokens WHERE token_hash = ?1",
             )?
             .query_row([token_hash], |row| {
@@ -235,6 +238,11 @@ impl Readers {
                     created_at_ms: row.get(4)?,
                     expires_at_ms: row.get(5)?,
                     revoked_at_ms: row.get(6)?,
+                    patient: row
+                        .get::<_, Option<Vec<u8>>>(7)?
+                        .map(uuid_from)
+                        .transpose()?
+                        .map(PatientId::from_uuid),
                 })
             })
             .optional()
@@ -405,4 +413,91 @@ impl Readers {
             .optional()
         })
     }
+
+    pub(super) fn checkpoint_at(&self, size: u64) -> StoreResult<Option<StoredCheckpoint>> {
+        let Ok(size) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT size, root, note, created_at_ms FROM audit_checkpoints WHERE size = ?1",
+            )?
+            .query_row([size], checkpoint)
+            .optional()
+        })
+    }
+
+    pub(super) fn tree_size(&self) -> StoreResult<u64> {
+        let next: i64 = self.with(|c| {
+            c.prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_tree_leaves")?
+                .query_row([], |row| row.get(0))
+        })?;
+        u64::try_from(next).map_err(|_| StoreError::Corrupt {
+            table: "audit_tree_leaves",
+            detail: "negative position".into(),
+        })
+    }
+
+    pub(super) fn tree_leaf_by_seq(&self, seq: i64) -> StoreResult<Option<TreeLeaf>> {
+        let row: Option<(i64, i64, Vec<u8>)> = self.with(|c| {
+            c.prepare_cached("SELECT idx, seq, hash FROM audit_tree_leaves WHERE seq = ?1")?
+                .query_row([seq], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .optional()
+        })?;
+        row.map(tree_leaf).transpose()
+    }
+
+    pub(super) fn tree_leaves(&self, from_index: u64, limit: u32) -> StoreResult<Vec<TreeLeaf>> {
+        let from = i64::try_from(from_index).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, i64, Vec<u8>)> = self.with(|c| {
+            c.prepare_cached(
+                "SELECT idx, seq, hash FROM audit_tree_leaves WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
+            )?
+            .query_map(
+                params![from, i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX))],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?
+            .collect()
+        })?;
+        rows.into_iter().map(tree_leaf).collect()
+    }
+
+    pub(super) fn tree_nodes(&self, ids: &[NodeId]) -> StoreResult<Vec<Option<Hash>>> {
+        let found: Vec<Option<Vec<u8>>> = self.with(|c| {
+            ids.iter()
+                .map(|id| {
+                    let index = i64::try_from(id.index).unwrap_or(i64::MAX);
+                    if id.level == 0 {
+                        c.prepare_cached("SELECT hash FROM audit_tree_leaves WHERE idx = ?1")?
+                            .query_row([index], |row| row.get(0))
+                            .optional()
+                    } else {
+                        c.prepare_cached(
+                            "SELECT hash FROM audit_tree_nodes WHERE level = ?1 AND idx = ?2",
+                        )?
+                        .query_row(params![i64::from(id.level), index], |row| row.get(0))
+                        .optional()
+                    }
+                })
+                .collect()
+        })?;
+        found
+            .into_iter()
+            .map(|hash| {
+                hash.map(|h| crate::tree_hash("audit_tree_nodes", &h))
+                    .transpose()
+            })
+            .collect()
+    }
+}
+
+fn tree_leaf((index, seq, hash): (i64, i64, Vec<u8>)) -> StoreResult<TreeLeaf> {
+    Ok(TreeLeaf {
+        index: u64::try_from(index).map_err(|_| StoreError::Corrupt {
+            table: "audit_tree_leaves",
+            detail: "negative position".into(),
+        })?,
+        seq,
+        hash: crate::tree_hash("audit_tree_leaves", &hash)?,
+    })
 }

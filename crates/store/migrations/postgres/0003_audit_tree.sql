@@ -1,0 +1,32 @@
+-- The audit log's Merkle tree, stored so that inclusion and consistency proofs are answered
+-- from O(log² n) stored hashes instead of re-reading the log. The checkpointer writes these
+-- as the tree grows, before it signs a checkpoint over them.
+--
+-- Leaves: the position of each entry in the tree (from 0), its `seq` and its leaf hash as
+-- computed when it was sealed into the tree. `haven audit verify` compares them with the
+-- entries to name the single entry that changed.
+CREATE TABLE audit_tree_leaves (
+    idx  BIGINT PRIMARY KEY,
+    seq  BIGINT NOT NULL UNIQUE,
+    hash BYTEA NOT NULL
+);
+
+-- Perfect subtrees above the leaves: the 2^level leaves from position idx << level.
+CREATE TABLE audit_tree_nodes (
+    level INTEGER NOT NULL,
+    idx   BIGINT NOT NULL,
+    hash  BYTEA NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+
+CREATE TRIGGER audit_tree_leaves_no_change BEFORE UPDATE OR DELETE ON audit_tree_leaves
+    FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+CREATE TRIGGER audit_tree_leaves_no_truncate BEFORE TRUNCATE ON audit_tree_leaves
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only();
+CREATE TRIGGER audit_tree_nodes_no_change BEFORE UPDATE OR DELETE ON audit_tree_nodes
+    FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+CREATE TRIGGER audit_tree_nodes_no_truncate BEFORE TRUNCATE ON audit_tree_nodes
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only();
+
+-- A patient-role token stands for one patient: the record whose access log it may read.
+ALTER TABLE api_tokens ADD COLUMN patient_id UUID;
