@@ -238,19 +238,7 @@ fn check_proofs(haven: &Path, data_dir: &Path, samples: &[String]) -> Result<()>
             let leaf = haven_audit::leaf_hash_of_fields(
                 entry["seq"].as_u64().context("an entry without a seq")?,
                 entry["at_ms"].as_i64().context("an entry without at_ms")?,
-                &[
-                    text("actor"),
-                    text("role"),
-                    text("action"),
-                    text("patient"),
-                    text("resource_type"),
-                    text("resource_id"),
-                    text("outcome"),
-                    text("reason"),
-                    text("request_id"),
-                    text("source_ip"),
-                    text("user_agent"),
-                ],
+                &haven_audit::ENTRY_FIELD_NAMES.map(text),
             );
             proofs.push(SampledProof {
                 leaf,

@@ -261,12 +261,16 @@ pub(crate) struct EntryOutput {
     at_ms: i64,
     actor: Option<String>,
     role: Option<String>,
+    organisation: Option<String>,
+    session: Option<String>,
+    client_app: Option<String>,
     action: &'static str,
     patient: Option<String>,
     resource_type: Option<String>,
     resource_id: Option<String>,
     outcome: &'static str,
     reason: String,
+    purpose_of_use: Option<String>,
     request_id: Option<String>,
     source_ip: Option<String>,
     user_agent: Option<String>,
@@ -281,12 +285,16 @@ impl From<&StoredAuditEvent> for EntryOutput {
             at_ms: event.at_ms,
             actor: event.actor.clone(),
             role: event.role.clone(),
+            organisation: event.organisation.clone(),
+            session: event.session.clone(),
+            client_app: event.client_app.clone(),
             action: event.action.as_str(),
             patient: event.patient.map(|p| p.to_string()),
             resource_type: event.resource_type.clone(),
             resource_id: event.resource_id.clone(),
             outcome: event.outcome.as_str(),
             reason: event.reason.clone(),
+            purpose_of_use: event.purpose_of_use.clone(),
             request_id: event.origin.request_id.clone(),
             source_ip: event.origin.source_ip.clone(),
             user_agent: event.origin.user_agent.clone(),
@@ -294,17 +302,21 @@ impl From<&StoredAuditEvent> for EntryOutput {
     }
 }
 
-const CSV_COLUMNS: [&str; 13] = [
+const CSV_COLUMNS: [&str; 17] = [
     "seq",
     "at",
     "actor",
     "role",
+    "organisation",
+    "session",
+    "client_app",
     "action",
     "patient",
     "resource_type",
     "resource_id",
     "outcome",
     "reason",
+    "purpose_of_use",
     "request_id",
     "source_ip",
     "user_agent",
@@ -331,17 +343,21 @@ fn csv(entries: &[StoredAuditEvent]) -> String {
     for stored in entries {
         let entry = EntryOutput::from(stored);
         let seq = entry.seq.to_string();
-        let fields: [&str; 13] = [
+        let fields: [&str; 17] = [
             &seq,
             &entry.at,
             entry.actor.as_deref().unwrap_or(""),
             entry.role.as_deref().unwrap_or(""),
+            entry.organisation.as_deref().unwrap_or(""),
+            entry.session.as_deref().unwrap_or(""),
+            entry.client_app.as_deref().unwrap_or(""),
             entry.action,
             entry.patient.as_deref().unwrap_or(""),
             entry.resource_type.as_deref().unwrap_or(""),
             entry.resource_id.as_deref().unwrap_or(""),
             entry.outcome,
             &entry.reason,
+            entry.purpose_of_use.as_deref().unwrap_or(""),
             entry.request_id.as_deref().unwrap_or(""),
             entry.source_ip.as_deref().unwrap_or(""),
             entry.user_agent.as_deref().unwrap_or(""),
@@ -395,6 +411,16 @@ fn fhir_audit_event(stored: &StoredAuditEvent) -> serde_json::Value {
     if let Some(ip) = &event.origin.source_ip {
         agent["network"] = serde_json::json!({ "address": ip, "type": "2" });
     }
+    if let Some(session) = &event.session {
+        agent["altId"] = serde_json::json!(session);
+    }
+    let mut agents = vec![agent];
+    if let Some(app) = &event.client_app {
+        agents.push(serde_json::json!({
+            "requestor": false,
+            "who": { "identifier": { "system": "urn:haven:client-app", "value": app } }
+        }));
+    }
     let mut resource = serde_json::json!({
         "resourceType": "AuditEvent",
         "id": stored.seq.to_string(),
@@ -404,9 +430,18 @@ fn fhir_audit_event(stored: &StoredAuditEvent) -> serde_json::Value {
         "recorded": rfc3339(event.at_ms),
         "outcome": if event.outcome == Outcome::Allowed { "0" } else { "4" },
         "outcomeDesc": event.reason,
-        "agent": [agent],
+        "agent": agents,
         "source": { "observer": { "display": "Haven" } }
     });
+    if let Some(organisation) = &event.organisation {
+        resource["source"]["site"] = serde_json::json!(organisation);
+    }
+    if let Some(purpose) = &event.purpose_of_use {
+        resource["purposeOfEvent"] = serde_json::json!([{ "coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+            "code": purpose
+        }] }]);
+    }
     let mut entities = Vec::new();
     if let Some(patient) = event.patient {
         entities.push(serde_json::json!({ "what": { "reference": format!("Patient/{patient}") } }));

@@ -75,6 +75,11 @@ impl AccessGate {
             at_ms: self.clock.now_ms(),
             actor: Some(context.actor.token.to_string()),
             role: Some(context.actor.role.as_str().to_owned()),
+            // Single-organisation deployments, API tokens rather than sessions, no
+            // third-party apps yet: the identity and app capabilities fill these in.
+            organisation: None,
+            session: None,
+            client_app: None,
             action: audit_action(action),
             patient,
             resource_type: Some("Patient".to_owned()),
@@ -85,6 +90,7 @@ impl AccessGate {
                 Outcome::Denied
             },
             reason: decision.reason().to_owned(),
+            purpose_of_use: decision.purpose().map(|p| p.code().to_owned()),
             origin: context.origin.clone(),
         }
     }

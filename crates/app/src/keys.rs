@@ -11,7 +11,7 @@ use haven_crypto::{
     BlindIndexKey, KeyMaterial, KeyProvider, LocalKeyring, RootKeyId, SubjectKey, SubjectKeyId,
     WrappedKey,
 };
-use haven_domain::PatientId;
+use haven_domain::{PatientId, PurposeOfUse};
 use haven_store::{Store, StoredSystemKey, limits};
 
 use crate::{AppError, AppResult};
@@ -213,12 +213,16 @@ pub(crate) fn system_event(
         at_ms: now_ms,
         actor: Some("system:cli".to_owned()),
         role: None,
+        organisation: None,
+        session: None,
+        client_app: None,
         action,
         patient,
         resource_type: patient.map(|_| "Patient".to_owned()),
         resource_id: patient.map(|p| p.to_string()),
         outcome: Outcome::Allowed,
         reason: reason.to_owned(),
+        purpose_of_use: Some(PurposeOfUse::SystemAdministration.code().to_owned()),
         origin: RequestOrigin::default(),
     }
 }

@@ -204,12 +204,16 @@ impl App {
                 at_ms: self.clock.now_ms(),
                 actor: None,
                 role: None,
+                organisation: None,
+                session: None,
+                client_app: None,
                 action: AuditAction::FailedLogin,
                 patient: None,
                 resource_type: None,
                 resource_id: None,
                 outcome: Outcome::Denied,
                 reason: failure.as_str().to_owned(),
+                purpose_of_use: None,
                 origin: origin.clone(),
             };
             self.gate.record_system(event).await?;

@@ -36,10 +36,14 @@ pub enum AuditAction {
     CryptoShred,
     ConfigurationChange,
     AuditQuery,
+    Print,
+    MfaChange,
+    ConsentChange,
+    BreakGlass,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::Read,
         AuditAction::Search,
         AuditAction::Create,
@@ -54,6 +58,10 @@ impl AuditAction {
         AuditAction::CryptoShred,
         AuditAction::ConfigurationChange,
         AuditAction::AuditQuery,
+        AuditAction::Print,
+        AuditAction::MfaChange,
+        AuditAction::ConsentChange,
+        AuditAction::BreakGlass,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +80,10 @@ impl AuditAction {
             AuditAction::CryptoShred => "crypto_shred",
             AuditAction::ConfigurationChange => "configuration_change",
             AuditAction::AuditQuery => "audit_query",
+            AuditAction::Print => "print",
+            AuditAction::MfaChange => "mfa_change",
+            AuditAction::ConsentChange => "consent_change",
+            AuditAction::BreakGlass => "break_glass",
         }
     }
 }
@@ -141,6 +153,12 @@ pub struct AuditEvent {
     /// The acting credential (API token id or, later, user id); `None` for the system itself.
     pub actor: Option<String>,
     pub role: Option<String>,
+    /// The actor's organisation, when known.
+    pub organisation: Option<String>,
+    /// The sign-in session the request belongs to, when there is one.
+    pub session: Option<String>,
+    /// The third-party app acting for the user (its client id), when there is one.
+    pub client_app: Option<String>,
     pub action: AuditAction,
     pub patient: Option<PatientId>,
     pub resource_type: Option<String>,
@@ -149,11 +167,36 @@ pub struct AuditEvent {
     /// The policy rule that allowed, or the reason code that denied. Never free text from a
     /// request, so no health data can slip in.
     pub reason: String,
+    /// Why the data was accessed, as an HL7 v3 PurposeOfUse code (`TREAT`, `ETREAT`,
+    /// `PATRQT`, `PATADMIN`, `HCOMPL`, `HSYSADMIN`); `None` when nothing was accessed.
+    pub purpose_of_use: Option<String>,
     pub origin: RequestOrigin,
 }
 
-/// The version tag in front of every canonical entry encoding.
-const ENTRY_FORMAT_V1: &[u8] = b"haven.audit.entry.v1\n";
+/// The version tag in front of every canonical entry encoding. Version 1 (eleven fields,
+/// without organisation, session, client app and purpose of use) was never released.
+const ENTRY_FORMAT_V2: &[u8] = b"haven.audit.entry.v2\n";
+
+/// The names of an entry's text fields in canonical order, as every wire format of Haven
+/// (reports, exports, access logs) spells them: a client recomputing a leaf takes the
+/// fields of an entry in this order.
+pub const ENTRY_FIELD_NAMES: [&str; 15] = [
+    "actor",
+    "role",
+    "organisation",
+    "session",
+    "client_app",
+    "action",
+    "patient",
+    "resource_type",
+    "resource_id",
+    "outcome",
+    "reason",
+    "purpose_of_use",
+    "request_id",
+    "source_ip",
+    "user_agent",
+];
 
 impl AuditEvent {
     /// The canonical bytes of this entry at position `seq`, hashed as a Merkle leaf.
@@ -183,12 +226,16 @@ impl AuditEvent {
         [
             self.actor.as_deref(),
             self.role.as_deref(),
+            self.organisation.as_deref(),
+            self.session.as_deref(),
+            self.client_app.as_deref(),
             Some(self.action.as_str()),
             patient,
             self.resource_type.as_deref(),
             self.resource_id.as_deref(),
             Some(self.outcome.as_str()),
             Some(self.reason.as_str()),
+            self.purpose_of_use.as_deref(),
             self.origin.request_id.as_deref(),
             self.origin.source_ip.as_deref(),
             self.origin.user_agent.as_deref(),
@@ -196,12 +243,12 @@ impl AuditEvent {
     }
 }
 
-/// An entry's text fields in canonical order: actor, role, action, patient (hyphenated
-/// UUID), resource type, resource id, outcome, reason, request id, source IP, user agent.
-pub type EntryFields<'a> = [Option<&'a str>; 11];
+/// An entry's text fields in canonical order ([`ENTRY_FIELD_NAMES`]); the patient is a
+/// hyphenated UUID.
+pub type EntryFields<'a> = [Option<&'a str>; 15];
 
 fn write_canonical(seq: u64, at_ms: i64, fields: &EntryFields<'_>, out: &mut dyn FnMut(&[u8])) {
-    out(ENTRY_FORMAT_V1);
+    out(ENTRY_FORMAT_V2);
     out(&seq.to_be_bytes());
     out(&at_ms.to_be_bytes());
     for field in fields {
@@ -255,12 +302,16 @@ mod tests {
             at_ms: 1_795_000_000_000,
             actor: Some("token-1".into()),
             role: Some("nurse".into()),
+            organisation: None,
+            session: None,
+            client_app: None,
             action: AuditAction::Read,
             patient: Some("0190f3a2-7c1e-7b3a-9d1e-2f4a5b6c7d8e".parse().unwrap()),
             resource_type: Some("Patient".into()),
             resource_id: None,
             outcome: Outcome::Allowed,
             reason: "clinical_staff_demographics_read".into(),
+            purpose_of_use: Some("TREAT".into()),
             origin: RequestOrigin::default(),
         }
     }
@@ -278,7 +329,7 @@ mod tests {
     }
 
     const KNOWN_LEAF_HASH: &str =
-        "bc42667aefdacc4e9e388f136258070f6566e3faa1e343e826395152f557c116";
+        "af5e26c8b05b5c13079b6be951c67de1bf82ca59340e3ace6fc7a02e532bcca6";
 
     #[test]
     fn the_leaf_hash_is_the_hash_of_the_canonical_bytes() {
@@ -313,6 +364,16 @@ mod tests {
         let mut e = base.clone();
         e.origin.source_ip = Some("127.0.0.1".into());
         changed.push(e);
+        for set in [
+            |e: &mut AuditEvent| e.organisation = Some("clinic".into()),
+            |e: &mut AuditEvent| e.session = Some("session".into()),
+            |e: &mut AuditEvent| e.client_app = Some("app".into()),
+            |e: &mut AuditEvent| e.purpose_of_use = Some("ETREAT".into()),
+        ] {
+            let mut e = base.clone();
+            set(&mut e);
+            changed.push(e);
+        }
         // Shifting text between adjacent fields must not collide.
         let mut a = base.clone();
         a.actor = Some("ab".into());

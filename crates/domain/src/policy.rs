@@ -69,10 +69,45 @@ impl DenyReason {
     }
 }
 
-/// The outcome of [`decide`]: allowed with the rule that allowed it, or denied with why.
+/// Why data is accessed, recorded with every allowed access (HL7 v3 PurposeOfUse codes,
+/// as FHIR `AuditEvent.purposeOfEvent` and IHE ATNA use them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurposeOfUse {
+    /// Care of the patient (`TREAT`).
+    Treatment,
+    /// Emergency care, as under break-the-glass (`ETREAT`).
+    EmergencyTreatment,
+    /// Registration, scheduling, demographics (`PATADMIN`).
+    PatientAdministration,
+    /// The patient asking for their own data (`PATRQT`).
+    PatientRequest,
+    /// Oversight of access: audit review, witnesses (`HCOMPL`).
+    Compliance,
+    /// Running the system itself: keys, tokens, configuration (`HSYSADMIN`).
+    SystemAdministration,
+}
+
+impl PurposeOfUse {
+    pub fn code(self) -> &'static str {
+        match self {
+            PurposeOfUse::Treatment => "TREAT",
+            PurposeOfUse::EmergencyTreatment => "ETREAT",
+            PurposeOfUse::PatientAdministration => "PATADMIN",
+            PurposeOfUse::PatientRequest => "PATRQT",
+            PurposeOfUse::Compliance => "HCOMPL",
+            PurposeOfUse::SystemAdministration => "HSYSADMIN",
+        }
+    }
+}
+
+/// The outcome of [`decide`]: allowed with the rule that allowed it and the purpose it
+/// serves, or denied with why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Allow { rule: &'static str },
+    Allow {
+        rule: &'static str,
+        purpose: PurposeOfUse,
+    },
     Deny(DenyReason),
 }
 
@@ -81,10 +116,18 @@ impl Decision {
         matches!(self, Decision::Allow { .. })
     }
 
+    /// The purpose of an allowed access; a denied one accessed nothing.
+    pub fn purpose(&self) -> Option<PurposeOfUse> {
+        match self {
+            Decision::Allow { purpose, .. } => Some(*purpose),
+            Decision::Deny(_) => None,
+        }
+    }
+
     /// The reason as recorded in the audit trail.
     pub fn reason(&self) -> &'static str {
         match self {
-            Decision::Allow { rule } => rule,
+            Decision::Allow { rule, .. } => rule,
             Decision::Deny(reason) => reason.as_str(),
         }
     }
@@ -101,12 +144,14 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
             Resource::Patient(_) | Resource::PatientDirectory,
         ) => Decision::Allow {
             rule: "demographics_staff",
+            purpose: PurposeOfUse::PatientAdministration,
         },
         (Role::Clinician | Role::Nurse, Resource::Patient(_) | Resource::PatientDirectory)
             if matches!(action, Action::Read | Action::Search) =>
         {
             Decision::Allow {
                 rule: "clinical_staff_demographics_read",
+                purpose: PurposeOfUse::Treatment,
             }
         }
         // Those who answer for the audit trail, and the administrator who sets up an
@@ -116,6 +161,7 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
             Resource::AuditCheckpoints,
         ) if action == Action::Read => Decision::Allow {
             rule: "audit_oversight",
+            purpose: PurposeOfUse::Compliance,
         },
         // The whole log, with who looked at whom, is for those who review access: the
         // administrator runs the system but does not audit its users.
@@ -124,6 +170,7 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
         {
             Decision::Allow {
                 rule: "audit_review",
+                purpose: PurposeOfUse::Compliance,
             }
         }
         // A patient sees their own record and who accessed it (HIPAA right of access; ONC
@@ -134,6 +181,7 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
             if actor.patient == Some(*id) {
                 Decision::Allow {
                     rule: "patient_own_record",
+                    purpose: PurposeOfUse::PatientRequest,
                 }
             } else {
                 Decision::Deny(DenyReason::NotTheirRecord)
@@ -145,6 +193,7 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
         {
             Decision::Allow {
                 rule: "audit_review",
+                purpose: PurposeOfUse::Compliance,
             }
         }
         // Auditors and privacy officers review the audit log, not the chart.

@@ -424,7 +424,9 @@ async fn reviewers_report_on_the_log_in_json_csv_and_fhir(backend: Backend) {
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let text = csv.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("seq,at,actor,role,action,patient,"));
+    assert!(lines[0].starts_with(
+        "seq,at,actor,role,organisation,session,client_app,action,patient,"
+    ));
     assert_eq!(lines.len(), 4, "{text}");
     assert!(lines[1].contains(",create,") && lines[1].contains(&patient));
 
@@ -445,6 +447,11 @@ async fn reviewers_report_on_the_log_in_json_csv_and_fhir(backend: Backend) {
         format!("Patient/{patient}")
     );
     assert_eq!(created["agent"][0]["requestor"], true);
+    // Why: registration is patient administration (HL7 v3 PurposeOfUse).
+    assert_eq!(
+        created["purposeOfEvent"][0]["coding"][0]["code"],
+        "PATADMIN"
+    );
 
     for bad in [
         "sort=shoe_size",

@@ -72,19 +72,7 @@ fn leaf_of(entry: &Value) -> Hash {
     haven_audit::leaf_hash_of_fields(
         entry["seq"].as_u64().unwrap(),
         entry["at_ms"].as_i64().unwrap(),
-        &[
-            text("actor"),
-            text("role"),
-            text("action"),
-            text("patient"),
-            text("resource_type"),
-            text("resource_id"),
-            text("outcome"),
-            text("reason"),
-            text("request_id"),
-            text("source_ip"),
-            text("user_agent"),
-        ],
+        &haven_audit::ENTRY_FIELD_NAMES.map(text),
     )
 }
 
@@ -152,6 +140,16 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
         "{log:#}"
     );
     assert!(items.iter().all(|e| e["patient"] == ada.to_string()));
+    // And why, as HL7 purpose-of-use codes: the patient's own request, care, registration.
+    let purposes: Vec<&str> = items
+        .iter()
+        .map(|e| e["purpose_of_use"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        purposes,
+        ["PATRQT", "PATRQT", "HSYSADMIN", "TREAT", "PATADMIN"],
+        "{log:#}"
+    );
     assert!(items[..3].iter().all(|e| e["proof"].is_null()), "{log:#}");
     let verifier = client_verifier(&server, &patient).await;
     for entry in &items[3..] {

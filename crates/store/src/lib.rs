@@ -249,29 +249,37 @@ pub enum AuditSortField {
     At,
     Actor,
     Role,
+    Organisation,
+    Session,
+    ClientApp,
     Action,
     Patient,
     ResourceType,
     ResourceId,
     Outcome,
     Reason,
+    PurposeOfUse,
     RequestId,
     SourceIp,
     UserAgent,
 }
 
 impl AuditSortField {
-    pub const ALL: [AuditSortField; 13] = [
+    pub const ALL: [AuditSortField; 17] = [
         AuditSortField::Seq,
         AuditSortField::At,
         AuditSortField::Actor,
         AuditSortField::Role,
+        AuditSortField::Organisation,
+        AuditSortField::Session,
+        AuditSortField::ClientApp,
         AuditSortField::Action,
         AuditSortField::Patient,
         AuditSortField::ResourceType,
         AuditSortField::ResourceId,
         AuditSortField::Outcome,
         AuditSortField::Reason,
+        AuditSortField::PurposeOfUse,
         AuditSortField::RequestId,
         AuditSortField::SourceIp,
         AuditSortField::UserAgent,
@@ -284,12 +292,16 @@ impl AuditSortField {
             AuditSortField::At => "at",
             AuditSortField::Actor => "actor",
             AuditSortField::Role => "role",
+            AuditSortField::Organisation => "organisation",
+            AuditSortField::Session => "session",
+            AuditSortField::ClientApp => "client_app",
             AuditSortField::Action => "action",
             AuditSortField::Patient => "patient",
             AuditSortField::ResourceType => "resource_type",
             AuditSortField::ResourceId => "resource_id",
             AuditSortField::Outcome => "outcome",
             AuditSortField::Reason => "reason",
+            AuditSortField::PurposeOfUse => "purpose_of_use",
             AuditSortField::RequestId => "request_id",
             AuditSortField::SourceIp => "source_ip",
             AuditSortField::UserAgent => "user_agent",
@@ -302,6 +314,7 @@ impl AuditSortField {
             AuditSortField::Seq => "seq",
             AuditSortField::At => "at_ms",
             AuditSortField::Patient => "patient_id",
+            AuditSortField::Session => "session_id",
             other => other.name(),
         }
     }
@@ -406,8 +419,7 @@ impl AuditQuery {
         // Ties (and NULLs, placed last either way) fall back to log order, so pages are
         // stable and both engines agree.
         let sql = format!(
-            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
-                    outcome, reason, request_id, source_ip, user_agent
+            "SELECT {AUDIT_COLUMNS}
              FROM audit_events{filter}
              ORDER BY {column} {direction} NULLS LAST, seq {direction}
              LIMIT {limit} OFFSET {offset}",
@@ -508,46 +520,69 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> StoreResult<Vec<Option<haven_audit::merkle::Hash>>>;
 }
 
-/// Converts stored audit columns back into an event; shared by both engines.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn audit_from_columns(
-    seq: i64,
-    at_ms: i64,
-    actor: Option<String>,
-    role: Option<String>,
-    action: String,
-    patient: Option<uuid::Uuid>,
-    resource_type: Option<String>,
-    resource_id: Option<String>,
-    outcome: String,
-    reason: String,
-    request_id: Option<String>,
-    source_ip: Option<String>,
-    user_agent: Option<String>,
-) -> StoreResult<StoredAuditEvent> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        table: "audit_events",
-        detail,
-    };
-    Ok(StoredAuditEvent {
-        seq,
-        event: AuditEvent {
-            at_ms,
-            actor,
-            role,
-            action: action.parse().map_err(|e| corrupt(format!("{e}")))?,
-            patient: patient.map(PatientId::from_uuid),
-            resource_type,
-            resource_id,
-            outcome: outcome.parse().map_err(|e| corrupt(format!("{e}")))?,
-            reason,
-            origin: haven_audit::RequestOrigin {
-                request_id,
-                source_ip,
-                user_agent,
+/// The columns of `audit_events` in the order both engines select them ([`AuditRow`]).
+pub(crate) const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, organisation, session_id, \
+     client_app, action, patient_id, resource_type, resource_id, outcome, reason, \
+     purpose_of_use, request_id, source_ip, user_agent";
+
+/// The column list for an INSERT: every column but `seq`, in [`AUDIT_COLUMNS`] order.
+pub(crate) const AUDIT_INSERT_COLUMNS: &str = "at_ms, actor, role, organisation, session_id, \
+     client_app, action, patient_id, resource_type, resource_id, outcome, reason, \
+     purpose_of_use, request_id, source_ip, user_agent";
+
+/// One `audit_events` row as read, in [`AUDIT_COLUMNS`] order; shared by both engines.
+#[derive(Debug)]
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub actor: Option<String>,
+    pub role: Option<String>,
+    pub organisation: Option<String>,
+    pub session: Option<String>,
+    pub client_app: Option<String>,
+    pub action: String,
+    pub patient: Option<uuid::Uuid>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub outcome: String,
+    pub reason: String,
+    pub purpose_of_use: Option<String>,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl AuditRow {
+    /// Converts the stored columns back into an event.
+    pub(crate) fn into_stored(self) -> StoreResult<StoredAuditEvent> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            table: "audit_events",
+            detail,
+        };
+        Ok(StoredAuditEvent {
+            seq: self.seq,
+            event: AuditEvent {
+                at_ms: self.at_ms,
+                actor: self.actor,
+                role: self.role,
+                organisation: self.organisation,
+                session: self.session,
+                client_app: self.client_app,
+                action: self.action.parse().map_err(|e| corrupt(format!("{e}")))?,
+                patient: self.patient.map(PatientId::from_uuid),
+                resource_type: self.resource_type,
+                resource_id: self.resource_id,
+                outcome: self.outcome.parse().map_err(|e| corrupt(format!("{e}")))?,
+                reason: self.reason,
+                purpose_of_use: self.purpose_of_use,
+                origin: haven_audit::RequestOrigin {
+                    request_id: self.request_id,
+                    source_ip: self.source_ip,
+                    user_agent: self.user_agent,
+                },
             },
-        },
-    })
+        })
+    }
 }
 
 /// The interim audit sink: the append-only `audit_events` table of the same store. The

@@ -81,7 +81,7 @@ async fn run_audit_writer(pool: PgPool, mut queue: mpsc::Receiver<AuditJob>) {
     }
 }
 
-/// Rows per INSERT: 12 parameters each stays under PostgreSQL's 65,535 bound parameters.
+/// Rows per INSERT: 16 parameters each stays under PostgreSQL's 65,535 bound parameters.
 const AUDIT_ROWS_PER_STATEMENT: usize = 1000;
 
 async fn append_locked(pool: &PgPool, events: &[&AuditEvent]) -> StoreResult<()> {
@@ -91,20 +91,24 @@ async fn append_locked(pool: &PgPool, events: &[&AuditEvent]) -> StoreResult<()>
         .execute(&mut *transaction)
         .await?;
     for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
-        let mut sql = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit_events (at_ms, actor, role, action, patient_id, resource_type,
-                 resource_id, outcome, reason, request_id, source_ip, user_agent) ",
-        );
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "INSERT INTO audit_events ({}) ",
+            crate::AUDIT_INSERT_COLUMNS
+        ));
         sql.push_values(chunk, |mut row, event| {
             row.push_bind(event.at_ms)
                 .push_bind(event.actor.clone())
                 .push_bind(event.role.clone())
+                .push_bind(event.organisation.clone())
+                .push_bind(event.session.clone())
+                .push_bind(event.client_app.clone())
                 .push_bind(event.action.as_str())
                 .push_bind(event.patient.map(|p| p.as_uuid()))
                 .push_bind(event.resource_type.clone())
                 .push_bind(event.resource_id.clone())
                 .push_bind(event.outcome.as_str())
                 .push_bind(event.reason.clone())
+                .push_bind(event.purpose_of_use.clone())
                 .push_bind(event.origin.request_id.clone())
                 .push_bind(event.origin.source_ip.clone())
                 .push_bind(event.origin.user_agent.clone());
@@ -250,21 +254,26 @@ fn checkpoint_from_row(row: &PgRow) -> StoreResult<StoredCheckpoint> {
 }
 
 fn audit_from_row(row: &PgRow) -> StoreResult<StoredAuditEvent> {
-    crate::audit_from_columns(
-        row.try_get("seq")?,
-        row.try_get("at_ms")?,
-        row.try_get("actor")?,
-        row.try_get("role")?,
-        row.try_get("action")?,
-        row.try_get("patient_id")?,
-        row.try_get("resource_type")?,
-        row.try_get("resource_id")?,
-        row.try_get("outcome")?,
-        row.try_get("reason")?,
-        row.try_get("request_id")?,
-        row.try_get("source_ip")?,
-        row.try_get("user_agent")?,
-    )
+    crate::AuditRow {
+        seq: row.try_get("seq")?,
+        at_ms: row.try_get("at_ms")?,
+        actor: row.try_get("actor")?,
+        role: row.try_get("role")?,
+        organisation: row.try_get("organisation")?,
+        session: row.try_get("session_id")?,
+        client_app: row.try_get("client_app")?,
+        action: row.try_get("action")?,
+        patient: row.try_get("patient_id")?,
+        resource_type: row.try_get("resource_type")?,
+        resource_id: row.try_get("resource_id")?,
+        outcome: row.try_get("outcome")?,
+        reason: row.try_get("reason")?,
+        purpose_of_use: row.try_get("purpose_of_use")?,
+        request_id: row.try_get("request_id")?,
+        source_ip: row.try_get("source_ip")?,
+        user_agent: row.try_get("user_agent")?,
+    }
+    .into_stored()
 }
 
 #[async_trait::async_trait]
@@ -553,11 +562,10 @@ impl Store for PostgresStore {
     }
 
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
-                    outcome, reason, request_id, source_ip, user_agent
-             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            crate::AUDIT_COLUMNS
+        ))
         .bind(after_seq)
         .bind(i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)))
         .fetch_all(&self.pool)

@@ -244,7 +244,7 @@ async fn commit_batch(
         .collect())
 }
 
-/// Rows per multi-row audit INSERT: 12 parameters each stays far below SQLite's limit of
+/// Rows per multi-row audit INSERT: 16 parameters each stays far below SQLite's limit of
 /// 32,766 bound parameters per statement.
 const AUDIT_ROWS_PER_STATEMENT: usize = 256;
 /// Audit-tree rows per multi-row insert (three bound parameters each).
@@ -255,20 +255,24 @@ async fn insert_audit_rows(
     events: &[&AuditEvent],
 ) -> StoreResult<()> {
     for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
-        let mut sql = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO audit_events (at_ms, actor, role, action, patient_id, resource_type,
-                 resource_id, outcome, reason, request_id, source_ip, user_agent) ",
-        );
+        let mut sql = QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "INSERT INTO audit_events ({}) ",
+            crate::AUDIT_INSERT_COLUMNS
+        ));
         sql.push_values(chunk, |mut row, event| {
             row.push_bind(event.at_ms)
                 .push_bind(event.actor.clone())
                 .push_bind(event.role.clone())
+                .push_bind(event.organisation.clone())
+                .push_bind(event.session.clone())
+                .push_bind(event.client_app.clone())
                 .push_bind(event.action.as_str())
                 .push_bind(event.patient.map(|p| p.as_uuid()))
                 .push_bind(event.resource_type.clone())
                 .push_bind(event.resource_id.clone())
                 .push_bind(event.outcome.as_str())
                 .push_bind(event.reason.clone())
+                .push_bind(event.purpose_of_use.clone())
                 .push_bind(event.origin.request_id.clone())
                 .push_bind(event.origin.source_ip.clone())
                 .push_bind(event.origin.user_agent.clone());

@@ -255,9 +255,10 @@ impl Readers {
         limit: u32,
     ) -> StoreResult<Vec<StoredAuditEvent>> {
         self.audit_rows(
-            "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
-                    outcome, reason, request_id, source_ip, user_agent
-             FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            &format!(
+                "SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                crate::AUDIT_COLUMNS
+            ),
             vec![
                 after_seq.into(),
                 i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)).into(),
@@ -269,11 +270,10 @@ impl Readers {
     /// per field, which is most of what verifying a long log costs.
     pub(super) fn audit_leaves(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditLeaf>> {
         self.with(|c| {
-            let mut statement = c.prepare_cached(
-                "SELECT seq, at_ms, actor, role, action, patient_id, resource_type, resource_id,
-                        outcome, reason, request_id, source_ip, user_agent
-                 FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                crate::AUDIT_COLUMNS
+            ))?;
             let mut rows = statement.query(params![
                 after_seq,
                 i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX))
@@ -285,7 +285,7 @@ impl Readers {
                     Ok(row.get_ref(i)?.as_str_or_null()?)
                 };
                 let seq: i64 = row.get(0)?;
-                let patient = match row.get_ref(5)?.as_blob_or_null()? {
+                let patient = match row.get_ref(8)?.as_blob_or_null()? {
                     Some(bytes) => Some(
                         &*uuid_from(bytes.to_vec())?
                             .hyphenated()
@@ -293,18 +293,23 @@ impl Readers {
                     ),
                     None => None,
                 };
+                // AUDIT_COLUMNS order is the canonical order, with the patient at 8.
                 let fields = [
                     text(2)?,
                     text(3)?,
                     text(4)?,
-                    patient,
+                    text(5)?,
                     text(6)?,
                     text(7)?,
-                    text(8)?,
+                    patient,
                     text(9)?,
                     text(10)?,
                     text(11)?,
                     text(12)?,
+                    text(13)?,
+                    text(14)?,
+                    text(15)?,
+                    text(16)?,
                 ];
                 let hash = haven_audit::leaf_hash_of_fields(
                     u64::try_from(seq).unwrap_or(0),
@@ -335,50 +340,35 @@ impl Readers {
         sql: &str,
         values: Vec<rusqlite::types::Value>,
     ) -> StoreResult<Vec<StoredAuditEvent>> {
-        type Columns = (
-            i64,
-            i64,
-            Option<String>,
-            Option<String>,
-            String,
-            Option<Vec<u8>>,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Columns> = self.with(|c| {
+        let rows: Vec<crate::AuditRow> = self.with(|c| {
             c.prepare_cached(sql)?
                 .query_map(params_from_iter(values), |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                        row.get(5)?,
-                        row.get(6)?,
-                        row.get(7)?,
-                        row.get(8)?,
-                        row.get(9)?,
-                        row.get(10)?,
-                        row.get(11)?,
-                        row.get(12)?,
-                    ))
+                    Ok(crate::AuditRow {
+                        seq: row.get(0)?,
+                        at_ms: row.get(1)?,
+                        actor: row.get(2)?,
+                        role: row.get(3)?,
+                        organisation: row.get(4)?,
+                        session: row.get(5)?,
+                        client_app: row.get(6)?,
+                        action: row.get(7)?,
+                        patient: row
+                            .get::<_, Option<Vec<u8>>>(8)?
+                            .map(uuid_from)
+                            .transpose()?,
+                        resource_type: row.get(9)?,
+                        resource_id: row.get(10)?,
+                        outcome: row.get(11)?,
+                        reason: row.get(12)?,
+                        purpose_of_use: row.get(13)?,
+                        request_id: row.get(14)?,
+                        source_ip: row.get(15)?,
+                        user_agent: row.get(16)?,
+                    })
                 })?
                 .collect()
         })?;
-        rows.into_iter()
-            .map(|r| {
-                let patient = r.5.map(uuid_from).transpose().map_err(StoreError::from)?;
-                crate::audit_from_columns(
-                    r.0, r.1, r.2, r.3, r.4, patient, r.6, r.7, r.8, r.9, r.10, r.11, r.12,
-                )
-            })
-            .collect()
+        rows.into_iter().map(crate::AuditRow::into_stored).collect()
     }
 
     pub(super) fn checkpoints(

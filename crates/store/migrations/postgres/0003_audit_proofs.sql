@@ -30,3 +30,11 @@ CREATE TRIGGER audit_tree_nodes_no_truncate BEFORE TRUNCATE ON audit_tree_nodes
 
 -- A patient-role token stands for one patient: the record whose access log it may read.
 ALTER TABLE api_tokens ADD COLUMN patient_id UUID;
+
+-- Who and why, beyond actor and role: the actor's organisation, the sign-in session, the
+-- third-party app acting for the user, and the purpose of use (HL7 v3 PurposeOfUse code).
+-- Part of each entry's canonical encoding (haven.audit.entry.v2).
+ALTER TABLE audit_events ADD COLUMN organisation TEXT;
+ALTER TABLE audit_events ADD COLUMN session_id TEXT;
+ALTER TABLE audit_events ADD COLUMN client_app TEXT;
+ALTER TABLE audit_events ADD COLUMN purpose_of_use TEXT;
