@@ -113,6 +113,11 @@ enum WriteOp {
     InsertToken(StoredToken),
     AppendAudit(Vec<AuditEvent>),
     InsertCheckpoint(StoredCheckpoint),
+    SetSiemCursor {
+        name: String,
+        after_seq: i64,
+        now_ms: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -446,6 +451,19 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             insert_audit_rows(connection, &events).await?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::SetSiemCursor {
+            name,
+            after_seq,
+            now_ms,
+        } => {
+            sqlx::query(crate::SET_SIEM_CURSOR_SQL)
+                .bind(name)
+                .bind(after_seq)
+                .bind(now_ms)
+                .execute(&mut *connection)
+                .await?;
+            Ok(WriteOutcome::Done)
+        }
     }
 }
 
@@ -640,6 +658,23 @@ impl Store for SqliteStore {
 
     async fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>> {
         self.readers.latest_checkpoint()
+    }
+
+    async fn siem_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.readers.siem_cursor(name)
+    }
+
+    async fn set_siem_cursor(&self, name: &str, after_seq: i64, now_ms: i64) -> StoreResult<()> {
+        crate::check_siem_cursor(after_seq)?;
+        let op = WriteOp::SetSiemCursor {
+            name: name.to_owned(),
+            after_seq,
+            now_ms,
+        };
+        match self.write(op).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 }
 
