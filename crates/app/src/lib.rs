@@ -23,6 +23,7 @@ mod codec;
 pub mod gate;
 pub mod keys;
 pub mod patients;
+pub mod siem;
 pub mod tokens;
 pub mod transparency;
 

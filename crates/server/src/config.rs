@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+
+use haven_app::siem::{SYSLOG_TLS_PORT_DEFAULT, SyslogHostname};
 
 /// Validated settings for `haven serve` and the CLI.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct Config {
     pub connections_max: usize,
     pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
+    /// `None`: no SIEM export (the default).
+    pub siem: Option<SiemSettings>,
 }
 
 /// The database URL may hold a password: never print it.
@@ -47,6 +51,7 @@ impl fmt::Debug for Config {
             .field("body_bytes_max", &self.body_bytes_max)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("connections_max", &self.connections_max)
+            .field("siem", &self.siem)
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +60,37 @@ impl fmt::Debug for Config {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Where and how the audit log is exported: RFC 5424 syslog over TLS (RFC 5425) to one
+/// collector. Holds paths, never key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiemSettings {
+    /// The collector's host name or IP address.
+    pub host: String,
+    pub port: u16,
+    /// PEM file of the CA certificate(s) that may have signed the collector's certificate.
+    /// Only these are trusted for the collector, never the system's roots.
+    pub ca_cert: PathBuf,
+    /// A client certificate and key, for collectors that require mutual TLS (as IHE ATNA
+    /// does).
+    pub client: Option<TlsFiles>,
+    /// The name the collector's certificate must be valid for; the host unless set.
+    pub server_name: String,
+    /// The syslog HOSTNAME; `None`: the machine's own name.
+    pub hostname: Option<SyslogHostname>,
+}
+
+impl SiemSettings {
+    /// `host:port`, with an IPv6 address in brackets: names the collector in logs and its
+    /// export cursor.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +130,37 @@ const KEYS: &[&str] = &[
     "connections_max",
     "shutdown_grace_secs",
     "log_format",
+    "siem_collector",
+    "siem_ca_cert",
+    "siem_client_cert",
+    "siem_client_key",
+    "siem_server_name",
+    "siem_hostname",
 ];
+
+/// Settings grouped in a TOML table: `[siem]` with `collector = …` is the setting
+/// `siem_collector` (`HAVEN_SIEM_COLLECTOR`, `--siem-collector`).
+const SECTIONS: &[&str] = &["siem"];
+
+/// The section a key belongs to and its name inside it (`siem_collector` → `siem`,
+/// `collector`).
+fn section_of(key: &str) -> Option<(&'static str, &str)> {
+    SECTIONS.iter().find_map(|section| {
+        key.strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .map(|name| (*section, name))
+    })
+}
 
 pub const BODY_BYTES_MAX_LIMIT: usize = 64 * 1024 * 1024;
 
 fn describe(key: &str, source: &Source) -> String {
     match source {
         Source::Default => format!("{key} (default)"),
-        Source::File(path) => format!("{key} in {}", path.display()),
+        Source::File(path) => match section_of(key) {
+            Some((section, name)) => format!("{section}.{name} in {}", path.display()),
+            None => format!("{key} in {}", path.display()),
+        },
         Source::Env => format!("HAVEN_{}", key.to_uppercase()),
         Source::Flag => format!("--{}", key.replace('_', "-")),
     }
@@ -181,29 +240,65 @@ fn read_file(path: &Path, source: &Source, raw: &mut Raw) -> Result<(), ConfigEr
         message: format!("not valid TOML: {}", e.message()),
     })?;
     for (key, value) in table {
-        let Some(&known) = KEYS.iter().find(|k| **k == key) else {
+        if let (Some(section), toml::Value::Table(entries)) =
+            (SECTIONS.iter().find(|s| **s == key), &value)
+        {
+            for (name, value) in entries {
+                let full = format!("{section}_{name}");
+                let Some(&known) = KEYS.iter().find(|k| **k == full) else {
+                    let names: Vec<&str> = KEYS
+                        .iter()
+                        .filter_map(|k| section_of(k).filter(|(s, _)| s == section))
+                        .map(|(_, name)| name)
+                        .collect();
+                    return Err(ConfigError {
+                        setting: format!("{section}.{name} in {}", path.display()),
+                        message: format!(
+                            "unknown setting; known [{section}] settings are: {}",
+                            names.join(", ")
+                        ),
+                    });
+                };
+                let text = scalar(value, &describe(known, &Source::File(path.to_owned())))?;
+                raw.set(known, text, Source::File(path.to_owned()));
+            }
+            continue;
+        }
+        let Some(&known) = KEYS.iter().find(|k| **k == key && section_of(k).is_none()) else {
+            let top_level: Vec<String> = KEYS
+                .iter()
+                .filter(|k| section_of(k).is_none())
+                .map(|k| (*k).to_owned())
+                .chain(SECTIONS.iter().map(|s| format!("[{s}]")))
+                .collect();
             return Err(ConfigError {
                 setting: format!("{key} in {}", path.display()),
-                message: format!("unknown setting; known settings are: {}", KEYS.join(", ")),
+                message: format!(
+                    "unknown setting; known settings are: {}",
+                    top_level.join(", ")
+                ),
             });
         };
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => {
-                return Err(ConfigError {
-                    setting: format!("{key} in {}", path.display()),
-                    message: format!(
-                        "expected a string, integer or boolean, found {}",
-                        other.type_str()
-                    ),
-                });
-            }
-        };
+        let text = scalar(&value, &format!("{key} in {}", path.display()))?;
         raw.set(known, text, Source::File(path.to_owned()));
     }
     Ok(())
+}
+
+/// A TOML value as the text the other sources would give.
+fn scalar(value: &toml::Value, setting: &str) -> Result<String, ConfigError> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(ConfigError {
+            setting: setting.to_owned(),
+            message: format!(
+                "expected a string, integer or boolean, found {}",
+                other.type_str()
+            ),
+        }),
+    }
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {
@@ -306,6 +401,8 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         })?
         .unwrap_or(LogFormat::Text);
 
+    let siem = siem(raw, path)?;
+
     if tls.is_none() && !behind_tls_proxy && !listen.ip().is_loopback() {
         return Err(ConfigError {
             setting: raw.source("listen"),
@@ -328,7 +425,137 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         connections_max,
         shutdown_grace_secs,
         log_format,
+        siem,
     })
+}
+
+/// Parses `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 6514.
+fn parse_collector(text: &str) -> Result<(String, u16), String> {
+    let text = text.trim();
+    let example = "such as siem.example.org:6514 or [2001:db8::1]:6514";
+    if text.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if text.contains("://") {
+        return Err(format!("give host:port without a scheme, {example}"));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{text}` lacks the closing `]` of its IPv6 address"))?;
+        host.parse::<Ipv6Addr>()
+            .map_err(|_| format!("`{host}` is not an IPv6 address"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("`{text}` is not host:port, {example}")),
+            },
+        }
+    } else {
+        match text.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err(format!(
+                    "an IPv6 address goes in brackets with its port, {example}"
+                ));
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!("`{text}` is not host:port, {example}"));
+    }
+    let port = match port {
+        None => SYSLOG_TLS_PORT_DEFAULT,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| format!("`{port}` is not a port (1 to 65535)"))?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// A name the collector's certificate can be checked against: a DNS name or an IP address.
+fn parse_server_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    rustls_pki_types::ServerName::try_from(text)
+        .map(|_| text.to_owned())
+        .map_err(|_| format!("`{text}` is neither a DNS name nor an IP address"))
+}
+
+/// The SIEM export's settings: all or nothing, named in every error.
+fn siem(
+    raw: &Raw,
+    path: impl Fn(&str) -> Result<PathBuf, String> + Copy,
+) -> Result<Option<SiemSettings>, ConfigError> {
+    let collector = raw.parse("siem_collector", parse_collector)?;
+    let ca_cert = raw.parse("siem_ca_cert", path)?;
+    let client_cert = raw.parse("siem_client_cert", path)?;
+    let client_key = raw.parse("siem_client_key", path)?;
+    let server_name = raw.parse("siem_server_name", parse_server_name)?;
+    let hostname = raw.parse("siem_hostname", |t| SyslogHostname::parse(t.trim()))?;
+
+    let Some((host, port)) = collector else {
+        let stray = [
+            "siem_ca_cert",
+            "siem_client_cert",
+            "siem_client_key",
+            "siem_server_name",
+            "siem_hostname",
+        ]
+        .into_iter()
+        .find(|key| raw.0.contains_key(key));
+        return match stray {
+            Some(key) => Err(ConfigError {
+                setting: raw.source(key),
+                message: "has no effect without siem_collector (HAVEN_SIEM_COLLECTOR), \
+                          which turns the SIEM export on"
+                    .to_owned(),
+            }),
+            None => Ok(None),
+        };
+    };
+    let Some(ca_cert) = ca_cert else {
+        return Err(ConfigError {
+            setting: raw.source("siem_collector"),
+            message: "the SIEM export needs siem_ca_cert (HAVEN_SIEM_CA_CERT): the PEM file \
+                      of the CA that signed the collector's certificate"
+                .to_owned(),
+        });
+    };
+    let client = match (client_cert, client_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError {
+                setting: raw.source("siem_client_cert"),
+                message: "a client certificate needs its private key too (siem_client_key)".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError {
+                setting: raw.source("siem_client_key"),
+                message: "a client key needs its certificate too (siem_client_cert)".into(),
+            });
+        }
+    };
+    let server_name = match server_name {
+        Some(name) => name,
+        None => parse_server_name(&host).map_err(|message| ConfigError {
+            setting: raw.source("siem_collector"),
+            message: format!("{message}; set siem_server_name to the name in its certificate"),
+        })?,
+    };
+    Ok(Some(SiemSettings {
+        host,
+        port,
+        ca_cert,
+        client,
+        server_name,
+        hostname,
+    }))
 }
 
 #[cfg(test)]
@@ -414,6 +641,166 @@ mod tests {
     fn tls_needs_both_files() {
         let error = load(&Flags::default(), &env(&[("HAVEN_TLS_CERT", "cert.pem")])).unwrap_err();
         assert_eq!(error.setting, "HAVEN_TLS_CERT");
+    }
+
+    #[test]
+    fn the_siem_export_is_off_by_default() {
+        let config = load(&Flags::default(), &env(&[])).unwrap();
+        assert_eq!(config.siem, None);
+    }
+
+    #[test]
+    fn the_siem_collector_port_defaults_to_6514_and_the_server_name_to_its_host() {
+        let config = load(
+            &Flags::default(),
+            &env(&[
+                ("HAVEN_SIEM_COLLECTOR", "siem.example.org"),
+                ("HAVEN_SIEM_CA_CERT", "/etc/haven/siem-ca.pem"),
+            ]),
+        )
+        .unwrap();
+        let siem = config.siem.unwrap();
+        assert_eq!((siem.host.as_str(), siem.port), ("siem.example.org", 6514));
+        assert_eq!(siem.server_name, "siem.example.org");
+        assert_eq!(siem.ca_cert, PathBuf::from("/etc/haven/siem-ca.pem"));
+        assert_eq!((siem.client.as_ref(), siem.hostname.as_ref()), (None, None));
+        assert_eq!(siem.address(), "siem.example.org:6514");
+
+        for (given, host, port, address) in [
+            ("10.0.0.5:1514", "10.0.0.5", 1514, "10.0.0.5:1514"),
+            ("[2001:db8::1]", "2001:db8::1", 6514, "[2001:db8::1]:6514"),
+            (
+                "[2001:db8::1]:7514",
+                "2001:db8::1",
+                7514,
+                "[2001:db8::1]:7514",
+            ),
+        ] {
+            let config = load(
+                &Flags::default(),
+                &env(&[
+                    ("HAVEN_SIEM_COLLECTOR", given),
+                    ("HAVEN_SIEM_CA_CERT", "ca.pem"),
+                ]),
+            )
+            .unwrap();
+            let siem = config.siem.unwrap();
+            assert_eq!((siem.host.as_str(), siem.port), (host, port), "{given}");
+            assert_eq!(siem.server_name, host);
+            assert_eq!(siem.address(), address);
+        }
+    }
+
+    #[test]
+    fn siem_settings_come_from_a_toml_table_and_the_environment_overrides_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("haven.toml");
+        std::fs::write(
+            &file,
+            "[siem]\ncollector = \"10.0.0.5:6514\"\nca_cert = \"ca.pem\"\n\
+             client_cert = \"client.pem\"\nclient_key = \"client.key\"\n\
+             server_name = \"siem.example.org\"\nhostname = \"clinic-01\"\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        };
+        let siem = load(&flags, &env(&[])).unwrap().siem.unwrap();
+        assert_eq!(siem.server_name, "siem.example.org");
+        assert_eq!(
+            siem.client,
+            Some(TlsFiles {
+                cert: "client.pem".into(),
+                key: "client.key".into()
+            })
+        );
+        assert_eq!(siem.hostname.unwrap().as_str(), "clinic-01");
+
+        let siem = load(&flags, &env(&[("HAVEN_SIEM_HOSTNAME", "clinic-02")]))
+            .unwrap()
+            .siem
+            .unwrap();
+        assert_eq!(siem.hostname.unwrap().as_str(), "clinic-02");
+
+        // Errors name the key as it is written in the file.
+        std::fs::write(
+            &file,
+            "[siem]\ncollector = \"a:b:c\"\nca_cert = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let error = load(&flags, &env(&[])).unwrap_err();
+        assert!(error.setting.starts_with("siem.collector in "), "{error}");
+        std::fs::write(&file, "[siem]\ncolector = \"siem:6514\"\n").unwrap();
+        let error = load(&flags, &env(&[])).unwrap_err();
+        assert!(error.setting.starts_with("siem.colector in "), "{error}");
+        assert!(error.message.contains("collector, ca_cert"), "{error}");
+        // Only inside the table: a top-level `siem_collector` is not a setting.
+        std::fs::write(&file, "siem_collector = \"siem:6514\"\n").unwrap();
+        let error = load(&flags, &env(&[])).unwrap_err();
+        assert!(error.setting.starts_with("siem_collector in "), "{error}");
+    }
+
+    #[test]
+    fn a_siem_collector_needs_a_ca_certificate() {
+        let error = load(
+            &Flags::default(),
+            &env(&[("HAVEN_SIEM_COLLECTOR", "siem.example.org:6514")]),
+        )
+        .unwrap_err();
+        assert_eq!(error.setting, "HAVEN_SIEM_COLLECTOR");
+        assert!(error.message.contains("siem_ca_cert"), "{error}");
+    }
+
+    #[test]
+    fn a_siem_client_certificate_needs_its_key() {
+        let base = [
+            ("HAVEN_SIEM_COLLECTOR", "siem.example.org"),
+            ("HAVEN_SIEM_CA_CERT", "ca.pem"),
+        ];
+        let error = load(
+            &Flags::default(),
+            &env(&[base[0], base[1], ("HAVEN_SIEM_CLIENT_CERT", "client.pem")]),
+        )
+        .unwrap_err();
+        assert_eq!(error.setting, "HAVEN_SIEM_CLIENT_CERT");
+        let error = load(
+            &Flags::default(),
+            &env(&[base[0], base[1], ("HAVEN_SIEM_CLIENT_KEY", "client.key")]),
+        )
+        .unwrap_err();
+        assert_eq!(error.setting, "HAVEN_SIEM_CLIENT_KEY");
+    }
+
+    #[test]
+    fn siem_settings_without_a_collector_are_refused() {
+        let error = load(&Flags::default(), &env(&[("HAVEN_SIEM_CA_CERT", "ca.pem")])).unwrap_err();
+        assert_eq!(error.setting, "HAVEN_SIEM_CA_CERT");
+        assert!(error.message.contains("siem_collector"), "{error}");
+    }
+
+    #[test]
+    fn malformed_siem_settings_are_named() {
+        for (key, value) in [
+            ("HAVEN_SIEM_COLLECTOR", "tls://siem.example.org:6514"),
+            ("HAVEN_SIEM_COLLECTOR", "siem.example.org:0"),
+            ("HAVEN_SIEM_COLLECTOR", "siem.example.org:70000"),
+            ("HAVEN_SIEM_COLLECTOR", "2001:db8::1:6514"),
+            ("HAVEN_SIEM_COLLECTOR", "[2001:db8::1"),
+            ("HAVEN_SIEM_COLLECTOR", ":6514"),
+            ("HAVEN_SIEM_SERVER_NAME", "not a name"),
+            ("HAVEN_SIEM_HOSTNAME", "two words"),
+            ("HAVEN_SIEM_CA_CERT", " "),
+        ] {
+            let mut settings = vec![
+                ("HAVEN_SIEM_COLLECTOR", "siem.example.org"),
+                ("HAVEN_SIEM_CA_CERT", "ca.pem"),
+            ];
+            settings.retain(|(k, _)| *k != key);
+            settings.push((key, value));
+            let error = load(&Flags::default(), &env(&settings)).unwrap_err();
+            assert_eq!(error.setting, key, "{value}: {error}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 pub mod config;
 mod listener;
+mod siem_transport;
 
 pub use config::Config;
 
@@ -108,6 +109,8 @@ pub struct Application {
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: Config,
     app: App,
+    /// Sends the audit log to a SIEM collector, when configured.
+    siem: Option<haven_app::siem::SiemFollower>,
     _lock: DataDirLock,
 }
 
@@ -117,6 +120,7 @@ impl std::fmt::Debug for Application {
             .field("local_addr", &self.local_addr)
             .field("tls", &self.tls.is_some())
             .field("config", &self.config)
+            .field("siem", &self.siem.as_ref().map(|siem| siem.collector()))
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +145,19 @@ impl Application {
             .as_ref()
             .map(listener::tls_acceptor)
             .transpose()?;
+        // Built now, so an unreadable certificate stops start-up instead of the export.
+        let siem = match &config.siem {
+            Some(settings) => {
+                let connector = siem_transport::TlsCollector::new(settings)?;
+                Some(haven_app::siem::SiemFollower::new(
+                    app.store().clone(),
+                    Arc::new(connector),
+                    app.clock().clone(),
+                    siem_transport::syslog_hostname(settings),
+                ))
+            }
+            None => None,
+        };
         let router = haven_api::router(
             app.clone(),
             haven_api::HttpSettings {
@@ -160,6 +177,7 @@ impl Application {
             tls,
             config,
             app,
+            siem,
             _lock: lock,
         })
     }
@@ -189,6 +207,14 @@ impl Application {
             })
             .await;
         });
+        // The SIEM export runs beside everything else and only reads the log, so a slow or
+        // absent collector never holds up a request or an audit append.
+        let (stop_siem, siem_stopped) = tokio::sync::oneshot::channel::<()>();
+        let siem = self.siem.map(|follower| {
+            tokio::spawn(follower.run(async {
+                let _ = siem_stopped.await;
+            }))
+        });
         let served = listener::serve(
             self.listener,
             self.router,
@@ -200,10 +226,17 @@ impl Application {
             shutdown,
         )
         .await;
-        // In-flight requests are done: sign a last checkpoint covering their entries.
+        // In-flight requests are done: sign a last checkpoint covering their entries, and
+        // send the collector what it can still take (bounded by SIEM_DRAIN_TIMEOUT_SECS).
         let _ = stop_checkpointer.send(());
+        let _ = stop_siem.send(());
         if let Err(error) = checkpointer.await {
             tracing::error!(%error, "the audit checkpointer ended abnormally");
+        }
+        if let Some(siem) = siem
+            && let Err(error) = siem.await
+        {
+            tracing::error!(%error, "the SIEM export ended abnormally");
         }
         served
     }

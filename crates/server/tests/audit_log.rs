@@ -424,9 +424,9 @@ async fn reviewers_report_on_the_log_in_json_csv_and_fhir(backend: Backend) {
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let text = csv.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with(
-        "seq,at,actor,role,organisation,session,client_app,action,patient,"
-    ));
+    assert!(
+        lines[0].starts_with("seq,at,actor,role,organisation,session,client_app,action,patient,")
+    );
     assert_eq!(lines.len(), 4, "{text}");
     assert!(lines[1].contains(",create,") && lines[1].contains(&patient));
 

@@ -71,6 +71,9 @@ pub enum StoreError {
     /// A caller asked for more than a named limit allows (a bug in the caller).
     #[error("{what} exceeds the limit of {max}")]
     LimitExceeded { what: &'static str, max: usize },
+    /// The caller passed a value no engine may store (a programming error, not bad data).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
 }
 
 /// A tree hash from a stored column, which must be exactly 32 bytes.
@@ -518,7 +521,34 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         ids: &[haven_audit::merkle::NodeId],
     ) -> StoreResult<Vec<Option<haven_audit::merkle::Hash>>>;
+
+    /// Where the SIEM export to collector `name` stands: the `seq` of the last audit entry
+    /// sent to it, or `None` if nothing has been sent yet.
+    async fn siem_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// Records that every entry up to `after_seq` has been sent to collector `name`. The
+    /// cursor only moves forward: a smaller `after_seq` than the stored one changes nothing,
+    /// so a late or repeated update can never make the export skip back or ahead of itself.
+    /// A negative `after_seq` is refused ([`StoreError::Invalid`]).
+    async fn set_siem_cursor(&self, name: &str, after_seq: i64, now_ms: i64) -> StoreResult<()>;
 }
+
+pub(crate) fn check_siem_cursor(after_seq: i64) -> StoreResult<()> {
+    if after_seq < 0 {
+        return Err(StoreError::Invalid(
+            "a SIEM cursor is an audit seq, never negative",
+        ));
+    }
+    Ok(())
+}
+
+/// Moves a SIEM cursor forward, never back: the `WHERE` leaves a row whose cursor is already
+/// at or past the new one untouched (both engines
+/// run this statement: SQLite reads `$n` as the n-th parameter too).
+pub(crate) const SET_SIEM_CURSOR_SQL: &str =
+    "INSERT INTO siem_cursors (name, after_seq, updated_at_ms) VALUES ($1, $2, $3)
+     ON CONFLICT (name) DO UPDATE
+         SET after_seq = excluded.after_seq, updated_at_ms = excluded.updated_at_ms
+         WHERE excluded.after_seq > siem_cursors.after_seq";
 
 /// The columns of `audit_events` in the order both engines select them ([`AuditRow`]).
 pub(crate) const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, organisation, session_id, \

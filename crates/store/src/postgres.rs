@@ -777,6 +777,26 @@ impl Store for PostgresStore {
         }
         Ok(out)
     }
+
+    async fn siem_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT after_seq FROM siem_cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_siem_cursor(&self, name: &str, after_seq: i64, now_ms: i64) -> StoreResult<()> {
+        crate::check_siem_cursor(after_seq)?;
+        sqlx::query(crate::SET_SIEM_CURSOR_SQL)
+            .bind(name)
+            .bind(after_seq)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 fn tree_leaf_from_row(row: &PgRow) -> StoreResult<TreeLeaf> {

@@ -107,6 +107,8 @@ contracts! {
         concurrent_inserts_all_succeed,
         a_failing_write_does_not_undo_concurrent_writes,
         acknowledged_writes_survive_a_restart,
+        siem_cursors_start_absent_and_only_move_forward,
+        siem_cursors_are_kept_per_collector_and_survive_a_restart,
     ],
     sqlite_only: [
         acknowledged_writes_are_in_the_files_before_shutdown,
@@ -1915,5 +1917,109 @@ async fn audit_leaves_hash_exactly_the_stored_entries(engine: &Engine) {
     assert_eq!(
         store.audit_leaves(2, 100).await.unwrap(),
         leaves[2..].to_vec()
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// SIEM export cursors
+// ------------------------------------------------------------------------------------------
+
+/// The export's promise rests on this: once a page is recorded as delivered, no late or
+/// repeated update moves the cursor back, and nothing but an update moves it forward.
+async fn siem_cursors_start_absent_and_only_move_forward(engine: &Engine) {
+    let store = engine.store();
+    assert_eq!(store.siem_cursor("collector-a").await.unwrap(), None);
+
+    store
+        .set_siem_cursor("collector-a", 5, T0_MS)
+        .await
+        .unwrap();
+    assert_eq!(store.siem_cursor("collector-a").await.unwrap(), Some(5));
+
+    // Backwards and sideways are ignored, not errors: a slower writer may report late.
+    store
+        .set_siem_cursor("collector-a", 3, T0_MS + 1)
+        .await
+        .unwrap();
+    store
+        .set_siem_cursor("collector-a", 5, T0_MS + 2)
+        .await
+        .unwrap();
+    store
+        .set_siem_cursor("collector-a", 0, T0_MS + 3)
+        .await
+        .unwrap();
+    assert_eq!(store.siem_cursor("collector-a").await.unwrap(), Some(5));
+
+    store
+        .set_siem_cursor("collector-a", 1_000_000, T0_MS + 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.siem_cursor("collector-a").await.unwrap(),
+        Some(1_000_000)
+    );
+
+    // A negative position is never a seq: refused, for a new cursor and an existing one.
+    for name in ["collector-a", "collector-new"] {
+        let error = store.set_siem_cursor(name, -1, T0_MS).await.unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{error:?}");
+    }
+    assert_eq!(
+        store.siem_cursor("collector-a").await.unwrap(),
+        Some(1_000_000)
+    );
+    assert_eq!(store.siem_cursor("collector-new").await.unwrap(), None);
+
+    // Starting at zero is a real position (nothing sent yet, but the collector is known).
+    store
+        .set_siem_cursor("collector-zero", 0, T0_MS)
+        .await
+        .unwrap();
+    assert_eq!(store.siem_cursor("collector-zero").await.unwrap(), Some(0));
+}
+
+async fn siem_cursors_are_kept_per_collector_and_survive_a_restart(engine: &Engine) {
+    let store = engine.store();
+    store
+        .set_siem_cursor("siem.example.org:6514", 42, T0_MS)
+        .await
+        .unwrap();
+    store
+        .set_siem_cursor("backup-siem.example.org:6514", 7, T0_MS)
+        .await
+        .unwrap();
+    // Names are compared exactly: no case folding, no trimming.
+    assert_eq!(
+        store.siem_cursor("SIEM.example.org:6514").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.siem_cursor("siem.example.org:6514 ").await.unwrap(),
+        None
+    );
+    drop(store);
+
+    engine.restart().await;
+    let store = engine.store();
+    assert_eq!(
+        store.siem_cursor("siem.example.org:6514").await.unwrap(),
+        Some(42)
+    );
+    assert_eq!(
+        store
+            .siem_cursor("backup-siem.example.org:6514")
+            .await
+            .unwrap(),
+        Some(7)
+    );
+    store
+        .set_siem_cursor("backup-siem.example.org:6514", 8, T0_MS + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.siem_cursor("siem.example.org:6514").await.unwrap(),
+        Some(42),
+        "moving one collector's cursor leaves the others alone"
     );
 }

@@ -127,8 +127,37 @@ pub struct TestServer {
     pub data_dir: tempfile::TempDir,
     pub postgres_schema: Option<String>,
     app: haven_app::App,
+    /// The settings it was started with, to start it again on the same data.
+    env: BTreeMap<String, String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A started application: its URL, its `App`, and how to stop it.
+struct Launched {
+    url: String,
+    app: haven_app::App,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn launch(env: &BTreeMap<String, String>, clock: Arc<FakeClock>) -> Launched {
+    let config: Config = config::load(&Flags::default(), env).expect("test configuration");
+    let application = Application::build_with_clock(config, clock)
+        .await
+        .expect("build the application");
+    let url = application.url();
+    let app = application.app().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(application.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Launched {
+        url,
+        app,
+        stop,
+        task,
+    }
 }
 
 impl TestServer {
@@ -154,17 +183,13 @@ impl TestServer {
             env.insert("HAVEN_DATABASE_URL".into(), url);
             postgres_schema = Some(schema);
         }
-        let config: Config = config::load(&Flags::default(), &env).expect("test configuration");
         let clock = Arc::new(FakeClock::new());
-        let application = Application::build_with_clock(config, clock.clone())
-            .await
-            .expect("build the application");
-        let url = application.url();
-        let app = application.app().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(application.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let Launched {
+            url,
+            app,
+            stop,
+            task,
+        } = launch(&env, clock.clone()).await;
         let mut server = Self {
             url,
             backend,
@@ -177,6 +202,7 @@ impl TestServer {
             data_dir,
             postgres_schema,
             app,
+            env,
             stop: Some(stop),
             task: Some(task),
         };
@@ -258,6 +284,27 @@ impl TestServer {
                         .unwrap_or_else(|error| panic!("{statement}: {error}"));
                 }
             }
+        }
+    }
+
+    /// Stops the server gracefully and starts it again on the same data directory and
+    /// database, with the same settings and clock, as an operator's restart would. The
+    /// server listens on a new port afterwards; tokens stay valid.
+    pub async fn restart(&mut self) {
+        self.stop_and_wait().await;
+        let launched = launch(&self.env, self.clock.clone()).await;
+        self.url = launched.url;
+        self.app = launched.app;
+        self.stop = Some(launched.stop);
+        self.task = Some(launched.task);
+    }
+
+    async fn stop_and_wait(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
         }
     }
 

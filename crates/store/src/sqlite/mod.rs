@@ -118,6 +118,11 @@ enum WriteOp {
         leaves: Vec<TreeLeaf>,
         nodes: Vec<TreeNode>,
     },
+    SetSiemCursor {
+        name: String,
+        after_seq: i64,
+        now_ms: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -485,6 +490,19 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             insert_audit_rows(connection, &events).await?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::SetSiemCursor {
+            name,
+            after_seq,
+            now_ms,
+        } => {
+            sqlx::query(crate::SET_SIEM_CURSOR_SQL)
+                .bind(name)
+                .bind(after_seq)
+                .bind(now_ms)
+                .execute(&mut *connection)
+                .await?;
+            Ok(WriteOutcome::Done)
+        }
     }
 }
 
@@ -719,6 +737,23 @@ impl Store for SqliteStore {
             limits::TREE_NODES_READ_MAX,
         )?;
         self.readers.tree_nodes(ids)
+    }
+
+    async fn siem_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.readers.siem_cursor(name)
+    }
+
+    async fn set_siem_cursor(&self, name: &str, after_seq: i64, now_ms: i64) -> StoreResult<()> {
+        crate::check_siem_cursor(after_seq)?;
+        let op = WriteOp::SetSiemCursor {
+            name: name.to_owned(),
+            after_seq,
+            now_ms,
+        };
+        match self.write(op).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 }
 

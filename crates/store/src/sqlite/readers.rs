@@ -393,6 +393,14 @@ impl Readers {
         })
     }
 
+    pub(super) fn siem_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT after_seq FROM siem_cursors WHERE name = ?1")?
+                .query_row([name], |row| row.get(0))
+                .optional()
+        })
+    }
+
     pub(super) fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>> {
         self.with(|c| {
             c.prepare_cached(
