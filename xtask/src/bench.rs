@@ -11,8 +11,8 @@
 //! - `POST /api/v1/patients` answers 201 with a JSON object holding a string `id`, and
 //!   `GET /api/v1/patients/{id}` answers 200;
 //! - `haven audit vkey --data-dir DIR` prints the audit log's verifier key, with which the
-//!   bench checks the checkpoints and inclusion proofs of the sampled access logs, timing
-//!   the proof checks as a client would run them.
+//!   bench checks the checkpoints and inclusion proofs of the sampled access logs as a
+//!   client would.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -185,9 +185,6 @@ fn verify_audit_log(haven: &Path, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Each proof check is repeated until this much time has passed, for a stable figure.
-const PROOF_TIMING_MILLIS_MIN: u64 = 200;
-
 /// One entry of a sampled access log: its recomputed leaf and its proof.
 struct SampledProof {
     leaf: haven_audit::merkle::Hash,
@@ -199,8 +196,9 @@ struct SampledProof {
 
 /// Checks every inclusion proof in the sampled access-log responses as a client would
 /// (signature of the checkpoint with the log's public key, leaf recomputed from the
-/// entry's fields, path to the signed root), fails the bench if one does not hold, and
-/// prints how long one check takes.
+/// entry's fields, path to the signed root) and fails the bench if one does not hold.
+/// (The time a proof takes to build and check is printed by `haven audit verify`, built
+/// with optimisations like the server, unlike this tool.)
 fn check_proofs(haven: &Path, data_dir: &Path, samples: &[String]) -> Result<()> {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -274,27 +272,9 @@ fn check_proofs(haven: &Path, data_dir: &Path, samples: &[String]) -> Result<()>
             );
         }
     }
-    // Timed as a client runs it: recompute nothing but the path (the leaf was hashed once).
-    let started = Instant::now();
-    let mut checked = 0u64;
-    while started.elapsed() < Duration::from_millis(PROOF_TIMING_MILLIS_MIN) {
-        for proof in &proofs {
-            let holds = verify_inclusion(
-                std::hint::black_box(&proof.leaf),
-                proof.index,
-                proof.size,
-                &proof.path,
-                &proof.root,
-            );
-            checked += u64::from(holds);
-        }
-    }
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let micros = started.elapsed().as_secs_f64() * 1e6 / checked.max(1) as f64;
-    let longest = proofs.iter().map(|p| p.path.len()).max().unwrap_or(0);
     let size = proofs.iter().map(|p| p.size).max().unwrap_or(0);
     println!(
-        "inclusion proofs: {} served proofs checked against signed checkpoints (tree of up to {size} entries, paths of up to {longest} hashes); {micros:.2} µs per proof check",
+        "access-log proofs: all {} served inclusion proofs check out against signed checkpoints (tree of up to {size} entries)",
         proofs.len()
     );
     Ok(())

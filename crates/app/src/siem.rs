@@ -959,7 +959,11 @@ mod tests {
         let message = syslog_message(&entry, &host());
         // Full up to the last whole character (or escape pair) that fits.
         assert!(message.len() <= SYSLOG_MESSAGE_BYTES_MAX);
-        assert!(message.len() > SYSLOG_MESSAGE_BYTES_MAX - 4, "{}", message.len());
+        assert!(
+            message.len() > SYSLOG_MESSAGE_BYTES_MAX - 4,
+            "{}",
+            message.len()
+        );
         assert!(message.contains(" truncated=\"user_agent\"]"), "{message}");
         // The reason, second in line, was not needed to make room.
         assert!(message.contains(&format!(" reason=\"{}\"", "r".repeat(100))));

@@ -305,3 +305,76 @@ impl App {
         })
     }
 }
+
+/// How proofs from the stored tree fared on a sample of entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProofSample {
+    /// The checkpoint the proofs lead to.
+    pub size: u64,
+    pub proofs: u64,
+    /// The longest audit path, in hashes.
+    pub path_hashes_max: usize,
+    /// Time to build one proof from the store, median and 99th percentile.
+    pub generate_p50_micros: f64,
+    pub generate_p99_micros: f64,
+    /// Time to check one proof, as a client does, on average.
+    pub verify_mean_micros: f64,
+}
+
+/// Builds and checks inclusion proofs for `samples` entries spread evenly under the latest
+/// checkpoint, straight from the stored tree: a spot check of the tree that serves proofs
+/// (`haven audit verify` runs it after the full check) and a measurement of what a proof
+/// costs to serve and to check. Fails if any proof does not lead to the signed root.
+pub async fn sample_inclusion_proofs(
+    store: &dyn Store,
+    samples: u64,
+) -> AppResult<Option<ProofSample>> {
+    let Some(checkpoint) = store.latest_checkpoint().await? else {
+        return Ok(None);
+    };
+    let root = signed_root(&checkpoint)?;
+    let samples = samples.clamp(1, checkpoint.size.max(1));
+    let mut generate_micros = Vec::with_capacity(samples as usize);
+    let mut checks = Vec::with_capacity(samples as usize);
+    for k in 0..samples {
+        let index = k * checkpoint.size / samples;
+        let Some(leaf) = store.tree_leaves(index, 1).await?.into_iter().next() else {
+            return Err(AppError::Unexpected(format!(
+                "the stored audit tree has no leaf {index} under the checkpoint at size {}",
+                checkpoint.size
+            )));
+        };
+        let started = std::time::Instant::now();
+        let ranges = inclusion_ranges(leaf.index, checkpoint.size)
+            .ok_or_else(|| AppError::Unexpected("a leaf beyond its checkpoint".into()))?;
+        let path = range_hashes(store, &ranges).await?;
+        generate_micros.push(started.elapsed().as_secs_f64() * 1e6);
+        checks.push((leaf, path));
+    }
+    let started = std::time::Instant::now();
+    for (leaf, path) in &checks {
+        if !verify_inclusion(&leaf.hash, leaf.index, checkpoint.size, path, &root) {
+            return Err(AppError::Unexpected(format!(
+                "the proof of entry {} (seq {}) from the stored tree does not lead to the root \
+                 signed at size {}: the stored tree was altered",
+                leaf.index + 1,
+                leaf.seq,
+                checkpoint.size
+            )));
+        }
+    }
+    let verify_mean_micros = started.elapsed().as_secs_f64() * 1e6 / checks.len() as f64;
+    generate_micros.sort_by(f64::total_cmp);
+    let at = |fraction: f64| {
+        let rank = ((generate_micros.len() as f64 * fraction).ceil() as usize).max(1);
+        generate_micros[rank.min(generate_micros.len()) - 1]
+    };
+    Ok(Some(ProofSample {
+        size: checkpoint.size,
+        proofs: checks.len() as u64,
+        path_hashes_max: checks.iter().map(|(_, p)| p.len()).max().unwrap_or(0),
+        generate_p50_micros: at(0.50),
+        generate_p99_micros: at(0.99),
+        verify_mean_micros,
+    }))
+}
