@@ -65,6 +65,22 @@ typed_id!(
     /// An API token issued by `haven admin token`.
     TokenId
 );
+typed_id!(
+    /// A person who signs in: staff or a patient.
+    UserId
+);
+typed_id!(
+    /// An organisation (a clinic, a department): users, policies and time-outs belong to one.
+    OrganisationId
+);
+typed_id!(
+    /// A signed-in session of a user.
+    SessionId
+);
+typed_id!(
+    /// An invitation to enrol, redeemed once.
+    InvitationId
+);
 
 /// The text is not a canonical, hyphenated UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,7 @@ pub mod patient;
 pub mod policy;
 pub mod role;
 
-pub use ids::{PatientId, TokenId};
+pub use ids::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
 pub use patient::{
     ContactKind, ContactPoint, HumanName, Identifier, PatientRecord, ValidationError,
 };

@@ -16,10 +16,15 @@
 use std::fmt;
 
 use haven_audit::{AuditEvent, StoredAuditEvent};
-use haven_domain::{PatientId, TokenId};
+use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
 
+pub mod identity;
 pub mod postgres;
 pub mod sqlite;
+
+pub use identity::{
+    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -48,6 +53,12 @@ pub mod limits {
     /// The most stored tree hashes one `tree_nodes` read returns: a proof needs at most
     /// 64 ranges of at most 64 perfect subtrees each.
     pub const TREE_NODES_READ_MAX: usize = 4096;
+    /// The most organisations one listing returns.
+    pub const ORGANISATIONS_LISTED_MAX: u32 = 1000;
+    /// The most sessions of one user listed.
+    pub const USER_SESSIONS_LISTED_MAX: u32 = 100;
+    /// The most recovery codes a user holds at once.
+    pub const RECOVERY_CODES_MAX: usize = 16;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +99,7 @@ pub(crate) fn tree_hash(
 }
 
 /// Checks the size of an `append_tree` or `tree_nodes` call against its limit.
-pub(crate) fn check_tree_rows(what: &'static str, rows: usize, max: usize) -> StoreResult<()> {
+pub(crate) fn check_rows_max(what: &'static str, rows: usize, max: usize) -> StoreResult<()> {
     if rows > max {
         return Err(StoreError::LimitExceeded { what, max });
     }
@@ -530,6 +541,86 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// so a late or repeated update can never make the export skip back or ahead of itself.
     /// A negative `after_seq` is refused ([`StoreError::Invalid`]).
     async fn set_siem_cursor(&self, name: &str, after_seq: i64, now_ms: i64) -> StoreResult<()>;
+
+    // --- Identity -----------------------------------------------------------------------
+
+    async fn insert_organisation(&self, organisation: StoredOrganisation) -> StoreResult<()>;
+    async fn organisation(&self, id: OrganisationId) -> StoreResult<Option<StoredOrganisation>>;
+    /// Every organisation, oldest first, at most [`limits::ORGANISATIONS_LISTED_MAX`].
+    async fn organisations(&self) -> StoreResult<Vec<StoredOrganisation>>;
+
+    /// Creates a user with their subject key; `AlreadyExists` if the login is taken.
+    async fn insert_user(&self, user: NewUser) -> StoreResult<()>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<StoredUser>>;
+    async fn user_by_login(&self, login_index: &[u8]) -> StoreResult<Option<StoredUser>>;
+    /// Replaces the password hash and resets failed sign-ins.
+    async fn set_password(&self, user: UserId, password_hash: &str, now_ms: i64)
+    -> StoreResult<()>;
+    /// Stores a (sealed) TOTP secret, pending until `enabled`; `None` removes it.
+    async fn set_totp(
+        &self,
+        user: UserId,
+        totp_sealed: Option<Vec<u8>>,
+        enabled: bool,
+    ) -> StoreResult<()>;
+    /// Records TOTP step `step` as used if it is later than the last one used; returns
+    /// whether it was (false: a replayed or older code).
+    async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
+    /// Counts a failed sign-in and extends the lock to at least `locked_until_ms`.
+    async fn record_login_failure(&self, user: UserId, locked_until_ms: i64) -> StoreResult<()>;
+    async fn reset_login_failures(&self, user: UserId) -> StoreResult<()>;
+
+    async fn insert_session(&self, session: StoredSession) -> StoreResult<()>;
+    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredSession>>;
+    /// Records activity (for the idle time-out).
+    async fn touch_session(&self, id: SessionId, now_ms: i64) -> StoreResult<()>;
+    /// Records a fresh proof of identity (step-up re-authentication).
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        now_ms: i64,
+        mfa: bool,
+    ) -> StoreResult<()>;
+    /// Ends a session; returns whether it was still open.
+    async fn revoke_session(&self, id: SessionId, now_ms: i64, reason: &str) -> StoreResult<bool>;
+    /// Ends every open session of `user` except `keep`; returns how many ended.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now_ms: i64,
+        reason: &str,
+    ) -> StoreResult<u64>;
+    /// The user's sessions not revoked and not past their absolute time-out at `now_ms`,
+    /// newest first, at most [`limits::USER_SESSIONS_LISTED_MAX`].
+    async fn user_sessions(&self, user: UserId, now_ms: i64) -> StoreResult<Vec<StoredSession>>;
+
+    async fn insert_invitation(&self, invitation: StoredInvitation) -> StoreResult<()>;
+    async fn invitation_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredInvitation>>;
+    /// In one transaction: marks the invitation used (if unused and unexpired at `now_ms`)
+    /// and creates the user.
+    async fn redeem_invitation(
+        &self,
+        invitation: InvitationId,
+        now_ms: i64,
+        user: NewUser,
+    ) -> StoreResult<Redeemed>;
+
+    /// Replaces a user's recovery codes (hashes), at most [`limits::RECOVERY_CODES_MAX`].
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        code_hashes: Vec<Vec<u8>>,
+    ) -> StoreResult<()>;
+    /// Uses a recovery code once; returns whether it was valid and unused.
+    async fn use_recovery_code(
+        &self,
+        user: UserId,
+        code_hash: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// How many unused recovery codes the user has left.
+    async fn recovery_codes_left(&self, user: UserId) -> StoreResult<u64>;
 }
 
 pub(crate) fn check_siem_cursor(after_seq: i64) -> StoreResult<()> {

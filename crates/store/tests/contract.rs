@@ -104,6 +104,10 @@ contracts! {
         audit_tree_writes_and_reads_are_bounded,
         audit_reports_filter_sort_and_page,
         audit_leaves_hash_exactly_the_stored_entries,
+        users_are_found_by_login_and_keep_their_sign_in_state,
+        sessions_end_one_by_one_or_all_together,
+        an_invitation_is_redeemed_once,
+        recovery_codes_work_once_each,
         concurrent_inserts_all_succeed,
         a_failing_write_does_not_undo_concurrent_writes,
         acknowledged_writes_survive_a_restart,
@@ -2022,4 +2026,415 @@ async fn siem_cursors_are_kept_per_collector_and_survive_a_restart(engine: &Engi
         Some(42),
         "moving one collector's cursor leaves the others alone"
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Identity
+// ------------------------------------------------------------------------------------------
+
+fn organisation() -> haven_store::StoredOrganisation {
+    haven_store::StoredOrganisation {
+        id: haven_domain::OrganisationId::generate(),
+        name: "North Clinic".to_owned(),
+        idle_timeout_secs: 900,
+        absolute_timeout_secs: 43_200,
+        patient_mfa_required: false,
+        created_at_ms: T0_MS,
+    }
+}
+
+fn new_user(
+    organisation: haven_domain::OrganisationId,
+    role: &str,
+    patient: Option<PatientId>,
+) -> haven_store::NewUser {
+    let id = haven_domain::UserId::generate();
+    let subject_key = StoredSubjectKey {
+        subject: PatientId::from_uuid(id.as_uuid()),
+        key_id: random_bytes(16),
+        root_key_id: ROOT_OLD.to_vec(),
+        wrapped: random_bytes(72),
+    };
+    haven_store::NewUser {
+        user: haven_store::StoredUser {
+            id,
+            organisation,
+            login_index: random_bytes(32),
+            login_sealed: random_bytes(60),
+            role: role.to_owned(),
+            patient,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+            password_changed_at_ms: T0_MS,
+            totp_sealed: None,
+            totp_enabled: false,
+            totp_last_step: 0,
+            failed_logins: 0,
+            locked_until_ms: 0,
+            created_at_ms: T0_MS,
+            disabled_at_ms: None,
+            subject_key: Some(subject_key.clone()),
+        },
+        subject_key,
+    }
+}
+
+async fn users_are_found_by_login_and_keep_their_sign_in_state(engine: &Engine) {
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    assert_eq!(store.organisation(org.id).await.unwrap(), Some(org.clone()));
+    assert_eq!(store.organisations().await.unwrap(), vec![org.clone()]);
+
+    let patient = PatientId::generate();
+    let new = new_user(org.id, "patient", Some(patient));
+    store.insert_user(new.clone()).await.unwrap();
+    let stored = store.user(new.user.id).await.unwrap().unwrap();
+    assert_eq!(stored, new.user);
+    assert_eq!(
+        store.user_by_login(&new.user.login_index).await.unwrap(),
+        Some(new.user.clone())
+    );
+    assert_eq!(store.user_by_login(&random_bytes(32)).await.unwrap(), None);
+
+    // A login names one user.
+    let mut clash = new_user(org.id, "clinician", None);
+    clash.user.login_index = new.user.login_index.clone();
+    assert!(matches!(
+        store.insert_user(clash.clone()).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(store.user(clash.user.id).await.unwrap(), None);
+
+    // Failed sign-ins count up; the lock only ever extends; a new password clears both.
+    let id = new.user.id;
+    store.record_login_failure(id, 0).await.unwrap();
+    store
+        .record_login_failure(id, T0_MS + 60_000)
+        .await
+        .unwrap();
+    store.record_login_failure(id, T0_MS + 1_000).await.unwrap();
+    let locked = store.user(id).await.unwrap().unwrap();
+    assert_eq!(
+        (locked.failed_logins, locked.locked_until_ms),
+        (3, T0_MS + 60_000)
+    );
+    store.reset_login_failures(id).await.unwrap();
+    let reset = store.user(id).await.unwrap().unwrap();
+    assert_eq!((reset.failed_logins, reset.locked_until_ms), (0, 0));
+    store
+        .record_login_failure(id, T0_MS + 60_000)
+        .await
+        .unwrap();
+    store
+        .set_password(id, "$argon2id$new", T0_MS + 5)
+        .await
+        .unwrap();
+    let changed = store.user(id).await.unwrap().unwrap();
+    assert_eq!(changed.password_hash, "$argon2id$new");
+    assert_eq!(changed.password_changed_at_ms, T0_MS + 5);
+    assert_eq!((changed.failed_logins, changed.locked_until_ms), (0, 0));
+
+    // TOTP: a secret pending, then enabled; each time step is accepted once, never an
+    // older one.
+    let secret = random_bytes(40);
+    store
+        .set_totp(id, Some(secret.clone()), false)
+        .await
+        .unwrap();
+    let pending = store.user(id).await.unwrap().unwrap();
+    assert_eq!(
+        (pending.totp_sealed.clone(), pending.totp_enabled),
+        (Some(secret.clone()), false)
+    );
+    store
+        .set_totp(id, Some(secret.clone()), true)
+        .await
+        .unwrap();
+    assert!(store.user(id).await.unwrap().unwrap().totp_enabled);
+    assert!(store.advance_totp_step(id, 100).await.unwrap());
+    assert!(
+        !store.advance_totp_step(id, 100).await.unwrap(),
+        "a replayed step"
+    );
+    assert!(
+        !store.advance_totp_step(id, 99).await.unwrap(),
+        "an older step"
+    );
+    assert!(store.advance_totp_step(id, 101).await.unwrap());
+    store.set_totp(id, None, false).await.unwrap();
+    let removed = store.user(id).await.unwrap().unwrap();
+    assert_eq!((removed.totp_sealed, removed.totp_enabled), (None, false));
+}
+
+fn session(user: haven_domain::UserId, created_at_ms: i64) -> haven_store::StoredSession {
+    haven_store::StoredSession {
+        id: haven_domain::SessionId::generate(),
+        token_hash: random_bytes(32),
+        user,
+        created_at_ms,
+        last_seen_ms: created_at_ms,
+        idle_timeout_ms: 900_000,
+        expires_at_ms: created_at_ms + 43_200_000,
+        authenticated_at_ms: created_at_ms,
+        mfa: true,
+        source_ip: Some("203.0.113.9".to_owned()),
+        user_agent: Some("Firefox".to_owned()),
+        revoked_at_ms: None,
+        revoked_reason: None,
+    }
+}
+
+async fn sessions_end_one_by_one_or_all_together(engine: &Engine) {
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    let alice = new_user(org.id, "clinician", None);
+    let bob = new_user(org.id, "nurse", None);
+    for user in [&alice, &bob] {
+        store.insert_user(user.clone()).await.unwrap();
+    }
+    let first = session(alice.user.id, T0_MS);
+    let second = session(alice.user.id, T0_MS + 10);
+    let third = session(alice.user.id, T0_MS + 20);
+    let bobs = session(bob.user.id, T0_MS);
+    for s in [&first, &second, &third, &bobs] {
+        store.insert_session(s.clone()).await.unwrap();
+    }
+    assert_eq!(
+        store.session_by_hash(&first.token_hash).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.session_by_hash(&random_bytes(32)).await.unwrap(),
+        None
+    );
+
+    // Activity only moves forward; a step-up records a fresh proof.
+    store.touch_session(first.id, T0_MS + 500).await.unwrap();
+    store.touch_session(first.id, T0_MS + 100).await.unwrap();
+    store
+        .reauthenticate_session(first.id, T0_MS + 700, true)
+        .await
+        .unwrap();
+    let touched = store
+        .session_by_hash(&first.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (touched.last_seen_ms, touched.authenticated_at_ms),
+        (T0_MS + 700, T0_MS + 700)
+    );
+
+    // Newest first, open ones only.
+    let listed = |sessions: Vec<haven_store::StoredSession>| -> Vec<haven_domain::SessionId> {
+        sessions.into_iter().map(|s| s.id).collect()
+    };
+    assert_eq!(
+        listed(store.user_sessions(alice.user.id, T0_MS).await.unwrap()),
+        [third.id, second.id, first.id]
+    );
+    assert!(
+        store
+            .revoke_session(second.id, T0_MS + 1, "logout")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(second.id, T0_MS + 2, "logout")
+            .await
+            .unwrap()
+    );
+    let revoked = store
+        .session_by_hash(&second.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at_ms, Some(T0_MS + 1));
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("logout"));
+    assert_eq!(
+        listed(store.user_sessions(alice.user.id, T0_MS).await.unwrap()),
+        [third.id, first.id]
+    );
+    // Past the absolute time-out a session is no longer listed.
+    assert_eq!(
+        listed(
+            store
+                .user_sessions(alice.user.id, first.expires_at_ms + 15)
+                .await
+                .unwrap()
+        ),
+        [third.id]
+    );
+
+    // Everywhere but here: another user's sessions are untouched.
+    assert_eq!(
+        store
+            .revoke_user_sessions(alice.user.id, Some(third.id), T0_MS + 3, "password_changed")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        listed(store.user_sessions(alice.user.id, T0_MS).await.unwrap()),
+        [third.id]
+    );
+    assert_eq!(
+        store
+            .revoke_user_sessions(alice.user.id, None, T0_MS + 4, "logout_everywhere")
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .user_sessions(alice.user.id, T0_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        listed(store.user_sessions(bob.user.id, T0_MS).await.unwrap()),
+        [bobs.id]
+    );
+}
+
+async fn an_invitation_is_redeemed_once(engine: &Engine) {
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    let invitation = haven_store::StoredInvitation {
+        id: haven_domain::InvitationId::generate(),
+        token_hash: random_bytes(32),
+        organisation: org.id,
+        role: "nurse".to_owned(),
+        patient: None,
+        created_by: "system:cli".to_owned(),
+        created_at_ms: T0_MS,
+        expires_at_ms: T0_MS + 3_600_000,
+        used_at_ms: None,
+        used_by: None,
+    };
+    store.insert_invitation(invitation.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .invitation_by_hash(&invitation.token_hash)
+            .await
+            .unwrap(),
+        Some(invitation.clone())
+    );
+
+    // A login already taken: nothing is created and the invitation stays unused.
+    let existing = new_user(org.id, "clinician", None);
+    store.insert_user(existing.clone()).await.unwrap();
+    let mut taken = new_user(org.id, "nurse", None);
+    taken.user.login_index = existing.user.login_index.clone();
+    assert_eq!(
+        store
+            .redeem_invitation(invitation.id, T0_MS + 1, taken.clone())
+            .await
+            .unwrap(),
+        haven_store::Redeemed::LoginTaken
+    );
+    assert_eq!(store.user(taken.user.id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .invitation_by_hash(&invitation.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at_ms,
+        None
+    );
+
+    let nurse = new_user(org.id, "nurse", None);
+    assert_eq!(
+        store
+            .redeem_invitation(invitation.id, T0_MS + 2, nurse.clone())
+            .await
+            .unwrap(),
+        haven_store::Redeemed::Created
+    );
+    assert!(store.user(nurse.user.id).await.unwrap().is_some());
+    let used = store
+        .invitation_by_hash(&invitation.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (used.used_at_ms, used.used_by),
+        (Some(T0_MS + 2), Some(nurse.user.id))
+    );
+
+    // Spent: a second redemption creates nobody.
+    let again = new_user(org.id, "nurse", None);
+    assert_eq!(
+        store
+            .redeem_invitation(invitation.id, T0_MS + 3, again.clone())
+            .await
+            .unwrap(),
+        haven_store::Redeemed::Spent
+    );
+    assert_eq!(store.user(again.user.id).await.unwrap(), None);
+
+    // Expired: the same.
+    let late = haven_store::StoredInvitation {
+        id: haven_domain::InvitationId::generate(),
+        token_hash: random_bytes(32),
+        ..invitation.clone()
+    };
+    store.insert_invitation(late.clone()).await.unwrap();
+    let too_late = new_user(org.id, "nurse", None);
+    assert_eq!(
+        store
+            .redeem_invitation(late.id, late.expires_at_ms, too_late.clone())
+            .await
+            .unwrap(),
+        haven_store::Redeemed::Spent
+    );
+    assert_eq!(store.user(too_late.user.id).await.unwrap(), None);
+}
+
+async fn recovery_codes_work_once_each(engine: &Engine) {
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    let user = new_user(org.id, "clinician", None);
+    store.insert_user(user.clone()).await.unwrap();
+    let id = user.user.id;
+    let codes: Vec<Vec<u8>> = (0..10).map(|_| random_bytes(32)).collect();
+    store
+        .replace_recovery_codes(id, codes.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 10);
+    assert!(store.use_recovery_code(id, &codes[3], T0_MS).await.unwrap());
+    assert!(
+        !store.use_recovery_code(id, &codes[3], T0_MS).await.unwrap(),
+        "used once"
+    );
+    assert!(
+        !store
+            .use_recovery_code(id, &random_bytes(32), T0_MS)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 9);
+    // New codes replace the old ones entirely.
+    let fresh: Vec<Vec<u8>> = (0..10).map(|_| random_bytes(32)).collect();
+    store
+        .replace_recovery_codes(id, fresh.clone())
+        .await
+        .unwrap();
+    assert!(!store.use_recovery_code(id, &codes[4], T0_MS).await.unwrap());
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 10);
+    let too_many: Vec<Vec<u8>> = (0..=limits::RECOVERY_CODES_MAX)
+        .map(|_| random_bytes(32))
+        .collect();
+    assert!(matches!(
+        store.replace_recovery_codes(id, too_many).await,
+        Err(StoreError::LimitExceeded { .. })
+    ));
+    assert_eq!(store.recovery_codes_left(id).await.unwrap(), 10);
 }

@@ -26,12 +26,19 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use haven_domain::{InvitationId, OrganisationId, SessionId, UserId};
+use identity::IdentityOp;
+
+use crate::identity::{
+    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+};
 use crate::{
     AuditLeaf, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
     StoreResult, StoredCheckpoint, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
     TreeLeaf, TreeNode, UpdateOutcome, limits,
 };
 
+mod identity;
 mod readers;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -123,6 +130,7 @@ enum WriteOp {
         after_seq: i64,
         now_ms: i64,
     },
+    Identity(identity::IdentityOp),
 }
 
 #[derive(Debug)]
@@ -130,7 +138,9 @@ enum WriteOutcome {
     Done,
     Updated(UpdateOutcome),
     Changed(bool),
+    Count(u64),
     SystemKey(StoredSystemKey),
+    Redeemed(crate::Redeemed),
 }
 
 #[derive(Debug)]
@@ -490,6 +500,7 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             insert_audit_rows(connection, &events).await?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::Identity(op) => identity::apply_identity(connection, op).await,
         WriteOp::SetSiemCursor {
             name,
             after_seq,
@@ -704,7 +715,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_tree(&self, leaves: Vec<TreeLeaf>, nodes: Vec<TreeNode>) -> StoreResult<()> {
-        crate::check_tree_rows(
+        crate::check_rows_max(
             "audit tree rows written at once",
             leaves.len() + nodes.len(),
             limits::TREE_WRITE_ROWS_MAX,
@@ -731,7 +742,7 @@ impl Store for SqliteStore {
     }
 
     async fn tree_nodes(&self, ids: &[NodeId]) -> StoreResult<Vec<Option<Hash>>> {
-        crate::check_tree_rows(
+        crate::check_rows_max(
             "audit tree hashes read at once",
             ids.len(),
             limits::TREE_NODES_READ_MAX,
@@ -752,6 +763,214 @@ impl Store for SqliteStore {
         };
         match self.write(op).await? {
             WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn insert_organisation(&self, organisation: StoredOrganisation) -> StoreResult<()> {
+        self.identity_done(IdentityOp::InsertOrganisation(organisation))
+            .await
+    }
+
+    async fn organisation(&self, id: OrganisationId) -> StoreResult<Option<StoredOrganisation>> {
+        self.readers.organisation(id)
+    }
+
+    async fn organisations(&self) -> StoreResult<Vec<StoredOrganisation>> {
+        self.readers.organisations()
+    }
+
+    async fn insert_user(&self, user: NewUser) -> StoreResult<()> {
+        self.identity_done(IdentityOp::InsertUser(user)).await
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<StoredUser>> {
+        self.readers.user(id)
+    }
+
+    async fn user_by_login(&self, login_index: &[u8]) -> StoreResult<Option<StoredUser>> {
+        self.readers.user_by_login(login_index)
+    }
+
+    async fn set_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.identity_changed(IdentityOp::SetPassword {
+            user,
+            password_hash: password_hash.to_owned(),
+            now_ms,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn set_totp(
+        &self,
+        user: UserId,
+        totp_sealed: Option<Vec<u8>>,
+        enabled: bool,
+    ) -> StoreResult<()> {
+        self.identity_changed(IdentityOp::SetTotp {
+            user,
+            totp_sealed,
+            enabled,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::AdvanceTotpStep { user, step })
+            .await
+    }
+
+    async fn record_login_failure(&self, user: UserId, locked_until_ms: i64) -> StoreResult<()> {
+        self.identity_changed(IdentityOp::RecordLoginFailure {
+            user,
+            locked_until_ms,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn reset_login_failures(&self, user: UserId) -> StoreResult<()> {
+        self.identity_changed(IdentityOp::ResetLoginFailures(user))
+            .await
+            .map(drop)
+    }
+
+    async fn insert_session(&self, session: StoredSession) -> StoreResult<()> {
+        self.identity_done(IdentityOp::InsertSession(session)).await
+    }
+
+    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredSession>> {
+        self.readers.session_by_hash(token_hash)
+    }
+
+    async fn touch_session(&self, id: SessionId, now_ms: i64) -> StoreResult<()> {
+        self.identity_changed(IdentityOp::TouchSession { id, now_ms })
+            .await
+            .map(drop)
+    }
+
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        now_ms: i64,
+        mfa: bool,
+    ) -> StoreResult<()> {
+        self.identity_changed(IdentityOp::ReauthenticateSession { id, now_ms, mfa })
+            .await
+            .map(drop)
+    }
+
+    async fn revoke_session(&self, id: SessionId, now_ms: i64, reason: &str) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::RevokeSession {
+            id,
+            now_ms,
+            reason: reason.to_owned(),
+        })
+        .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now_ms: i64,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let op = IdentityOp::RevokeUserSessions {
+            user,
+            keep,
+            now_ms,
+            reason: reason.to_owned(),
+        };
+        match self.write(WriteOp::Identity(op)).await? {
+            WriteOutcome::Count(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn user_sessions(&self, user: UserId, now_ms: i64) -> StoreResult<Vec<StoredSession>> {
+        self.readers.user_sessions(user, now_ms)
+    }
+
+    async fn insert_invitation(&self, invitation: StoredInvitation) -> StoreResult<()> {
+        self.identity_done(IdentityOp::InsertInvitation(invitation))
+            .await
+    }
+
+    async fn invitation_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredInvitation>> {
+        self.readers.invitation_by_hash(token_hash)
+    }
+
+    async fn redeem_invitation(
+        &self,
+        invitation: InvitationId,
+        now_ms: i64,
+        user: NewUser,
+    ) -> StoreResult<Redeemed> {
+        let op = IdentityOp::RedeemInvitation {
+            invitation,
+            now_ms,
+            user,
+        };
+        match self.write(WriteOp::Identity(op)).await {
+            Ok(WriteOutcome::Redeemed(redeemed)) => Ok(redeemed),
+            Err(StoreError::AlreadyExists) => Ok(Redeemed::LoginTaken),
+            Ok(other) => Err(unexpected(other)),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        code_hashes: Vec<Vec<u8>>,
+    ) -> StoreResult<()> {
+        crate::check_rows_max(
+            "recovery codes",
+            code_hashes.len(),
+            limits::RECOVERY_CODES_MAX,
+        )?;
+        self.identity_done(IdentityOp::ReplaceRecoveryCodes { user, code_hashes })
+            .await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        user: UserId,
+        code_hash: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::UseRecoveryCode {
+            user,
+            code_hash: code_hash.to_vec(),
+            now_ms,
+        })
+        .await
+    }
+
+    async fn recovery_codes_left(&self, user: UserId) -> StoreResult<u64> {
+        self.readers.recovery_codes_left(user)
+    }
+}
+
+impl SqliteStore {
+    async fn identity_done(&self, op: IdentityOp) -> StoreResult<()> {
+        match self.write(WriteOp::Identity(op)).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn identity_changed(&self, op: IdentityOp) -> StoreResult<bool> {
+        match self.write(WriteOp::Identity(op)).await? {
+            WriteOutcome::Changed(changed) => Ok(changed),
             other => Err(unexpected(other)),
         }
     }

@@ -35,7 +35,7 @@ pub(super) struct Readers {
     idle: Mutex<Vec<Connection>>,
 }
 
-fn uuid_from(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
+pub(super) fn uuid_from(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
     Uuid::from_slice(&bytes).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
     })
@@ -104,7 +104,10 @@ impl Readers {
     }
 
     /// Runs `read` on an idle connection (opening one if none is idle).
-    fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    pub(super) fn with<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let connection = match idle {
             Some(connection) => connection,

@@ -10,7 +10,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use haven_audit::{AuditEvent, StoredAuditEvent};
-use haven_domain::{PatientId, TokenId};
+use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
+
+use crate::identity::{
+    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+};
+
+mod identity;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
@@ -650,7 +656,7 @@ impl Store for PostgresStore {
     }
 
     async fn append_tree(&self, leaves: Vec<TreeLeaf>, nodes: Vec<TreeNode>) -> StoreResult<()> {
-        crate::check_tree_rows(
+        crate::check_rows_max(
             "audit tree rows written at once",
             leaves.len() + nodes.len(),
             limits::TREE_WRITE_ROWS_MAX,
@@ -736,7 +742,7 @@ impl Store for PostgresStore {
     }
 
     async fn tree_nodes(&self, ids: &[NodeId]) -> StoreResult<Vec<Option<Hash>>> {
-        crate::check_tree_rows(
+        crate::check_rows_max(
             "audit tree hashes read at once",
             ids.len(),
             limits::TREE_NODES_READ_MAX,
@@ -796,6 +802,114 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn insert_organisation(&self, organisation: StoredOrganisation) -> StoreResult<()> {
+        identity::insert_organisation(&self.pool, organisation).await
+    }
+    async fn organisation(&self, id: OrganisationId) -> StoreResult<Option<StoredOrganisation>> {
+        identity::organisation(&self.pool, id).await
+    }
+    async fn organisations(&self) -> StoreResult<Vec<StoredOrganisation>> {
+        identity::organisations(&self.pool).await
+    }
+    async fn insert_user(&self, user: NewUser) -> StoreResult<()> {
+        identity::insert_user(&self.pool, user).await
+    }
+    async fn user(&self, id: UserId) -> StoreResult<Option<StoredUser>> {
+        identity::user(&self.pool, id).await
+    }
+    async fn user_by_login(&self, login_index: &[u8]) -> StoreResult<Option<StoredUser>> {
+        identity::user_by_login(&self.pool, login_index).await
+    }
+    async fn set_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        identity::set_password(&self.pool, user, password_hash, now_ms).await
+    }
+    async fn set_totp(
+        &self,
+        user: UserId,
+        totp_sealed: Option<Vec<u8>>,
+        enabled: bool,
+    ) -> StoreResult<()> {
+        identity::set_totp(&self.pool, user, totp_sealed, enabled).await
+    }
+    async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        identity::advance_totp_step(&self.pool, user, step).await
+    }
+    async fn record_login_failure(&self, user: UserId, locked_until_ms: i64) -> StoreResult<()> {
+        identity::record_login_failure(&self.pool, user, locked_until_ms).await
+    }
+    async fn reset_login_failures(&self, user: UserId) -> StoreResult<()> {
+        identity::reset_login_failures(&self.pool, user).await
+    }
+    async fn insert_session(&self, session: StoredSession) -> StoreResult<()> {
+        identity::insert_session(&self.pool, session).await
+    }
+    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredSession>> {
+        identity::session_by_hash(&self.pool, token_hash).await
+    }
+    async fn touch_session(&self, id: SessionId, now_ms: i64) -> StoreResult<()> {
+        identity::touch_session(&self.pool, id, now_ms).await
+    }
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        now_ms: i64,
+        mfa: bool,
+    ) -> StoreResult<()> {
+        identity::reauthenticate_session(&self.pool, id, now_ms, mfa).await
+    }
+    async fn revoke_session(&self, id: SessionId, now_ms: i64, reason: &str) -> StoreResult<bool> {
+        identity::revoke_session(&self.pool, id, now_ms, reason).await
+    }
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now_ms: i64,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        identity::revoke_user_sessions(&self.pool, user, keep, now_ms, reason).await
+    }
+    async fn user_sessions(&self, user: UserId, now_ms: i64) -> StoreResult<Vec<StoredSession>> {
+        identity::user_sessions(&self.pool, user, now_ms).await
+    }
+    async fn insert_invitation(&self, invitation: StoredInvitation) -> StoreResult<()> {
+        identity::insert_invitation(&self.pool, invitation).await
+    }
+    async fn invitation_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredInvitation>> {
+        identity::invitation_by_hash(&self.pool, token_hash).await
+    }
+    async fn redeem_invitation(
+        &self,
+        invitation: InvitationId,
+        now_ms: i64,
+        user: NewUser,
+    ) -> StoreResult<Redeemed> {
+        identity::redeem_invitation(&self.pool, invitation, now_ms, user).await
+    }
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        code_hashes: Vec<Vec<u8>>,
+    ) -> StoreResult<()> {
+        identity::replace_recovery_codes(&self.pool, user, code_hashes).await
+    }
+    async fn use_recovery_code(
+        &self,
+        user: UserId,
+        code_hash: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        identity::use_recovery_code(&self.pool, user, code_hash, now_ms).await
+    }
+    async fn recovery_codes_left(&self, user: UserId) -> StoreResult<u64> {
+        identity::recovery_codes_left(&self.pool, user).await
     }
 }
 

@@ -1,0 +1,110 @@
+//! What the store keeps for identity: organisations, users, sessions, invitations and
+//! recovery codes, as rows. Secrets arrive already hashed (sessions, invitations, recovery
+//! codes: SHA-256; passwords: Argon2id PHC strings) and a login name only as a blind index
+//! and a sealed copy, so nothing here can be replayed or read from a stolen database.
+
+use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, UserId};
+
+use crate::StoredSubjectKey;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOrganisation {
+    pub id: OrganisationId,
+    pub name: String,
+    pub idle_timeout_secs: i64,
+    pub absolute_timeout_secs: i64,
+    /// Whether patients, too, must use a second factor (staff always must).
+    pub patient_mfa_required: bool,
+    pub created_at_ms: i64,
+}
+
+/// A user as stored. `Debug` leaves out the password hash and the sealed secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub id: UserId,
+    pub organisation: OrganisationId,
+    pub login_index: Vec<u8>,
+    pub login_sealed: Vec<u8>,
+    pub role: String,
+    pub patient: Option<PatientId>,
+    pub password_hash: String,
+    pub password_changed_at_ms: i64,
+    pub totp_sealed: Option<Vec<u8>>,
+    pub totp_enabled: bool,
+    /// The last TOTP time step accepted: a code is never accepted twice.
+    pub totp_last_step: i64,
+    pub failed_logins: i64,
+    pub locked_until_ms: i64,
+    pub created_at_ms: i64,
+    pub disabled_at_ms: Option<i64>,
+    /// The user's own key (their login name is sealed with it).
+    pub subject_key: Option<StoredSubjectKey>,
+}
+
+impl std::fmt::Debug for StoredUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredUser")
+            .field("id", &self.id)
+            .field("organisation", &self.organisation)
+            .field("role", &self.role)
+            .field("patient", &self.patient)
+            .field("totp_enabled", &self.totp_enabled)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until_ms", &self.locked_until_ms)
+            .field("disabled_at_ms", &self.disabled_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user to create, with their subject key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub user: StoredUser,
+    pub subject_key: StoredSubjectKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub id: SessionId,
+    pub token_hash: Vec<u8>,
+    pub user: UserId,
+    pub created_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub idle_timeout_ms: i64,
+    /// The absolute time-out: the session ends then, however active.
+    pub expires_at_ms: i64,
+    /// When the user last proved who they are (sign-in or step-up).
+    pub authenticated_at_ms: i64,
+    /// Whether a second factor was part of that proof.
+    pub mfa: bool,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub revoked_at_ms: Option<i64>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInvitation {
+    pub id: InvitationId,
+    pub token_hash: Vec<u8>,
+    pub organisation: OrganisationId,
+    pub role: String,
+    pub patient: Option<PatientId>,
+    /// Who invited: a user id or `system:cli`.
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+    pub used_by: Option<UserId>,
+}
+
+/// What became of an attempt to redeem an invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The user was created and the invitation marked used, together.
+    Created,
+    /// The invitation was already used, or has expired: nothing was created.
+    Spent,
+    /// The login name is taken: nothing was created, the invitation is still unused.
+    LoginTaken,
+}

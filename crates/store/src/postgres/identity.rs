@@ -1,0 +1,540 @@
+//! Identity rows on PostgreSQL: each write one statement or one transaction on the pool.
+
+use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, UserId};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::identity::{
+    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+};
+use crate::{StoreError, StoreResult, StoredSubjectKey, limits};
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+pub(super) async fn insert_organisation(pool: &PgPool, o: StoredOrganisation) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO organisations (id, name, idle_timeout_secs, absolute_timeout_secs,
+             patient_mfa_required, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(o.id.as_uuid())
+    .bind(&o.name)
+    .bind(o.idle_timeout_secs)
+    .bind(o.absolute_timeout_secs)
+    .bind(o.patient_mfa_required)
+    .bind(o.created_at_ms)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute_timeout_secs,
+        patient_mfa_required, created_at_ms FROM organisations";
+
+fn organisation_from_row(row: &PgRow) -> StoreResult<StoredOrganisation> {
+    Ok(StoredOrganisation {
+        id: OrganisationId::from_uuid(row.try_get("id")?),
+        name: row.try_get("name")?,
+        idle_timeout_secs: row.try_get("idle_timeout_secs")?,
+        absolute_timeout_secs: row.try_get("absolute_timeout_secs")?,
+        patient_mfa_required: row.try_get("patient_mfa_required")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+pub(super) async fn organisation(
+    pool: &PgPool,
+    id: OrganisationId,
+) -> StoreResult<Option<StoredOrganisation>> {
+    let row = sqlx::query(&format!("{ORGANISATION_COLUMNS} WHERE id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(organisation_from_row).transpose()
+}
+
+pub(super) async fn organisations(pool: &PgPool) -> StoreResult<Vec<StoredOrganisation>> {
+    let rows = sqlx::query(&format!(
+        "{ORGANISATION_COLUMNS} ORDER BY created_at_ms, id LIMIT $1"
+    ))
+    .bind(i64::from(limits::ORGANISATIONS_LISTED_MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(organisation_from_row).collect()
+}
+
+async fn insert_user_on(connection: &mut PgConnection, new: &NewUser) -> StoreResult<()> {
+    let user = &new.user;
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, organisation_id, login_index, login_sealed, role, patient_id,
+             password_hash, password_changed_at_ms, totp_sealed, totp_enabled, totp_last_step,
+             failed_logins, locked_until_ms, created_at_ms, disabled_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(user.id.as_uuid())
+    .bind(user.organisation.as_uuid())
+    .bind(&user.login_index)
+    .bind(&user.login_sealed)
+    .bind(&user.role)
+    .bind(user.patient.map(|p| p.as_uuid()))
+    .bind(&user.password_hash)
+    .bind(user.password_changed_at_ms)
+    .bind(&user.totp_sealed)
+    .bind(user.totp_enabled)
+    .bind(user.totp_last_step)
+    .bind(user.failed_logins)
+    .bind(user.locked_until_ms)
+    .bind(user.created_at_ms)
+    .bind(user.disabled_at_ms)
+    .execute(&mut *connection)
+    .await;
+    match inserted {
+        Err(error) if is_unique_violation(&error) => return Err(StoreError::AlreadyExists),
+        other => other?,
+    };
+    let key = &new.subject_key;
+    sqlx::query(
+        "INSERT INTO subject_keys (subject_id, key_id, root_key_id, wrapped, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(key.subject.as_uuid())
+    .bind(&key.key_id)
+    .bind(&key.root_key_id)
+    .bind(&key.wrapped)
+    .bind(user.created_at_ms)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_user(pool: &PgPool, new: NewUser) -> StoreResult<()> {
+    let mut transaction = pool.begin().await?;
+    insert_user_on(&mut transaction, &new).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+const USER_COLUMNS: &str = "SELECT u.id, u.organisation_id, u.login_index, u.login_sealed,
+        u.role, u.patient_id, u.password_hash, u.password_changed_at_ms, u.totp_sealed,
+        u.totp_enabled, u.totp_last_step, u.failed_logins, u.locked_until_ms, u.created_at_ms,
+        u.disabled_at_ms, k.key_id, k.root_key_id, k.wrapped
+     FROM users u LEFT JOIN subject_keys k ON k.subject_id = u.id";
+
+fn user_from_row(row: &PgRow) -> StoreResult<StoredUser> {
+    let id: Uuid = row.try_get("id")?;
+    let key_id: Option<Vec<u8>> = row.try_get("key_id")?;
+    Ok(StoredUser {
+        id: UserId::from_uuid(id),
+        organisation: OrganisationId::from_uuid(row.try_get("organisation_id")?),
+        login_index: row.try_get("login_index")?,
+        login_sealed: row.try_get("login_sealed")?,
+        role: row.try_get("role")?,
+        patient: row
+            .try_get::<Option<Uuid>, _>("patient_id")?
+            .map(PatientId::from_uuid),
+        password_hash: row.try_get("password_hash")?,
+        password_changed_at_ms: row.try_get("password_changed_at_ms")?,
+        totp_sealed: row.try_get("totp_sealed")?,
+        totp_enabled: row.try_get("totp_enabled")?,
+        totp_last_step: row.try_get("totp_last_step")?,
+        failed_logins: row.try_get("failed_logins")?,
+        locked_until_ms: row.try_get("locked_until_ms")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        disabled_at_ms: row.try_get("disabled_at_ms")?,
+        subject_key: match key_id {
+            Some(key_id) => Some(StoredSubjectKey {
+                subject: PatientId::from_uuid(id),
+                key_id,
+                root_key_id: row.try_get("root_key_id")?,
+                wrapped: row.try_get("wrapped")?,
+            }),
+            None => None,
+        },
+    })
+}
+
+pub(super) async fn user(pool: &PgPool, id: UserId) -> StoreResult<Option<StoredUser>> {
+    let row = sqlx::query(&format!("{USER_COLUMNS} WHERE u.id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+pub(super) async fn user_by_login(
+    pool: &PgPool,
+    login_index: &[u8],
+) -> StoreResult<Option<StoredUser>> {
+    let row = sqlx::query(&format!("{USER_COLUMNS} WHERE u.login_index = $1"))
+        .bind(login_index)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+/// Runs one UPDATE and says whether it changed a row.
+async fn changed(
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    pool: &PgPool,
+) -> StoreResult<bool> {
+    Ok(query.execute(pool).await?.rows_affected() > 0)
+}
+
+pub(super) async fn set_password(
+    pool: &PgPool,
+    user: UserId,
+    password_hash: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    changed(
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, password_changed_at_ms = $2,
+                 failed_logins = 0, locked_until_ms = 0 WHERE id = $3",
+        )
+        .bind(password_hash)
+        .bind(now_ms)
+        .bind(user.as_uuid()),
+        pool,
+    )
+    .await
+    .map(drop)
+}
+
+pub(super) async fn set_totp(
+    pool: &PgPool,
+    user: UserId,
+    totp_sealed: Option<Vec<u8>>,
+    enabled: bool,
+) -> StoreResult<()> {
+    changed(
+        sqlx::query("UPDATE users SET totp_sealed = $1, totp_enabled = $2 WHERE id = $3")
+            .bind(totp_sealed)
+            .bind(enabled)
+            .bind(user.as_uuid()),
+        pool,
+    )
+    .await
+    .map(drop)
+}
+
+pub(super) async fn advance_totp_step(pool: &PgPool, user: UserId, step: i64) -> StoreResult<bool> {
+    changed(
+        sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
+            .bind(step)
+            .bind(user.as_uuid()),
+        pool,
+    )
+    .await
+}
+
+pub(super) async fn record_login_failure(
+    pool: &PgPool,
+    user: UserId,
+    locked_until_ms: i64,
+) -> StoreResult<()> {
+    changed(
+        sqlx::query(
+            "UPDATE users SET failed_logins = failed_logins + 1,
+                 locked_until_ms = GREATEST(locked_until_ms, $1) WHERE id = $2",
+        )
+        .bind(locked_until_ms)
+        .bind(user.as_uuid()),
+        pool,
+    )
+    .await
+    .map(drop)
+}
+
+pub(super) async fn reset_login_failures(pool: &PgPool, user: UserId) -> StoreResult<()> {
+    changed(
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until_ms = 0 WHERE id = $1")
+            .bind(user.as_uuid()),
+        pool,
+    )
+    .await
+    .map(drop)
+}
+
+pub(super) async fn insert_session(pool: &PgPool, s: StoredSession) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, user_id, created_at_ms, last_seen_ms,
+             idle_timeout_ms, expires_at_ms, authenticated_at_ms, mfa, source_ip, user_agent,
+             revoked_at_ms, revoked_reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(s.id.as_uuid())
+    .bind(&s.token_hash)
+    .bind(s.user.as_uuid())
+    .bind(s.created_at_ms)
+    .bind(s.last_seen_ms)
+    .bind(s.idle_timeout_ms)
+    .bind(s.expires_at_ms)
+    .bind(s.authenticated_at_ms)
+    .bind(s.mfa)
+    .bind(&s.source_ip)
+    .bind(&s.user_agent)
+    .bind(s.revoked_at_ms)
+    .bind(&s.revoked_reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+const SESSION_COLUMNS: &str = "SELECT id, token_hash, user_id, created_at_ms, last_seen_ms,
+        idle_timeout_ms, expires_at_ms, authenticated_at_ms, mfa, source_ip, user_agent,
+        revoked_at_ms, revoked_reason FROM sessions";
+
+fn session_from_row(row: &PgRow) -> StoreResult<StoredSession> {
+    Ok(StoredSession {
+        id: SessionId::from_uuid(row.try_get("id")?),
+        token_hash: row.try_get("token_hash")?,
+        user: UserId::from_uuid(row.try_get("user_id")?),
+        created_at_ms: row.try_get("created_at_ms")?,
+        last_seen_ms: row.try_get("last_seen_ms")?,
+        idle_timeout_ms: row.try_get("idle_timeout_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        authenticated_at_ms: row.try_get("authenticated_at_ms")?,
+        mfa: row.try_get("mfa")?,
+        source_ip: row.try_get("source_ip")?,
+        user_agent: row.try_get("user_agent")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+        revoked_reason: row.try_get("revoked_reason")?,
+    })
+}
+
+pub(super) async fn session_by_hash(
+    pool: &PgPool,
+    token_hash: &[u8],
+) -> StoreResult<Option<StoredSession>> {
+    let row = sqlx::query(&format!("{SESSION_COLUMNS} WHERE token_hash = $1"))
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(session_from_row).transpose()
+}
+
+pub(super) async fn touch_session(pool: &PgPool, id: SessionId, now_ms: i64) -> StoreResult<()> {
+    changed(
+        sqlx::query("UPDATE sessions SET last_seen_ms = GREATEST(last_seen_ms, $1) WHERE id = $2")
+            .bind(now_ms)
+            .bind(id.as_uuid()),
+        pool,
+    )
+    .await
+    .map(drop)
+}
+
+pub(super) async fn reauthenticate_session(
+    pool: &PgPool,
+    id: SessionId,
+    now_ms: i64,
+    mfa: bool,
+) -> StoreResult<()> {
+    changed(
+        sqlx::query(
+            "UPDATE sessions SET authenticated_at_ms = $1, mfa = $2, last_seen_ms = $1
+             WHERE id = $3 AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(mfa)
+        .bind(id.as_uuid()),
+        pool,
+    )
+    .await
+    .map(drop)
+}
+
+pub(super) async fn revoke_session(
+    pool: &PgPool,
+    id: SessionId,
+    now_ms: i64,
+    reason: &str,
+) -> StoreResult<bool> {
+    changed(
+        sqlx::query(
+            "UPDATE sessions SET revoked_at_ms = $1, revoked_reason = $2
+             WHERE id = $3 AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(reason)
+        .bind(id.as_uuid()),
+        pool,
+    )
+    .await
+}
+
+pub(super) async fn revoke_user_sessions(
+    pool: &PgPool,
+    user: UserId,
+    keep: Option<SessionId>,
+    now_ms: i64,
+    reason: &str,
+) -> StoreResult<u64> {
+    let result = sqlx::query(
+        "UPDATE sessions SET revoked_at_ms = $1, revoked_reason = $2
+         WHERE user_id = $3 AND revoked_at_ms IS NULL AND id IS DISTINCT FROM $4",
+    )
+    .bind(now_ms)
+    .bind(reason)
+    .bind(user.as_uuid())
+    .bind(keep.map(|k| k.as_uuid()))
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn user_sessions(
+    pool: &PgPool,
+    user: UserId,
+    now_ms: i64,
+) -> StoreResult<Vec<StoredSession>> {
+    let rows = sqlx::query(&format!(
+        "{SESSION_COLUMNS} WHERE user_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2
+         ORDER BY created_at_ms DESC, id DESC LIMIT $3"
+    ))
+    .bind(user.as_uuid())
+    .bind(now_ms)
+    .bind(i64::from(limits::USER_SESSIONS_LISTED_MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+pub(super) async fn insert_invitation(pool: &PgPool, i: StoredInvitation) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO invitations (id, token_hash, organisation_id, role, patient_id,
+             created_by, created_at_ms, expires_at_ms, used_at_ms, used_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(i.id.as_uuid())
+    .bind(&i.token_hash)
+    .bind(i.organisation.as_uuid())
+    .bind(&i.role)
+    .bind(i.patient.map(|p| p.as_uuid()))
+    .bind(&i.created_by)
+    .bind(i.created_at_ms)
+    .bind(i.expires_at_ms)
+    .bind(i.used_at_ms)
+    .bind(i.used_by.map(|u| u.as_uuid()))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn invitation_from_row(row: &PgRow) -> StoreResult<StoredInvitation> {
+    Ok(StoredInvitation {
+        id: InvitationId::from_uuid(row.try_get("id")?),
+        token_hash: row.try_get("token_hash")?,
+        organisation: OrganisationId::from_uuid(row.try_get("organisation_id")?),
+        role: row.try_get("role")?,
+        patient: row
+            .try_get::<Option<Uuid>, _>("patient_id")?
+            .map(PatientId::from_uuid),
+        created_by: row.try_get("created_by")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        used_at_ms: row.try_get("used_at_ms")?,
+        used_by: row
+            .try_get::<Option<Uuid>, _>("used_by")?
+            .map(UserId::from_uuid),
+    })
+}
+
+pub(super) async fn invitation_by_hash(
+    pool: &PgPool,
+    token_hash: &[u8],
+) -> StoreResult<Option<StoredInvitation>> {
+    let row = sqlx::query(
+        "SELECT id, token_hash, organisation_id, role, patient_id, created_by, created_at_ms,
+             expires_at_ms, used_at_ms, used_by FROM invitations WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(invitation_from_row).transpose()
+}
+
+pub(super) async fn redeem_invitation(
+    pool: &PgPool,
+    invitation: InvitationId,
+    now_ms: i64,
+    user: NewUser,
+) -> StoreResult<Redeemed> {
+    let mut transaction = pool.begin().await?;
+    let marked = sqlx::query(
+        "UPDATE invitations SET used_at_ms = $1, used_by = $2
+         WHERE id = $3 AND used_at_ms IS NULL AND expires_at_ms > $1",
+    )
+    .bind(now_ms)
+    .bind(user.user.id.as_uuid())
+    .bind(invitation.as_uuid())
+    .execute(&mut *transaction)
+    .await?;
+    if marked.rows_affected() == 0 {
+        return Ok(Redeemed::Spent);
+    }
+    match insert_user_on(&mut transaction, &user).await {
+        // Dropping the transaction rolls back the mark: the invitation stays unused.
+        Err(StoreError::AlreadyExists) => return Ok(Redeemed::LoginTaken),
+        other => other?,
+    }
+    transaction.commit().await?;
+    Ok(Redeemed::Created)
+}
+
+pub(super) async fn replace_recovery_codes(
+    pool: &PgPool,
+    user: UserId,
+    code_hashes: Vec<Vec<u8>>,
+) -> StoreResult<()> {
+    crate::check_rows_max(
+        "recovery codes",
+        code_hashes.len(),
+        limits::RECOVERY_CODES_MAX,
+    )?;
+    let mut transaction = pool.begin().await?;
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        .bind(user.as_uuid())
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query(
+        "INSERT INTO recovery_codes (user_id, code_hash) SELECT $1, * FROM UNNEST($2::BYTEA[])",
+    )
+    .bind(user.as_uuid())
+    .bind(&code_hashes)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn use_recovery_code(
+    pool: &PgPool,
+    user: UserId,
+    code_hash: &[u8],
+    now_ms: i64,
+) -> StoreResult<bool> {
+    changed(
+        sqlx::query(
+            "UPDATE recovery_codes SET used_at_ms = $1
+             WHERE user_id = $2 AND code_hash = $3 AND used_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(user.as_uuid())
+        .bind(code_hash),
+        pool,
+    )
+    .await
+}
+
+pub(super) async fn recovery_codes_left(pool: &PgPool, user: UserId) -> StoreResult<u64> {
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at_ms IS NULL",
+    )
+    .bind(user.as_uuid())
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(left).unwrap_or(0))
+}
