@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (429 and 503).
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +38,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -65,6 +68,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -107,6 +115,38 @@ impl From<AppError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit_unavailable",
                 "the audit log cannot record this access right now, so it was refused; try again shortly",
+            ),
+            AppError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            AppError::Busy => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the server is busy; try again in a moment",
+                )
+            },
+            AppError::Throttled { retry_after_secs } => ApiError {
+                retry_after_secs: Some(retry_after_secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    format!("too many attempts; try again in {retry_after_secs} seconds"),
+                )
+            },
+            AppError::Unauthenticated { reason } => ApiError::unauthenticated(
+                reason,
+                match reason {
+                    "session_idle_timeout" => {
+                        "you were signed out after a period of inactivity; sign in again"
+                    }
+                    "session_expired" => "your session has ended; sign in again",
+                    "session_revoked" => "you were signed out; sign in again",
+                    "invalid_credentials" => "the sign-in details are not correct",
+                    "mfa_required" => "a second factor is needed to finish signing in",
+                    _ => "sign in to continue",
+                },
             ),
             AppError::Unexpected(detail) => {
                 tracing::error!(%detail, "unexpected error");

@@ -104,7 +104,7 @@ pub struct Caller(pub RequestContext);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-fn origin(parts: &Parts) -> RequestOrigin {
+pub(crate) fn origin(parts: &Parts) -> RequestOrigin {
     let text = |name: &str| {
         parts
             .headers
@@ -129,6 +129,105 @@ fn origin(parts: &Parts) -> RequestOrigin {
     }
 }
 
+/// The name of the session cookie. `__Host-` makes the browser insist on `Secure`, `Path=/`
+/// and no `Domain`, so no other host (a sibling subdomain) can set or shadow it.
+pub const SESSION_COOKIE: &str = "__Host-haven_session";
+/// The header a cookie-authenticated write must carry, with the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// How a request presents its credential.
+enum Presented<'a> {
+    Bearer(&'a str),
+    /// A session cookie; `csrf_ok` says whether the request may act (a safe method, or the
+    /// right CSRF token).
+    Cookie {
+        token: String,
+        csrf_ok: bool,
+    },
+}
+
+fn cookie_session(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+}
+
+fn presented(parts: &Parts) -> Result<Presented<'_>, ApiError> {
+    if let Some(header) = parts.headers.get(header::AUTHORIZATION) {
+        return header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .map(Presented::Bearer)
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "unauthenticated",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            });
+    }
+    let token = cookie_session(parts).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "unauthenticated",
+            "sign in first, or send Authorization: Bearer <token>",
+        )
+    })?;
+    // A cross-site page can make the browser send the cookie, but cannot read the CSRF
+    // token (it is given only in the sign-in answer), so writes must echo it.
+    let safe = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    let csrf_ok = safe
+        || parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|sent| sent == haven_app::identity::csrf_token(&token));
+    Ok(Presented::Cookie { token, csrf_ok })
+}
+
+fn csrf_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf_token_missing",
+        "this change needs the X-CSRF-Token header from your sign-in",
+    )
+}
+
+/// A signed-in session in any state, even one still owing its second factor: for the
+/// sign-in and account endpoints only.
+#[derive(Debug, Clone)]
+pub struct SessionCaller {
+    pub session: haven_app::identity::SessionCaller,
+    pub origin: RequestOrigin,
+}
+
+impl FromRequestParts<ApiState> for SessionCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let origin = origin(parts);
+        let token = match presented(parts)? {
+            Presented::Bearer(token) => token.to_owned(),
+            Presented::Cookie { csrf_ok: false, .. } => return Err(csrf_refused()),
+            Presented::Cookie { token, .. } => token,
+        };
+        let session = state.app.authenticate_session(&token, &origin).await?;
+        Ok(SessionCaller { session, origin })
+    }
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
@@ -137,38 +236,48 @@ impl FromRequestParts<ApiState> for Caller {
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         let origin = origin(parts);
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthenticated(
-                "unauthenticated",
-                "sign in first: send Authorization: Bearer <token>",
-            )
-        })?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "unauthenticated",
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
-        match state.app.authenticate(presented, &origin).await? {
-            Ok(actor) => Ok(Caller(RequestContext { actor, origin })),
-            Err(AuthFailure::Expired) => Err(ApiError::unauthenticated(
-                "token_expired",
-                "your session has expired; sign in again",
-            )),
-            Err(AuthFailure::Revoked) => Err(ApiError::unauthenticated(
-                "token_revoked",
-                "this token was revoked; sign in again",
-            )),
-            Err(AuthFailure::Unknown) => Err(ApiError::unauthenticated(
-                "unauthenticated",
-                "the token is not valid; sign in again",
-            )),
+        let session_token = match presented(parts)? {
+            Presented::Bearer(token) if token.starts_with("hvs_") => token.to_owned(),
+            Presented::Bearer(token) => return api_token_caller(state, token, origin).await,
+            Presented::Cookie { csrf_ok: false, .. } => return Err(csrf_refused()),
+            Presented::Cookie { token, .. } => token,
+        };
+        let session = state
+            .app
+            .authenticate_session(&session_token, &origin)
+            .await?;
+        if session.state != haven_app::identity::SessionState::Complete {
+            return Err(ApiError::unauthenticated(
+                session.state.as_str(),
+                "finish signing in with your second factor first",
+            ));
         }
+        Ok(Caller(RequestContext {
+            actor: session.actor,
+            origin,
+        }))
+    }
+}
+
+async fn api_token_caller(
+    state: &ApiState,
+    presented: &str,
+    origin: RequestOrigin,
+) -> Result<Caller, ApiError> {
+    match state.app.authenticate(presented, &origin).await? {
+        Ok(actor) => Ok(Caller(RequestContext { actor, origin })),
+        Err(AuthFailure::Expired) => Err(ApiError::unauthenticated(
+            "token_expired",
+            "your session has expired; sign in again",
+        )),
+        Err(AuthFailure::Revoked) => Err(ApiError::unauthenticated(
+            "token_revoked",
+            "this token was revoked; sign in again",
+        )),
+        Err(AuthFailure::Unknown) => Err(ApiError::unauthenticated(
+            "unauthenticated",
+            "the token is not valid; sign in again",
+        )),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use haven_app::App;
 use http::{HeaderName, HeaderValue, header};
 use tower::ServiceBuilder;
@@ -26,6 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 mod audit;
+mod auth;
 pub mod error;
 pub mod extract;
 mod health;
@@ -91,6 +92,21 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             get(transparency::access_log),
         )
         .route("/api/v1/me", get(transparency::me))
+        .route("/api/v1/auth/sign-in", post(auth::sign_in))
+        .route("/api/v1/auth/enrol", post(auth::enrol))
+        .route("/api/v1/auth/second-factor", post(auth::second_factor))
+        .route("/api/v1/auth/totp/setup", post(auth::totp_setup))
+        .route("/api/v1/auth/totp/confirm", post(auth::totp_confirm))
+        .route("/api/v1/auth/session", get(auth::current))
+        .route("/api/v1/auth/sign-out", post(auth::sign_out))
+        .route(
+            "/api/v1/auth/sign-out-everywhere",
+            post(auth::sign_out_everywhere),
+        )
+        .route("/api/v1/auth/sessions", get(auth::sessions))
+        .route("/api/v1/auth/sessions/{id}", delete(auth::end_session))
+        .route("/api/v1/auth/password", post(auth::change_password))
+        .route("/api/v1/invitations", post(auth::invite))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)

@@ -172,7 +172,8 @@ pub(crate) async fn vkey(
 
 #[derive(Debug, Serialize)]
 struct MeOutput {
-    token: String,
+    /// The user id, or the API token id.
+    actor: String,
     role: &'static str,
     /// For a patient: the record they are the subject of.
     patient: Option<String>,
@@ -181,7 +182,7 @@ struct MeOutput {
 /// Who the caller is: their role and, for a patient, their record's id.
 pub(crate) async fn me(Caller(context): Caller) -> Response {
     Json(MeOutput {
-        token: context.actor.token.to_string(),
+        actor: context.actor.principal.actor_id(),
         role: context.actor.role.as_str(),
         patient: context.actor.patient.map(|p| p.to_string()),
     })

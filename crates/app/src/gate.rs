@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome};
 use haven_crypto::{KeyMaterial, KeyProvider, SubjectKey, SubjectKeyId, WrappedKey};
-use haven_domain::{Action, Decision, PatientId, Resource, decide};
+use haven_domain::{Action, Decision, PatientId, Resource, UserId, decide};
 use haven_store::StoredSubjectKey;
 
 use crate::clock::Clock;
@@ -73,12 +73,11 @@ impl AccessGate {
     ) -> AuditEvent {
         AuditEvent {
             at_ms: self.clock.now_ms(),
-            actor: Some(context.actor.token.to_string()),
+            actor: Some(context.actor.principal.actor_id()),
             role: Some(context.actor.role.as_str().to_owned()),
-            // Single-organisation deployments, API tokens rather than sessions, no
-            // third-party apps yet: the identity and app capabilities fill these in.
-            organisation: None,
-            session: None,
+            organisation: context.actor.organisation.map(|o| o.to_string()),
+            session: context.actor.principal.session().map(|s| s.to_string()),
+            // No third-party apps yet: the SMART capability fills this in.
             client_app: None,
             action: audit_action(action),
             patient,
@@ -134,6 +133,28 @@ impl AccessGate {
                 let mut event = self.event(context, Action::Read, None, decision);
                 event.action = AuditAction::AuditQuery;
                 event.resource_type = Some("AuditCheckpoint".to_owned());
+                self.append(vec![event]).await?;
+                Err(AppError::Forbidden {
+                    reason: reason.as_str(),
+                })
+            }
+        }
+    }
+
+    /// Decides an action on something that holds no health data (users, settings): a
+    /// denial is audited, an allowed action is audited by the use case that performs it.
+    pub async fn authorize_administration(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        resource: Resource,
+    ) -> AppResult<()> {
+        let decision = decide(&context.actor, action, &resource);
+        match decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny(reason) => {
+                let mut event = self.event(context, action, None, decision);
+                event.resource_type = Some("User".to_owned());
                 self.append(vec![event]).await?;
                 Err(AppError::Forbidden {
                     reason: reason.as_str(),
@@ -222,6 +243,11 @@ impl AccessGate {
         Ok(grants)
     }
 
+    /// The audit sink, for use cases that append entries of their own (not about access).
+    pub(crate) fn audit_sink(&self) -> &dyn AuditSink {
+        &*self.audit
+    }
+
     /// Appends an entry for an action of the system itself (no request), such as key
     /// rotation or issuing an API token. Fails closed like every other append.
     pub async fn record_system(&self, event: AuditEvent) -> AppResult<()> {
@@ -259,6 +285,41 @@ impl AccessGate {
         Ok(SubjectKey::unwrap(
             &*self.keys,
             &grant.patient.to_string(),
+            id,
+            &wrapped,
+        )?)
+    }
+
+    /// A fresh key for a user: their login name and second-factor secret are sealed with it.
+    /// Identity secrets are not health data; every use is part of an audited sign-in or
+    /// account change. Wrapped with the user id as its subject, like a patient's key, so
+    /// root rotation re-wraps both alike.
+    pub fn new_user_key(&self, user: UserId) -> AppResult<(SubjectKey, StoredSubjectKey)> {
+        let key = SubjectKey::generate();
+        let wrapped = key.wrap(&*self.keys, &user.to_string())?;
+        let stored = StoredSubjectKey {
+            subject: PatientId::from_uuid(user.as_uuid()),
+            key_id: key.id().as_bytes().to_vec(),
+            root_key_id: wrapped.root_key_id().as_bytes().to_vec(),
+            wrapped: wrapped.as_bytes().to_vec(),
+        };
+        Ok((key, stored))
+    }
+
+    /// Unwraps a user's key.
+    pub fn open_user_key(&self, user: UserId, stored: &StoredSubjectKey) -> AppResult<SubjectKey> {
+        if stored.subject.as_uuid() != user.as_uuid() {
+            return Err(AppError::Unexpected(
+                "one user's key was asked for another user".into(),
+            ));
+        }
+        let id = SubjectKeyId::try_from_slice(&stored.key_id).ok_or_else(|| {
+            AppError::Unexpected("stored subject key id has the wrong length".into())
+        })?;
+        let wrapped = WrappedKey::from_bytes(stored.wrapped.clone())?;
+        Ok(SubjectKey::unwrap(
+            &*self.keys,
+            &user.to_string(),
             id,
             &wrapped,
         )?)

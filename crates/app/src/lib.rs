@@ -21,6 +21,7 @@ pub mod audit_log;
 pub mod clock;
 mod codec;
 pub mod gate;
+pub mod identity;
 pub mod keys;
 pub mod patients;
 pub mod siem;
@@ -29,6 +30,7 @@ pub mod transparency;
 
 pub use clock::{Clock, SystemClock};
 pub use gate::AccessGate;
+pub use haven_crypto::Secret;
 
 /// Who is acting and from where: everything the gate needs to decide and to audit.
 #[derive(Debug, Clone)]
@@ -52,9 +54,21 @@ pub enum AppError {
     Forbidden { reason: &'static str },
     #[error("the record is at version {current}")]
     VersionMismatch { current: i64 },
+    /// The request clashes with the current state (a login taken, a factor already set up).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// The audit log could not record the access, so the access was refused (fail closed).
     #[error("the audit log is unavailable; access refused")]
     AuditUnavailable,
+    /// Too much work of this kind is queued (a sign-in flood); retry shortly.
+    #[error("busy; retry shortly")]
+    Busy,
+    /// Too many attempts from this address or for this account; retry after the delay.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
+    /// Not signed in, or the session ended: sign in again.
+    #[error("authentication required ({reason})")]
+    Unauthenticated { reason: &'static str },
     #[error("unexpected: {0}")]
     Unexpected(String),
 }
@@ -81,6 +95,8 @@ pub struct App {
     blind: Arc<BlindIndexKey>,
     clock: Arc<dyn Clock>,
     token_cache: Arc<tokens::TokenCache>,
+    passwords: identity::passwords::PasswordHasherPool,
+    throttle: Arc<identity::throttle::Throttle>,
     checkpointer: Arc<tokio::sync::Mutex<audit_log::Checkpointer>>,
     audit_verifier: haven_audit::checkpoint::CheckpointVerifier,
 }
@@ -111,6 +127,8 @@ impl App {
             blind: Arc::new(blind),
             clock,
             token_cache: Arc::default(),
+            passwords: identity::passwords::PasswordHasherPool::new()?,
+            throttle: Arc::default(),
             checkpointer: Arc::new(tokio::sync::Mutex::new(checkpointer)),
             audit_verifier,
         })

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome, RequestOrigin};
 use haven_crypto::Secret;
-use haven_domain::{Actor, PatientId, Role, TokenId};
+use haven_domain::{Actor, PatientId, Principal, Role, TokenId};
 use haven_store::{Store, StoredToken};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -244,8 +244,9 @@ impl App {
             .parse::<Role>()
             .map_err(|e| AppError::Unexpected(format!("stored token role: {e}")))?;
         let actor = Actor {
-            token: stored.id,
+            principal: Principal::ApiToken(stored.id),
             role,
+            organisation: None,
             patient: stored.patient,
         };
         self.token_cache.put(

@@ -16,5 +16,5 @@ pub use ids::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserI
 pub use patient::{
     ContactKind, ContactPoint, HumanName, Identifier, PatientRecord, ValidationError,
 };
-pub use policy::{Action, Actor, Decision, DenyReason, PurposeOfUse, Resource, decide};
+pub use policy::{Action, Actor, Decision, DenyReason, Principal, PurposeOfUse, Resource, decide};
 pub use role::Role;

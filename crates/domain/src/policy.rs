@@ -6,16 +6,44 @@
 //! and field-level minimum-necessary filtering extend the `Resource` and `Actor` context here,
 //! in one place, rather than as checks scattered across handlers.
 
-use crate::ids::{PatientId, TokenId};
+use crate::ids::{OrganisationId, PatientId, SessionId, TokenId, UserId};
 use crate::role::Role;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    pub token: TokenId,
+    pub principal: Principal,
     pub role: Role,
+    /// The organisation a signed-in user belongs to (API tokens are deployment-wide).
+    pub organisation: Option<OrganisationId>,
     /// For a patient: the one record they are the subject of.
     pub patient: Option<PatientId>,
+}
+
+/// The credential behind a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// An API client holding a token minted by an operator.
+    ApiToken(TokenId),
+    /// A person, signed in, in one of their sessions.
+    User { user: UserId, session: SessionId },
+}
+
+impl Principal {
+    /// The id recorded as the actor in the audit trail.
+    pub fn actor_id(&self) -> String {
+        match self {
+            Principal::ApiToken(token) => token.to_string(),
+            Principal::User { user, .. } => user.to_string(),
+        }
+    }
+
+    pub fn session(&self) -> Option<SessionId> {
+        match self {
+            Principal::ApiToken(_) => None,
+            Principal::User { session, .. } => Some(*session),
+        }
+    }
 }
 
 /// What they want to do.
@@ -40,13 +68,18 @@ pub enum Resource {
     AuditLog,
     /// The entries of the audit log about one patient: who accessed their record.
     PatientAccessLog(PatientId),
+    /// Users and invitations of an organisation.
+    Users,
 }
 
 impl Resource {
     pub fn patient(&self) -> Option<PatientId> {
         match self {
             Resource::Patient(id) | Resource::PatientAccessLog(id) => Some(*id),
-            Resource::PatientDirectory | Resource::AuditCheckpoints | Resource::AuditLog => None,
+            Resource::PatientDirectory
+            | Resource::AuditCheckpoints
+            | Resource::AuditLog
+            | Resource::Users => None,
         }
     }
 }
@@ -196,6 +229,11 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
                 purpose: PurposeOfUse::Compliance,
             }
         }
+        // Administrators run the organisation's accounts: invitations, roles.
+        (Role::Administrator, Resource::Users) => Decision::Allow {
+            rule: "user_administration",
+            purpose: PurposeOfUse::SystemAdministration,
+        },
         // Auditors and privacy officers review the audit log, not the chart.
         _ => Decision::Deny(DenyReason::RoleNotPermitted),
     }
@@ -207,8 +245,9 @@ mod tests {
 
     fn actor(role: Role) -> Actor {
         Actor {
-            token: TokenId::generate(),
+            principal: Principal::ApiToken(TokenId::generate()),
             role,
+            organisation: None,
             patient: None,
         }
     }
@@ -298,6 +337,21 @@ mod tests {
             Role::Patient,
         ] {
             assert!(!decide(&actor(role), Action::Search, &Resource::AuditLog).is_allowed());
+        }
+    }
+
+    #[test]
+    fn only_administrators_manage_users() {
+        assert!(
+            decide(
+                &actor(Role::Administrator),
+                Action::Create,
+                &Resource::Users
+            )
+            .is_allowed()
+        );
+        for role in Role::ALL.into_iter().filter(|r| *r != Role::Administrator) {
+            assert!(!decide(&actor(role), Action::Create, &Resource::Users).is_allowed());
         }
     }
 

@@ -133,6 +133,19 @@ const PROOF_SAMPLES: u64 = 1000;
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
+    /// Create the organisation (on first use) and an invitation for an administrator;
+    /// print the invitation once. Whoever redeems it at `POST /api/v1/auth/enrol` chooses
+    /// a login and a password, then sets up a second factor.
+    Bootstrap {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The organisation's name, used only when none exists yet.
+        #[arg(long, default_value = "Haven")]
+        organisation: String,
+        /// Hours until the invitation expires.
+        #[arg(long, default_value_t = haven_app::identity::INVITATION_TTL_HOURS_DEFAULT)]
+        ttl_hours: u32,
+    },
     /// Mint an API token and print it once.
     Token {
         #[command(flatten)]
@@ -262,6 +275,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .run_until_stopped(haven_server::shutdown_signal())
                 .await?;
             tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Bootstrap {
+            common,
+            organisation,
+            ttl_hours,
+        }) => {
+            let config = load_config(&common, &[])?;
+            haven_server::prepare_data_dir(&config.data_dir)?;
+            let store = haven_server::open_store(&config).await?;
+            let audit = store.audit_sink();
+            let now_ms = SystemClock.now_ms();
+            let organisation = haven_app::identity::bootstrap_organisation(
+                &*store,
+                &*audit,
+                &organisation,
+                now_ms,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let issued = haven_app::identity::issue_invitation(
+                &*store,
+                &*audit,
+                organisation.id,
+                Role::Administrator,
+                None,
+                ttl_hours,
+                None,
+                now_ms,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "Invited an administrator of {} (invitation {}), valid for {ttl_hours} hours. \
+                 Redeem it at POST /api/v1/auth/enrol; it is shown only once:",
+                organisation.name, issued.id
+            );
+            writeln!(std::io::stdout(), "{}", issued.token.expose_secret())?;
             Ok(())
         }
         Command::Admin(AdminCommand::Token {

@@ -215,6 +215,34 @@ impl TestServer {
         self.token_for(role, None, ttl_hours).await
     }
 
+    /// An invitation for `role` (a patient's names their record) into the deployment's
+    /// organisation, created on first use, as `haven admin bootstrap` and an administrator
+    /// would make them.
+    pub async fn invite(&self, role: Role, patient: Option<haven_domain::PatientId>) -> String {
+        let store = self.app.store().clone();
+        let audit = store.audit_sink();
+        let now_ms = self.clock.now_ms();
+        let organisation =
+            haven_app::identity::bootstrap_organisation(&*store, &*audit, "Test Clinic", now_ms)
+                .await
+                .expect("an organisation");
+        haven_app::identity::issue_invitation(
+            &*store,
+            &*audit,
+            organisation.id,
+            role,
+            patient,
+            24,
+            None,
+            now_ms,
+        )
+        .await
+        .expect("an invitation")
+        .token
+        .expose_secret()
+        .clone()
+    }
+
     /// Mints a patient's token, standing for the record `patient`.
     pub async fn patient_token(&self, patient: haven_domain::PatientId) -> String {
         self.token_for(Role::Patient, Some(patient), 24).await

@@ -130,7 +130,7 @@ enum WriteOp {
         after_seq: i64,
         now_ms: i64,
     },
-    Identity(identity::IdentityOp),
+    Identity(Box<identity::IdentityOp>),
 }
 
 #[derive(Debug)]
@@ -889,7 +889,7 @@ impl Store for SqliteStore {
             now_ms,
             reason: reason.to_owned(),
         };
-        match self.write(WriteOp::Identity(op)).await? {
+        match self.write(WriteOp::Identity(Box::new(op))).await? {
             WriteOutcome::Count(count) => Ok(count),
             other => Err(unexpected(other)),
         }
@@ -919,7 +919,7 @@ impl Store for SqliteStore {
             now_ms,
             user,
         };
-        match self.write(WriteOp::Identity(op)).await {
+        match self.write(WriteOp::Identity(Box::new(op))).await {
             Ok(WriteOutcome::Redeemed(redeemed)) => Ok(redeemed),
             Err(StoreError::AlreadyExists) => Ok(Redeemed::LoginTaken),
             Ok(other) => Err(unexpected(other)),
@@ -962,14 +962,14 @@ impl Store for SqliteStore {
 
 impl SqliteStore {
     async fn identity_done(&self, op: IdentityOp) -> StoreResult<()> {
-        match self.write(WriteOp::Identity(op)).await? {
+        match self.write(WriteOp::Identity(Box::new(op))).await? {
             WriteOutcome::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }
 
     async fn identity_changed(&self, op: IdentityOp) -> StoreResult<bool> {
-        match self.write(WriteOp::Identity(op)).await? {
+        match self.write(WriteOp::Identity(Box::new(op))).await? {
             WriteOutcome::Changed(changed) => Ok(changed),
             other => Err(unexpected(other)),
         }

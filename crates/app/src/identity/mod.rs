@@ -1,0 +1,1210 @@
+//! Identity: organisations, users, invitations, sign-in with a password and a second
+//! factor, and sessions with idle and absolute time-outs.
+//!
+//! - **Enrolment** is by invitation only: an administrator (or `haven admin bootstrap`,
+//!   for the first one) creates a single-use, expiring link for a role (and, for a patient,
+//!   their record); whoever opens it chooses a login and a password.
+//! - **Sign-in** checks the password (Argon2id, [`passwords`]) and, for staff always and for
+//!   patients where the organisation asks, a TOTP code ([`totp`]) or a one-time recovery
+//!   code. Until the second factor is given, or set up by a staff member who has none yet,
+//!   the session can do nothing else ([`SessionState::MfaRequired`],
+//!   [`SessionState::MfaSetupRequired`]).
+//! - **No account enumeration**: an unknown login costs a full hash against a decoy and
+//!   gets the same answer as a wrong password; a locked account answers the same too (its
+//!   owner is told out of band).
+//! - **Throttling**: per source address in memory ([`throttle`]), per account in the store
+//!   (lock after [`LOCKOUT_FAILURES`] failures, doubling up to [`LOCKOUT_SECS_MAX`]).
+//! - **Sessions** are random 256-bit tokens stored as SHA-256, carried as a `__Host-` cookie
+//!   (browsers, with a CSRF token for writes) or a bearer token (API clients). Every request
+//!   checks the idle and the absolute time-out of the user's organisation.
+//!
+//! Every sign-in, failure, lock, factor change and sign-out is audited.
+
+pub mod passwords;
+pub mod throttle;
+pub mod totp;
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use haven_audit::AuditSink;
+use haven_audit::{AuditAction, AuditEvent, Outcome, RequestOrigin};
+use haven_crypto::{RecordBinding, Sealed, Secret};
+use haven_domain::{
+    Actor, InvitationId, OrganisationId, PatientId, Principal, Role, SessionId, UserId,
+    ValidationError,
+};
+use haven_store::{
+    NewUser, Redeemed, Store, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::{App, AppError, AppResult};
+
+/// Failed sign-ins in a row before an account is locked.
+pub const LOCKOUT_FAILURES: i64 = 5;
+/// The first lock; each further failure doubles it, up to [`LOCKOUT_SECS_MAX`].
+pub const LOCKOUT_SECS_FIRST: i64 = 60;
+pub const LOCKOUT_SECS_MAX: i64 = 3600;
+/// Session defaults for a new organisation (NIST SP 800-63B AAL2 allows 30 min idle, 12 h).
+pub const IDLE_TIMEOUT_SECS_DEFAULT: i64 = 15 * 60;
+pub const ABSOLUTE_TIMEOUT_SECS_DEFAULT: i64 = 12 * 3600;
+/// Bounds an organisation may set its time-outs within.
+pub const IDLE_TIMEOUT_SECS_RANGE: (i64, i64) = (60, 60 * 60);
+pub const ABSOLUTE_TIMEOUT_SECS_RANGE: (i64, i64) = (15 * 60, 24 * 3600);
+/// Activity is written to the store at most this often per session: the idle time-out is
+/// exact to within this much, and a busy session does not write on every request.
+pub const SESSION_TOUCH_INTERVAL_MS: i64 = 60_000;
+/// A step-up (re-authentication) is fresh for this long.
+pub const STEP_UP_FRESH_SECS: i64 = 5 * 60;
+pub const INVITATION_TTL_HOURS_DEFAULT: u32 = 72;
+pub const INVITATION_TTL_HOURS_MAX: u32 = 14 * 24;
+pub const LOGIN_CHARS_MAX: usize = 254;
+pub const RECOVERY_CODES: usize = 10;
+/// Recovery codes: 10 characters of a 32-letter alphabet without look-alikes (50 bits).
+const RECOVERY_CODE_CHARS: usize = 10;
+const RECOVERY_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+const SESSION_PREFIX: &str = "hvs_";
+const INVITATION_PREFIX: &str = "hvi_";
+const SECRET_BYTES: usize = 32;
+/// `hvs_`/`hvi_` + 43 base64url characters.
+const SECRET_TOKEN_CHARS: usize = 4 + 43;
+
+/// Where a session stands with its second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Fully signed in.
+    Complete,
+    /// The password was right; a TOTP or recovery code must follow.
+    MfaRequired,
+    /// A staff member without a second factor: they must set one up first.
+    MfaSetupRequired,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Complete => "complete",
+            SessionState::MfaRequired => "mfa_required",
+            SessionState::MfaSetupRequired => "mfa_setup_required",
+        }
+    }
+}
+
+/// A session just opened: the secret is shown once.
+#[derive(Debug)]
+pub struct OpenedSession {
+    pub id: SessionId,
+    pub token: Secret<String>,
+    pub csrf_token: String,
+    pub state: SessionState,
+    pub expires_at_ms: i64,
+    pub idle_timeout_secs: i64,
+}
+
+/// A session resolved from a request.
+#[derive(Debug, Clone)]
+pub struct SessionCaller {
+    pub actor: Actor,
+    pub session: SessionId,
+    pub state: SessionState,
+    pub authenticated_at_ms: i64,
+}
+
+/// A new invitation: the secret is shown once (as a link).
+#[derive(Debug)]
+pub struct IssuedInvitation {
+    pub id: InvitationId,
+    pub token: Secret<String>,
+    pub expires_at_ms: i64,
+}
+
+/// One of my sessions, for "where am I signed in".
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub created_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub expires_at_ms: i64,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; SECRET_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+pub(crate) fn secret_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The CSRF token of a session: derived from its secret, so it needs no storage, proves
+/// knowledge of the session to the server, and reveals nothing about the secret.
+pub fn csrf_token(session_token: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"haven/csrf/v1\0");
+    hasher.update(session_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(hasher.finalize())
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> AppError {
+    AppError::Invalid(ValidationError {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// A login name, normalised: an e-mail address, compared case-insensitively.
+fn normalise_login(login: &str) -> AppResult<String> {
+    let login = haven_crypto::blind::normalise(login);
+    let plausible = login.chars().count() <= LOGIN_CHARS_MAX
+        && !login.contains(' ')
+        && !login.chars().any(char::is_control)
+        && login
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if !plausible {
+        return Err(invalid(
+            "login",
+            format!("an e-mail address of at most {LOGIN_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(login)
+}
+
+fn staff(role: Role) -> bool {
+    role != Role::Patient
+}
+
+fn lock_after_failure(failures_before: i64, now_ms: i64) -> i64 {
+    let failures = failures_before + 1;
+    if failures < LOCKOUT_FAILURES {
+        return 0;
+    }
+    let doublings = u32::try_from(failures - LOCKOUT_FAILURES)
+        .unwrap_or(u32::MAX)
+        .min(12);
+    let secs = (LOCKOUT_SECS_FIRST << doublings).min(LOCKOUT_SECS_MAX);
+    now_ms + secs * 1000
+}
+
+impl App {
+    fn login_index(&self, normalised: &str) -> Vec<u8> {
+        self.blind.token("login", normalised).as_bytes().to_vec()
+    }
+
+    fn identity_event(
+        &self,
+        action: AuditAction,
+        user: Option<&StoredUser>,
+        session: Option<SessionId>,
+        outcome: Outcome,
+        reason: &str,
+        origin: &RequestOrigin,
+    ) -> AuditEvent {
+        AuditEvent {
+            at_ms: self.clock.now_ms(),
+            actor: user.map(|u| u.id.to_string()),
+            role: user.map(|u| u.role.clone()),
+            organisation: user.map(|u| u.organisation.to_string()),
+            session: session.map(|s| s.to_string()),
+            client_app: None,
+            action,
+            patient: None,
+            resource_type: Some("User".to_owned()),
+            resource_id: user.map(|u| u.id.to_string()),
+            outcome,
+            reason: reason.to_owned(),
+            purpose_of_use: None,
+            origin: origin.clone(),
+        }
+    }
+
+    async fn audit_identity(&self, event: AuditEvent) -> AppResult<()> {
+        self.gate.record_system(event).await
+    }
+
+    // --- Organisations and invitations -----------------------------------------------------
+
+    /// Creates an invitation; see [`issue_invitation`].
+    pub async fn invite(
+        &self,
+        organisation: OrganisationId,
+        role: Role,
+        patient: Option<PatientId>,
+        ttl_hours: u32,
+        invited_by: Option<UserId>,
+    ) -> AppResult<IssuedInvitation> {
+        issue_invitation(
+            &*self.store,
+            self.gate.audit_sink(),
+            organisation,
+            role,
+            patient,
+            ttl_hours,
+            invited_by,
+            self.clock.now_ms(),
+        )
+        .await
+    }
+
+    /// An administrator's invitation into their own organisation.
+    pub async fn invite_as(
+        &self,
+        context: &crate::RequestContext,
+        role: Role,
+        patient: Option<PatientId>,
+        ttl_hours: u32,
+    ) -> AppResult<IssuedInvitation> {
+        self.gate
+            .authorize_administration(
+                context,
+                haven_domain::Action::Create,
+                haven_domain::Resource::Users,
+            )
+            .await?;
+        let (organisation, invited_by) = match context.actor.principal {
+            Principal::User { user, .. } => (context.actor.organisation, Some(user)),
+            // An operator's API token: the deployment's first organisation.
+            Principal::ApiToken(_) => (
+                self.store.organisations().await?.first().map(|o| o.id),
+                None,
+            ),
+        };
+        let organisation = organisation.ok_or_else(|| {
+            invalid(
+                "organisation",
+                "no organisation yet: run `haven admin bootstrap` first",
+            )
+        })?;
+        self.invite(organisation, role, patient, ttl_hours, invited_by)
+            .await
+    }
+
+    /// Enrols from an invitation: creates the user with `login` and `password` and opens
+    /// their first session (staff must then set up a second factor).
+    pub async fn enrol(
+        &self,
+        invitation_token: &str,
+        login: &str,
+        password: &Secret<String>,
+        origin: &RequestOrigin,
+    ) -> AppResult<OpenedSession> {
+        let spent = || AppError::Unauthenticated {
+            reason: "invitation_invalid",
+        };
+        if invitation_token.len() != SECRET_TOKEN_CHARS
+            || !invitation_token.starts_with(INVITATION_PREFIX)
+        {
+            return Err(spent());
+        }
+        let now_ms = self.clock.now_ms();
+        let invitation = self
+            .store
+            .invitation_by_hash(&secret_hash(invitation_token))
+            .await?
+            .filter(|i| i.used_at_ms.is_none() && i.expires_at_ms > now_ms)
+            .ok_or_else(spent)?;
+        let normalised = normalise_login(login)?;
+        passwords::check_new_password(password.expose_secret(), &[&normalised])
+            .map_err(|weak| invalid("password", weak.0))?;
+        let role: Role = invitation
+            .role
+            .parse()
+            .map_err(|e| AppError::Unexpected(format!("a stored invitation role: {e}")))?;
+        let organisation = self
+            .store
+            .organisation(invitation.organisation)
+            .await?
+            .ok_or_else(|| AppError::Unexpected("an invitation's organisation is gone".into()))?;
+
+        let id = UserId::generate();
+        let (key, stored_key) = self.gate.new_user_key(id)?;
+        let id_text = id.to_string();
+        let login_sealed = Sealed::<String>::seal(
+            &key,
+            &RecordBinding {
+                table: "users.login",
+                record_id: &id_text,
+                version: 1,
+            },
+            normalised.as_bytes(),
+        );
+        let user = StoredUser {
+            id,
+            organisation: organisation.id,
+            login_index: self.login_index(&normalised),
+            login_sealed: login_sealed.into_bytes(),
+            role: role.as_str().to_owned(),
+            patient: invitation.patient,
+            password_hash: self.passwords.hash(password).await?,
+            password_changed_at_ms: now_ms,
+            totp_sealed: None,
+            totp_enabled: false,
+            totp_last_step: 0,
+            failed_logins: 0,
+            locked_until_ms: 0,
+            created_at_ms: now_ms,
+            disabled_at_ms: None,
+            subject_key: Some(stored_key.clone()),
+        };
+        let mut event = self.identity_event(
+            AuditAction::PrivilegeChange,
+            Some(&user),
+            None,
+            Outcome::Allowed,
+            "enrolled",
+            origin,
+        );
+        event.patient = user.patient;
+        self.audit_identity(event).await?;
+        match self
+            .store
+            .redeem_invitation(
+                invitation.id,
+                now_ms,
+                NewUser {
+                    user: user.clone(),
+                    subject_key: stored_key,
+                },
+            )
+            .await?
+        {
+            Redeemed::Created => {}
+            Redeemed::Spent => return Err(spent()),
+            Redeemed::LoginTaken => {
+                return Err(AppError::Conflict {
+                    code: "login_taken",
+                    message: "this login is already in use; choose another".into(),
+                });
+            }
+        }
+        self.open_session(&user, &organisation, false, origin).await
+    }
+
+    // --- Sign-in ---------------------------------------------------------------------------
+
+    /// Signs in with a login and a password. Wrong password, unknown login and locked
+    /// account all answer `invalid_credentials`, after the same amount of work.
+    pub async fn sign_in(
+        &self,
+        login: &str,
+        password: &Secret<String>,
+        origin: &RequestOrigin,
+    ) -> AppResult<OpenedSession> {
+        let now_ms = self.clock.now_ms();
+        let ip: Option<IpAddr> = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+        if let Some(ip) = ip
+            && let Err(retry_after_secs) = self.throttle.check(ip, now_ms)
+        {
+            let event = self.identity_event(
+                AuditAction::FailedLogin,
+                None,
+                None,
+                Outcome::Denied,
+                "throttled_address",
+                origin,
+            );
+            self.audit_identity(event).await?;
+            return Err(AppError::Throttled { retry_after_secs });
+        }
+        let user = match normalise_login(login) {
+            Ok(normalised) => {
+                self.store
+                    .user_by_login(&self.login_index(&normalised))
+                    .await?
+            }
+            Err(_) => None,
+        };
+        let usable = user
+            .as_ref()
+            .filter(|u| u.disabled_at_ms.is_none() && u.locked_until_ms <= now_ms);
+        let matches = self
+            .passwords
+            .verify(password, usable.map(|u| u.password_hash.as_str()))
+            .await?;
+        let Some(user) = user else {
+            self.sign_in_failed(None, "unknown_login", ip, origin)
+                .await?;
+            return Err(AppError::Unauthenticated {
+                reason: "invalid_credentials",
+            });
+        };
+        if user.disabled_at_ms.is_some() {
+            self.sign_in_failed(Some(&user), "account_disabled", ip, origin)
+                .await?;
+            return Err(AppError::Unauthenticated {
+                reason: "invalid_credentials",
+            });
+        }
+        if user.locked_until_ms > now_ms {
+            self.sign_in_failed(Some(&user), "account_locked", ip, origin)
+                .await?;
+            return Err(AppError::Unauthenticated {
+                reason: "invalid_credentials",
+            });
+        }
+        if !matches {
+            let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
+            self.store
+                .record_login_failure(user.id, locked_until_ms)
+                .await?;
+            let reason = if locked_until_ms > 0 {
+                // The owner is told out of band (the notification service reads the audit
+                // trail for `account_locked_now`); the caller hears nothing different.
+                tracing::warn!(user = %user.id, "account locked after repeated failed sign-ins");
+                "account_locked_now"
+            } else {
+                "wrong_password"
+            };
+            self.sign_in_failed(Some(&user), reason, ip, origin).await?;
+            return Err(AppError::Unauthenticated {
+                reason: "invalid_credentials",
+            });
+        }
+        if user.failed_logins > 0 {
+            self.store.reset_login_failures(user.id).await?;
+        }
+        let organisation = self
+            .store
+            .organisation(user.organisation)
+            .await?
+            .ok_or_else(|| AppError::Unexpected("a user's organisation is gone".into()))?;
+        self.open_session(&user, &organisation, false, origin).await
+    }
+
+    async fn sign_in_failed(
+        &self,
+        user: Option<&StoredUser>,
+        reason: &str,
+        ip: Option<IpAddr>,
+        origin: &RequestOrigin,
+    ) -> AppResult<()> {
+        if let Some(ip) = ip {
+            self.throttle.record_failure(ip, self.clock.now_ms());
+        }
+        let event = self.identity_event(
+            AuditAction::FailedLogin,
+            user,
+            None,
+            Outcome::Denied,
+            reason,
+            origin,
+        );
+        self.audit_identity(event).await
+    }
+
+    fn mfa_required(user: &StoredUser, organisation: &StoredOrganisation) -> AppResult<bool> {
+        let role: Role = user
+            .role
+            .parse()
+            .map_err(|e| AppError::Unexpected(format!("a stored user role: {e}")))?;
+        Ok(staff(role) || organisation.patient_mfa_required)
+    }
+
+    fn state_of(
+        user: &StoredUser,
+        organisation: &StoredOrganisation,
+        mfa: bool,
+    ) -> AppResult<SessionState> {
+        Ok(if mfa || !Self::mfa_required(user, organisation)? {
+            SessionState::Complete
+        } else if user.totp_enabled {
+            SessionState::MfaRequired
+        } else {
+            SessionState::MfaSetupRequired
+        })
+    }
+
+    async fn open_session(
+        &self,
+        user: &StoredUser,
+        organisation: &StoredOrganisation,
+        mfa: bool,
+        origin: &RequestOrigin,
+    ) -> AppResult<OpenedSession> {
+        let now_ms = self.clock.now_ms();
+        let token = random_token(SESSION_PREFIX);
+        let session = StoredSession {
+            id: SessionId::generate(),
+            token_hash: secret_hash(&token),
+            user: user.id,
+            created_at_ms: now_ms,
+            last_seen_ms: now_ms,
+            idle_timeout_ms: organisation.idle_timeout_secs * 1000,
+            expires_at_ms: now_ms + organisation.absolute_timeout_secs * 1000,
+            authenticated_at_ms: now_ms,
+            mfa,
+            source_ip: origin.source_ip.clone(),
+            user_agent: origin.user_agent.clone(),
+            revoked_at_ms: None,
+            revoked_reason: None,
+        };
+        let state = Self::state_of(user, organisation, mfa)?;
+        let event = self.identity_event(
+            AuditAction::Login,
+            Some(user),
+            Some(session.id),
+            Outcome::Allowed,
+            match state {
+                SessionState::Complete => "signed_in",
+                SessionState::MfaRequired => "password_ok_mfa_pending",
+                SessionState::MfaSetupRequired => "password_ok_mfa_setup_pending",
+            },
+            origin,
+        );
+        self.audit_identity(event).await?;
+        self.store.insert_session(session.clone()).await?;
+        Ok(OpenedSession {
+            id: session.id,
+            csrf_token: csrf_token(&token),
+            token: Secret::new(token),
+            state,
+            expires_at_ms: session.expires_at_ms,
+            idle_timeout_secs: organisation.idle_timeout_secs,
+        })
+    }
+
+    /// Resolves a session token, enforcing revocation and both time-outs, and records the
+    /// activity. Failures are answered `401` and are not audited one by one (an expired
+    /// cookie is routine); a token that never existed is audited like an unknown API token.
+    pub async fn authenticate_session(
+        &self,
+        token: &str,
+        origin: &RequestOrigin,
+    ) -> AppResult<SessionCaller> {
+        let unknown = || AppError::Unauthenticated {
+            reason: "unknown_session",
+        };
+        if token.len() != SECRET_TOKEN_CHARS || !token.starts_with(SESSION_PREFIX) {
+            return Err(unknown());
+        }
+        let now_ms = self.clock.now_ms();
+        let Some(session) = self.store.session_by_hash(&secret_hash(token)).await? else {
+            let event = self.identity_event(
+                AuditAction::FailedLogin,
+                None,
+                None,
+                Outcome::Denied,
+                "unknown_session",
+                origin,
+            );
+            self.audit_identity(event).await?;
+            return Err(unknown());
+        };
+        if session.revoked_at_ms.is_some() {
+            return Err(AppError::Unauthenticated {
+                reason: "session_revoked",
+            });
+        }
+        if now_ms >= session.expires_at_ms {
+            return Err(AppError::Unauthenticated {
+                reason: "session_expired",
+            });
+        }
+        if now_ms - session.last_seen_ms >= session.idle_timeout_ms {
+            self.store
+                .revoke_session(session.id, now_ms, "idle_timeout")
+                .await?;
+            let user = self.store.user(session.user).await?;
+            let event = self.identity_event(
+                AuditAction::Logout,
+                user.as_ref(),
+                Some(session.id),
+                Outcome::Allowed,
+                "idle_timeout",
+                origin,
+            );
+            self.audit_identity(event).await?;
+            return Err(AppError::Unauthenticated {
+                reason: "session_idle_timeout",
+            });
+        }
+        let user = self.store.user(session.user).await?.ok_or_else(unknown)?;
+        if user.disabled_at_ms.is_some() {
+            return Err(AppError::Unauthenticated {
+                reason: "session_revoked",
+            });
+        }
+        let organisation = self
+            .store
+            .organisation(user.organisation)
+            .await?
+            .ok_or_else(|| AppError::Unexpected("a user's organisation is gone".into()))?;
+        if now_ms - session.last_seen_ms >= SESSION_TOUCH_INTERVAL_MS {
+            self.store.touch_session(session.id, now_ms).await?;
+        }
+        let role: Role = user
+            .role
+            .parse()
+            .map_err(|e| AppError::Unexpected(format!("a stored user role: {e}")))?;
+        Ok(SessionCaller {
+            actor: Actor {
+                principal: Principal::User {
+                    user: user.id,
+                    session: session.id,
+                },
+                role,
+                organisation: Some(organisation.id),
+                patient: user.patient,
+            },
+            session: session.id,
+            state: Self::state_of(&user, &organisation, session.mfa)?,
+            authenticated_at_ms: session.authenticated_at_ms,
+        })
+    }
+
+    async fn session_user(&self, caller: &SessionCaller) -> AppResult<StoredUser> {
+        let Principal::User { user, .. } = caller.actor.principal else {
+            return Err(AppError::Unexpected(
+                "a session caller that is not a user".into(),
+            ));
+        };
+        self.store
+            .user(user)
+            .await?
+            .ok_or(AppError::Unauthenticated {
+                reason: "session_revoked",
+            })
+    }
+
+    fn open_totp_secret(&self, user: &StoredUser) -> AppResult<Option<Secret<Vec<u8>>>> {
+        let (Some(sealed), Some(key)) = (&user.totp_sealed, &user.subject_key) else {
+            return Ok(None);
+        };
+        let key = self.gate.open_user_key(user.id, key)?;
+        let id = user.id.to_string();
+        let sealed = Sealed::<Vec<u8>>::from_bytes(sealed.clone())?;
+        Ok(Some(sealed.open(
+            &key,
+            &RecordBinding {
+                table: "users.totp",
+                record_id: &id,
+                version: 1,
+            },
+        )?))
+    }
+
+    fn open_login(&self, user: &StoredUser) -> AppResult<String> {
+        let key = user
+            .subject_key
+            .as_ref()
+            .ok_or_else(|| AppError::Unexpected("a user without a key".into()))?;
+        let key = self.gate.open_user_key(user.id, key)?;
+        let id = user.id.to_string();
+        let opened = Sealed::<String>::from_bytes(user.login_sealed.clone())?.open(
+            &key,
+            &RecordBinding {
+                table: "users.login",
+                record_id: &id,
+                version: 1,
+            },
+        )?;
+        String::from_utf8(opened.expose_secret().clone())
+            .map_err(|_| AppError::Unexpected("a sealed login that is not text".into()))
+    }
+
+    /// Starts TOTP set-up: a new secret, pending until a code from it is confirmed.
+    pub async fn totp_setup(&self, caller: &SessionCaller) -> AppResult<(String, String)> {
+        let user = self.session_user(caller).await?;
+        // An enabled factor stays as it is: replacing one is a separate, step-up-guarded
+        // change, not a side door through set-up.
+        if user.totp_enabled {
+            return Err(AppError::Conflict {
+                code: "totp_already_enabled",
+                message: "a second factor is already set up".into(),
+            });
+        }
+        let key = user
+            .subject_key
+            .as_ref()
+            .ok_or_else(|| AppError::Unexpected("a user without a key".into()))?;
+        let key = self.gate.open_user_key(user.id, key)?;
+        let secret = totp::generate_secret();
+        let id = user.id.to_string();
+        let sealed = Sealed::<Vec<u8>>::seal(
+            &key,
+            &RecordBinding {
+                table: "users.totp",
+                record_id: &id,
+                version: 1,
+            },
+            &secret,
+        );
+        self.store
+            .set_totp(user.id, Some(sealed.into_bytes()), false)
+            .await?;
+        totp::provisioning(&secret, &self.open_login(&user)?)
+    }
+
+    /// Confirms TOTP set-up with a code from the new secret: the factor is on, this session
+    /// counts as signed in with it, and fresh recovery codes are returned (shown once).
+    pub async fn totp_confirm(
+        &self,
+        caller: &SessionCaller,
+        code: &str,
+        origin: &RequestOrigin,
+    ) -> AppResult<Vec<Secret<String>>> {
+        let user = self.session_user(caller).await?;
+        if user.totp_enabled {
+            return Err(AppError::Conflict {
+                code: "totp_already_enabled",
+                message: "a second factor is already set up".into(),
+            });
+        }
+        let secret = self
+            .open_totp_secret(&user)?
+            .ok_or_else(|| invalid("code", "start the set-up first"))?;
+        let now_secs = u64::try_from(self.clock.now_ms() / 1000).unwrap_or(0);
+        let step = totp::matching_step(secret.expose_secret(), code.trim(), now_secs)?;
+        let accepted = match step {
+            Some(step) => {
+                self.store
+                    .advance_totp_step(user.id, i64::try_from(step).unwrap_or(i64::MAX))
+                    .await?
+            }
+            None => false,
+        };
+        if !accepted {
+            let event = self.identity_event(
+                AuditAction::MfaChange,
+                Some(&user),
+                Some(caller.session),
+                Outcome::Denied,
+                "totp_code_wrong",
+                origin,
+            );
+            self.audit_identity(event).await?;
+            return Err(invalid("code", "that code is not right; try the next one"));
+        }
+        let codes = self.new_recovery_codes(&user).await?;
+        let event = self.identity_event(
+            AuditAction::MfaChange,
+            Some(&user),
+            Some(caller.session),
+            Outcome::Allowed,
+            "totp_enabled",
+            origin,
+        );
+        self.audit_identity(event).await?;
+        self.store
+            .set_totp(user.id, user.totp_sealed.clone(), true)
+            .await?;
+        self.store
+            .reauthenticate_session(caller.session, self.clock.now_ms(), true)
+            .await?;
+        Ok(codes)
+    }
+
+    async fn new_recovery_codes(&self, user: &StoredUser) -> AppResult<Vec<Secret<String>>> {
+        let mut codes = Vec::with_capacity(RECOVERY_CODES);
+        for _ in 0..RECOVERY_CODES {
+            let mut bytes = [0u8; RECOVERY_CODE_CHARS];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let code: String = bytes
+                .iter()
+                .map(|b| RECOVERY_ALPHABET[usize::from(*b) % RECOVERY_ALPHABET.len()] as char)
+                .collect();
+            codes.push(code);
+        }
+        self.store
+            .replace_recovery_codes(
+                user.id,
+                codes
+                    .iter()
+                    .map(|c| secret_hash(&format!("{}:{c}", user.id)))
+                    .collect(),
+            )
+            .await?;
+        Ok(codes.into_iter().map(Secret::new).collect())
+    }
+
+    /// The second step of signing in: a TOTP code, or one of the recovery codes.
+    pub async fn sign_in_second_factor(
+        &self,
+        caller: &SessionCaller,
+        code: &str,
+        origin: &RequestOrigin,
+    ) -> AppResult<()> {
+        if caller.state != SessionState::MfaRequired {
+            return Err(AppError::Conflict {
+                code: "no_second_factor_pending",
+                message: "this session is not waiting for a second factor".into(),
+            });
+        }
+        let user = self.session_user(caller).await?;
+        let code = code.trim();
+        let accepted = if code.len() == totp::TOTP_DIGITS {
+            let secret = self
+                .open_totp_secret(&user)?
+                .ok_or_else(|| AppError::Unexpected("a pending factor without a secret".into()))?;
+            let now_secs = u64::try_from(self.clock.now_ms() / 1000).unwrap_or(0);
+            match totp::matching_step(secret.expose_secret(), code, now_secs)? {
+                Some(step) => {
+                    self.store
+                        .advance_totp_step(user.id, i64::try_from(step).unwrap_or(i64::MAX))
+                        .await?
+                }
+                None => false,
+            }
+        } else {
+            let normalised: String = code.to_lowercase().chars().filter(|c| *c != '-').collect();
+            self.store
+                .use_recovery_code(
+                    user.id,
+                    &secret_hash(&format!("{}:{normalised}", user.id)),
+                    self.clock.now_ms(),
+                )
+                .await?
+        };
+        let now_ms = self.clock.now_ms();
+        if !accepted {
+            let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
+            self.store
+                .record_login_failure(user.id, locked_until_ms)
+                .await?;
+            let ip = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+            self.sign_in_failed(Some(&user), "second_factor_wrong", ip, origin)
+                .await?;
+            return Err(AppError::Unauthenticated {
+                reason: "invalid_credentials",
+            });
+        }
+        let event = self.identity_event(
+            AuditAction::Login,
+            Some(&user),
+            Some(caller.session),
+            Outcome::Allowed,
+            if code.len() == totp::TOTP_DIGITS {
+                "signed_in_totp"
+            } else {
+                "signed_in_recovery_code"
+            },
+            origin,
+        );
+        self.audit_identity(event).await?;
+        self.store.reset_login_failures(user.id).await?;
+        self.store
+            .reauthenticate_session(caller.session, now_ms, true)
+            .await
+            .map_err(AppError::from)
+    }
+
+    /// Whether the caller proved who they are recently enough for a sensitive action.
+    pub fn require_fresh(&self, caller: &SessionCaller) -> AppResult<()> {
+        if self.clock.now_ms() - caller.authenticated_at_ms > STEP_UP_FRESH_SECS * 1000 {
+            return Err(AppError::Unauthenticated {
+                reason: "step_up_required",
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs out this session.
+    pub async fn sign_out(&self, caller: &SessionCaller, origin: &RequestOrigin) -> AppResult<()> {
+        let user = self.session_user(caller).await?;
+        let event = self.identity_event(
+            AuditAction::Logout,
+            Some(&user),
+            Some(caller.session),
+            Outcome::Allowed,
+            "signed_out",
+            origin,
+        );
+        self.audit_identity(event).await?;
+        self.store
+            .revoke_session(caller.session, self.clock.now_ms(), "signed_out")
+            .await?;
+        Ok(())
+    }
+
+    /// Signs out every session of the caller, this one included. Returns how many ended.
+    pub async fn sign_out_everywhere(
+        &self,
+        caller: &SessionCaller,
+        origin: &RequestOrigin,
+    ) -> AppResult<u64> {
+        let user = self.session_user(caller).await?;
+        let event = self.identity_event(
+            AuditAction::Logout,
+            Some(&user),
+            Some(caller.session),
+            Outcome::Allowed,
+            "signed_out_everywhere",
+            origin,
+        );
+        self.audit_identity(event).await?;
+        Ok(self
+            .store
+            .revoke_user_sessions(user.id, None, self.clock.now_ms(), "signed_out_everywhere")
+            .await?)
+    }
+
+    /// The caller's open sessions.
+    pub async fn my_sessions(&self, caller: &SessionCaller) -> AppResult<Vec<SessionSummary>> {
+        let user = self.session_user(caller).await?;
+        let now_ms = self.clock.now_ms();
+        Ok(self
+            .store
+            .user_sessions(user.id, now_ms)
+            .await?
+            .into_iter()
+            .filter(|s| now_ms - s.last_seen_ms < s.idle_timeout_ms)
+            .map(|s| SessionSummary {
+                current: s.id == caller.session,
+                id: s.id,
+                created_at_ms: s.created_at_ms,
+                last_seen_ms: s.last_seen_ms,
+                expires_at_ms: s.expires_at_ms,
+                source_ip: s.source_ip,
+                user_agent: s.user_agent,
+            })
+            .collect())
+    }
+
+    /// Ends one of the caller's own sessions; another user's session id is "not found".
+    pub async fn end_my_session(
+        &self,
+        caller: &SessionCaller,
+        session: SessionId,
+        origin: &RequestOrigin,
+    ) -> AppResult<()> {
+        let user = self.session_user(caller).await?;
+        let mine = self
+            .store
+            .user_sessions(user.id, self.clock.now_ms())
+            .await?
+            .iter()
+            .any(|s| s.id == session);
+        if !mine {
+            return Err(AppError::NotFound);
+        }
+        let event = self.identity_event(
+            AuditAction::Logout,
+            Some(&user),
+            Some(session),
+            Outcome::Allowed,
+            "session_ended_by_user",
+            origin,
+        );
+        self.audit_identity(event).await?;
+        self.store
+            .revoke_session(session, self.clock.now_ms(), "ended_by_user")
+            .await?;
+        Ok(())
+    }
+
+    /// Changes the caller's password (the current one is required); every other session
+    /// of theirs ends.
+    pub async fn change_password(
+        &self,
+        caller: &SessionCaller,
+        current: &Secret<String>,
+        new: &Secret<String>,
+        origin: &RequestOrigin,
+    ) -> AppResult<u64> {
+        let user = self.session_user(caller).await?;
+        if !self
+            .passwords
+            .verify(current, Some(&user.password_hash))
+            .await?
+        {
+            let event = self.identity_event(
+                AuditAction::PrivilegeChange,
+                Some(&user),
+                Some(caller.session),
+                Outcome::Denied,
+                "password_change_wrong_current",
+                origin,
+            );
+            self.audit_identity(event).await?;
+            return Err(invalid(
+                "current_password",
+                "the current password is not right",
+            ));
+        }
+        let login = self.open_login(&user)?;
+        passwords::check_new_password(new.expose_secret(), &[&login])
+            .map_err(|weak| invalid("new_password", weak.0))?;
+        let hash = self.passwords.hash(new).await?;
+        let event = self.identity_event(
+            AuditAction::PrivilegeChange,
+            Some(&user),
+            Some(caller.session),
+            Outcome::Allowed,
+            "password_changed",
+            origin,
+        );
+        self.audit_identity(event).await?;
+        let now_ms = self.clock.now_ms();
+        self.store.set_password(user.id, &hash, now_ms).await?;
+        Ok(self
+            .store
+            .revoke_user_sessions(user.id, Some(caller.session), now_ms, "password_changed")
+            .await?)
+    }
+}
+
+/// The first organisation, created on first use with `name` (`haven admin bootstrap`).
+pub async fn bootstrap_organisation(
+    store: &dyn Store,
+    audit: &dyn AuditSink,
+    name: &str,
+    now_ms: i64,
+) -> AppResult<StoredOrganisation> {
+    if let Some(existing) = store.organisations().await?.into_iter().next() {
+        return Ok(existing);
+    }
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "organisation",
+            "a name of 1 to 200 printable characters",
+        ));
+    }
+    let organisation = StoredOrganisation {
+        id: OrganisationId::generate(),
+        name: name.to_owned(),
+        idle_timeout_secs: IDLE_TIMEOUT_SECS_DEFAULT,
+        absolute_timeout_secs: ABSOLUTE_TIMEOUT_SECS_DEFAULT,
+        patient_mfa_required: false,
+        created_at_ms: now_ms,
+    };
+    let mut event = crate::keys::system_event(
+        now_ms,
+        AuditAction::ConfigurationChange,
+        None,
+        "organisation_created",
+    );
+    event.resource_type = Some("Organization".to_owned());
+    event.resource_id = Some(organisation.id.to_string());
+    audit
+        .append(vec![event])
+        .await
+        .map_err(|_| AppError::AuditUnavailable)?;
+    store.insert_organisation(organisation.clone()).await?;
+    Ok(organisation)
+}
+
+/// Creates an invitation for `role` (a patient's names their record): a single-use secret,
+/// expiring after `ttl_hours`. `invited_by` is the inviting user, or `None` for the
+/// console. Audited as a privilege change before it exists.
+#[allow(clippy::too_many_arguments)]
+pub async fn issue_invitation(
+    store: &dyn Store,
+    audit: &dyn AuditSink,
+    organisation: OrganisationId,
+    role: Role,
+    patient: Option<PatientId>,
+    ttl_hours: u32,
+    invited_by: Option<UserId>,
+    now_ms: i64,
+) -> AppResult<IssuedInvitation> {
+    if ttl_hours == 0 || ttl_hours > INVITATION_TTL_HOURS_MAX {
+        return Err(invalid(
+            "ttl_hours",
+            format!("between 1 and {INVITATION_TTL_HOURS_MAX} hours"),
+        ));
+    }
+    match (role, patient) {
+        (Role::Patient, None) => {
+            return Err(invalid(
+                "patient",
+                "a patient's invitation names their record",
+            ));
+        }
+        (Role::Patient, Some(id)) if store.get_patient(id).await?.is_none() => {
+            return Err(invalid("patient", "no patient has this id"));
+        }
+        (Role::Patient, Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(invalid("patient", "only a patient is linked to a record")),
+    }
+    if store.organisation(organisation).await?.is_none() {
+        return Err(invalid("organisation", "no such organisation"));
+    }
+    let token = random_token(INVITATION_PREFIX);
+    let invitation = StoredInvitation {
+        id: InvitationId::generate(),
+        token_hash: secret_hash(&token),
+        organisation,
+        role: role.as_str().to_owned(),
+        patient,
+        created_by: invited_by.map_or_else(|| "system:cli".to_owned(), |u| u.to_string()),
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms + i64::from(ttl_hours) * 3_600_000,
+        used_at_ms: None,
+        used_by: None,
+    };
+    let mut event = crate::keys::system_event(
+        now_ms,
+        AuditAction::PrivilegeChange,
+        patient,
+        "invitation_issued",
+    );
+    event.actor = Some(invitation.created_by.clone());
+    event.role = Some(role.as_str().to_owned());
+    event.organisation = Some(organisation.to_string());
+    event.resource_type = Some("Invitation".to_owned());
+    event.resource_id = Some(invitation.id.to_string());
+    audit
+        .append(vec![event])
+        .await
+        .map_err(|_| AppError::AuditUnavailable)?;
+    store.insert_invitation(invitation.clone()).await?;
+    Ok(IssuedInvitation {
+        id: invitation.id,
+        token: Secret::new(token),
+        expires_at_ms: invitation.expires_at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_start_after_five_failures_and_double_to_an_hour() {
+        let now = 1_000_000;
+        assert_eq!(lock_after_failure(0, now), 0);
+        assert_eq!(lock_after_failure(3, now), 0);
+        assert_eq!(lock_after_failure(4, now), now + 60_000);
+        assert_eq!(lock_after_failure(5, now), now + 120_000);
+        assert_eq!(lock_after_failure(9, now), now + 1_920_000);
+        assert_eq!(lock_after_failure(10, now), now + 3_600_000);
+        assert_eq!(lock_after_failure(1000, now), now + 3_600_000);
+    }
+
+    #[test]
+    fn logins_are_e_mail_addresses_compared_without_case() {
+        assert_eq!(
+            normalise_login("  Ada@North.Example ").unwrap(),
+            "ada@north.example"
+        );
+        for bad in [
+            "ada",
+            "@north.example",
+            "ada@north",
+            "a da@north.example",
+            "",
+        ] {
+            assert!(normalise_login(bad).is_err(), "{bad}");
+        }
+        assert!(normalise_login(&format!("{}@x.org", "a".repeat(260))).is_err());
+    }
+
+    #[test]
+    fn the_csrf_token_is_stable_per_session_and_differs_between_sessions() {
+        let a = random_token(SESSION_PREFIX);
+        let b = random_token(SESSION_PREFIX);
+        assert_eq!(csrf_token(&a), csrf_token(&a));
+        assert_ne!(csrf_token(&a), csrf_token(&b));
+        assert!(!csrf_token(&a).contains(&a[4..]));
+        assert_eq!(a.len(), SECRET_TOKEN_CHARS);
+    }
+}

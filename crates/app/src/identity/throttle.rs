@@ -1,0 +1,75 @@
+//! Per-address throttling of sign-in attempts, in memory.
+//!
+//! Each source address may fail [`ATTEMPTS_PER_WINDOW_MAX`] sign-ins per
+//! [`WINDOW_MS`]; beyond that it waits for the window to end. Accounts are protected
+//! separately, in the store (a lock that survives restarts and spans instances); this
+//! guards the server from one address guessing across many accounts. The table holds at
+//! most [`ADDRESSES_TRACKED_MAX`] addresses: when full, expired windows are dropped, and if
+//! none has expired the table starts over (an attacker filling it gains a fresh window,
+//! not a way around the account locks).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+pub const WINDOW_MS: i64 = 60_000;
+pub const ATTEMPTS_PER_WINDOW_MAX: u32 = 20;
+pub const ADDRESSES_TRACKED_MAX: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub struct Throttle {
+    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+impl Throttle {
+    /// `Err(seconds to wait)` when `ip` has used up its failures for this window.
+    pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        match windows.get(&ip) {
+            Some(&(start, failures))
+                if now_ms - start < WINDOW_MS && failures >= ATTEMPTS_PER_WINDOW_MAX =>
+            {
+                let wait_ms = WINDOW_MS - (now_ms - start);
+                Err(u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now_ms: i64) {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.len() >= ADDRESSES_TRACKED_MAX && !windows.contains_key(&ip) {
+            windows.retain(|_, (start, _)| now_ms - *start < WINDOW_MS);
+            if windows.len() >= ADDRESSES_TRACKED_MAX {
+                windows.clear();
+            }
+        }
+        let entry = windows.entry(ip).or_insert((now_ms, 0));
+        if now_ms - entry.0 >= WINDOW_MS {
+            *entry = (now_ms, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_waits_after_too_many_failures_then_starts_afresh() {
+        let throttle = Throttle::default();
+        let ip: IpAddr = "203.0.113.5".parse().unwrap();
+        let other: IpAddr = "203.0.113.6".parse().unwrap();
+        for _ in 0..ATTEMPTS_PER_WINDOW_MAX {
+            assert_eq!(throttle.check(ip, 1_000), Ok(()));
+            throttle.record_failure(ip, 1_000);
+        }
+        assert_eq!(throttle.check(ip, 1_000), Err(60));
+        assert_eq!(throttle.check(ip, 30_500), Err(31));
+        assert_eq!(throttle.check(other, 1_000), Ok(()));
+        assert_eq!(throttle.check(ip, 61_000), Ok(()));
+        throttle.record_failure(ip, 61_000);
+        assert_eq!(throttle.check(ip, 61_000), Ok(()));
+    }
+}

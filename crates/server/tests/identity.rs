@@ -1,0 +1,747 @@
+//! Identity over HTTP: enrolment by invitation, passwords, TOTP and recovery codes,
+//! sessions with idle and absolute time-outs, cookies with CSRF tokens, sign-out, password
+//! change and lockout. On SQLite and on PostgreSQL, with a clock the tests move.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use haven_app::identity::totp::code_at_base32;
+use haven_domain::Role;
+use haven_test_support::{Backend, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+haven_test_support::on_every_backend!(
+    staff_enrol_set_up_totp_and_sign_in_with_it,
+    recovery_codes_work_once,
+    wrong_passwords_and_unknown_logins_look_alike_and_lock_the_account,
+    sessions_end_after_idle_and_absolute_time_outs,
+    cookie_sessions_need_the_csrf_token_to_change_anything,
+    sign_out_everywhere_and_a_new_password_end_other_sessions,
+    invitations_are_single_use_expiring_and_for_administrators,
+    a_patient_signs_in_and_sees_only_their_own_record,
+);
+
+const PASSWORD: &str = "wandering violet lighthouse";
+
+async fn post(
+    server: &TestServer,
+    token: Option<&str>,
+    path: &str,
+    body: Value,
+) -> reqwest::Response {
+    let mut request = server.client.post(server.endpoint(path)).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
+    server
+        .client
+        .get(server.endpoint(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Enrols from a fresh invitation with a bearer session; returns (session token, state).
+async fn enrol(server: &TestServer, role: Role, login: &str) -> (String, String) {
+    let invitation = server.invite(role, None).await;
+    enrol_with(server, &invitation, login).await
+}
+
+async fn enrol_with(server: &TestServer, invitation: &str, login: &str) -> (String, String) {
+    let enrolled = post(
+        server,
+        None,
+        "/api/v1/auth/enrol",
+        json!({ "invitation": invitation, "login": login, "password": PASSWORD, "transport": "bearer" }),
+    )
+    .await;
+    assert_eq!(enrolled.status(), StatusCode::CREATED);
+    let body: Value = enrolled.json().await.unwrap();
+    (
+        body["token"].as_str().unwrap().to_owned(),
+        body["state"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn sign_in(server: &TestServer, login: &str, password: &str) -> reqwest::Response {
+    post(
+        server,
+        None,
+        "/api/v1/auth/sign-in",
+        json!({ "login": login, "password": password, "transport": "bearer" }),
+    )
+    .await
+}
+
+fn now_secs(server: &TestServer) -> u64 {
+    use haven_app::Clock;
+    u64::try_from(server.clock.now_ms() / 1000).unwrap()
+}
+
+/// Sets up TOTP for a fresh session; returns the base32 secret and the recovery codes.
+async fn set_up_totp(server: &TestServer, token: &str) -> (String, Vec<String>) {
+    let setup = post(server, Some(token), "/api/v1/auth/totp/setup", json!({})).await;
+    assert_eq!(setup.status(), StatusCode::OK);
+    let setup: Value = setup.json().await.unwrap();
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    assert!(
+        setup["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Haven:"),
+        "{setup}"
+    );
+    let wrong = post(
+        server,
+        Some(token),
+        "/api/v1/auth/totp/confirm",
+        json!({ "code": "000000" }),
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let code = code_at_base32(&secret, now_secs(server)).unwrap();
+    let confirmed = post(
+        server,
+        Some(token),
+        "/api/v1/auth/totp/confirm",
+        json!({ "code": code }),
+    )
+    .await;
+    assert_eq!(confirmed.status(), StatusCode::OK);
+    let confirmed: Value = confirmed.json().await.unwrap();
+    let codes = confirmed["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    (secret, codes)
+}
+
+async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (token, state) = enrol(&server, Role::Clinician, "grace@north.example").await;
+    assert_eq!(state, "mfa_setup_required");
+    // Until a second factor is set up the session opens nothing.
+    let early = get(&server, &token, "/api/v1/patients").await;
+    assert_eq!(early.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(early).await, "mfa_setup_required");
+
+    let (secret, codes) = set_up_totp(&server, &token).await;
+    assert_eq!(codes.len(), 10);
+    let list = get(&server, &token, "/api/v1/patients").await;
+    assert_eq!(list.status(), StatusCode::OK);
+    let me: Value = get(&server, &token, "/api/v1/auth/session")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["state"].as_str(), me["role"].as_str()),
+        (Some("complete"), Some("clinician"))
+    );
+
+    let out = post(&server, Some(&token), "/api/v1/auth/sign-out", json!({})).await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(&server, &token, "/api/v1/patients").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Sign in again: the password, then a code; the code used at set-up is spent.
+    let signed = sign_in(&server, "Grace@North.Example", PASSWORD).await;
+    assert_eq!(signed.status(), StatusCode::OK);
+    let signed: Value = signed.json().await.unwrap();
+    assert_eq!(signed["state"], "mfa_required");
+    let pending = signed["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(&server, &pending, "/api/v1/patients").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let replay = code_at_base32(&secret, now_secs(&server)).unwrap();
+    let replayed = post(
+        &server,
+        Some(&pending),
+        "/api/v1/auth/second-factor",
+        json!({ "code": replay }),
+    )
+    .await;
+    assert_eq!(
+        replayed.status(),
+        StatusCode::UNAUTHORIZED,
+        "a used code is refused"
+    );
+    server.clock.advance(Duration::from_secs(30));
+    let fresh = code_at_base32(&secret, now_secs(&server)).unwrap();
+    let accepted = post(
+        &server,
+        Some(&pending),
+        "/api/v1/auth/second-factor",
+        json!({ "code": fresh }),
+    )
+    .await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(
+        get(&server, &pending, "/api/v1/patients").await.status(),
+        StatusCode::OK
+    );
+    let again = post(
+        &server,
+        Some(&pending),
+        "/api/v1/auth/second-factor",
+        json!({ "code": fresh }),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    // A second set-up is refused; the factor stays.
+    let resetup = post(
+        &server,
+        Some(&pending),
+        "/api/v1/auth/totp/setup",
+        json!({}),
+    )
+    .await;
+    assert_eq!(resetup.status(), StatusCode::CONFLICT);
+
+    // Every step is in the audit trail.
+    let events = server.app().store().audit_events(0, 1000).await.unwrap();
+    let reasons: Vec<&str> = events.iter().map(|e| e.event.reason.as_str()).collect();
+    for expected in [
+        "invitation_issued",
+        "enrolled",
+        "password_ok_mfa_setup_pending",
+        "totp_code_wrong",
+        "totp_enabled",
+        "signed_out",
+        "password_ok_mfa_pending",
+        "second_factor_wrong",
+        "signed_in_totp",
+    ] {
+        assert!(
+            reasons.contains(&expected),
+            "{expected} missing from {reasons:?}"
+        );
+    }
+    let session_reads = events
+        .iter()
+        .filter(|e| e.event.action == haven_audit::AuditAction::Search)
+        .filter(|e| e.event.session.is_some() && e.event.organisation.is_some())
+        .count();
+    assert!(
+        session_reads >= 1,
+        "searches name the session and organisation"
+    );
+}
+
+async fn recovery_codes_work_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (token, _) = enrol(&server, Role::Nurse, "mary@north.example").await;
+    let (_, codes) = set_up_totp(&server, &token).await;
+    for attempt in 0..2 {
+        let signed: Value = sign_in(&server, "mary@north.example", PASSWORD)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let pending = signed["token"].as_str().unwrap().to_owned();
+        let used = post(
+            &server,
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": codes[0] }),
+        )
+        .await;
+        let expected = if attempt == 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(used.status(), expected, "attempt {attempt}");
+    }
+}
+
+async fn create_patient(server: &TestServer, family: &str) -> haven_domain::PatientId {
+    let created = post(
+        server,
+        Some(&server.admin_token),
+        "/api/v1/patients",
+        json!({ "name": { "family": family }, "birth_date": "1980-02-03" }),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A patient enrolled with a bearer session (patients need no second factor by default).
+async fn enrol_patient(server: &TestServer, login: &str) -> (haven_domain::PatientId, String) {
+    let patient = create_patient(server, "Lovelace").await;
+    let invitation = server.invite(Role::Patient, Some(patient)).await;
+    let (token, state) = enrol_with(server, &invitation, login).await;
+    assert_eq!(state, "complete");
+    (patient, token)
+}
+
+async fn wrong_passwords_and_unknown_logins_look_alike_and_lock_the_account(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    enrol_patient(&server, "ada@north.example").await;
+
+    let unknown = sign_in(&server, "nobody@north.example", PASSWORD).await;
+    let wrong = sign_in(&server, "ada@north.example", "not the password at all").await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let (unknown, wrong) = (unknown.text().await.unwrap(), wrong.text().await.unwrap());
+    assert_eq!(unknown, wrong, "the same answer, byte for byte");
+
+    // Four more wrong passwords lock the account: then even the right one is refused, with
+    // the same answer.
+    for _ in 0..4 {
+        let refused = sign_in(&server, "ada@north.example", "not the password at all").await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    let locked = sign_in(&server, "ada@north.example", PASSWORD).await;
+    assert_eq!(locked.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(locked.text().await.unwrap(), wrong);
+    server.clock.advance(Duration::from_secs(61));
+    let unlocked = sign_in(&server, "ada@north.example", PASSWORD).await;
+    assert_eq!(unlocked.status(), StatusCode::OK);
+
+    let reasons: Vec<String> = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.action == haven_audit::AuditAction::FailedLogin)
+        .map(|e| e.event.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unknown_login",
+            "wrong_password",
+            "wrong_password",
+            "wrong_password",
+            "wrong_password",
+            "account_locked_now",
+            "account_locked"
+        ]
+    );
+
+    // Malformed bodies change nothing and say what is wrong.
+    for (body, status) in [
+        (
+            json!({ "login": "ada@north.example" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "login": "ada@north.example", "password": PASSWORD, "extra": 1 }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "login": "ada@north.example", "password": PASSWORD, "transport": "carrier-pigeon" }),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({ "login": "not-an-address", "password": PASSWORD }),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let answer = post(&server, None, "/api/v1/auth/sign-in", body.clone()).await;
+        assert_eq!(answer.status(), status, "{body}");
+    }
+    let oversized = post(
+        &server,
+        None,
+        "/api/v1/auth/sign-in",
+        json!({ "login": "ada@north.example", "password": "x".repeat(2 * 1024 * 1024) }),
+    )
+    .await;
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+async fn sessions_end_after_idle_and_absolute_time_outs(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (patient, token) = enrol_patient(&server, "ada@north.example").await;
+    let own = format!("/api/v1/patients/{patient}");
+    // Active every 14 minutes: the 15-minute idle time-out never fires.
+    for _ in 0..3 {
+        server.clock.advance(Duration::from_secs(14 * 60));
+        assert_eq!(get(&server, &token, &own).await.status(), StatusCode::OK);
+    }
+    server.clock.advance(Duration::from_secs(16 * 60));
+    let idle = get(&server, &token, &own).await;
+    assert_eq!(idle.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(idle).await, "session_idle_timeout");
+    // And it stays ended.
+    assert_eq!(
+        code(get(&server, &token, &own).await).await,
+        "session_revoked"
+    );
+
+    // However active, a session ends 12 hours after sign-in.
+    let signed: Value = sign_in(&server, "ada@north.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = signed["token"].as_str().unwrap().to_owned();
+    for _ in 0..(12 * 60 / 10 - 1) {
+        server.clock.advance(Duration::from_secs(10 * 60));
+        assert_eq!(get(&server, &token, &own).await.status(), StatusCode::OK);
+    }
+    server.clock.advance(Duration::from_secs(10 * 60));
+    let expired = get(&server, &token, &own).await;
+    assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(expired).await, "session_expired");
+}
+
+async fn cookie_sessions_need_the_csrf_token_to_change_anything(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let patient = create_patient(&server, "Lovelace").await;
+    let invitation = server.invite(Role::Patient, Some(patient)).await;
+    let enrolled = post(
+        &server,
+        None,
+        "/api/v1/auth/enrol",
+        json!({ "invitation": invitation, "login": "ada@north.example", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(enrolled.status(), StatusCode::CREATED);
+    let set_cookie = enrolled.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set_cookie.starts_with("__Host-haven_session=hvs_"),
+        "{set_cookie}"
+    );
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let body: Value = enrolled.json().await.unwrap();
+    assert!(
+        body.get("token").is_none(),
+        "the cookie's secret is not in the body"
+    );
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    let read = server
+        .client
+        .get(server.endpoint(&format!("/api/v1/patients/{patient}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+
+    let sign_out = |csrf: Option<String>| {
+        let mut request = server
+            .client
+            .post(server.endpoint("/api/v1/auth/sign-out"))
+            .header("cookie", &cookie);
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send()
+    };
+    let forged = sign_out(None).await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code(forged).await, "csrf_token_missing");
+    let wrong = sign_out(Some("not-the-token".into())).await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let done = sign_out(Some(csrf)).await.unwrap();
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    assert!(
+        done.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = server
+        .client
+        .get(server.endpoint(&format!("/api/v1/patients/{patient}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn sign_out_everywhere_and_a_new_password_end_other_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (patient, first) = enrol_patient(&server, "ada@north.example").await;
+    let own = format!("/api/v1/patients/{patient}");
+    let second: Value = sign_in(&server, "ada@north.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second = second["token"].as_str().unwrap().to_owned();
+
+    let listed: Value = get(&server, &second, "/api/v1/auth/sessions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items.iter().filter(|s| s["current"] == true).count(), 1);
+
+    // Another user's session id is simply not found.
+    let (_, other) = enrol_patient(&server, "bob@north.example").await;
+    let first_id = items.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let foreign = server
+        .client
+        .delete(server.endpoint(&format!("/api/v1/auth/sessions/{first_id}")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(&server, &first, &own).await.status(), StatusCode::OK);
+
+    // Password change: the current one is required, the new one must be strong; then the
+    // other session ends and this one goes on.
+    for (body, status) in [
+        (
+            json!({ "current_password": "wrong wrong wrong", "new_password": "orchid tunnel saxophone" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "current_password": PASSWORD, "new_password": "password1234" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "current_password": PASSWORD, "new_password": "ada@north.example" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let answer = post(
+            &server,
+            Some(&second),
+            "/api/v1/auth/password",
+            body.clone(),
+        )
+        .await;
+        assert_eq!(answer.status(), status, "{body}");
+    }
+    assert_eq!(
+        get(&server, &first, &own).await.status(),
+        StatusCode::OK,
+        "nothing changed"
+    );
+    let changed = post(
+        &server,
+        Some(&second),
+        "/api/v1/auth/password",
+        json!({ "current_password": PASSWORD, "new_password": "orchid tunnel saxophone" }),
+    )
+    .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_eq!(
+        get(&server, &first, &own).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(get(&server, &second, &own).await.status(), StatusCode::OK);
+    assert_eq!(
+        sign_in(&server, "ada@north.example", PASSWORD)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let third: Value = sign_in(&server, "ada@north.example", "orchid tunnel saxophone")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let third = third["token"].as_str().unwrap().to_owned();
+
+    // Everywhere, this session included.
+    let everywhere = post(
+        &server,
+        Some(&third),
+        "/api/v1/auth/sign-out-everywhere",
+        json!({}),
+    )
+    .await;
+    assert_eq!(everywhere.status(), StatusCode::OK);
+    assert_eq!(
+        everywhere.json::<Value>().await.unwrap()["sessions_ended"],
+        2
+    );
+    for token in [&second, &third] {
+        assert_eq!(
+            get(&server, token, &own).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+async fn invitations_are_single_use_expiring_and_for_administrators(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.invite(Role::Administrator, None).await; // the organisation exists
+    let clinician = server.token(Role::Clinician, 1).await;
+    let refused = post(
+        &server,
+        Some(&clinician),
+        "/api/v1/invitations",
+        json!({ "role": "nurse" }),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    for (body, status) in [
+        (
+            json!({ "role": "wizard" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "role": "patient" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "role": "nurse", "ttl_hours": 0 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "role": "nurse", "colour": "blue" }),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let answer = post(
+            &server,
+            Some(&server.admin_token),
+            "/api/v1/invitations",
+            body.clone(),
+        )
+        .await;
+        assert_eq!(answer.status(), status, "{body}");
+    }
+    let issued = post(
+        &server,
+        Some(&server.admin_token),
+        "/api/v1/invitations",
+        json!({ "role": "nurse" }),
+    )
+    .await;
+    assert_eq!(issued.status(), StatusCode::CREATED);
+    let invitation = issued.json::<Value>().await.unwrap()["invitation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let attempt = |login: &'static str, password: &'static str| {
+        post(
+            &server,
+            None,
+            "/api/v1/auth/enrol",
+            json!({ "invitation": invitation.clone(), "login": login, "password": password, "transport": "bearer" }),
+        )
+    };
+    // A weak password or a bad login: refused, the invitation still good.
+    assert_eq!(
+        attempt("mary@north.example", "password1234").await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        attempt("mary", PASSWORD).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        attempt("mary@north.example", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let spent = attempt("mary2@north.example", PASSWORD).await;
+    assert_eq!(spent.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(spent).await, "invitation_invalid");
+
+    // A login already taken.
+    let other = server.invite(Role::Nurse, None).await;
+    let taken = post(
+        &server,
+        None,
+        "/api/v1/auth/enrol",
+        json!({ "invitation": other, "login": "MARY@north.example", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    assert_eq!(code(taken).await, "login_taken");
+
+    // An expired invitation.
+    let late = server.invite(Role::Nurse, None).await;
+    server.clock.advance(Duration::from_secs(25 * 3600));
+    let expired = post(
+        &server,
+        None,
+        "/api/v1/auth/enrol",
+        json!({ "invitation": late, "login": "late@north.example", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(expired).await, "invitation_invalid");
+}
+
+async fn a_patient_signs_in_and_sees_only_their_own_record(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (patient, token) = enrol_patient(&server, "ada@north.example").await;
+    let stranger = create_patient(&server, "Babbage").await;
+    assert_eq!(
+        get(&server, &token, &format!("/api/v1/patients/{patient}"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&server, &token, &format!("/api/v1/patients/{stranger}"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&server, &token, "/api/v1/patients").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let log = get(
+        &server,
+        &token,
+        &format!("/api/v1/patients/{patient}/access-log"),
+    )
+    .await;
+    assert_eq!(log.status(), StatusCode::OK);
+    let log: Value = log.json().await.unwrap();
+    // The patient's own read shows with their user id and session.
+    let own_read = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "read" && e["role"] == "patient")
+        .unwrap();
+    assert!(
+        own_read["session"].is_string() && own_read["organisation"].is_string(),
+        "{own_read}"
+    );
+}
