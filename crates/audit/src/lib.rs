@@ -247,7 +247,20 @@ impl AuditEvent {
 /// hyphenated UUID.
 pub type EntryFields<'a> = [Option<&'a str>; 15];
 
+/// An entry's text fields as raw UTF-8 bytes, in canonical order: what a verifier reading
+/// rows can hash without checking each field's encoding first.
+pub type EntryFieldBytes<'a> = [Option<&'a [u8]>; 15];
+
 fn write_canonical(seq: u64, at_ms: i64, fields: &EntryFields<'_>, out: &mut dyn FnMut(&[u8])) {
+    write_canonical_bytes(seq, at_ms, &fields.map(|f| f.map(str::as_bytes)), out);
+}
+
+fn write_canonical_bytes(
+    seq: u64,
+    at_ms: i64,
+    fields: &EntryFieldBytes<'_>,
+    out: &mut dyn FnMut(&[u8]),
+) {
     out(ENTRY_FORMAT_V2);
     out(&seq.to_be_bytes());
     out(&at_ms.to_be_bytes());
@@ -256,7 +269,7 @@ fn write_canonical(seq: u64, at_ms: i64, fields: &EntryFields<'_>, out: &mut dyn
             Some(value) => {
                 let length = u32::try_from(value.len()).unwrap_or(u32::MAX - 1);
                 out(&length.to_be_bytes());
-                out(&value.as_bytes()[..length as usize]);
+                out(&value[..length as usize]);
             }
             None => out(&u32::MAX.to_be_bytes()),
         }
@@ -267,10 +280,19 @@ fn write_canonical(seq: u64, at_ms: i64, fields: &EntryFields<'_>, out: &mut dyn
 /// millions of rows need not build an [`AuditEvent`] for each. Equal to
 /// [`AuditEvent::leaf_hash`] for the same entry.
 pub fn leaf_hash_of_fields(seq: u64, at_ms: i64, fields: &EntryFields<'_>) -> merkle::Hash {
+    leaf_hash_of_field_bytes(seq, at_ms, &fields.map(|f| f.map(str::as_bytes)))
+}
+
+/// [`leaf_hash_of_fields`] over raw field bytes (stored text is UTF-8 by construction).
+pub fn leaf_hash_of_field_bytes(
+    seq: u64,
+    at_ms: i64,
+    fields: &EntryFieldBytes<'_>,
+) -> merkle::Hash {
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
     hasher.update([0x00]);
-    write_canonical(seq, at_ms, fields, &mut |bytes| hasher.update(bytes));
+    write_canonical_bytes(seq, at_ms, fields, &mut |bytes| hasher.update(bytes));
     hasher.finalize().into()
 }
 

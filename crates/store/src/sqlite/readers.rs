@@ -284,39 +284,50 @@ impl Readers {
             let mut leaves = Vec::with_capacity(limit as usize);
             let mut patient_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
             while let Some(row) = rows.next()? {
-                let text = |i: usize| -> rusqlite::Result<Option<&str>> {
-                    Ok(row.get_ref(i)?.as_str_or_null()?)
+                // Raw bytes, no UTF-8 check and no allocation per field: this loop is most of
+                // what verifying a long log costs. Haven writes these columns from `String`s.
+                let bytes = |i: usize| -> rusqlite::Result<Option<&[u8]>> {
+                    Ok(row.get_ref(i)?.as_bytes_or_null()?)
                 };
-                let seq: i64 = row.get(0)?;
+                let seq = row.get_ref(0)?.as_i64()?;
+                let at_ms = row.get_ref(1)?.as_i64()?;
                 let patient = match row.get_ref(8)?.as_blob_or_null()? {
-                    Some(bytes) => Some(
-                        &*uuid_from(bytes.to_vec())?
+                    Some(blob) => Some(
+                        uuid::Uuid::from_slice(blob)
+                            .map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    8,
+                                    rusqlite::types::Type::Blob,
+                                    Box::new(e),
+                                )
+                            })?
                             .hyphenated()
-                            .encode_lower(&mut patient_text),
+                            .encode_lower(&mut patient_text)
+                            .as_bytes(),
                     ),
                     None => None,
                 };
                 // AUDIT_COLUMNS order is the canonical order, with the patient at 8.
                 let fields = [
-                    text(2)?,
-                    text(3)?,
-                    text(4)?,
-                    text(5)?,
-                    text(6)?,
-                    text(7)?,
+                    bytes(2)?,
+                    bytes(3)?,
+                    bytes(4)?,
+                    bytes(5)?,
+                    bytes(6)?,
+                    bytes(7)?,
                     patient,
-                    text(9)?,
-                    text(10)?,
-                    text(11)?,
-                    text(12)?,
-                    text(13)?,
-                    text(14)?,
-                    text(15)?,
-                    text(16)?,
+                    bytes(9)?,
+                    bytes(10)?,
+                    bytes(11)?,
+                    bytes(12)?,
+                    bytes(13)?,
+                    bytes(14)?,
+                    bytes(15)?,
+                    bytes(16)?,
                 ];
-                let hash = haven_audit::leaf_hash_of_fields(
+                let hash = haven_audit::leaf_hash_of_field_bytes(
                     u64::try_from(seq).unwrap_or(0),
-                    row.get(1)?,
+                    at_ms,
                     &fields,
                 );
                 leaves.push(AuditLeaf { seq, hash });
