@@ -26,6 +26,9 @@ use crate::{App, AppError, AppResult, RequestContext};
 pub const LOG_ORIGIN: &str = "haven/audit";
 /// How often the checkpointer looks for new entries.
 pub const CHECKPOINT_INTERVAL_MS: u64 = 1000;
+/// Leaves the checkpointer stores per write (with their completed subtrees, about as many
+/// again): within `haven_store::limits::TREE_WRITE_ROWS_MAX`.
+pub const TREE_LEAVES_PER_WRITE: usize = 16 * limits::AUDIT_PAGE_ROWS_MAX as usize;
 const SIGNING_KEY_NAME: &str = "audit-signing/v1";
 
 /// The log's signing key, created on first start.
@@ -104,20 +107,23 @@ impl Checkpointer {
     }
 
     /// Adds entries appended since the last call, up to `size_max` entries in all, and
-    /// with [`Record::Yes`] stores the new leaves and completed subtrees page by page.
+    /// with [`Record::Yes`] stores the new leaves and completed subtrees, up to
+    /// [`TREE_LEAVES_PER_WRITE`] leaves per write: under heavy load every write waits its
+    /// turn behind the audit appends, so few large writes keep up where many small ones
+    /// would fall behind the log.
     async fn catch_up(
         &mut self,
         store: &dyn Store,
         size_max: Option<u64>,
         record: Record,
     ) -> AppResult<()> {
+        let mut leaves = Vec::new();
+        let mut nodes = Vec::new();
         loop {
             let page = store
                 .audit_leaves(self.last_seq, limits::AUDIT_PAGE_ROWS_MAX)
                 .await?;
             let full = page.len() == limits::AUDIT_PAGE_ROWS_MAX as usize;
-            let mut leaves = Vec::new();
-            let mut nodes = Vec::new();
             let mut reached_max = false;
             for leaf in page {
                 if size_max.is_some_and(|max| self.tree.size() >= max) {
@@ -142,11 +148,14 @@ impl Checkpointer {
                 }
                 self.last_seq = leaf.seq;
             }
-            if !leaves.is_empty() {
-                store.append_tree(leaves, nodes).await?;
+            let done = reached_max || !full;
+            if !leaves.is_empty() && (done || leaves.len() >= TREE_LEAVES_PER_WRITE) {
+                store
+                    .append_tree(std::mem::take(&mut leaves), std::mem::take(&mut nodes))
+                    .await?;
                 self.stored_size = self.tree.size();
             }
-            if reached_max || !full {
+            if done {
                 return Ok(());
             }
         }

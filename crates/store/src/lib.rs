@@ -47,9 +47,10 @@ pub mod limits {
     pub const CHECKPOINT_PAGE_ROWS_MAX: u32 = 1000;
     /// The most rows a key rotation step re-wraps at once.
     pub const REWRAP_BATCH_ROWS_MAX: u32 = 500;
-    /// The most audit-tree rows (leaves and nodes) one `append_tree` writes: a page of
-    /// `AUDIT_PAGE_ROWS_MAX` leaves completes at most about as many nodes again.
-    pub const TREE_WRITE_ROWS_MAX: usize = 8192;
+    /// The most audit-tree rows (leaves and nodes) one `append_tree` writes: the
+    /// checkpointer writes up to 16 pages of `AUDIT_PAGE_ROWS_MAX` leaves at once, and n
+    /// leaves complete fewer than n + 64 subtrees.
+    pub const TREE_WRITE_ROWS_MAX: usize = 40_000;
     /// The most stored tree hashes one `tree_nodes` read returns: a proof needs at most
     /// 64 ranges of at most 64 perfect subtrees each.
     pub const TREE_NODES_READ_MAX: usize = 4096;
