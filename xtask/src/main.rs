@@ -11,6 +11,7 @@ mod advisories;
 mod bench;
 mod load;
 mod postgres;
+mod python_tools;
 mod run;
 mod test_suite;
 mod workspace;

@@ -162,6 +162,7 @@ pub fn test(workspace: &Workspace, options: &Options) -> Result<ExitCode> {
 
 fn run_tests(workspace: &Workspace, postgres_url: &str, nextest_args: &[OsString]) -> Result<()> {
     ensure_nextest(workspace)?;
+    let python = crate::python_tools::ensure(workspace)?;
     println!("{} is set for the tests", postgres::URL_VAR);
     run_checked(
         workspace
@@ -174,7 +175,8 @@ fn run_tests(workspace: &Workspace, postgres_url: &str, nextest_args: &[OsString
                 "--no-fail-fast",
             ])
             .args(nextest_args)
-            .env(postgres::URL_VAR, postgres_url),
+            .env(postgres::URL_VAR, postgres_url)
+            .env(crate::python_tools::PYTHON_VAR, &python),
     )?;
     // nextest does not run doc tests.
     run_checked(

@@ -73,6 +73,11 @@ impl Workspace {
         command
     }
 
+    /// Cargo's target directory (`CARGO_TARGET_DIR` or `target/`).
+    pub fn target_dir(&self) -> &Path {
+        &self.target_dir
+    }
+
     /// The path of a binary built by `cargo build [--release]`.
     pub fn binary(&self, profile: Profile, name: &str) -> PathBuf {
         let profile_dir = match profile {

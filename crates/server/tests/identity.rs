@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 haven_test_support::on_every_backend!(
     staff_enrol_set_up_totp_and_sign_in_with_it,
+    codes_from_an_independent_totp_implementation_are_accepted_once,
     recovery_codes_work_once,
     wrong_passwords_and_unknown_logins_look_alike_and_lock_the_account,
     sessions_end_after_idle_and_absolute_time_outs,
@@ -247,6 +248,81 @@ async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
         session_reads >= 1,
         "searches name the session and organisation"
     );
+}
+
+/// The code pyotp (an RFC 6238 implementation that is not Haven's) computes for the
+/// provisioning URI Haven gave, at `at_secs`. `cargo xtask test` installs pyotp and sets
+/// `HAVEN_TEST_PYTHON`; without it this fails rather than skips.
+fn pyotp_code(otpauth_uri: &str, at_secs: u64) -> String {
+    let python = std::env::var("HAVEN_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let output = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys, pyotp; print(pyotp.parse_uri(sys.argv[1]).at(int(sys.argv[2])))",
+            otpauth_uri,
+            &at_secs.to_string(),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}; run `cargo xtask test`"));
+    assert!(
+        output.status.success(),
+        "pyotp failed (run `cargo xtask test`, which installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+async fn codes_from_an_independent_totp_implementation_are_accepted_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (token, _) = enrol(&server, Role::Clinician, "ines@north.example").await;
+    let setup: Value = post(&server, Some(&token), "/api/v1/auth/totp/setup", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let uri = setup["otpauth_uri"].as_str().unwrap().to_owned();
+    let code = pyotp_code(&uri, now_secs(&server));
+    let confirmed = post(
+        &server,
+        Some(&token),
+        "/api/v1/auth/totp/confirm",
+        json!({ "code": code }),
+    )
+    .await;
+    assert_eq!(confirmed.status(), StatusCode::OK);
+
+    server.clock.advance(Duration::from_secs(60));
+    let signed: Value = sign_in(&server, "ines@north.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pending = signed["token"].as_str().unwrap().to_owned();
+    let code = pyotp_code(&uri, now_secs(&server));
+    let accepted = post(
+        &server,
+        Some(&pending),
+        "/api/v1/auth/second-factor",
+        json!({ "code": code }),
+    )
+    .await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+
+    // The same code, replayed on a new sign-in within its 30 seconds, is refused.
+    let again: Value = sign_in(&server, "ines@north.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let again = again["token"].as_str().unwrap().to_owned();
+    let replayed = post(
+        &server,
+        Some(&again),
+        "/api/v1/auth/second-factor",
+        json!({ "code": code }),
+    )
+    .await;
+    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
 }
 
 async fn recovery_codes_work_once(backend: Backend) {
