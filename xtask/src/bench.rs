@@ -125,6 +125,7 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
     std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let token = mint_token(haven, &data_dir, "administrator")?;
     let auditor_token = mint_token(haven, &data_dir, "auditor")?;
+    let invitation = last_line_of(haven, &data_dir, &["admin", "bootstrap"])?;
 
     let log_path = scratch.join("server.log");
     let mut server = Server::start(haven, &data_dir, &log_path)?;
@@ -141,6 +142,14 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
         duration: Duration::from_secs(options.seconds),
     };
     let outcome = load::run(&plan);
+    let sign_in = outcome.as_ref().ok().map(|_| {
+        crate::sign_in_load::run(crate::sign_in_load::SignInPlan {
+            address: server.address,
+            reader_token: plan.token.clone(),
+            invitation,
+            duration: plan.duration,
+        })
+    });
     // Memory is read while the server still runs, whatever the load did.
     let memory = server.memory();
     let stopped = server.stop();
@@ -152,6 +161,9 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
     }
     println!();
     check_proofs(haven, &data_dir, &outcome.access_log_samples)?;
+    if let Some(sign_in) = sign_in {
+        sign_in?;
+    }
     println!();
     match memory {
         Ok(memory) => println!(
@@ -289,6 +301,30 @@ fn scratch_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("haven-bench-{}-{nanos}", std::process::id()));
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// Runs `haven ARGS --data-dir DIR` and returns the last line it printed (a secret).
+fn last_line_of(haven: &Path, data_dir: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new(haven)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .with_context(|| format!("could not run `haven {}`", args.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "`haven {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .map(str::to_owned)
+        .with_context(|| format!("`haven {}` printed nothing", args.join(" ")))
 }
 
 fn mint_token(haven: &Path, data_dir: &Path, role: &str) -> Result<String> {

@@ -13,6 +13,7 @@ mod load;
 mod postgres;
 mod python_tools;
 mod run;
+mod sign_in_load;
 mod test_suite;
 mod workspace;
 

@@ -452,9 +452,6 @@ impl App {
         }
         if !matches {
             let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
-            self.store
-                .record_login_failure(user.id, locked_until_ms)
-                .await?;
             let reason = if locked_until_ms > 0 {
                 // The owner is told out of band (the notification service reads the audit
                 // trail for `account_locked_now`); the caller hears nothing different.
@@ -463,7 +460,15 @@ impl App {
             } else {
                 "wrong_password"
             };
-            self.sign_in_failed(Some(&user), reason, ip, origin).await?;
+            // Both durable before the answer, written together: an unknown login writes
+            // only its audit entry, and two writes in a row would make a wrong password
+            // measurably slower, telling a prober the account exists.
+            let (counted, audited) = tokio::join!(
+                self.store.record_login_failure(user.id, locked_until_ms),
+                self.sign_in_failed(Some(&user), reason, ip, origin)
+            );
+            counted?;
+            audited?;
             return Err(AppError::Unauthenticated {
                 reason: "invalid_credentials",
             });

@@ -2,9 +2,9 @@
 //!
 //! Hashing costs ~19 MiB and tens of milliseconds of one core by design, so a flood of
 //! sign-in attempts could otherwise take every core and every request with it. Hashes run on
-//! blocking threads, at most [`HASHES_IN_FLIGHT_MAX`] at once; at most
+//! dedicated threads, half the cores (at most [`HASHES_IN_FLIGHT_MAX`]); at most
 //! [`HASHES_WAITING_MAX`] more wait their turn, and beyond that a sign-in is refused at once
-//! as busy, so ordinary requests keep their share of the machine.
+//! as busy, so ordinary requests keep the other half of the machine.
 //!
 //! Rules (SP 800-63B §5.1.1.2): at least [`PASSWORD_CHARS_MIN`] characters, no composition
 //! rules, at most [`PASSWORD_CHARS_MAX`] (a bound, not a rule: long passphrases are
@@ -17,7 +17,6 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use haven_crypto::Secret;
-use tokio::sync::Semaphore;
 
 use crate::{AppError, AppResult};
 
@@ -30,8 +29,8 @@ pub const PASSWORD_SCORE_MIN: u8 = 3;
 pub const ARGON2_MEMORY_KIB: u32 = 19_456;
 pub const ARGON2_PASSES: u32 = 2;
 pub const ARGON2_LANES: u32 = 1;
-/// Concurrent hashes: one per core of the reference machine.
-pub const HASHES_IN_FLIGHT_MAX: usize = 2;
+/// The most hashing threads, whatever the number of cores (see [`hashing_workers`]).
+pub const HASHES_IN_FLIGHT_MAX: usize = 8;
 /// Hashes allowed to queue behind those in flight before sign-ins are refused as busy.
 pub const HASHES_WAITING_MAX: usize = 64;
 
@@ -67,15 +66,33 @@ pub fn check_new_password(password: &str, context: &[&str]) -> Result<(), WeakPa
     Ok(())
 }
 
-/// Hashes and verifies passwords, a bounded number at a time.
+/// One hashing job for a worker: the work, and where to send its result.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes and verifies passwords on a few dedicated worker threads.
+///
+/// Dedicated threads, not tokio's blocking pool: each Argon2 hash allocates its 19 MiB on the
+/// thread that runs it, and the allocator keeps that memory with the thread; a pool that
+/// spreads hashes over dozens of short-lived threads kept hundreds of MiB under a flood.
+/// Here memory is bounded by the number of workers.
 #[derive(Debug, Clone)]
 pub struct PasswordHasherPool {
-    in_flight: Arc<Semaphore>,
-    waiting: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// The workers' end of the queue, also held here so the queue outlives a pool without
+    /// workers (the tests fill it to see `Busy`).
+    _queue: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>,
     /// A real hash of a random password, verified against when a sign-in names no user, so
     /// that an unknown user costs what a wrong password costs (no account enumeration by
     /// timing).
     decoy: Arc<String>,
+}
+
+/// Workers: half the cores, at least one, so a flood of sign-ins leaves the other half to
+/// everyone else.
+pub fn hashing_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .clamp(1, HASHES_IN_FLIGHT_MAX)
 }
 
 fn argon2() -> AppResult<Argon2<'static>> {
@@ -101,11 +118,37 @@ fn verify_now(password: &[u8], phc: &str) -> AppResult<bool> {
 
 impl PasswordHasherPool {
     pub fn new() -> AppResult<Self> {
+        Self::with_workers(hashing_workers())
+    }
+
+    fn with_workers(workers: usize) -> AppResult<Self> {
+        // Jobs queue in a bounded channel shared by the workers; a full queue is `Busy`.
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(HASHES_WAITING_MAX);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..workers {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("haven-argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                            queue.recv()
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            // Every sender is gone: the application is shutting down.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| AppError::Unexpected(format!("starting a hashing thread: {e}")))?;
+        }
         let mut random = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
         Ok(Self {
-            in_flight: Arc::new(Semaphore::new(HASHES_IN_FLIGHT_MAX)),
-            waiting: Arc::new(Semaphore::new(HASHES_IN_FLIGHT_MAX + HASHES_WAITING_MAX)),
+            jobs,
+            _queue: queue,
             decoy: Arc::new(hash_now(&random)?),
         })
     }
@@ -114,15 +157,19 @@ impl PasswordHasherPool {
         &self,
         work: impl FnOnce() -> AppResult<T> + Send + 'static,
     ) -> AppResult<T> {
-        let _queued = self.waiting.try_acquire().map_err(|_| AppError::Busy)?;
-        let _running = self
-            .in_flight
-            .acquire()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        self.jobs.try_send(job).map_err(|error| match error {
+            std::sync::mpsc::TrySendError::Full(_) => AppError::Busy,
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                AppError::Unexpected("the password hashers have stopped".into())
+            }
+        })?;
+        answer
             .await
-            .map_err(|_| AppError::Unexpected("the password hasher is closed".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| AppError::Unexpected(format!("a password hash task failed: {e}")))?
+            .map_err(|_| AppError::Unexpected("a password hash was dropped".into()))?
     }
 
     pub async fn hash(&self, password: &Secret<String>) -> AppResult<String> {
@@ -180,18 +227,27 @@ mod tests {
 
     #[tokio::test]
     async fn beyond_the_queue_a_sign_in_is_refused_as_busy() {
-        let pool = PasswordHasherPool::new().unwrap();
+        // No workers: nothing is taken off the queue, so it fills deterministically.
+        let pool = PasswordHasherPool::with_workers(0).unwrap();
         let password = Secret::new("tangerine orbit cello".to_owned());
-        // Every place in the queue taken, as by a flood of attempts.
-        let taken = pool
-            .waiting
-            .try_acquire_many(u32::try_from(HASHES_IN_FLIGHT_MAX + HASHES_WAITING_MAX).unwrap())
-            .unwrap();
+        let waiting: Vec<_> = (0..HASHES_WAITING_MAX)
+            .map(|_| {
+                let pool = pool.clone();
+                let password = password.clone();
+                tokio::spawn(async move { pool.verify(&password, None).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // Let every spawned verify enqueue its job.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
         assert!(matches!(
             pool.verify(&password, None).await,
             Err(AppError::Busy)
         ));
-        drop(taken);
-        assert!(!pool.verify(&password, None).await.unwrap());
+        for task in waiting {
+            task.abort();
+        }
     }
 }
