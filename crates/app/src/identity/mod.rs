@@ -425,10 +425,21 @@ impl App {
         let usable = user
             .as_ref()
             .filter(|u| u.disabled_at_ms.is_none() && u.locked_until_ms <= now_ms);
-        let matches = self
+        let matches = match self
             .passwords
             .verify(password, usable.map(|u| u.password_hash.as_str()))
-            .await?;
+            .await
+        {
+            // An address that keeps the hashers busy is flooding: count it, so its
+            // attempts are soon turned away before they cost anything.
+            Err(AppError::Busy) => {
+                if let Some(ip) = ip {
+                    self.throttle.record_failure(ip, now_ms);
+                }
+                return Err(AppError::Busy);
+            }
+            other => other?,
+        };
         let Some(user) = user else {
             self.sign_in_failed(None, "unknown_login", ip, origin)
                 .await?;
