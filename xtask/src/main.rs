@@ -9,6 +9,7 @@
 
 mod advisories;
 mod bench;
+mod browser_tools;
 mod load;
 mod postgres;
 mod python_tools;

@@ -163,6 +163,7 @@ pub fn test(workspace: &Workspace, options: &Options) -> Result<ExitCode> {
 fn run_tests(workspace: &Workspace, postgres_url: &str, nextest_args: &[OsString]) -> Result<()> {
     ensure_nextest(workspace)?;
     let python = crate::python_tools::ensure(workspace)?;
+    crate::browser_tools::ensure(workspace)?;
     println!("{} is set for the tests", postgres::URL_VAR);
     run_checked(
         workspace

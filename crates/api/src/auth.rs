@@ -359,3 +359,102 @@ pub(crate) async fn invite(
     )
         .into_response())
 }
+
+// --- Passkeys ------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasskeyRegistrationInput {
+    ceremony: uuid::Uuid,
+    credential: haven_webauthn::RegistrationResponse,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasskeySignInInput {
+    ceremony: uuid::Uuid,
+    credential: haven_webauthn::AuthenticationResponse,
+    #[serde(default)]
+    transport: Transport,
+}
+
+/// Options for `navigator.credentials.create` (pass `publicKey` through
+/// `PublicKeyCredential.parseCreationOptionsFromJSON`).
+pub(crate) async fn passkey_registration_options(
+    State(state): State<ApiState>,
+    caller: SessionCaller,
+) -> Result<Response, ApiError> {
+    complete(&caller)?;
+    let ceremony = state
+        .app
+        .passkey_registration_options(&caller.session)
+        .await?;
+    Ok(
+        Json(serde_json::json!({ "ceremony": ceremony.id, "publicKey": ceremony.options }))
+            .into_response(),
+    )
+}
+
+pub(crate) async fn passkey_register(
+    State(state): State<ApiState>,
+    caller: SessionCaller,
+    JsonBody(input): JsonBody<PasskeyRegistrationInput>,
+) -> Result<Response, ApiError> {
+    complete(&caller)?;
+    state
+        .app
+        .passkey_register(
+            &caller.session,
+            input.ceremony,
+            &input.credential,
+            &input.name,
+            &caller.origin,
+        )
+        .await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+pub(crate) async fn passkeys(
+    State(state): State<ApiState>,
+    caller: SessionCaller,
+) -> Result<Response, ApiError> {
+    complete(&caller)?;
+    let items: Vec<serde_json::Value> = state
+        .app
+        .my_passkeys(&caller.session)
+        .await?
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.name,
+                "created_at_ms": p.created_at_ms,
+                "last_used_ms": p.last_used_ms,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+/// Options for `navigator.credentials.get`: no login needed, the passkey names its user.
+pub(crate) async fn passkey_sign_in_options(
+    State(state): State<ApiState>,
+) -> Result<Response, ApiError> {
+    let ceremony = state.app.passkey_sign_in_options().await?;
+    Ok(
+        Json(serde_json::json!({ "ceremony": ceremony.id, "publicKey": ceremony.options }))
+            .into_response(),
+    )
+}
+
+pub(crate) async fn passkey_sign_in(
+    State(state): State<ApiState>,
+    Origin(origin): Origin,
+    JsonBody(input): JsonBody<PasskeySignInInput>,
+) -> Result<Response, ApiError> {
+    let opened = state
+        .app
+        .passkey_sign_in(input.ceremony, &input.credential, &origin)
+        .await?;
+    session_response(StatusCode::OK, opened, input.transport)
+}

@@ -107,6 +107,20 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/api/v1/auth/sessions/{id}", delete(auth::end_session))
         .route("/api/v1/auth/password", post(auth::change_password))
         .route("/api/v1/invitations", post(auth::invite))
+        .route("/api/v1/auth/passkeys", get(auth::passkeys))
+        .route(
+            "/api/v1/auth/passkeys/registration/options",
+            post(auth::passkey_registration_options),
+        )
+        .route(
+            "/api/v1/auth/passkeys/registration",
+            post(auth::passkey_register),
+        )
+        .route(
+            "/api/v1/auth/passkeys/sign-in/options",
+            post(auth::passkey_sign_in_options),
+        )
+        .route("/api/v1/auth/passkeys/sign-in", post(auth::passkey_sign_in))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)

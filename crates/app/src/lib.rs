@@ -97,6 +97,8 @@ pub struct App {
     token_cache: Arc<tokens::TokenCache>,
     passwords: identity::passwords::PasswordHasherPool,
     throttle: Arc<identity::throttle::Throttle>,
+    /// The WebAuthn relying party, once the server knows its public address.
+    passkeys: Arc<std::sync::OnceLock<haven_webauthn::RelyingParty>>,
     checkpointer: Arc<tokio::sync::Mutex<audit_log::Checkpointer>>,
     audit_verifier: haven_audit::checkpoint::CheckpointVerifier,
 }
@@ -129,6 +131,7 @@ impl App {
             token_cache: Arc::default(),
             passwords: identity::passwords::PasswordHasherPool::new()?,
             throttle: Arc::default(),
+            passkeys: Arc::default(),
             checkpointer: Arc::new(tokio::sync::Mutex::new(checkpointer)),
             audit_verifier,
         })

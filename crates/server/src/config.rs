@@ -19,6 +19,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `None`: the embedded SQLite database in the data directory.
     pub database_url: Option<String>,
+    /// The address people use to reach Haven (`https://clinic.example.org`): the origin
+    /// and relying-party id of passkeys. Unset on a loopback address, `http(s)://localhost:PORT`.
+    pub public_url: Option<String>,
     pub tls: Option<TlsFiles>,
     /// A TLS-terminating proxy sits in front, so plain HTTP on a non-loopback address is
     /// acceptable (and HSTS is still sent).
@@ -122,6 +125,7 @@ const KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "database_url",
+    "public_url",
     "tls_cert",
     "tls_key",
     "behind_tls_proxy",
@@ -352,6 +356,16 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
             Err("must be a PostgreSQL URL (postgres://user@host:5432/database); leave it unset for the embedded database".to_owned())
         }
     })?;
+    let public_url = raw.parse("public_url", |t| {
+        let t = t.trim().trim_end_matches('/');
+        let host = t
+            .strip_prefix("https://")
+            .or_else(|| t.strip_prefix("http://localhost").map(|_| "localhost"));
+        match host {
+            Some(host) if !host.is_empty() && !host.contains('/') => Ok(t.to_owned()),
+            _ => Err("must be an https:// origin such as https://clinic.example.org (http only for localhost), with no path".to_owned()),
+        }
+    })?;
     let path = |t: &str| {
         if t.trim().is_empty() {
             Err("must not be empty".to_owned())
@@ -418,6 +432,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         listen,
         data_dir,
         database_url,
+        public_url,
         tls,
         behind_tls_proxy,
         body_bytes_max,
@@ -801,6 +816,32 @@ mod tests {
             let error = load(&Flags::default(), &env(&settings)).unwrap_err();
             assert_eq!(error.setting, key, "{value}: {error}");
         }
+    }
+
+    #[test]
+    fn the_public_url_is_an_https_origin_or_localhost() {
+        for good in [
+            "https://clinic.example.org",
+            "https://clinic.example.org:8443/",
+            "http://localhost:8080",
+        ] {
+            let config = load(&Flags::default(), &env(&[("HAVEN_PUBLIC_URL", good)])).unwrap();
+            assert_eq!(
+                config.public_url.as_deref(),
+                Some(good.trim_end_matches('/'))
+            );
+        }
+        for bad in [
+            "http://clinic.example.org",
+            "clinic.example.org",
+            "https://",
+            "https://clinic.example.org/portal",
+            "ftp://x",
+        ] {
+            let error = load(&Flags::default(), &env(&[("HAVEN_PUBLIC_URL", bad)])).unwrap_err();
+            assert_eq!(error.setting, "HAVEN_PUBLIC_URL", "{bad}: {error}");
+        }
+        assert_eq!(load(&Flags::default(), &env(&[])).unwrap().public_url, None);
     }
 
     #[test]

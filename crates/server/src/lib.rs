@@ -101,6 +101,33 @@ pub fn keyring_dir(config: &Config) -> PathBuf {
     config.data_dir.join(KEYRING_DIR)
 }
 
+/// The WebAuthn relying party: the configured public URL, or on a loopback address
+/// `http(s)://localhost:PORT` (browsers refuse passkeys on an IP address). `None` when
+/// neither is known: passkeys are then unavailable, and say so.
+fn passkey_relying_party(
+    config: &Config,
+    local_addr: SocketAddr,
+    tls: bool,
+) -> anyhow::Result<Option<haven_webauthn::RelyingParty>> {
+    let origin = match &config.public_url {
+        Some(url) => url.clone(),
+        None if local_addr.ip().is_loopback() => format!(
+            "{}://localhost:{}",
+            if tls { "https" } else { "http" },
+            local_addr.port()
+        ),
+        None => return Ok(None),
+    };
+    let host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&origin);
+    let rp_id = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    haven_webauthn::RelyingParty::new(rp_id, "Haven", &[origin.as_str()])
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("invalid setting public_url: {e}"))
+}
+
 /// A built, bound, not yet serving Haven.
 pub struct Application {
     listener: TcpListener,
@@ -170,6 +197,9 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        if let Some(relying_party) = passkey_relying_party(&config, local_addr, tls.is_some())? {
+            app.configure_passkeys(relying_party);
+        }
         Ok(Self {
             listener,
             local_addr,

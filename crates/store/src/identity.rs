@@ -108,3 +108,29 @@ pub enum Redeemed {
     /// The login name is taken: nothing was created, the invitation is still unused.
     LoginTaken,
 }
+
+/// A passkey: its credential id and public key, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    pub credential_id: Vec<u8>,
+    pub user: UserId,
+    pub public_key_cose: Vec<u8>,
+    pub sign_count: i64,
+    pub backup_eligible: bool,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub last_used_ms: Option<i64>,
+}
+
+/// A WebAuthn ceremony in progress: its challenge, used once, until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChallenge {
+    /// Named by a random id the client sends back (ids are UUIDv7, unguessable).
+    pub id: uuid::Uuid,
+    pub challenge: Vec<u8>,
+    /// The user registering a passkey; `None` for a sign-in (the passkey names its user).
+    pub user: Option<UserId>,
+    /// `register` or `sign_in`.
+    pub purpose: String,
+    pub expires_at_ms: i64,
+}

@@ -23,7 +23,8 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use identity::{
-    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+    NewUser, Redeemed, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
+    StoredSession, StoredUser,
 };
 
 pub use postgres::PostgresStore;
@@ -60,6 +61,10 @@ pub mod limits {
     pub const USER_SESSIONS_LISTED_MAX: u32 = 100;
     /// The most recovery codes a user holds at once.
     pub const RECOVERY_CODES_MAX: usize = 16;
+    /// The most passkeys one user may register.
+    pub const PASSKEYS_PER_USER_MAX: u32 = 20;
+    /// How long expired WebAuthn challenges are kept before they are swept.
+    pub const CHALLENGE_TTL_MS: i64 = 10 * 60 * 1000;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -622,6 +627,29 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> StoreResult<bool>;
     /// How many unused recovery codes the user has left.
     async fn recovery_codes_left(&self, user: UserId) -> StoreResult<u64>;
+
+    /// Stores a passkey; `AlreadyExists` if its credential id is registered already.
+    async fn insert_passkey(&self, passkey: StoredPasskey) -> StoreResult<()>;
+    async fn passkey(&self, credential_id: &[u8]) -> StoreResult<Option<StoredPasskey>>;
+    /// A user's passkeys, oldest first, at most [`limits::PASSKEYS_PER_USER_MAX`].
+    async fn user_passkeys(&self, user: UserId) -> StoreResult<Vec<StoredPasskey>>;
+    /// Records a sign-in with a passkey: the new counter replaces `previous_sign_count` only
+    /// if that is still the stored one (a concurrent use of a cloned key loses).
+    async fn record_passkey_use(
+        &self,
+        credential_id: &[u8],
+        previous_sign_count: i64,
+        new_sign_count: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    async fn insert_challenge(&self, challenge: StoredChallenge) -> StoreResult<()>;
+    /// Removes and returns a challenge if it has not expired at `now_ms`: a challenge
+    /// serves one ceremony, once.
+    async fn take_challenge(
+        &self,
+        id: uuid::Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Option<StoredChallenge>>;
 }
 
 pub(crate) fn check_siem_cursor(after_seq: i64) -> StoreResult<()> {

@@ -108,6 +108,7 @@ contracts! {
         sessions_end_one_by_one_or_all_together,
         an_invitation_is_redeemed_once,
         recovery_codes_work_once_each,
+        passkeys_and_challenges_are_kept_and_used_once,
         concurrent_inserts_all_succeed,
         a_failing_write_does_not_undo_concurrent_writes,
         acknowledged_writes_survive_a_restart,
@@ -2437,4 +2438,84 @@ async fn recovery_codes_work_once_each(engine: &Engine) {
         Err(StoreError::LimitExceeded { .. })
     ));
     assert_eq!(store.recovery_codes_left(id).await.unwrap(), 10);
+}
+
+async fn passkeys_and_challenges_are_kept_and_used_once(engine: &Engine) {
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    let user = new_user(org.id, "clinician", None);
+    store.insert_user(user.clone()).await.unwrap();
+    let passkey = haven_store::StoredPasskey {
+        credential_id: random_bytes(32),
+        user: user.user.id,
+        public_key_cose: random_bytes(77),
+        sign_count: 0,
+        backup_eligible: true,
+        name: "laptop".to_owned(),
+        created_at_ms: T0_MS,
+        last_used_ms: None,
+    };
+    store.insert_passkey(passkey.clone()).await.unwrap();
+    assert!(matches!(
+        store.insert_passkey(passkey.clone()).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        store.passkey(&passkey.credential_id).await.unwrap(),
+        Some(passkey.clone())
+    );
+    assert_eq!(
+        store.user_passkeys(user.user.id).await.unwrap(),
+        vec![passkey.clone()]
+    );
+    // The counter moves only from the value the caller saw.
+    assert!(
+        store
+            .record_passkey_use(&passkey.credential_id, 0, 5, T0_MS + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_passkey_use(&passkey.credential_id, 0, 6, T0_MS + 2)
+            .await
+            .unwrap()
+    );
+    let used = store
+        .passkey(&passkey.credential_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((used.sign_count, used.last_used_ms), (5, Some(T0_MS + 1)));
+
+    let challenge = haven_store::StoredChallenge {
+        id: uuid::Uuid::now_v7(),
+        challenge: random_bytes(32),
+        user: Some(user.user.id),
+        purpose: "register".to_owned(),
+        expires_at_ms: T0_MS + 300_000,
+    };
+    store.insert_challenge(challenge.clone()).await.unwrap();
+    assert_eq!(
+        store.take_challenge(challenge.id, T0_MS).await.unwrap(),
+        Some(challenge.clone())
+    );
+    assert_eq!(
+        store.take_challenge(challenge.id, T0_MS).await.unwrap(),
+        None,
+        "once"
+    );
+    let late = haven_store::StoredChallenge {
+        id: uuid::Uuid::now_v7(),
+        ..challenge.clone()
+    };
+    store.insert_challenge(late.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .take_challenge(late.id, late.expires_at_ms)
+            .await
+            .unwrap(),
+        None
+    );
 }

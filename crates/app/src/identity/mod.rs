@@ -20,6 +20,7 @@
 //!
 //! Every sign-in, failure, lock, factor change and sign-out is audited.
 
+pub mod passkeys;
 pub mod passwords;
 pub mod throttle;
 pub mod totp;
@@ -153,7 +154,7 @@ pub fn csrf_token(session_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(hasher.finalize())
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> AppError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> AppError {
     AppError::Invalid(ValidationError {
         field: field.into(),
         message: message.into(),
@@ -385,7 +386,8 @@ impl App {
                 });
             }
         }
-        self.open_session(&user, &organisation, false, origin).await
+        self.open_session(&user, &organisation, false, "signed_in", origin)
+            .await
     }
 
     // --- Sign-in ---------------------------------------------------------------------------
@@ -492,7 +494,8 @@ impl App {
             .organisation(user.organisation)
             .await?
             .ok_or_else(|| AppError::Unexpected("a user's organisation is gone".into()))?;
-        self.open_session(&user, &organisation, false, origin).await
+        self.open_session(&user, &organisation, false, "signed_in", origin)
+            .await
     }
 
     async fn sign_in_failed(
@@ -538,11 +541,14 @@ impl App {
         })
     }
 
+    /// Opens a session; `how` is the audit reason when it is complete at once
+    /// (`signed_in`, `signed_in_passkey`).
     async fn open_session(
         &self,
         user: &StoredUser,
         organisation: &StoredOrganisation,
         mfa: bool,
+        how: &str,
         origin: &RequestOrigin,
     ) -> AppResult<OpenedSession> {
         let now_ms = self.clock.now_ms();
@@ -569,7 +575,7 @@ impl App {
             Some(session.id),
             Outcome::Allowed,
             match state {
-                SessionState::Complete => "signed_in",
+                SessionState::Complete => how,
                 SessionState::MfaRequired => "password_ok_mfa_pending",
                 SessionState::MfaSetupRequired => "password_ok_mfa_setup_pending",
             },

@@ -6,7 +6,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::identity::{
-    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+    NewUser, Redeemed, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
+    StoredSession, StoredUser,
 };
 use crate::{StoreError, StoreResult, StoredSubjectKey, limits};
 
@@ -537,4 +538,137 @@ pub(super) async fn recovery_codes_left(pool: &PgPool, user: UserId) -> StoreRes
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(left).unwrap_or(0))
+}
+
+pub(super) async fn insert_passkey(pool: &PgPool, p: StoredPasskey) -> StoreResult<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO passkeys (credential_id, user_id, public_key_cose, sign_count,
+             backup_eligible, name, created_at_ms, last_used_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&p.credential_id)
+    .bind(p.user.as_uuid())
+    .bind(&p.public_key_cose)
+    .bind(p.sign_count)
+    .bind(p.backup_eligible)
+    .bind(&p.name)
+    .bind(p.created_at_ms)
+    .bind(p.last_used_ms)
+    .execute(pool)
+    .await;
+    match inserted {
+        Err(error) if is_unique_violation(&error) => Err(StoreError::AlreadyExists),
+        other => other.map(drop).map_err(StoreError::from),
+    }
+}
+
+const PASSKEY_COLUMNS: &str = "SELECT credential_id, user_id, public_key_cose, sign_count,
+        backup_eligible, name, created_at_ms, last_used_ms FROM passkeys";
+
+fn passkey_from_row(row: &PgRow) -> StoreResult<StoredPasskey> {
+    Ok(StoredPasskey {
+        credential_id: row.try_get("credential_id")?,
+        user: UserId::from_uuid(row.try_get("user_id")?),
+        public_key_cose: row.try_get("public_key_cose")?,
+        sign_count: row.try_get("sign_count")?,
+        backup_eligible: row.try_get("backup_eligible")?,
+        name: row.try_get("name")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        last_used_ms: row.try_get("last_used_ms")?,
+    })
+}
+
+pub(super) async fn passkey(
+    pool: &PgPool,
+    credential_id: &[u8],
+) -> StoreResult<Option<StoredPasskey>> {
+    let row = sqlx::query(&format!("{PASSKEY_COLUMNS} WHERE credential_id = $1"))
+        .bind(credential_id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(passkey_from_row).transpose()
+}
+
+pub(super) async fn user_passkeys(pool: &PgPool, user: UserId) -> StoreResult<Vec<StoredPasskey>> {
+    let rows = sqlx::query(&format!(
+        "{PASSKEY_COLUMNS} WHERE user_id = $1 ORDER BY created_at_ms, credential_id LIMIT $2"
+    ))
+    .bind(user.as_uuid())
+    .bind(i64::from(limits::PASSKEYS_PER_USER_MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(passkey_from_row).collect()
+}
+
+pub(super) async fn record_passkey_use(
+    pool: &PgPool,
+    credential_id: &[u8],
+    previous_sign_count: i64,
+    new_sign_count: i64,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    changed(
+        sqlx::query(
+            "UPDATE passkeys SET sign_count = $1, last_used_ms = $2
+             WHERE credential_id = $3 AND sign_count = $4",
+        )
+        .bind(new_sign_count)
+        .bind(now_ms)
+        .bind(credential_id)
+        .bind(previous_sign_count),
+        pool,
+    )
+    .await
+}
+
+pub(super) async fn insert_challenge(pool: &PgPool, c: StoredChallenge) -> StoreResult<()> {
+    let mut transaction = pool.begin().await?;
+    // Expired challenges go as new ones come, so the table never grows unbounded.
+    sqlx::query("DELETE FROM webauthn_challenges WHERE expires_at_ms <= $1")
+        .bind(c.expires_at_ms - limits::CHALLENGE_TTL_MS)
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query(
+        "INSERT INTO webauthn_challenges (id, challenge, user_id, purpose, expires_at_ms)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(c.id)
+    .bind(&c.challenge)
+    .bind(c.user.map(|u| u.as_uuid()))
+    .bind(&c.purpose)
+    .bind(c.expires_at_ms)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn take_challenge(
+    pool: &PgPool,
+    id: Uuid,
+    now_ms: i64,
+) -> StoreResult<Option<StoredChallenge>> {
+    let row = sqlx::query(
+        "DELETE FROM webauthn_challenges WHERE id = $1
+         RETURNING challenge, user_id, purpose, expires_at_ms",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let expires_at_ms: i64 = row.try_get("expires_at_ms")?;
+    if expires_at_ms <= now_ms {
+        return Ok(None);
+    }
+    Ok(Some(StoredChallenge {
+        id,
+        challenge: row.try_get("challenge")?,
+        user: row
+            .try_get::<Option<Uuid>, _>("user_id")?
+            .map(UserId::from_uuid),
+        purpose: row.try_get("purpose")?,
+        expires_at_ms,
+    }))
 }

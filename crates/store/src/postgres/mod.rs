@@ -911,6 +911,41 @@ impl Store for PostgresStore {
     async fn recovery_codes_left(&self, user: UserId) -> StoreResult<u64> {
         identity::recovery_codes_left(&self.pool, user).await
     }
+    async fn insert_passkey(&self, passkey: crate::StoredPasskey) -> StoreResult<()> {
+        identity::insert_passkey(&self.pool, passkey).await
+    }
+    async fn passkey(&self, credential_id: &[u8]) -> StoreResult<Option<crate::StoredPasskey>> {
+        identity::passkey(&self.pool, credential_id).await
+    }
+    async fn user_passkeys(&self, user: UserId) -> StoreResult<Vec<crate::StoredPasskey>> {
+        identity::user_passkeys(&self.pool, user).await
+    }
+    async fn record_passkey_use(
+        &self,
+        credential_id: &[u8],
+        previous_sign_count: i64,
+        new_sign_count: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        identity::record_passkey_use(
+            &self.pool,
+            credential_id,
+            previous_sign_count,
+            new_sign_count,
+            now_ms,
+        )
+        .await
+    }
+    async fn insert_challenge(&self, challenge: crate::StoredChallenge) -> StoreResult<()> {
+        identity::insert_challenge(&self.pool, challenge).await
+    }
+    async fn take_challenge(
+        &self,
+        id: Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Option<crate::StoredChallenge>> {
+        identity::take_challenge(&self.pool, id, now_ms).await
+    }
 }
 
 fn tree_leaf_from_row(row: &PgRow) -> StoreResult<TreeLeaf> {

@@ -8,7 +8,8 @@ use sqlx::SqliteConnection;
 use super::WriteOutcome;
 use super::readers::{Readers, uuid_from};
 use crate::identity::{
-    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+    NewUser, Redeemed, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
+    StoredSession, StoredUser,
 };
 use crate::{StoreError, StoreResult, StoredSubjectKey, limits};
 
@@ -70,6 +71,18 @@ pub(super) enum IdentityOp {
     UseRecoveryCode {
         user: UserId,
         code_hash: Vec<u8>,
+        now_ms: i64,
+    },
+    InsertPasskey(StoredPasskey),
+    RecordPasskeyUse {
+        credential_id: Vec<u8>,
+        previous_sign_count: i64,
+        new_sign_count: i64,
+        now_ms: i64,
+    },
+    InsertChallenge(StoredChallenge),
+    TakeChallenge {
+        id: uuid::Uuid,
         now_ms: i64,
     },
 }
@@ -336,6 +349,93 @@ pub(super) async fn apply_identity(
             }
             WriteOutcome::Done
         }
+        IdentityOp::InsertPasskey(p) => {
+            let inserted = sqlx::query(
+                "INSERT INTO passkeys (credential_id, user_id, public_key_cose, sign_count,
+                     backup_eligible, name, created_at_ms, last_used_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&p.credential_id)
+            .bind(p.user.as_uuid())
+            .bind(&p.public_key_cose)
+            .bind(p.sign_count)
+            .bind(p.backup_eligible)
+            .bind(&p.name)
+            .bind(p.created_at_ms)
+            .bind(p.last_used_ms)
+            .execute(&mut *connection)
+            .await;
+            match inserted {
+                Err(error) if is_unique_violation(&error) => return Err(StoreError::AlreadyExists),
+                other => other?,
+            };
+            WriteOutcome::Done
+        }
+        IdentityOp::RecordPasskeyUse {
+            credential_id,
+            previous_sign_count,
+            new_sign_count,
+            now_ms,
+        } => changed(
+            sqlx::query(
+                "UPDATE passkeys SET sign_count = ?, last_used_ms = ?
+                 WHERE credential_id = ? AND sign_count = ?",
+            )
+            .bind(new_sign_count)
+            .bind(now_ms)
+            .bind(credential_id)
+            .bind(previous_sign_count)
+            .execute(&mut *connection)
+            .await?,
+        ),
+        IdentityOp::InsertChallenge(c) => {
+            // Expired challenges go as new ones come, so the table never grows unbounded.
+            sqlx::query("DELETE FROM webauthn_challenges WHERE expires_at_ms <= ?")
+                .bind(c.expires_at_ms - limits::CHALLENGE_TTL_MS)
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query(
+                "INSERT INTO webauthn_challenges (id, challenge, user_id, purpose, expires_at_ms)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(c.id)
+            .bind(&c.challenge)
+            .bind(c.user.map(|u| u.as_uuid()))
+            .bind(&c.purpose)
+            .bind(c.expires_at_ms)
+            .execute(&mut *connection)
+            .await?;
+            WriteOutcome::Done
+        }
+        IdentityOp::TakeChallenge { id, now_ms } => {
+            let row = sqlx::query(
+                "DELETE FROM webauthn_challenges WHERE id = ?
+                 RETURNING challenge, user_id, purpose, expires_at_ms",
+            )
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await?;
+            let taken = match row {
+                Some(row) => {
+                    use sqlx::Row;
+                    let expires_at_ms: i64 = row.try_get("expires_at_ms")?;
+                    let user: Option<uuid::Uuid> = row.try_get("user_id")?;
+                    if expires_at_ms > *now_ms {
+                        Some(StoredChallenge {
+                            id: *id,
+                            challenge: row.try_get("challenge")?,
+                            user: user.map(UserId::from_uuid),
+                            purpose: row.try_get("purpose")?,
+                            expires_at_ms,
+                        })
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            };
+            WriteOutcome::Challenge(taken)
+        }
         IdentityOp::UseRecoveryCode {
             user,
             code_hash,
@@ -549,5 +649,47 @@ impl Readers {
             .query_row([uuid_bytes(user.as_uuid())], |row| row.get(0))
         })?;
         Ok(u64::try_from(left).unwrap_or(0))
+    }
+}
+
+const PASSKEY_COLUMNS: &str = "SELECT credential_id, user_id, public_key_cose, sign_count,
+        backup_eligible, name, created_at_ms, last_used_ms FROM passkeys";
+
+fn passkey(row: &Row<'_>) -> rusqlite::Result<StoredPasskey> {
+    Ok(StoredPasskey {
+        credential_id: row.get(0)?,
+        user: UserId::from_uuid(uuid_from(row.get(1)?)?),
+        public_key_cose: row.get(2)?,
+        sign_count: row.get(3)?,
+        backup_eligible: row.get(4)?,
+        name: row.get(5)?,
+        created_at_ms: row.get(6)?,
+        last_used_ms: row.get(7)?,
+    })
+}
+
+impl Readers {
+    pub(super) fn passkey(&self, credential_id: &[u8]) -> StoreResult<Option<StoredPasskey>> {
+        self.with(|c| {
+            c.prepare_cached(&format!("{PASSKEY_COLUMNS} WHERE credential_id = ?1"))?
+                .query_row([credential_id], passkey)
+                .optional()
+        })
+    }
+
+    pub(super) fn user_passkeys(&self, user: UserId) -> StoreResult<Vec<StoredPasskey>> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "{PASSKEY_COLUMNS} WHERE user_id = ?1 ORDER BY created_at_ms, credential_id LIMIT ?2"
+            ))?
+            .query_map(
+                params![
+                    uuid_bytes(user.as_uuid()),
+                    i64::from(limits::PASSKEYS_PER_USER_MAX)
+                ],
+                passkey,
+            )?
+            .collect()
+        })
     }
 }

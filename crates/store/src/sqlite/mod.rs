@@ -141,6 +141,7 @@ enum WriteOutcome {
     Count(u64),
     SystemKey(StoredSystemKey),
     Redeemed(crate::Redeemed),
+    Challenge(Option<crate::StoredChallenge>),
 }
 
 #[derive(Debug)]
@@ -957,6 +958,56 @@ impl Store for SqliteStore {
 
     async fn recovery_codes_left(&self, user: UserId) -> StoreResult<u64> {
         self.readers.recovery_codes_left(user)
+    }
+
+    async fn insert_passkey(&self, passkey: crate::StoredPasskey) -> StoreResult<()> {
+        self.identity_done(IdentityOp::InsertPasskey(passkey)).await
+    }
+
+    async fn passkey(&self, credential_id: &[u8]) -> StoreResult<Option<crate::StoredPasskey>> {
+        self.readers.passkey(credential_id)
+    }
+
+    async fn user_passkeys(&self, user: UserId) -> StoreResult<Vec<crate::StoredPasskey>> {
+        self.readers.user_passkeys(user)
+    }
+
+    async fn record_passkey_use(
+        &self,
+        credential_id: &[u8],
+        previous_sign_count: i64,
+        new_sign_count: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::RecordPasskeyUse {
+            credential_id: credential_id.to_vec(),
+            previous_sign_count,
+            new_sign_count,
+            now_ms,
+        })
+        .await
+    }
+
+    async fn insert_challenge(&self, challenge: crate::StoredChallenge) -> StoreResult<()> {
+        self.identity_done(IdentityOp::InsertChallenge(challenge))
+            .await
+    }
+
+    async fn take_challenge(
+        &self,
+        id: uuid::Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Option<crate::StoredChallenge>> {
+        match self
+            .write(WriteOp::Identity(Box::new(IdentityOp::TakeChallenge {
+                id,
+                now_ms,
+            })))
+            .await?
+        {
+            WriteOutcome::Challenge(taken) => Ok(taken),
+            other => Err(unexpected(other)),
+        }
     }
 }
 
