@@ -9,7 +9,69 @@ use haven_test_support::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-haven_test_support::on_every_backend!(every_role_gets_exactly_what_the_policy_allows);
+haven_test_support::on_every_backend!(
+    every_role_gets_exactly_what_the_policy_allows,
+    every_route_refuses_anonymous_callers_unless_declared_public,
+);
+
+/// Routes anyone may call: health, and the ways in. Everything else must answer 401 to a
+/// caller without credentials.
+const PUBLIC_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/api/v1/auth/sign-in",
+    "/api/v1/auth/enrol",
+    "/api/v1/auth/passkeys/sign-in/options",
+    "/api/v1/auth/passkeys/sign-in",
+];
+
+/// Every route path the router declares, read from its source so that a new route is
+/// covered the moment it is added.
+fn declared_routes() -> Vec<String> {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/src/lib.rs"),
+    )
+    .unwrap();
+    let mut routes = Vec::new();
+    for (index, _) in source.match_indices(".route(") {
+        let rest = &source[index..];
+        let start = rest.find('"').unwrap() + 1;
+        let end = start + rest[start..].find('"').unwrap();
+        routes.push(rest[start..end].to_owned());
+    }
+    routes
+}
+
+async fn every_route_refuses_anonymous_callers_unless_declared_public(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let routes = declared_routes();
+    assert!(routes.len() >= 25, "{routes:?}");
+    let mut open = Vec::new();
+    for route in &routes {
+        let path = route.replace("{id}", &PatientId::generate().to_string());
+        for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
+            let status = server
+                .client
+                .request(method.clone(), server.endpoint(&path))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(!status.is_server_error(), "{method} {route}: {status}");
+            let refused =
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::METHOD_NOT_ALLOWED;
+            if !refused && !PUBLIC_ROUTES.contains(&route.as_str()) {
+                open.push(format!("{method} {route}: {status}"));
+            }
+        }
+    }
+    assert!(
+        open.is_empty(),
+        "routes open without credentials:\n{}",
+        open.join("\n")
+    );
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
