@@ -458,3 +458,74 @@ pub(crate) async fn passkey_sign_in(
         .await?;
     session_response(StatusCode::OK, opened, input.transport)
 }
+
+// --- Step-up and organisation policy ---------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StepUpInput {
+    password: PasswordInput,
+    code: Option<String>,
+}
+
+/// Proves again who the caller is, for sensitive actions in the next few minutes.
+pub(crate) async fn step_up(
+    State(state): State<ApiState>,
+    caller: SessionCaller,
+    JsonBody(input): JsonBody<StepUpInput>,
+) -> Result<Response, ApiError> {
+    complete(&caller)?;
+    state
+        .app
+        .step_up(
+            &caller.session,
+            &input.password.secret(),
+            input.code.as_deref(),
+            &caller.origin,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn organisation_output(organisation: &haven_app::identity::Organisation) -> serde_json::Value {
+    serde_json::json!({
+        "id": organisation.id.to_string(),
+        "name": organisation.name,
+        "idle_timeout_secs": organisation.idle_timeout_secs,
+        "absolute_timeout_secs": organisation.absolute_timeout_secs,
+        "patient_mfa_required": organisation.patient_mfa_required,
+    })
+}
+
+pub(crate) async fn organisation(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let organisation = state.app.my_organisation(&context).await?;
+    Ok(Json(organisation_output(&organisation)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrganisationPolicyInput {
+    idle_timeout_secs: i64,
+    absolute_timeout_secs: i64,
+    patient_mfa_required: bool,
+}
+
+pub(crate) async fn update_organisation(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+    JsonBody(input): JsonBody<OrganisationPolicyInput>,
+) -> Result<Response, ApiError> {
+    let organisation = state
+        .app
+        .update_organisation_policy(
+            &context,
+            input.idle_timeout_secs,
+            input.absolute_timeout_secs,
+            input.patient_mfa_required,
+        )
+        .await?;
+    Ok(Json(organisation_output(&organisation)).into_response())
+}

@@ -145,6 +145,9 @@ impl From<AppError> for ApiError {
                     "session_revoked" => "you were signed out; sign in again",
                     "invalid_credentials" => "the sign-in details are not correct",
                     "mfa_required" => "a second factor is needed to finish signing in",
+                    "step_up_required" => {
+                        "confirm it is you (POST /api/v1/auth/step-up) and try again"
+                    }
                     _ => "sign in to continue",
                 },
             ),

@@ -255,6 +255,7 @@ impl FromRequestParts<ApiState> for Caller {
         Ok(Caller(RequestContext {
             actor: session.actor,
             origin,
+            authenticated_at_ms: Some(session.authenticated_at_ms),
         }))
     }
 }
@@ -265,7 +266,11 @@ async fn api_token_caller(
     origin: RequestOrigin,
 ) -> Result<Caller, ApiError> {
     match state.app.authenticate(presented, &origin).await? {
-        Ok(actor) => Ok(Caller(RequestContext { actor, origin })),
+        Ok(actor) => Ok(Caller(RequestContext {
+            actor,
+            origin,
+            authenticated_at_ms: None,
+        })),
         Err(AuthFailure::Expired) => Err(ApiError::unauthenticated(
             "token_expired",
             "your session has expired; sign in again",

@@ -107,6 +107,11 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/api/v1/auth/sessions/{id}", delete(auth::end_session))
         .route("/api/v1/auth/password", post(auth::change_password))
         .route("/api/v1/invitations", post(auth::invite))
+        .route("/api/v1/auth/step-up", post(auth::step_up))
+        .route(
+            "/api/v1/organisation",
+            get(auth::organisation).put(auth::update_organisation),
+        )
         .route("/api/v1/auth/passkeys", get(auth::passkeys))
         .route(
             "/api/v1/auth/passkeys/registration/options",

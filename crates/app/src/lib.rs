@@ -37,6 +37,10 @@ pub use haven_crypto::Secret;
 pub struct RequestContext {
     pub actor: Actor,
     pub origin: RequestOrigin,
+    /// For a signed-in user: when they last proved who they are (sign-in or step-up), for
+    /// sensitive actions that need a fresh proof. `None` for API tokens, which are
+    /// operators' machine credentials and carry no session to step up.
+    pub authenticated_at_ms: Option<i64>,
 }
 
 /// What a use case can answer besides success. Expected outcomes are distinct from

@@ -22,6 +22,7 @@ haven_test_support::on_every_backend!(
     sign_out_everywhere_and_a_new_password_end_other_sessions,
     invitations_are_single_use_expiring_and_for_administrators,
     a_patient_signs_in_and_sees_only_their_own_record,
+    sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_once,
 );
 
 const PASSWORD: &str = "wandering violet lighthouse";
@@ -820,4 +821,132 @@ async fn a_patient_signs_in_and_sees_only_their_own_record(backend: Backend) {
         own_read["session"].is_string() && own_read["organisation"].is_string(),
         "{own_read}"
     );
+}
+
+async fn sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_once(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
+    let (patient, patient_token) = enrol_patient(&server, "ada@north.example").await;
+    let _ = patient;
+    let (admin, _) = enrol(&server, Role::Administrator, "root@north.example").await;
+    let (secret, _) = set_up_totp(&server, &admin).await;
+    let invite = || {
+        post(
+            &server,
+            Some(&admin),
+            "/api/v1/invitations",
+            json!({ "role": "nurse" }),
+        )
+    };
+    assert_eq!(
+        invite().await.status(),
+        StatusCode::CREATED,
+        "fresh from sign-in"
+    );
+
+    server.clock.advance(Duration::from_secs(6 * 60));
+    let stale = invite().await;
+    assert_eq!(stale.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(stale).await, "step_up_required");
+    let wrong = post(
+        &server,
+        Some(&admin),
+        "/api/v1/auth/step-up",
+        json!({ "password": PASSWORD, "code": "000000" }),
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let no_code = post(
+        &server,
+        Some(&admin),
+        "/api/v1/auth/step-up",
+        json!({ "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(no_code.status(), StatusCode::UNAUTHORIZED);
+    let code_now = code_at_base32(&secret, now_secs(&server)).unwrap();
+    let stepped = post(
+        &server,
+        Some(&admin),
+        "/api/v1/auth/step-up",
+        json!({ "password": PASSWORD, "code": code_now }),
+    )
+    .await;
+    assert_eq!(stepped.status(), StatusCode::NO_CONTENT);
+    assert_eq!(invite().await.status(), StatusCode::CREATED);
+
+    // Organisation policy: bounds, administrators only, then stricter time-outs apply to
+    // open sessions at once and patients need a second factor.
+    let current: Value = get(&server, &admin, "/api/v1/organisation")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["idle_timeout_secs"], 900);
+    let put = |token: String, body: Value| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .put(server.endpoint("/api/v1/organisation"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for body in [
+        json!({ "idle_timeout_secs": 30, "absolute_timeout_secs": 3600, "patient_mfa_required": true }),
+        json!({ "idle_timeout_secs": 600, "absolute_timeout_secs": 300, "patient_mfa_required": true }),
+    ] {
+        assert_eq!(
+            put(admin.clone(), body.clone()).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+    }
+    let clinician = server.token(Role::Clinician, 1).await;
+    let strict = json!({ "idle_timeout_secs": 300, "absolute_timeout_secs": 3600, "patient_mfa_required": true });
+    assert_eq!(
+        put(clinician, strict.clone()).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let changed = put(admin.clone(), strict).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_eq!(
+        changed.json::<Value>().await.unwrap()["patient_mfa_required"],
+        true
+    );
+
+    server.clock.advance(Duration::from_secs(6 * 60));
+    let idle = get(&server, &patient_token, "/api/v1/auth/session").await;
+    assert_eq!(
+        idle.status(),
+        StatusCode::UNAUTHORIZED,
+        "the patient's session was idle 12 min > 5"
+    );
+    let again: Value = sign_in(&server, "ada@north.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["state"], "mfa_setup_required",
+        "patients now need a second factor"
+    );
+
+    let reasons: Vec<String> = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.reason)
+        .collect();
+    for expected in ["step_up_failed", "step_up", "organisation_policy_changed"] {
+        assert!(reasons.iter().any(|r| r == expected), "{expected} missing");
+    }
 }

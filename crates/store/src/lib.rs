@@ -552,6 +552,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     async fn insert_organisation(&self, organisation: StoredOrganisation) -> StoreResult<()>;
     async fn organisation(&self, id: OrganisationId) -> StoreResult<Option<StoredOrganisation>>;
+    /// Replaces an organisation's name and policies; returns whether it exists.
+    async fn update_organisation(&self, organisation: StoredOrganisation) -> StoreResult<bool>;
     /// Every organisation, oldest first, at most [`limits::ORGANISATIONS_LISTED_MAX`].
     async fn organisations(&self) -> StoreResult<Vec<StoredOrganisation>>;
 

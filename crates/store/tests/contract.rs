@@ -2085,6 +2085,17 @@ async fn users_are_found_by_login_and_keep_their_sign_in_state(engine: &Engine) 
     store.insert_organisation(org.clone()).await.unwrap();
     assert_eq!(store.organisation(org.id).await.unwrap(), Some(org.clone()));
     assert_eq!(store.organisations().await.unwrap(), vec![org.clone()]);
+    let stricter = haven_store::StoredOrganisation {
+        idle_timeout_secs: 300,
+        patient_mfa_required: true,
+        ..org.clone()
+    };
+    assert!(store.update_organisation(stricter.clone()).await.unwrap());
+    assert_eq!(store.organisation(org.id).await.unwrap(), Some(stricter));
+    assert!(
+        !store.update_organisation(organisation()).await.unwrap(),
+        "no such organisation"
+    );
 
     let patient = PatientId::generate();
     let new = new_user(org.id, "patient", Some(patient));

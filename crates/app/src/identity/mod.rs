@@ -40,6 +40,9 @@ use haven_store::{
     NewUser, Redeemed, Store, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
 };
 use rand::RngCore;
+
+/// An organisation and its policies, as use cases return it.
+pub use haven_store::StoredOrganisation as Organisation;
 use sha2::{Digest, Sha256};
 
 use crate::{App, AppError, AppResult};
@@ -270,6 +273,7 @@ impl App {
                 haven_domain::Resource::Users,
             )
             .await?;
+        self.require_fresh_context(context)?;
         let (organisation, invited_by) = match context.actor.principal {
             Principal::User { user, .. } => (context.actor.organisation, Some(user)),
             // An operator's API token: the deployment's first organisation.
@@ -625,19 +629,32 @@ impl App {
                 reason: "session_revoked",
             });
         }
-        if now_ms >= session.expires_at_ms {
+        let user = self.store.user(session.user).await?.ok_or_else(unknown)?;
+        let organisation = self
+            .store
+            .organisation(user.organisation)
+            .await?
+            .ok_or_else(|| AppError::Unexpected("a user's organisation is gone".into()))?;
+        // A session keeps the time-outs it began with, unless the organisation has since
+        // made them stricter: tightening takes effect at once.
+        let expires_at_ms = session
+            .expires_at_ms
+            .min(session.created_at_ms + organisation.absolute_timeout_secs * 1000);
+        let idle_timeout_ms = session
+            .idle_timeout_ms
+            .min(organisation.idle_timeout_secs * 1000);
+        if now_ms >= expires_at_ms {
             return Err(AppError::Unauthenticated {
                 reason: "session_expired",
             });
         }
-        if now_ms - session.last_seen_ms >= session.idle_timeout_ms {
+        if now_ms - session.last_seen_ms >= idle_timeout_ms {
             self.store
                 .revoke_session(session.id, now_ms, "idle_timeout")
                 .await?;
-            let user = self.store.user(session.user).await?;
             let event = self.identity_event(
                 AuditAction::Logout,
-                user.as_ref(),
+                Some(&user),
                 Some(session.id),
                 Outcome::Allowed,
                 "idle_timeout",
@@ -918,14 +935,153 @@ impl App {
             .map_err(AppError::from)
     }
 
-    /// Whether the caller proved who they are recently enough for a sensitive action.
-    pub fn require_fresh(&self, caller: &SessionCaller) -> AppResult<()> {
-        if self.clock.now_ms() - caller.authenticated_at_ms > STEP_UP_FRESH_SECS * 1000 {
+    /// Step-up re-authentication: the password again, and the TOTP code when the user has
+    /// one, for sensitive actions (inviting, changing policies). Fresh for
+    /// [`STEP_UP_FRESH_SECS`].
+    pub async fn step_up(
+        &self,
+        caller: &SessionCaller,
+        password: &Secret<String>,
+        code: Option<&str>,
+        origin: &RequestOrigin,
+    ) -> AppResult<()> {
+        let user = self.session_user(caller).await?;
+        let mut proven = self
+            .passwords
+            .verify(password, Some(&user.password_hash))
+            .await?;
+        if proven && user.totp_enabled {
+            let secret = self
+                .open_totp_secret(&user)?
+                .ok_or_else(|| AppError::Unexpected("an enabled factor without a secret".into()))?;
+            let now_secs = u64::try_from(self.clock.now_ms() / 1000).unwrap_or(0);
+            proven = match totp::matching_step(
+                secret.expose_secret(),
+                code.unwrap_or("").trim(),
+                now_secs,
+            )? {
+                Some(step) => {
+                    self.store
+                        .advance_totp_step(user.id, i64::try_from(step).unwrap_or(i64::MAX))
+                        .await?
+                }
+                None => false,
+            };
+        }
+        let event = self.identity_event(
+            AuditAction::Login,
+            Some(&user),
+            Some(caller.session),
+            if proven {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            },
+            if proven { "step_up" } else { "step_up_failed" },
+            origin,
+        );
+        self.audit_identity(event).await?;
+        if !proven {
             return Err(AppError::Unauthenticated {
-                reason: "step_up_required",
+                reason: "invalid_credentials",
             });
         }
+        self.store
+            .reauthenticate_session(caller.session, self.clock.now_ms(), user.totp_enabled)
+            .await?;
         Ok(())
+    }
+
+    /// The caller's organisation and its policies.
+    pub async fn my_organisation(
+        &self,
+        context: &crate::RequestContext,
+    ) -> AppResult<StoredOrganisation> {
+        let id = match context.actor.organisation {
+            Some(id) => id,
+            None => self
+                .store
+                .organisations()
+                .await?
+                .first()
+                .map(|o| o.id)
+                .ok_or(AppError::NotFound)?,
+        };
+        self.store.organisation(id).await?.ok_or(AppError::NotFound)
+    }
+
+    /// Changes the organisation's session time-outs and whether patients need a second
+    /// factor. Administrators only, freshly re-authenticated when signed in; audited as a
+    /// configuration change. Stricter time-outs apply to open sessions at once.
+    pub async fn update_organisation_policy(
+        &self,
+        context: &crate::RequestContext,
+        idle_timeout_secs: i64,
+        absolute_timeout_secs: i64,
+        patient_mfa_required: bool,
+    ) -> AppResult<StoredOrganisation> {
+        self.gate
+            .authorize_administration(
+                context,
+                haven_domain::Action::Update,
+                haven_domain::Resource::Users,
+            )
+            .await?;
+        self.require_fresh_context(context)?;
+        let (idle_min, idle_max) = IDLE_TIMEOUT_SECS_RANGE;
+        if !(idle_min..=idle_max).contains(&idle_timeout_secs) {
+            return Err(invalid(
+                "idle_timeout_secs",
+                format!("between {idle_min} and {idle_max} seconds"),
+            ));
+        }
+        let (absolute_min, absolute_max) = ABSOLUTE_TIMEOUT_SECS_RANGE;
+        if !(absolute_min..=absolute_max).contains(&absolute_timeout_secs)
+            || absolute_timeout_secs < idle_timeout_secs
+        {
+            return Err(invalid(
+                "absolute_timeout_secs",
+                format!(
+                    "between {absolute_min} and {absolute_max} seconds, and not shorter than the idle time-out"
+                ),
+            ));
+        }
+        let current = self.my_organisation(context).await?;
+        let updated = StoredOrganisation {
+            idle_timeout_secs,
+            absolute_timeout_secs,
+            patient_mfa_required,
+            ..current
+        };
+        let mut event = crate::keys::system_event(
+            self.clock.now_ms(),
+            AuditAction::ConfigurationChange,
+            None,
+            "organisation_policy_changed",
+        );
+        event.actor = Some(context.actor.principal.actor_id());
+        event.role = Some(context.actor.role.as_str().to_owned());
+        event.session = context.actor.principal.session().map(|s| s.to_string());
+        event.organisation = Some(updated.id.to_string());
+        event.resource_type = Some("Organization".to_owned());
+        event.resource_id = Some(updated.id.to_string());
+        event.origin = context.origin.clone();
+        self.audit_identity(event).await?;
+        self.store.update_organisation(updated.clone()).await?;
+        Ok(updated)
+    }
+
+    /// Whether a signed-in caller proved who they are within [`STEP_UP_FRESH_SECS`], for a
+    /// sensitive action; API tokens are not asked (see [`crate::RequestContext`]).
+    pub fn require_fresh_context(&self, context: &crate::RequestContext) -> AppResult<()> {
+        match context.authenticated_at_ms {
+            Some(at_ms) if self.clock.now_ms() - at_ms > STEP_UP_FRESH_SECS * 1000 => {
+                Err(AppError::Unauthenticated {
+                    reason: "step_up_required",
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Signs out this session.

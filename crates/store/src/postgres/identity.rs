@@ -672,3 +672,19 @@ pub(super) async fn take_challenge(
         expires_at_ms,
     }))
 }
+
+pub(super) async fn update_organisation(pool: &PgPool, o: StoredOrganisation) -> StoreResult<bool> {
+    changed(
+        sqlx::query(
+            "UPDATE organisations SET name = $1, idle_timeout_secs = $2,
+                 absolute_timeout_secs = $3, patient_mfa_required = $4 WHERE id = $5",
+        )
+        .bind(o.name.clone())
+        .bind(o.idle_timeout_secs)
+        .bind(o.absolute_timeout_secs)
+        .bind(o.patient_mfa_required)
+        .bind(o.id.as_uuid()),
+        pool,
+    )
+    .await
+}

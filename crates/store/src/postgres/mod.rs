@@ -813,6 +813,9 @@ impl Store for PostgresStore {
     async fn organisations(&self) -> StoreResult<Vec<StoredOrganisation>> {
         identity::organisations(&self.pool).await
     }
+    async fn update_organisation(&self, organisation: StoredOrganisation) -> StoreResult<bool> {
+        identity::update_organisation(&self.pool, organisation).await
+    }
     async fn insert_user(&self, user: NewUser) -> StoreResult<()> {
         identity::insert_user(&self.pool, user).await
     }

@@ -17,6 +17,7 @@ use crate::{StoreError, StoreResult, StoredSubjectKey, limits};
 #[derive(Debug)]
 pub(super) enum IdentityOp {
     InsertOrganisation(StoredOrganisation),
+    UpdateOrganisation(StoredOrganisation),
     InsertUser(NewUser),
     SetPassword {
         user: UserId,
@@ -159,6 +160,19 @@ pub(super) async fn apply_identity(
             .await?;
             WriteOutcome::Done
         }
+        IdentityOp::UpdateOrganisation(o) => changed(
+            sqlx::query(
+                "UPDATE organisations SET name = ?, idle_timeout_secs = ?,
+                     absolute_timeout_secs = ?, patient_mfa_required = ? WHERE id = ?",
+            )
+            .bind(&o.name)
+            .bind(o.idle_timeout_secs)
+            .bind(o.absolute_timeout_secs)
+            .bind(o.patient_mfa_required)
+            .bind(o.id.as_uuid())
+            .execute(&mut *connection)
+            .await?,
+        ),
         IdentityOp::InsertUser(new) => {
             insert_user(connection, new).await?;
             WriteOutcome::Done

@@ -781,6 +781,11 @@ impl Store for SqliteStore {
         self.readers.organisations()
     }
 
+    async fn update_organisation(&self, organisation: StoredOrganisation) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::UpdateOrganisation(organisation))
+            .await
+    }
+
     async fn insert_user(&self, user: NewUser) -> StoreResult<()> {
         self.identity_done(IdentityOp::InsertUser(user)).await
     }
