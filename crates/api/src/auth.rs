@@ -529,3 +529,42 @@ pub(crate) async fn update_organisation(
         .await?;
     Ok(Json(organisation_output(&organisation)).into_response())
 }
+
+// --- Users ---------------------------------------------------------------------------------
+
+pub(crate) async fn users(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let items: Vec<serde_json::Value> = state
+        .app
+        .list_users(&context)
+        .await?
+        .into_iter()
+        .map(|u| {
+            serde_json::json!({
+                "id": u.id.to_string(),
+                "login": u.login,
+                "role": u.role,
+                "patient": u.patient.map(|p| p.to_string()),
+                "second_factor": u.second_factor,
+                "locked": u.locked,
+                "disabled": u.disabled,
+                "created_at_ms": u.created_at_ms,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+pub(crate) async fn disable_user(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let id: haven_domain::UserId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
+    state.app.disable_user(&context, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

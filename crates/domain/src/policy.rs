@@ -230,10 +230,14 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
             }
         }
         // Administrators run the organisation's accounts: invitations, roles.
-        (Role::Administrator, Resource::Users) => Decision::Allow {
-            rule: "user_administration",
-            purpose: PurposeOfUse::SystemAdministration,
-        },
+        (Role::Administrator, Resource::Users)
+            if matches!(action, Action::Read | Action::Create | Action::Update) =>
+        {
+            Decision::Allow {
+                rule: "user_administration",
+                purpose: PurposeOfUse::SystemAdministration,
+            }
+        }
         // Auditors and privacy officers review the audit log, not the chart.
         _ => Decision::Deny(DenyReason::RoleNotPermitted),
     }

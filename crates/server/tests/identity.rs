@@ -23,6 +23,7 @@ haven_test_support::on_every_backend!(
     invitations_are_single_use_expiring_and_for_administrators,
     a_patient_signs_in_and_sees_only_their_own_record,
     sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_once,
+    administrators_list_and_disable_users,
 );
 
 const PASSWORD: &str = "wandering violet lighthouse";
@@ -949,4 +950,80 @@ async fn sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_onc
     for expected in ["step_up_failed", "step_up", "organisation_policy_changed"] {
         assert!(reasons.iter().any(|r| r == expected), "{expected} missing");
     }
+}
+
+async fn administrators_list_and_disable_users(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (admin, _) = enrol(&server, Role::Administrator, "root@north.example").await;
+    set_up_totp(&server, &admin).await;
+    let (nurse, _) = enrol(&server, Role::Nurse, "mary@north.example").await;
+
+    let listed: Value = get(&server, &admin, "/api/v1/users")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let logins: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["login"].as_str().unwrap())
+        .collect();
+    assert_eq!(logins, ["root@north.example", "mary@north.example"]);
+    let mary = listed["items"][1]["id"].as_str().unwrap().to_owned();
+    let root = listed["items"][0]["id"].as_str().unwrap().to_owned();
+
+    let clinician = server.token(Role::Clinician, 1).await;
+    assert_eq!(
+        get(&server, &clinician, "/api/v1/users").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let disable = |token: String, id: String| {
+        let server = &server;
+        async move {
+            post(
+                server,
+                Some(&token),
+                &format!("/api/v1/users/{id}/disable"),
+                json!({}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        disable(clinician, mary.clone()).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        disable(admin.clone(), root).await.status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        disable(admin.clone(), haven_domain::UserId::generate().to_string())
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        disable(admin.clone(), "not-an-id".into()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    assert_eq!(
+        disable(admin.clone(), mary).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get(&server, &nurse, "/api/v1/auth/session").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = sign_in(&server, "mary@north.example", PASSWORD).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(refused).await, "invalid_credentials");
+    let listed: Value = get(&server, &admin, "/api/v1/users")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][1]["disabled"], true);
 }

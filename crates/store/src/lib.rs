@@ -61,6 +61,8 @@ pub mod limits {
     pub const USER_SESSIONS_LISTED_MAX: u32 = 100;
     /// The most recovery codes a user holds at once.
     pub const RECOVERY_CODES_MAX: usize = 16;
+    /// The most users one listing returns.
+    pub const USERS_LISTED_MAX: u32 = 1000;
     /// The most passkeys one user may register.
     pub const PASSKEYS_PER_USER_MAX: u32 = 20;
     /// How long expired WebAuthn challenges are kept before they are swept.
@@ -561,6 +563,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn insert_user(&self, user: NewUser) -> StoreResult<()>;
     async fn user(&self, id: UserId) -> StoreResult<Option<StoredUser>>;
     async fn user_by_login(&self, login_index: &[u8]) -> StoreResult<Option<StoredUser>>;
+    /// The users of an organisation, oldest first, at most [`limits::USERS_LISTED_MAX`].
+    async fn organisation_users(
+        &self,
+        organisation: OrganisationId,
+    ) -> StoreResult<Vec<StoredUser>>;
+    /// Disables (or re-enables, with `None`) a user; returns whether they exist.
+    async fn set_user_disabled(
+        &self,
+        user: UserId,
+        disabled_at_ms: Option<i64>,
+    ) -> StoreResult<bool>;
     /// Replaces the password hash and resets failed sign-ins.
     async fn set_password(&self, user: UserId, password_hash: &str, now_ms: i64)
     -> StoreResult<()>;

@@ -2117,6 +2117,40 @@ async fn users_are_found_by_login_and_keep_their_sign_in_state(engine: &Engine) 
     ));
     assert_eq!(store.user(clash.user.id).await.unwrap(), None);
 
+    assert_eq!(
+        store.organisation_users(org.id).await.unwrap(),
+        vec![new.user.clone()]
+    );
+    assert!(
+        store
+            .organisation_users(haven_domain::OrganisationId::generate())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .set_user_disabled(new.user.id, Some(T0_MS + 9))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .user(new.user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at_ms,
+        Some(T0_MS + 9)
+    );
+    assert!(store.set_user_disabled(new.user.id, None).await.unwrap());
+    assert!(
+        !store
+            .set_user_disabled(haven_domain::UserId::generate(), None)
+            .await
+            .unwrap()
+    );
+
     // Failed sign-ins count up; the lock only ever extends; a new password clears both.
     let id = new.user.id;
     store.record_login_failure(id, 0).await.unwrap();

@@ -126,6 +126,19 @@ pub struct IssuedInvitation {
     pub expires_at_ms: i64,
 }
 
+/// A user as an administrator sees them.
+#[derive(Debug, Clone)]
+pub struct UserSummary {
+    pub id: UserId,
+    pub login: String,
+    pub role: String,
+    pub patient: Option<PatientId>,
+    pub second_factor: bool,
+    pub locked: bool,
+    pub disabled: bool,
+    pub created_at_ms: i64,
+}
+
 /// One of my sessions, for "where am I signed in".
 #[derive(Debug, Clone)]
 pub struct SessionSummary {
@@ -1069,6 +1082,100 @@ impl App {
         self.audit_identity(event).await?;
         self.store.update_organisation(updated.clone()).await?;
         Ok(updated)
+    }
+
+    /// The users of the administrator's organisation, with their logins (opened for this
+    /// listing, which is audited: for a patient, being a user is health data).
+    pub async fn list_users(&self, context: &crate::RequestContext) -> AppResult<Vec<UserSummary>> {
+        self.gate
+            .authorize_administration(
+                context,
+                haven_domain::Action::Read,
+                haven_domain::Resource::Users,
+            )
+            .await?;
+        let organisation = self.my_organisation(context).await?;
+        let mut event =
+            crate::keys::system_event(self.clock.now_ms(), AuditAction::Read, None, "users_listed");
+        event.actor = Some(context.actor.principal.actor_id());
+        event.role = Some(context.actor.role.as_str().to_owned());
+        event.session = context.actor.principal.session().map(|s| s.to_string());
+        event.organisation = Some(organisation.id.to_string());
+        event.resource_type = Some("User".to_owned());
+        event.purpose_of_use = Some(
+            haven_domain::PurposeOfUse::SystemAdministration
+                .code()
+                .to_owned(),
+        );
+        event.origin = context.origin.clone();
+        self.audit_identity(event).await?;
+        self.store
+            .organisation_users(organisation.id)
+            .await?
+            .iter()
+            .map(|user| {
+                Ok(UserSummary {
+                    id: user.id,
+                    login: self.open_login(user)?,
+                    role: user.role.clone(),
+                    patient: user.patient,
+                    second_factor: user.totp_enabled,
+                    locked: user.locked_until_ms > self.clock.now_ms(),
+                    disabled: user.disabled_at_ms.is_some(),
+                    created_at_ms: user.created_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Disables a user of the administrator's organisation: their sessions end and they can
+    /// no longer sign in. Needs a fresh proof; an administrator cannot disable themself.
+    pub async fn disable_user(
+        &self,
+        context: &crate::RequestContext,
+        target: UserId,
+    ) -> AppResult<()> {
+        self.gate
+            .authorize_administration(
+                context,
+                haven_domain::Action::Update,
+                haven_domain::Resource::Users,
+            )
+            .await?;
+        self.require_fresh_context(context)?;
+        if matches!(context.actor.principal, Principal::User { user, .. } if user == target) {
+            return Err(AppError::Conflict {
+                code: "cannot_disable_self",
+                message: "another administrator must do this".into(),
+            });
+        }
+        let organisation = self.my_organisation(context).await?;
+        let user = self
+            .store
+            .user(target)
+            .await?
+            .filter(|u| u.organisation == organisation.id)
+            .ok_or(AppError::NotFound)?;
+        let now_ms = self.clock.now_ms();
+        let mut event = crate::keys::system_event(
+            now_ms,
+            AuditAction::PrivilegeChange,
+            user.patient,
+            "user_disabled",
+        );
+        event.actor = Some(context.actor.principal.actor_id());
+        event.role = Some(context.actor.role.as_str().to_owned());
+        event.session = context.actor.principal.session().map(|s| s.to_string());
+        event.organisation = Some(organisation.id.to_string());
+        event.resource_type = Some("User".to_owned());
+        event.resource_id = Some(user.id.to_string());
+        event.origin = context.origin.clone();
+        self.audit_identity(event).await?;
+        self.store.set_user_disabled(user.id, Some(now_ms)).await?;
+        self.store
+            .revoke_user_sessions(user.id, None, now_ms, "user_disabled")
+            .await?;
+        Ok(())
     }
 
     /// Whether a signed-in caller proved who they are within [`STEP_UP_FRESH_SECS`], for a

@@ -688,3 +688,31 @@ pub(super) async fn update_organisation(pool: &PgPool, o: StoredOrganisation) ->
     )
     .await
 }
+
+pub(super) async fn organisation_users(
+    pool: &PgPool,
+    organisation: OrganisationId,
+) -> StoreResult<Vec<StoredUser>> {
+    let rows = sqlx::query(&format!(
+        "{USER_COLUMNS} WHERE u.organisation_id = $1 ORDER BY u.created_at_ms, u.id LIMIT $2"
+    ))
+    .bind(organisation.as_uuid())
+    .bind(i64::from(limits::USERS_LISTED_MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(user_from_row).collect()
+}
+
+pub(super) async fn set_user_disabled(
+    pool: &PgPool,
+    user: UserId,
+    disabled_at_ms: Option<i64>,
+) -> StoreResult<bool> {
+    changed(
+        sqlx::query("UPDATE users SET disabled_at_ms = $1 WHERE id = $2")
+            .bind(disabled_at_ms)
+            .bind(user.as_uuid()),
+        pool,
+    )
+    .await
+}

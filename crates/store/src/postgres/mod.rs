@@ -825,6 +825,19 @@ impl Store for PostgresStore {
     async fn user_by_login(&self, login_index: &[u8]) -> StoreResult<Option<StoredUser>> {
         identity::user_by_login(&self.pool, login_index).await
     }
+    async fn organisation_users(
+        &self,
+        organisation: OrganisationId,
+    ) -> StoreResult<Vec<StoredUser>> {
+        identity::organisation_users(&self.pool, organisation).await
+    }
+    async fn set_user_disabled(
+        &self,
+        user: UserId,
+        disabled_at_ms: Option<i64>,
+    ) -> StoreResult<bool> {
+        identity::set_user_disabled(&self.pool, user, disabled_at_ms).await
+    }
     async fn set_password(
         &self,
         user: UserId,

@@ -38,6 +38,10 @@ pub(super) enum IdentityOp {
         locked_until_ms: i64,
     },
     ResetLoginFailures(UserId),
+    SetUserDisabled {
+        user: UserId,
+        disabled_at_ms: Option<i64>,
+    },
     InsertSession(StoredSession),
     TouchSession {
         id: SessionId,
@@ -224,6 +228,16 @@ pub(super) async fn apply_identity(
             .bind(user.as_uuid())
             .execute(&mut *connection)
             .await?,
+        ),
+        IdentityOp::SetUserDisabled {
+            user,
+            disabled_at_ms,
+        } => changed(
+            sqlx::query("UPDATE users SET disabled_at_ms = ? WHERE id = ?")
+                .bind(disabled_at_ms)
+                .bind(user.as_uuid())
+                .execute(&mut *connection)
+                .await?,
         ),
         IdentityOp::ResetLoginFailures(user) => changed(
             sqlx::query("UPDATE users SET failed_logins = 0, locked_until_ms = 0 WHERE id = ?")
@@ -602,6 +616,25 @@ impl Readers {
             c.prepare_cached(&format!("{USER_COLUMNS} WHERE u.id = ?1"))?
                 .query_row([uuid_bytes(id.as_uuid())], user)
                 .optional()
+        })
+    }
+
+    pub(super) fn organisation_users(
+        &self,
+        organisation: OrganisationId,
+    ) -> StoreResult<Vec<StoredUser>> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "{USER_COLUMNS} WHERE u.organisation_id = ?1 ORDER BY u.created_at_ms, u.id LIMIT ?2"
+            ))?
+            .query_map(
+                params![
+                    uuid_bytes(organisation.as_uuid()),
+                    i64::from(limits::USERS_LISTED_MAX)
+                ],
+                user,
+            )?
+            .collect()
         })
     }
 

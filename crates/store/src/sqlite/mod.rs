@@ -798,6 +798,25 @@ impl Store for SqliteStore {
         self.readers.user_by_login(login_index)
     }
 
+    async fn organisation_users(
+        &self,
+        organisation: OrganisationId,
+    ) -> StoreResult<Vec<StoredUser>> {
+        self.readers.organisation_users(organisation)
+    }
+
+    async fn set_user_disabled(
+        &self,
+        user: UserId,
+        disabled_at_ms: Option<i64>,
+    ) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::SetUserDisabled {
+            user,
+            disabled_at_ms,
+        })
+        .await
+    }
+
     async fn set_password(
         &self,
         user: UserId,
