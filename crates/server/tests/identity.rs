@@ -24,6 +24,7 @@ haven_test_support::on_every_backend!(
     a_patient_signs_in_and_sees_only_their_own_record,
     sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_once,
     administrators_list_and_disable_users,
+    guessing_the_second_factor_locks_the_account_and_ends_the_pending_session,
 );
 
 const PASSWORD: &str = "wandering violet lighthouse";
@@ -1026,4 +1027,83 @@ async fn administrators_list_and_disable_users(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(listed["items"][1]["disabled"], true);
+}
+
+async fn guessing_the_second_factor_locks_the_account_and_ends_the_pending_session(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
+    let (token, _) = enrol(&server, Role::Clinician, "guess@north.example").await;
+    let (secret, _) = set_up_totp(&server, &token).await;
+    let signed: Value = sign_in(&server, "guess@north.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pending = signed["token"].as_str().unwrap().to_owned();
+    for _ in 0..5 {
+        let wrong = post(
+            &server,
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": "000000" }),
+        )
+        .await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked: the pending session is gone, even with the right code now.
+    server.clock.advance(Duration::from_secs(30));
+    let right = code_at_base32(&secret, now_secs(&server)).unwrap();
+    let late = post(
+        &server,
+        Some(&pending),
+        "/api/v1/auth/second-factor",
+        json!({ "code": right }),
+    )
+    .await;
+    assert_eq!(late.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(late).await, "session_revoked");
+    assert_eq!(
+        sign_in(&server, "guess@north.example", PASSWORD)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // After the lock, the right password and a fresh code sign in again.
+    server.clock.advance(Duration::from_secs(61));
+    let signed: Value = sign_in(&server, "guess@north.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pending = signed["token"].as_str().unwrap().to_owned();
+    let fresh = code_at_base32(&secret, now_secs(&server)).unwrap();
+    let ok = post(
+        &server,
+        Some(&pending),
+        "/api/v1/auth/second-factor",
+        json!({ "code": fresh }),
+    )
+    .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    // Step-up guesses count too: five wrong passwords lock the account.
+    for _ in 0..5 {
+        let wrong = post(
+            &server,
+            Some(&pending),
+            "/api/v1/auth/step-up",
+            json!({ "password": "not it at all", "code": "000000" }),
+        )
+        .await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        sign_in(&server, "guess@north.example", PASSWORD)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "locked"
+    );
 }

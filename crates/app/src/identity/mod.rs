@@ -891,6 +891,20 @@ impl App {
             });
         }
         let user = self.session_user(caller).await?;
+        let now_ms = self.clock.now_ms();
+        // Guesses at the second factor count like wrong passwords: a locked account takes
+        // no more, and the pending session that guessed is ended (see below).
+        if user.locked_until_ms > now_ms {
+            self.store
+                .revoke_session(caller.session, now_ms, "account_locked")
+                .await?;
+            let ip = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+            self.sign_in_failed(Some(&user), "account_locked", ip, origin)
+                .await?;
+            return Err(AppError::Unauthenticated {
+                reason: "invalid_credentials",
+            });
+        }
         let code = code.trim();
         let accepted = if code.len() == totp::TOTP_DIGITS {
             let secret = self
@@ -915,12 +929,18 @@ impl App {
                 )
                 .await?
         };
-        let now_ms = self.clock.now_ms();
         if !accepted {
             let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
             self.store
                 .record_login_failure(user.id, locked_until_ms)
                 .await?;
+            if locked_until_ms > 0 {
+                // The account is now locked: this pending session ends with it, so guessing
+                // cannot go on through it.
+                self.store
+                    .revoke_session(caller.session, now_ms, "account_locked")
+                    .await?;
+            }
             let ip = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
             self.sign_in_failed(Some(&user), "second_factor_wrong", ip, origin)
                 .await?;
@@ -959,10 +979,14 @@ impl App {
         origin: &RequestOrigin,
     ) -> AppResult<()> {
         let user = self.session_user(caller).await?;
-        let mut proven = self
-            .passwords
-            .verify(password, Some(&user.password_hash))
-            .await?;
+        let now_ms = self.clock.now_ms();
+        // Step-up guesses count against the account like sign-in guesses: a session left
+        // open must not become a way to try passwords without limit.
+        let mut proven = user.locked_until_ms <= now_ms
+            && self
+                .passwords
+                .verify(password, Some(&user.password_hash))
+                .await?;
         if proven && user.totp_enabled {
             let secret = self
                 .open_totp_secret(&user)?
@@ -995,12 +1019,19 @@ impl App {
         );
         self.audit_identity(event).await?;
         if !proven {
+            let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
+            self.store
+                .record_login_failure(user.id, locked_until_ms)
+                .await?;
             return Err(AppError::Unauthenticated {
                 reason: "invalid_credentials",
             });
         }
+        if user.failed_logins > 0 {
+            self.store.reset_login_failures(user.id).await?;
+        }
         self.store
-            .reauthenticate_session(caller.session, self.clock.now_ms(), user.totp_enabled)
+            .reauthenticate_session(caller.session, now_ms, user.totp_enabled)
             .await?;
         Ok(())
     }
