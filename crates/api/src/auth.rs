@@ -179,7 +179,10 @@ pub(crate) async fn totp_setup(
     State(state): State<ApiState>,
     caller: SessionCaller,
 ) -> Result<Response, ApiError> {
-    let (secret, uri) = state.app.totp_setup(&caller.session).await?;
+    let (secret, uri) = state
+        .app
+        .totp_setup(&caller.session, &caller.origin)
+        .await?;
     Ok(Json(serde_json::json!({ "secret": secret, "otpauth_uri": uri })).into_response())
 }
 

@@ -142,6 +142,10 @@ enum AdminCommand {
         /// The organisation's name, used only when none exists yet.
         #[arg(long, default_value = "Haven")]
         organisation: String,
+        /// The role to invite: `administrator`, or a reviewer (`auditor`,
+        /// `privacy_officer`), whom administrators cannot invite themselves.
+        #[arg(long, default_value = "administrator")]
+        role: String,
         /// Hours until the invitation expires.
         #[arg(long, default_value_t = haven_app::identity::INVITATION_TTL_HOURS_DEFAULT)]
         ttl_hours: u32,
@@ -280,9 +284,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Bootstrap {
             common,
             organisation,
+            role,
             ttl_hours,
         }) => {
             let config = load_config(&common, &[])?;
+            let role: Role = role.parse()?;
+            if !matches!(
+                role,
+                Role::Administrator | Role::Auditor | Role::PrivacyOfficer
+            ) {
+                anyhow::bail!(
+                    "--role: the console invites administrators and reviewers; administrators invite everyone else"
+                );
+            }
             haven_server::prepare_data_dir(&config.data_dir)?;
             let store = haven_server::open_store(&config).await?;
             let audit = store.audit_sink();
@@ -299,7 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &*store,
                 &*audit,
                 organisation.id,
-                Role::Administrator,
+                role,
                 None,
                 ttl_hours,
                 None,
@@ -308,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(
-                "Invited an administrator of {} (invitation {}), valid for {ttl_hours} hours. \
+                "Invited a {role} of {} (invitation {}), valid for {ttl_hours} hours. \
                  Redeem it at POST /api/v1/auth/enrol; it is shown only once:",
                 organisation.name, issued.id
             );

@@ -720,6 +720,27 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
         .await;
         assert_eq!(answer.status(), status, "{body}");
     }
+    // Reviewers oversee administrators: only the console makes them.
+    for reviewer in ["auditor", "privacy_officer"] {
+        let refused = post(
+            &server,
+            Some(&server.admin_token),
+            "/api/v1/invitations",
+            json!({ "role": reviewer }),
+        )
+        .await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{reviewer}");
+    }
+    // One account per patient record.
+    let (patient, _) = enrol_patient(&server, "ada@north.example").await;
+    let second = post(
+        &server,
+        Some(&server.admin_token),
+        "/api/v1/invitations",
+        json!({ "role": "patient", "patient": patient.to_string() }),
+    )
+    .await;
+    assert_eq!(second.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let issued = post(
         &server,
         Some(&server.admin_token),
@@ -851,6 +872,16 @@ async fn sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_onc
     let stale = invite().await;
     assert_eq!(stale.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(stale).await, "step_up_required");
+    // Adding a passkey, which signs in on its own, needs a fresh proof too.
+    let passkey = post(
+        &server,
+        Some(&admin),
+        "/api/v1/auth/passkeys/registration/options",
+        json!({}),
+    )
+    .await;
+    assert_eq!(passkey.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(passkey).await, "step_up_required");
     let wrong = post(
         &server,
         Some(&admin),

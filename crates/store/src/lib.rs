@@ -95,6 +95,23 @@ pub enum StoreError {
     Invalid(&'static str),
 }
 
+/// When repeated wrong guesses lock an account (see [`Store::claim_guess`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessLock {
+    pub after_failures: i64,
+    pub first_ms: i64,
+    pub max_ms: i64,
+}
+
+/// The statement behind [`Store::claim_guess`] on both engines (`$n` are positional on
+/// SQLite too): failures + 1, and the lock `first_ms << (failures + 1 - after)` capped at
+/// `max_ms` once that reaches `after`.
+pub(crate) const CLAIM_GUESS_SQL: &str = "UPDATE users SET failed_logins = failed_logins + 1,
+         locked_until_ms = CASE WHEN failed_logins + 1 >= $1
+             THEN $2 + MIN($4, $3 << CAST(MIN(failed_logins + 1 - $1, 12) AS INTEGER))
+             ELSE locked_until_ms END
+     WHERE id = $5 AND locked_until_ms <= $2";
+
 /// A tree hash from a stored column, which must be exactly 32 bytes.
 pub(crate) fn tree_hash(
     table: &'static str,
@@ -589,6 +606,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
     /// Counts a failed sign-in and extends the lock to at least `locked_until_ms`.
     async fn record_login_failure(&self, user: UserId, locked_until_ms: i64) -> StoreResult<()>;
+    /// Claims one guess at a credential before it is checked, atomically: unless the
+    /// account is locked at `now_ms`, counts it as a failure (undone by
+    /// `reset_login_failures` when the guess proves right) and, when that makes
+    /// `lock_after` failures or more, locks the account for `lock_first_ms` doubling per
+    /// further failure up to `lock_max_ms`. Returns whether the guess may be checked; so
+    /// concurrent guesses cannot all slip in under one stale count.
+    async fn claim_guess(&self, user: UserId, now_ms: i64, lock: GuessLock) -> StoreResult<bool>;
     async fn reset_login_failures(&self, user: UserId) -> StoreResult<()>;
 
     async fn insert_session(&self, session: StoredSession) -> StoreResult<()>;

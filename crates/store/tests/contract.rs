@@ -2180,6 +2180,33 @@ async fn users_are_found_by_login_and_keep_their_sign_in_state(engine: &Engine) 
     assert_eq!(changed.password_changed_at_ms, T0_MS + 5);
     assert_eq!((changed.failed_logins, changed.locked_until_ms), (0, 0));
 
+    // Guesses are claimed before they are checked; the fifth claim locks, and a locked
+    // account grants no more claims until the lock ends.
+    let lock = haven_store::GuessLock {
+        after_failures: 5,
+        first_ms: 60_000,
+        max_ms: 3_600_000,
+    };
+    for n in 1..=5 {
+        assert!(
+            store.claim_guess(id, T0_MS, lock).await.unwrap(),
+            "claim {n}"
+        );
+    }
+    let locked = store.user(id).await.unwrap().unwrap();
+    assert_eq!(
+        (locked.failed_logins, locked.locked_until_ms),
+        (5, T0_MS + 60_000)
+    );
+    assert!(!store.claim_guess(id, T0_MS + 59_999, lock).await.unwrap());
+    assert!(store.claim_guess(id, T0_MS + 60_000, lock).await.unwrap());
+    let doubled = store.user(id).await.unwrap().unwrap();
+    assert_eq!(
+        (doubled.failed_logins, doubled.locked_until_ms),
+        (6, T0_MS + 60_000 + 120_000)
+    );
+    store.reset_login_failures(id).await.unwrap();
+
     // TOTP: a secret pending, then enabled; each time step is accepted once, never an
     // older one.
     let secret = random_bytes(40);

@@ -49,6 +49,13 @@ use crate::{App, AppError, AppResult};
 
 /// Failed sign-ins in a row before an account is locked.
 pub const LOCKOUT_FAILURES: i64 = 5;
+/// The same policy, as the store applies it when guesses are claimed before they are
+/// checked (second factor, step-up, password change).
+const GUESS_LOCK: haven_store::GuessLock = haven_store::GuessLock {
+    after_failures: LOCKOUT_FAILURES,
+    first_ms: LOCKOUT_SECS_FIRST * 1000,
+    max_ms: LOCKOUT_SECS_MAX * 1000,
+};
 /// The first lock; each further failure doubles it, up to [`LOCKOUT_SECS_MAX`].
 pub const LOCKOUT_SECS_FIRST: i64 = 60;
 pub const LOCKOUT_SECS_MAX: i64 = 3600;
@@ -70,6 +77,8 @@ pub const RECOVERY_CODES: usize = 10;
 /// Recovery codes: 10 characters of a 32-letter alphabet without look-alikes (50 bits).
 const RECOVERY_CODE_CHARS: usize = 10;
 const RECOVERY_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+/// Random bytes at or above this are drawn again, so every character is equally likely.
+const RECOVERY_BYTE_LIMIT: u8 = 248; // 8 × 31
 
 const SESSION_PREFIX: &str = "hvs_";
 const INVITATION_PREFIX: &str = "hvi_";
@@ -287,6 +296,13 @@ impl App {
             )
             .await?;
         self.require_fresh_context(context)?;
+        // Reviewers oversee administrators: an administrator cannot make one (nor redeem
+        // such an invitation themself); reviewer accounts come from the console.
+        if matches!(role, Role::Auditor | Role::PrivacyOfficer) {
+            return Err(AppError::Forbidden {
+                reason: "reviewer_roles_by_console",
+            });
+        }
         let (organisation, invited_by) = match context.actor.principal {
             Principal::User { user, .. } => (context.actor.organisation, Some(user)),
             // An operator's API token: the deployment's first organisation.
@@ -503,14 +519,17 @@ impl App {
                 reason: "invalid_credentials",
             });
         }
-        if user.failed_logins > 0 {
-            self.store.reset_login_failures(user.id).await?;
-        }
         let organisation = self
             .store
             .organisation(user.organisation)
             .await?
             .ok_or_else(|| AppError::Unexpected("a user's organisation is gone".into()))?;
+        // Failures are forgiven only when signing in is complete: a right password with a
+        // second factor still owed must not reset the count that bounds guesses at it.
+        let complete = Self::state_of(&user, &organisation, false)? == SessionState::Complete;
+        if complete && user.failed_logins > 0 {
+            self.store.reset_login_failures(user.id).await?;
+        }
         self.open_session(&user, &organisation, false, "signed_in", origin)
             .await
     }
@@ -662,9 +681,6 @@ impl App {
             });
         }
         if now_ms - session.last_seen_ms >= idle_timeout_ms {
-            self.store
-                .revoke_session(session.id, now_ms, "idle_timeout")
-                .await?;
             let event = self.identity_event(
                 AuditAction::Logout,
                 Some(&user),
@@ -674,6 +690,9 @@ impl App {
                 origin,
             );
             self.audit_identity(event).await?;
+            self.store
+                .revoke_session(session.id, now_ms, "idle_timeout")
+                .await?;
             return Err(AppError::Unauthenticated {
                 reason: "session_idle_timeout",
             });
@@ -763,7 +782,11 @@ impl App {
     }
 
     /// Starts TOTP set-up: a new secret, pending until a code from it is confirmed.
-    pub async fn totp_setup(&self, caller: &SessionCaller) -> AppResult<(String, String)> {
+    pub async fn totp_setup(
+        &self,
+        caller: &SessionCaller,
+        origin: &RequestOrigin,
+    ) -> AppResult<(String, String)> {
         let user = self.session_user(caller).await?;
         // An enabled factor stays as it is: replacing one is a separate, step-up-guarded
         // change, not a side door through set-up.
@@ -789,6 +812,15 @@ impl App {
             },
             &secret,
         );
+        let event = self.identity_event(
+            AuditAction::MfaChange,
+            Some(&user),
+            Some(caller.session),
+            Outcome::Allowed,
+            "totp_setup_started",
+            origin,
+        );
+        self.audit_identity(event).await?;
         self.store
             .set_totp(user.id, Some(sealed.into_bytes()), false)
             .await?;
@@ -835,7 +867,6 @@ impl App {
             self.audit_identity(event).await?;
             return Err(invalid("code", "that code is not right; try the next one"));
         }
-        let codes = self.new_recovery_codes(&user).await?;
         let event = self.identity_event(
             AuditAction::MfaChange,
             Some(&user),
@@ -845,6 +876,7 @@ impl App {
             origin,
         );
         self.audit_identity(event).await?;
+        let codes = self.new_recovery_codes(&user).await?;
         self.store
             .set_totp(user.id, user.totp_sealed.clone(), true)
             .await?;
@@ -854,15 +886,28 @@ impl App {
         Ok(codes)
     }
 
+    /// A recovery code as stored: keyed (HMAC with the deployment's blind-index key), so a
+    /// copy of the database alone cannot be searched for codes offline.
+    fn recovery_code_hash(&self, user: UserId, code: &str) -> Vec<u8> {
+        self.blind
+            .token("recovery_code", &format!("{user}:{code}"))
+            .as_bytes()
+            .to_vec()
+    }
+
     async fn new_recovery_codes(&self, user: &StoredUser) -> AppResult<Vec<Secret<String>>> {
         let mut codes = Vec::with_capacity(RECOVERY_CODES);
         for _ in 0..RECOVERY_CODES {
-            let mut bytes = [0u8; RECOVERY_CODE_CHARS];
-            rand::rngs::OsRng.fill_bytes(&mut bytes);
-            let code: String = bytes
-                .iter()
-                .map(|b| RECOVERY_ALPHABET[usize::from(*b) % RECOVERY_ALPHABET.len()] as char)
-                .collect();
+            let mut code = String::with_capacity(RECOVERY_CODE_CHARS);
+            while code.len() < RECOVERY_CODE_CHARS {
+                let mut byte = [0u8; 1];
+                rand::rngs::OsRng.fill_bytes(&mut byte);
+                if byte[0] < RECOVERY_BYTE_LIMIT {
+                    code.push(
+                        RECOVERY_ALPHABET[usize::from(byte[0]) % RECOVERY_ALPHABET.len()] as char,
+                    );
+                }
+            }
             codes.push(code);
         }
         self.store
@@ -870,7 +915,7 @@ impl App {
                 user.id,
                 codes
                     .iter()
-                    .map(|c| secret_hash(&format!("{}:{c}", user.id)))
+                    .map(|c| self.recovery_code_hash(user.id, c))
                     .collect(),
             )
             .await?;
@@ -892,14 +937,20 @@ impl App {
         }
         let user = self.session_user(caller).await?;
         let now_ms = self.clock.now_ms();
-        // Guesses at the second factor count like wrong passwords: a locked account takes
-        // no more, and the pending session that guessed is ended (see below).
-        if user.locked_until_ms > now_ms {
+        let ip: Option<IpAddr> = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+        if let Some(ip) = ip
+            && let Err(retry_after_secs) = self.throttle.check(ip, now_ms)
+        {
+            return Err(AppError::Throttled { retry_after_secs });
+        }
+        // Each guess is claimed (counted) before it is checked, atomically, so no burst of
+        // concurrent guesses slips past the lock; a locked account takes none, and the
+        // pending session that ran into the lock ends.
+        if !self.store.claim_guess(user.id, now_ms, GUESS_LOCK).await? {
+            self.sign_in_failed(Some(&user), "account_locked", ip, origin)
+                .await?;
             self.store
                 .revoke_session(caller.session, now_ms, "account_locked")
-                .await?;
-            let ip = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
-            self.sign_in_failed(Some(&user), "account_locked", ip, origin)
                 .await?;
             return Err(AppError::Unauthenticated {
                 reason: "invalid_credentials",
@@ -924,26 +975,25 @@ impl App {
             self.store
                 .use_recovery_code(
                     user.id,
-                    &secret_hash(&format!("{}:{normalised}", user.id)),
+                    &self.recovery_code_hash(user.id, &normalised),
                     self.clock.now_ms(),
                 )
                 .await?
         };
         if !accepted {
-            let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
-            self.store
-                .record_login_failure(user.id, locked_until_ms)
+            self.sign_in_failed(Some(&user), "second_factor_wrong", ip, origin)
                 .await?;
-            if locked_until_ms > 0 {
-                // The account is now locked: this pending session ends with it, so guessing
-                // cannot go on through it.
+            let locked = self
+                .store
+                .user(user.id)
+                .await?
+                .is_some_and(|u| u.locked_until_ms > now_ms);
+            if locked {
+                // That guess locked the account: the pending session ends with it.
                 self.store
                     .revoke_session(caller.session, now_ms, "account_locked")
                     .await?;
             }
-            let ip = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
-            self.sign_in_failed(Some(&user), "second_factor_wrong", ip, origin)
-                .await?;
             return Err(AppError::Unauthenticated {
                 reason: "invalid_credentials",
             });
@@ -980,9 +1030,9 @@ impl App {
     ) -> AppResult<()> {
         let user = self.session_user(caller).await?;
         let now_ms = self.clock.now_ms();
-        // Step-up guesses count against the account like sign-in guesses: a session left
-        // open must not become a way to try passwords without limit.
-        let mut proven = user.locked_until_ms <= now_ms
+        // Step-up guesses are claimed like second-factor guesses: a session left open must
+        // not become a way to try passwords without limit.
+        let mut proven = self.store.claim_guess(user.id, now_ms, GUESS_LOCK).await?
             && self
                 .passwords
                 .verify(password, Some(&user.password_hash))
@@ -1019,17 +1069,11 @@ impl App {
         );
         self.audit_identity(event).await?;
         if !proven {
-            let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
-            self.store
-                .record_login_failure(user.id, locked_until_ms)
-                .await?;
             return Err(AppError::Unauthenticated {
                 reason: "invalid_credentials",
             });
         }
-        if user.failed_logins > 0 {
-            self.store.reset_login_failures(user.id).await?;
-        }
+        self.store.reset_login_failures(user.id).await?;
         self.store
             .reauthenticate_session(caller.session, now_ms, user.totp_enabled)
             .await?;
@@ -1326,10 +1370,16 @@ impl App {
         origin: &RequestOrigin,
     ) -> AppResult<u64> {
         let user = self.session_user(caller).await?;
-        if !self
-            .passwords
-            .verify(current, Some(&user.password_hash))
-            .await?
+        // Claimed like any other guess at the password (see `step_up`).
+        let claimed = self
+            .store
+            .claim_guess(user.id, self.clock.now_ms(), GUESS_LOCK)
+            .await?;
+        if !claimed
+            || !self
+                .passwords
+                .verify(current, Some(&user.password_hash))
+                .await?
         {
             let event = self.identity_event(
                 AuditAction::PrivilegeChange,
@@ -1345,6 +1395,7 @@ impl App {
                 "the current password is not right",
             ));
         }
+        self.store.reset_login_failures(user.id).await?;
         let login = self.open_login(&user)?;
         passwords::check_new_password(new.expose_secret(), &[&login])
             .map_err(|weak| invalid("new_password", weak.0))?;
@@ -1437,6 +1488,15 @@ pub async fn issue_invitation(
         }
         (Role::Patient, Some(id)) if store.get_patient(id).await?.is_none() => {
             return Err(invalid("patient", "no patient has this id"));
+        }
+        (Role::Patient, Some(id))
+            if store
+                .organisation_users(organisation)
+                .await?
+                .iter()
+                .any(|u| u.patient == Some(id)) =>
+        {
+            return Err(invalid("patient", "this patient already has an account"));
         }
         (Role::Patient, Some(_)) | (_, None) => {}
         (_, Some(_)) => return Err(invalid("patient", "only a patient is linked to a record")),

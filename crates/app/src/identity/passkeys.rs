@@ -89,12 +89,24 @@ impl App {
             })
     }
 
+    /// A new passkey signs in on its own, so adding one needs a fresh proof of identity,
+    /// like any other sensitive change: a hijacked session cannot plant a way back in.
+    fn require_fresh_session(&self, caller: &SessionCaller) -> AppResult<()> {
+        if self.clock.now_ms() - caller.authenticated_at_ms > super::STEP_UP_FRESH_SECS * 1000 {
+            return Err(AppError::Unauthenticated {
+                reason: "step_up_required",
+            });
+        }
+        Ok(())
+    }
+
     /// Options for registering a passkey to the signed-in caller.
     pub async fn passkey_registration_options(
         &self,
         caller: &SessionCaller,
     ) -> AppResult<Ceremony<CreationOptions>> {
         let relying_party = self.relying_party()?;
+        self.require_fresh_session(caller)?;
         let user = self.session_user(caller).await?;
         let existing = self.store.user_passkeys(user.id).await?;
         if existing.len() >= haven_store::limits::PASSKEYS_PER_USER_MAX as usize {
@@ -131,6 +143,7 @@ impl App {
         origin: &RequestOrigin,
     ) -> AppResult<()> {
         let relying_party = self.relying_party()?;
+        self.require_fresh_session(caller)?;
         let user = self.session_user(caller).await?;
         let name = name.trim();
         if name.is_empty()

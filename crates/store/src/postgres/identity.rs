@@ -716,3 +716,23 @@ pub(super) async fn set_user_disabled(
     )
     .await
 }
+
+pub(super) async fn claim_guess(
+    pool: &PgPool,
+    user: UserId,
+    now_ms: i64,
+    lock: crate::GuessLock,
+) -> StoreResult<bool> {
+    // PostgreSQL spells MIN of two values LEAST; otherwise the statement is shared.
+    let sql = crate::CLAIM_GUESS_SQL.replace("MIN(", "LEAST(");
+    Ok(sqlx::query(&sql)
+        .bind(lock.after_failures)
+        .bind(now_ms)
+        .bind(lock.first_ms)
+        .bind(lock.max_ms)
+        .bind(user.as_uuid())
+        .execute(pool)
+        .await?
+        .rows_affected()
+        > 0)
+}

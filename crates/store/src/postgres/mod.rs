@@ -860,6 +860,14 @@ impl Store for PostgresStore {
     async fn record_login_failure(&self, user: UserId, locked_until_ms: i64) -> StoreResult<()> {
         identity::record_login_failure(&self.pool, user, locked_until_ms).await
     }
+    async fn claim_guess(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        lock: crate::GuessLock,
+    ) -> StoreResult<bool> {
+        identity::claim_guess(&self.pool, user, now_ms, lock).await
+    }
     async fn reset_login_failures(&self, user: UserId) -> StoreResult<()> {
         identity::reset_login_failures(&self.pool, user).await
     }

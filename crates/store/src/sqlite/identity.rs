@@ -38,6 +38,11 @@ pub(super) enum IdentityOp {
         locked_until_ms: i64,
     },
     ResetLoginFailures(UserId),
+    ClaimGuess {
+        user: UserId,
+        now_ms: i64,
+        lock: crate::GuessLock,
+    },
     SetUserDisabled {
         user: UserId,
         disabled_at_ms: Option<i64>,
@@ -235,6 +240,16 @@ pub(super) async fn apply_identity(
         } => changed(
             sqlx::query("UPDATE users SET disabled_at_ms = ? WHERE id = ?")
                 .bind(disabled_at_ms)
+                .bind(user.as_uuid())
+                .execute(&mut *connection)
+                .await?,
+        ),
+        IdentityOp::ClaimGuess { user, now_ms, lock } => changed(
+            sqlx::query(crate::CLAIM_GUESS_SQL)
+                .bind(lock.after_failures)
+                .bind(now_ms)
+                .bind(lock.first_ms)
+                .bind(lock.max_ms)
                 .bind(user.as_uuid())
                 .execute(&mut *connection)
                 .await?,

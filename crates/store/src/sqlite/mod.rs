@@ -861,6 +861,16 @@ impl Store for SqliteStore {
         .map(drop)
     }
 
+    async fn claim_guess(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        lock: crate::GuessLock,
+    ) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::ClaimGuess { user, now_ms, lock })
+            .await
+    }
+
     async fn reset_login_failures(&self, user: UserId) -> StoreResult<()> {
         self.identity_changed(IdentityOp::ResetLoginFailures(user))
             .await
