@@ -41,7 +41,7 @@ enum Transport {
     Bearer,
 }
 
-/// A password as it arrives: never printed.
+/// A secret as it arrives (a password, an invitation, a one-time code): never printed.
 #[derive(Deserialize)]
 #[serde(transparent)]
 struct PasswordInput(String);
@@ -51,6 +51,9 @@ impl std::fmt::Debug for PasswordInput {
         f.write_str("PasswordInput(…)")
     }
 }
+
+/// A one-time secret other than a password (an invitation, a TOTP or recovery code).
+type SecretInput = PasswordInput;
 
 impl PasswordInput {
     fn secret(self) -> Secret<String> {
@@ -70,7 +73,7 @@ pub(crate) struct SignInInput {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnrolInput {
-    invitation: String,
+    invitation: SecretInput,
     login: String,
     password: PasswordInput,
     #[serde(default)]
@@ -147,7 +150,7 @@ pub(crate) async fn enrol(
     let opened = state
         .app
         .enrol(
-            &input.invitation,
+            &input.invitation.0,
             &input.login,
             &input.password.secret(),
             &origin,
@@ -159,7 +162,7 @@ pub(crate) async fn enrol(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CodeInput {
-    code: String,
+    code: SecretInput,
 }
 
 /// The second step of signing in: a TOTP code or a recovery code.
@@ -170,7 +173,7 @@ pub(crate) async fn second_factor(
 ) -> Result<Response, ApiError> {
     state
         .app
-        .sign_in_second_factor(&caller.session, &input.code, &caller.origin)
+        .sign_in_second_factor(&caller.session, &input.code.0, &caller.origin)
         .await?;
     Ok(Json(serde_json::json!({ "state": SessionState::Complete.as_str() })).into_response())
 }
@@ -193,7 +196,7 @@ pub(crate) async fn totp_confirm(
 ) -> Result<Response, ApiError> {
     let codes = state
         .app
-        .totp_confirm(&caller.session, &input.code, &caller.origin)
+        .totp_confirm(&caller.session, &input.code.0, &caller.origin)
         .await?;
     Ok(Json(serde_json::json!({
         "state": SessionState::Complete.as_str(),
@@ -204,6 +207,14 @@ pub(crate) async fn totp_confirm(
 
 /// The current session: its state and time-outs.
 pub(crate) async fn current(caller: SessionCaller) -> Response {
+    // Until the second factor is given, the session says only where it stands.
+    if caller.session.state != SessionState::Complete {
+        return Json(serde_json::json!({
+            "session_id": caller.session.session.to_string(),
+            "state": caller.session.state.as_str(),
+        }))
+        .into_response();
+    }
     let actor = &caller.session.actor;
     Json(serde_json::json!({
         "session_id": caller.session.session.to_string(),
@@ -468,7 +479,7 @@ pub(crate) async fn passkey_sign_in(
 #[serde(deny_unknown_fields)]
 pub(crate) struct StepUpInput {
     password: PasswordInput,
-    code: Option<String>,
+    code: Option<SecretInput>,
 }
 
 /// Proves again who the caller is, for sensitive actions in the next few minutes.
@@ -483,7 +494,7 @@ pub(crate) async fn step_up(
         .step_up(
             &caller.session,
             &input.password.secret(),
-            input.code.as_deref(),
+            input.code.as_ref().map(|c| c.0.as_str()),
             &caller.origin,
         )
         .await?;

@@ -190,8 +190,19 @@ fn presented(parts: &Parts) -> Result<Presented<'_>, ApiError> {
             .headers
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|sent| sent == haven_app::identity::csrf_token(&token));
+            .is_some_and(|sent| same_token(sent, &haven_app::identity::csrf_token(&token)));
     Ok(Presented::Cookie { token, csrf_ok })
+}
+
+/// Compares two tokens in time that depends only on their lengths, so a forger learns
+/// nothing from how quickly a wrong guess is refused.
+fn same_token(sent: &str, expected: &str) -> bool {
+    sent.len() == expected.len()
+        && sent
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn csrf_refused() -> ApiError {

@@ -146,6 +146,18 @@ async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
     assert_eq!(early.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(early).await, "mfa_setup_required");
 
+    // Until then it says only where it stands.
+    let pending: Value = get(&server, &token, "/api/v1/auth/session")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["state"], "mfa_setup_required");
+    assert!(
+        pending.get("role").is_none() && pending.get("user").is_none(),
+        "{pending}"
+    );
+
     let (secret, codes) = set_up_totp(&server, &token).await;
     assert_eq!(codes.len(), 10);
     let list = get(&server, &token, "/api/v1/patients").await;
