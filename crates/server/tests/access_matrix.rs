@@ -208,23 +208,6 @@ fn expected(role: Role, endpoint: &Endpoint, target: Target) -> StatusCode {
     }
 }
 
-async fn create_patient(server: &TestServer, family: &str) -> PatientId {
-    let created = server
-        .client
-        .post(server.endpoint("/api/v1/patients"))
-        .bearer_auth(&server.admin_token)
-        .json(&json!({ "name": { "family": family }, "birth_date": "1980-02-03" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 async fn denials(server: &TestServer) -> usize {
     server
         .app()
@@ -240,8 +223,8 @@ async fn denials(server: &TestServer) -> usize {
 async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
     let server = TestServer::start(backend).await;
     server.invite(Role::Nurse, None).await; // the organisation exists
-    let own = create_patient(&server, "Own").await;
-    let other = create_patient(&server, "Other").await;
+    let own = server.create_patient("Own").await;
+    let other = server.create_patient("Other").await;
     let missing = PatientId::generate();
     server.app().checkpoint_now().await.unwrap();
 

@@ -367,25 +367,9 @@ async fn recovery_codes_work_once(backend: Backend) {
     }
 }
 
-async fn create_patient(server: &TestServer, family: &str) -> haven_domain::PatientId {
-    let created = post(
-        server,
-        Some(&server.admin_token),
-        "/api/v1/patients",
-        json!({ "name": { "family": family }, "birth_date": "1980-02-03" }),
-    )
-    .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// A patient enrolled with a bearer session (patients need no second factor by default).
 async fn enrol_patient(server: &TestServer, login: &str) -> (haven_domain::PatientId, String) {
-    let patient = create_patient(server, "Lovelace").await;
+    let patient = server.create_patient("Lovelace").await;
     let invitation = server.invite(Role::Patient, Some(patient)).await;
     let (token, state) = enrol_with(server, &invitation, login).await;
     assert_eq!(state, "complete");
@@ -509,7 +493,7 @@ async fn sessions_end_after_idle_and_absolute_time_outs(backend: Backend) {
 
 async fn cookie_sessions_need_the_csrf_token_to_change_anything(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let patient = create_patient(&server, "Lovelace").await;
+    let patient = server.create_patient("Lovelace").await;
     let invitation = server.invite(Role::Patient, Some(patient)).await;
     let enrolled = post(
         &server,
@@ -820,7 +804,7 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
 async fn a_patient_signs_in_and_sees_only_their_own_record(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (patient, token) = enrol_patient(&server, "ada@north.example").await;
-    let stranger = create_patient(&server, "Babbage").await;
+    let stranger = server.create_patient("Babbage").await;
     assert_eq!(
         get(&server, &token, &format!("/api/v1/patients/{patient}"))
             .await

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use haven_app::audit_log::{LogAltered, verify_log};
 use haven_audit::checkpoint::CheckpointVerifier;
 use haven_audit::merkle::{Hash, verify_consistency, verify_inclusion};
-use haven_domain::{PatientId, Role};
+use haven_domain::Role;
 use haven_test_support::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -31,23 +31,6 @@ async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response 
         .bearer_auth(token)
         .send()
         .await
-        .unwrap()
-}
-
-async fn create_patient(server: &TestServer, family: &str) -> PatientId {
-    let created = server
-        .client
-        .post(server.endpoint("/api/v1/patients"))
-        .bearer_auth(&server.admin_token)
-        .json(&json!({ "name": { "family": family }, "birth_date": "1980-02-03" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
         .unwrap()
 }
 
@@ -94,8 +77,8 @@ fn client_checks(verifier: &CheckpointVerifier, checkpoint: &Value, entry: &Valu
 
 async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let ada = create_patient(&server, "Lovelace").await;
-    let bob = create_patient(&server, "Babbage").await;
+    let ada = server.create_patient("Lovelace").await;
+    let bob = server.create_patient("Babbage").await;
     let clinician = server.token(Role::Clinician, 1).await;
     for id in [ada, bob] {
         let read = get(&server, &clinician, &format!("/api/v1/patients/{id}")).await;
@@ -199,8 +182,8 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
 
 async fn the_access_log_refuses_others_and_bad_requests(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let ada = create_patient(&server, "Lovelace").await;
-    let bob = create_patient(&server, "Babbage").await;
+    let ada = server.create_patient("Lovelace").await;
+    let bob = server.create_patient("Babbage").await;
     let patient = server.patient_token(ada).await;
     let denied_before = denied_count(&server).await;
 
@@ -308,7 +291,7 @@ async fn denied_count(server: &TestServer) -> usize {
 async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
     let server = TestServer::start(backend).await;
     for n in 0..5 {
-        create_patient(&server, &format!("Proof{n}")).await;
+        server.create_patient(&format!("Proof{n}")).await;
     }
     server.app().checkpoint_now().await.unwrap();
     let auditor = server.token(Role::Auditor, 1).await;
@@ -384,7 +367,7 @@ async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     }
     let patient = server
-        .patient_token(create_patient(&server, "Nosy").await)
+        .patient_token(server.create_patient("Nosy").await)
         .await;
     let refused = get(&server, &patient, "/api/v1/audit/proofs/inclusion?seq=1").await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
@@ -393,7 +376,7 @@ async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
 async fn witnesses_get_consistency_proofs_between_checkpoints(backend: Backend) {
     let server = TestServer::start(backend).await;
     for n in 0..7 {
-        create_patient(&server, &format!("Witness{n}")).await;
+        server.create_patient(&format!("Witness{n}")).await;
         server.app().checkpoint_now().await.unwrap();
     }
     let witness = server.token(Role::Auditor, 1).await;
@@ -489,7 +472,7 @@ async fn an_altered_entry_fails_the_clients_check_and_is_named_under_a_sparse_ch
     backend: Backend,
 ) {
     let server = TestServer::start(backend).await;
-    let ada = create_patient(&server, "Lovelace").await;
+    let ada = server.create_patient("Lovelace").await;
     let clinician = server.token(Role::Clinician, 1).await;
     for _ in 0..30 {
         let read = get(&server, &clinician, &format!("/api/v1/patients/{ada}")).await;

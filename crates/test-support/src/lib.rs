@@ -243,6 +243,27 @@ impl TestServer {
         .clone()
     }
 
+    /// Registers a patient with the administrator's token and returns the new id.
+    pub async fn create_patient(&self, family: &str) -> haven_domain::PatientId {
+        let created = self
+            .client
+            .post(self.endpoint("/api/v1/patients"))
+            .bearer_auth(&self.admin_token)
+            .json(&serde_json::json!({ "name": { "family": family }, "birth_date": "1980-02-03" }))
+            .send()
+            .await
+            .expect("create a patient");
+        assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+        created
+            .json::<serde_json::Value>()
+            .await
+            .expect("a JSON answer")["id"]
+            .as_str()
+            .expect("an id")
+            .parse()
+            .expect("a patient id")
+    }
+
     /// Mints a patient's token, standing for the record `patient`.
     pub async fn patient_token(&self, patient: haven_domain::PatientId) -> String {
         self.token_for(Role::Patient, Some(patient), 24).await

@@ -288,14 +288,8 @@ impl App {
         patient: Option<PatientId>,
         ttl_hours: u32,
     ) -> AppResult<IssuedInvitation> {
-        self.gate
-            .authorize_administration(
-                context,
-                haven_domain::Action::Create,
-                haven_domain::Resource::Users,
-            )
+        self.authorize_sensitive_administration(context, haven_domain::Action::Create)
             .await?;
-        self.require_fresh_context(context)?;
         // Reviewers oversee administrators: an administrator cannot make one (nor redeem
         // such an invitation themself); reviewer accounts come from the console.
         if matches!(role, Role::Auditor | Role::PrivacyOfficer) {
@@ -1108,14 +1102,8 @@ impl App {
         absolute_timeout_secs: i64,
         patient_mfa_required: bool,
     ) -> AppResult<StoredOrganisation> {
-        self.gate
-            .authorize_administration(
-                context,
-                haven_domain::Action::Update,
-                haven_domain::Resource::Users,
-            )
+        self.authorize_sensitive_administration(context, haven_domain::Action::Update)
             .await?;
-        self.require_fresh_context(context)?;
         let (idle_min, idle_max) = IDLE_TIMEOUT_SECS_RANGE;
         if !(idle_min..=idle_max).contains(&idle_timeout_secs) {
             return Err(invalid(
@@ -1147,13 +1135,10 @@ impl App {
             None,
             "organisation_policy_changed",
         );
-        event.actor = Some(context.actor.principal.actor_id());
-        event.role = Some(context.actor.role.as_str().to_owned());
-        event.session = context.actor.principal.session().map(|s| s.to_string());
+        context_into_event(context, &mut event);
         event.organisation = Some(updated.id.to_string());
         event.resource_type = Some("Organization".to_owned());
         event.resource_id = Some(updated.id.to_string());
-        event.origin = context.origin.clone();
         self.audit_identity(event).await?;
         self.store.update_organisation(updated.clone()).await?;
         Ok(updated)
@@ -1172,9 +1157,7 @@ impl App {
         let organisation = self.my_organisation(context).await?;
         let mut event =
             crate::keys::system_event(self.clock.now_ms(), AuditAction::Read, None, "users_listed");
-        event.actor = Some(context.actor.principal.actor_id());
-        event.role = Some(context.actor.role.as_str().to_owned());
-        event.session = context.actor.principal.session().map(|s| s.to_string());
+        context_into_event(context, &mut event);
         event.organisation = Some(organisation.id.to_string());
         event.resource_type = Some("User".to_owned());
         event.purpose_of_use = Some(
@@ -1182,7 +1165,6 @@ impl App {
                 .code()
                 .to_owned(),
         );
-        event.origin = context.origin.clone();
         self.audit_identity(event).await?;
         self.store
             .organisation_users(organisation.id)
@@ -1210,14 +1192,8 @@ impl App {
         context: &crate::RequestContext,
         target: UserId,
     ) -> AppResult<()> {
-        self.gate
-            .authorize_administration(
-                context,
-                haven_domain::Action::Update,
-                haven_domain::Resource::Users,
-            )
+        self.authorize_sensitive_administration(context, haven_domain::Action::Update)
             .await?;
-        self.require_fresh_context(context)?;
         if matches!(context.actor.principal, Principal::User { user, .. } if user == target) {
             return Err(AppError::Conflict {
                 code: "cannot_disable_self",
@@ -1238,19 +1214,29 @@ impl App {
             user.patient,
             "user_disabled",
         );
-        event.actor = Some(context.actor.principal.actor_id());
-        event.role = Some(context.actor.role.as_str().to_owned());
-        event.session = context.actor.principal.session().map(|s| s.to_string());
+        context_into_event(context, &mut event);
         event.organisation = Some(organisation.id.to_string());
         event.resource_type = Some("User".to_owned());
         event.resource_id = Some(user.id.to_string());
-        event.origin = context.origin.clone();
         self.audit_identity(event).await?;
         self.store.set_user_disabled(user.id, Some(now_ms)).await?;
         self.store
             .revoke_user_sessions(user.id, None, now_ms, "user_disabled")
             .await?;
         Ok(())
+    }
+
+    /// An administrator's change to accounts or policy: allowed by the policy (a refusal is
+    /// audited) and, for a signed-in administrator, freshly re-authenticated.
+    async fn authorize_sensitive_administration(
+        &self,
+        context: &crate::RequestContext,
+        action: haven_domain::Action,
+    ) -> AppResult<()> {
+        self.gate
+            .authorize_administration(context, action, haven_domain::Resource::Users)
+            .await?;
+        self.require_fresh_context(context)
     }
 
     /// Whether a signed-in caller proved who they are within [`STEP_UP_FRESH_SECS`], for a
@@ -1416,6 +1402,14 @@ impl App {
             .revoke_user_sessions(user.id, Some(caller.session), now_ms, "password_changed")
             .await?)
     }
+}
+
+/// Fills in who did it and from where, for an entry of an administrative action.
+fn context_into_event(context: &crate::RequestContext, event: &mut AuditEvent) {
+    event.actor = Some(context.actor.principal.actor_id());
+    event.role = Some(context.actor.role.as_str().to_owned());
+    event.session = context.actor.principal.session().map(|s| s.to_string());
+    event.origin = context.origin.clone();
 }
 
 /// The first organisation, created on first use with `name` (`haven admin bootstrap`).
