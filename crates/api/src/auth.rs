@@ -10,6 +10,8 @@
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use haven_app::Secret;
 use haven_app::identity::{OpenedSession, SessionState};
 use haven_audit::RequestOrigin;
@@ -441,6 +443,7 @@ pub(crate) async fn passkeys(
         .into_iter()
         .map(|p| {
             serde_json::json!({
+                "id": URL_SAFE_NO_PAD.encode(&p.credential_id),
                 "name": p.name,
                 "created_at_ms": p.created_at_ms,
                 "last_used_ms": p.last_used_ms,
@@ -580,5 +583,23 @@ pub(crate) async fn disable_user(
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
     state.app.disable_user(&context, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn remove_passkey(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    caller: SessionCaller,
+) -> Result<Response, ApiError> {
+    complete(&caller)?;
+    let credential_id = URL_SAFE_NO_PAD
+        .decode(id.as_bytes())
+        .ok()
+        .filter(|bytes| !bytes.is_empty() && bytes.len() <= 1023)
+        .ok_or_else(|| ApiError::bad_request("invalid_id", "a passkey id is base64url"))?;
+    state
+        .app
+        .remove_passkey(&caller.session, &credential_id, &caller.origin)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -115,6 +115,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             get(auth::organisation).put(auth::update_organisation),
         )
         .route("/api/v1/auth/passkeys", get(auth::passkeys))
+        .route("/api/v1/auth/passkeys/{id}", delete(auth::remove_passkey))
         .route(
             "/api/v1/auth/passkeys/registration/options",
             post(auth::passkey_registration_options),

@@ -140,10 +140,39 @@ async fn a_passkey_registers_and_signs_in_from_chromium(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        list.json::<Value>().await.unwrap()["items"][0]["name"],
-        "test laptop"
-    );
+    let list: Value = list.json().await.unwrap();
+    assert_eq!(list["items"][0]["name"], "test laptop");
+
+    // Its owner removes it; a made-up id is simply not found.
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let remove = |id: String| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .delete(server.endpoint(&format!("/api/v1/auth/passkeys/{id}")))
+                .bearer_auth(passkey_token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(remove("AAAA".into()).await, StatusCode::NOT_FOUND);
+    assert_eq!(remove("not base64!".into()).await, StatusCode::BAD_REQUEST);
+    assert_eq!(remove(id.clone()).await, StatusCode::NO_CONTENT);
+    assert_eq!(remove(id).await, StatusCode::NOT_FOUND);
+    let empty: Value = server
+        .client
+        .get(server.endpoint("/api/v1/auth/passkeys"))
+        .bearer_auth(passkey_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["items"].as_array().unwrap().len(), 0);
 
     let reasons: Vec<String> = server
         .app()

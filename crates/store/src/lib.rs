@@ -681,6 +681,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         new_sign_count: i64,
         now_ms: i64,
     ) -> StoreResult<bool>;
+    /// Removes one of a user's passkeys; returns whether it was theirs and is gone.
+    async fn delete_passkey(&self, user: UserId, credential_id: &[u8]) -> StoreResult<bool>;
     async fn insert_challenge(&self, challenge: StoredChallenge) -> StoreResult<()>;
     /// Removes and returns a challenge if it has not expired at `now_ms`: a challenge
     /// serves one ceremony, once.

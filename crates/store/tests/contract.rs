@@ -2561,6 +2561,27 @@ async fn passkeys_and_challenges_are_kept_and_used_once(engine: &Engine) {
         .unwrap();
     assert_eq!((used.sign_count, used.last_used_ms), (5, Some(T0_MS + 1)));
 
+    // Only its owner removes a passkey.
+    assert!(
+        !store
+            .delete_passkey(haven_domain::UserId::generate(), &passkey.credential_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_passkey(user.user.id, &passkey.credential_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.passkey(&passkey.credential_id).await.unwrap(), None);
+    assert!(
+        !store
+            .delete_passkey(user.user.id, &passkey.credential_id)
+            .await
+            .unwrap()
+    );
+
     let challenge = haven_store::StoredChallenge {
         id: uuid::Uuid::now_v7(),
         challenge: random_bytes(32),

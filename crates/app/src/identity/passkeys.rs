@@ -310,6 +310,36 @@ impl App {
         Ok(opened)
     }
 
+    /// Removes one of the caller's passkeys (a fresh proof needed, like adding one).
+    pub async fn remove_passkey(
+        &self,
+        caller: &SessionCaller,
+        credential_id: &[u8],
+        origin: &RequestOrigin,
+    ) -> AppResult<()> {
+        self.require_fresh_session(caller)?;
+        let user = self.session_user(caller).await?;
+        let theirs = self
+            .store
+            .passkey(credential_id)
+            .await?
+            .is_some_and(|p| p.user == user.id);
+        if !theirs {
+            return Err(AppError::NotFound);
+        }
+        let event = self.identity_event(
+            AuditAction::MfaChange,
+            Some(&user),
+            Some(caller.session),
+            Outcome::Allowed,
+            "passkey_removed",
+            origin,
+        );
+        self.audit_identity(event).await?;
+        self.store.delete_passkey(user.id, credential_id).await?;
+        Ok(())
+    }
+
     /// The caller's passkeys (names and dates only).
     pub async fn my_passkeys(&self, caller: &SessionCaller) -> AppResult<Vec<StoredPasskey>> {
         let Principal::User { user, .. } = caller.actor.principal else {

@@ -736,3 +736,17 @@ pub(super) async fn claim_guess(
         .rows_affected()
         > 0)
 }
+
+pub(super) async fn delete_passkey(
+    pool: &PgPool,
+    user: UserId,
+    credential_id: &[u8],
+) -> StoreResult<bool> {
+    changed(
+        sqlx::query("DELETE FROM passkeys WHERE user_id = $1 AND credential_id = $2")
+            .bind(user.as_uuid())
+            .bind(credential_id),
+        pool,
+    )
+    .await
+}

@@ -960,6 +960,9 @@ impl Store for PostgresStore {
         )
         .await
     }
+    async fn delete_passkey(&self, user: UserId, credential_id: &[u8]) -> StoreResult<bool> {
+        identity::delete_passkey(&self.pool, user, credential_id).await
+    }
     async fn insert_challenge(&self, challenge: crate::StoredChallenge) -> StoreResult<()> {
         identity::insert_challenge(&self.pool, challenge).await
     }

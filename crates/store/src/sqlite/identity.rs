@@ -90,6 +90,10 @@ pub(super) enum IdentityOp {
         new_sign_count: i64,
         now_ms: i64,
     },
+    DeletePasskey {
+        user: UserId,
+        credential_id: Vec<u8>,
+    },
     InsertChallenge(StoredChallenge),
     TakeChallenge {
         id: uuid::Uuid,
@@ -430,6 +434,16 @@ pub(super) async fn apply_identity(
             .bind(previous_sign_count)
             .execute(&mut *connection)
             .await?,
+        ),
+        IdentityOp::DeletePasskey {
+            user,
+            credential_id,
+        } => changed(
+            sqlx::query("DELETE FROM passkeys WHERE user_id = ? AND credential_id = ?")
+                .bind(user.as_uuid())
+                .bind(credential_id)
+                .execute(&mut *connection)
+                .await?,
         ),
         IdentityOp::InsertChallenge(c) => {
             // Expired challenges go as new ones come, so the table never grows unbounded.

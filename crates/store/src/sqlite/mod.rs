@@ -1022,6 +1022,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_passkey(&self, user: UserId, credential_id: &[u8]) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::DeletePasskey {
+            user,
+            credential_id: credential_id.to_vec(),
+        })
+        .await
+    }
+
     async fn insert_challenge(&self, challenge: crate::StoredChallenge) -> StoreResult<()> {
         self.identity_done(IdentityOp::InsertChallenge(challenge))
             .await
