@@ -601,6 +601,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         totp_sealed: Option<Vec<u8>>,
         enabled: bool,
     ) -> StoreResult<()>;
+    /// Stores a new pending TOTP secret unless a factor is already enabled (checked in the
+    /// same statement, so set-up cannot race a confirmation); returns whether it did.
+    async fn start_totp_setup(&self, user: UserId, totp_sealed: Vec<u8>) -> StoreResult<bool>;
     /// Records TOTP step `step` as used if it is later than the last one used; returns
     /// whether it was (false: a replayed or older code).
     async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;

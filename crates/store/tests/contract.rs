@@ -2210,10 +2210,7 @@ async fn users_are_found_by_login_and_keep_their_sign_in_state(engine: &Engine) 
     // TOTP: a secret pending, then enabled; each time step is accepted once, never an
     // older one.
     let secret = random_bytes(40);
-    store
-        .set_totp(id, Some(secret.clone()), false)
-        .await
-        .unwrap();
+    assert!(store.start_totp_setup(id, secret.clone()).await.unwrap());
     let pending = store.user(id).await.unwrap().unwrap();
     assert_eq!(
         (pending.totp_sealed.clone(), pending.totp_enabled),
@@ -2224,6 +2221,12 @@ async fn users_are_found_by_login_and_keep_their_sign_in_state(engine: &Engine) 
         .await
         .unwrap();
     assert!(store.user(id).await.unwrap().unwrap().totp_enabled);
+    // An enabled factor is never overwritten by a new set-up.
+    assert!(!store.start_totp_setup(id, random_bytes(40)).await.unwrap());
+    assert_eq!(
+        store.user(id).await.unwrap().unwrap().totp_sealed,
+        Some(secret.clone())
+    );
     assert!(store.advance_totp_step(id, 100).await.unwrap());
     assert!(
         !store.advance_totp_step(id, 100).await.unwrap(),

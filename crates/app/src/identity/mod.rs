@@ -815,9 +815,16 @@ impl App {
             origin,
         );
         self.audit_identity(event).await?;
-        self.store
-            .set_totp(user.id, Some(sealed.into_bytes()), false)
-            .await?;
+        if !self
+            .store
+            .start_totp_setup(user.id, sealed.into_bytes())
+            .await?
+        {
+            return Err(AppError::Conflict {
+                code: "totp_already_enabled",
+                message: "a second factor is already set up".into(),
+            });
+        }
         totp::provisioning(&secret, &self.open_login(&user)?)
     }
 

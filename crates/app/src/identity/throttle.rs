@@ -3,7 +3,8 @@
 //! Each source address may fail [`ATTEMPTS_PER_WINDOW_MAX`] sign-ins per
 //! [`WINDOW_MS`]; beyond that it waits for the window to end. Accounts are protected
 //! separately, in the store (a lock that survives restarts and spans instances); this
-//! guards the server from one address guessing across many accounts. The table holds at
+//! guards the server from one address guessing across many accounts (an IPv6 address
+//! counts with the rest of its /64 network). The table holds at
 //! most [`ADDRESSES_TRACKED_MAX`] addresses: when full, expired windows are dropped, and if
 //! none has expired the table starts over (an attacker filling it gains a fresh window,
 //! not a way around the account locks).
@@ -16,6 +17,18 @@ pub const WINDOW_MS: i64 = 60_000;
 pub const ATTEMPTS_PER_WINDOW_MAX: u32 = 20;
 pub const ADDRESSES_TRACKED_MAX: usize = 100_000;
 
+/// The unit an address is counted by: the address itself for IPv4, its /64 network for
+/// IPv6, since one IPv6 host can use any of the 2^64 addresses of its network.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(network))
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Throttle {
     windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
@@ -24,6 +37,7 @@ pub struct Throttle {
 impl Throttle {
     /// `Err(seconds to wait)` when `ip` has used up its failures for this window.
     pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
+        let ip = bucket(ip);
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         match windows.get(&ip) {
             Some(&(start, failures))
@@ -37,6 +51,7 @@ impl Throttle {
     }
 
     pub fn record_failure(&self, ip: IpAddr, now_ms: i64) {
+        let ip = bucket(ip);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() >= ADDRESSES_TRACKED_MAX && !windows.contains_key(&ip) {
             windows.retain(|_, (start, _)| now_ms - *start < WINDOW_MS);
@@ -71,5 +86,18 @@ mod tests {
         assert_eq!(throttle.check(ip, 61_000), Ok(()));
         throttle.record_failure(ip, 61_000);
         assert_eq!(throttle.check(ip, 61_000), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        let throttle = Throttle::default();
+        for n in 0..ATTEMPTS_PER_WINDOW_MAX {
+            let ip: IpAddr = format!("2001:db8:1:2::{n:x}").parse().unwrap();
+            throttle.record_failure(ip, 1_000);
+        }
+        let sibling: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(throttle.check(sibling, 1_000).is_err());
+        assert_eq!(throttle.check(elsewhere, 1_000), Ok(()));
     }
 }

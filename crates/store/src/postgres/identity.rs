@@ -750,3 +750,20 @@ pub(super) async fn delete_passkey(
     )
     .await
 }
+
+pub(super) async fn start_totp_setup(
+    pool: &PgPool,
+    user: UserId,
+    totp_sealed: Vec<u8>,
+) -> StoreResult<bool> {
+    changed(
+        sqlx::query(
+            "UPDATE users SET totp_sealed = $1, totp_enabled = FALSE
+             WHERE id = $2 AND totp_enabled = FALSE",
+        )
+        .bind(totp_sealed)
+        .bind(user.as_uuid()),
+        pool,
+    )
+    .await
+}

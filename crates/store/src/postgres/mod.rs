@@ -854,6 +854,9 @@ impl Store for PostgresStore {
     ) -> StoreResult<()> {
         identity::set_totp(&self.pool, user, totp_sealed, enabled).await
     }
+    async fn start_totp_setup(&self, user: UserId, totp_sealed: Vec<u8>) -> StoreResult<bool> {
+        identity::start_totp_setup(&self.pool, user, totp_sealed).await
+    }
     async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
         identity::advance_totp_step(&self.pool, user, step).await
     }

@@ -29,6 +29,10 @@ pub(super) enum IdentityOp {
         totp_sealed: Option<Vec<u8>>,
         enabled: bool,
     },
+    StartTotpSetup {
+        user: UserId,
+        totp_sealed: Vec<u8>,
+    },
     AdvanceTotpStep {
         user: UserId,
         step: i64,
@@ -216,6 +220,16 @@ pub(super) async fn apply_identity(
                 .bind(user.as_uuid())
                 .execute(&mut *connection)
                 .await?,
+        ),
+        IdentityOp::StartTotpSetup { user, totp_sealed } => changed(
+            sqlx::query(
+                "UPDATE users SET totp_sealed = ?, totp_enabled = 0
+                 WHERE id = ? AND totp_enabled = 0",
+            )
+            .bind(totp_sealed)
+            .bind(user.as_uuid())
+            .execute(&mut *connection)
+            .await?,
         ),
         IdentityOp::AdvanceTotpStep { user, step } => changed(
             sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")

@@ -847,6 +847,11 @@ impl Store for SqliteStore {
         .map(drop)
     }
 
+    async fn start_totp_setup(&self, user: UserId, totp_sealed: Vec<u8>) -> StoreResult<bool> {
+        self.identity_changed(IdentityOp::StartTotpSetup { user, totp_sealed })
+            .await
+    }
+
     async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
         self.identity_changed(IdentityOp::AdvanceTotpStep { user, step })
             .await
