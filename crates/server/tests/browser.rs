@@ -53,36 +53,24 @@ async fn run_script(script: &str, env: &[(&str, &str)]) -> Value {
     })
 }
 
-async fn post(
-    server: &TestServer,
-    token: Option<&str>,
-    path: &str,
-    body: Value,
-) -> reqwest::Response {
-    let mut request = server.client.post(server.endpoint(path)).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap()
-}
-
 async fn a_passkey_registers_and_signs_in_from_chromium(backend: Backend) {
     let server = TestServer::start(backend).await;
     // A clinician, fully signed in (password and TOTP), registers the passkey.
     let invitation = server.invite(Role::Clinician, None).await;
-    let enrolled: Value = post(
-        &server,
-        None,
-        "/api/v1/auth/enrol",
-        json!({ "invitation": invitation, "login": "joan@north.example",
+    let enrolled: Value = server
+        .post_as(
+            None,
+            "/api/v1/auth/enrol",
+            json!({ "invitation": invitation, "login": "joan@north.example",
                 "password": "marble kettle on the hill", "transport": "bearer" }),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = enrolled["token"].as_str().unwrap().to_owned();
-    let setup: Value = post(&server, Some(&token), "/api/v1/auth/totp/setup", json!({}))
+    let setup: Value = server
+        .post_as(Some(&token), "/api/v1/auth/totp/setup", json!({}))
         .await
         .json()
         .await
@@ -90,13 +78,13 @@ async fn a_passkey_registers_and_signs_in_from_chromium(backend: Backend) {
     use haven_app::Clock;
     let now = u64::try_from(server.clock.now_ms() / 1000).unwrap();
     let code = code_at_base32(setup["secret"].as_str().unwrap(), now).unwrap();
-    let confirmed = post(
-        &server,
-        Some(&token),
-        "/api/v1/auth/totp/confirm",
-        json!({ "code": code }),
-    )
-    .await;
+    let confirmed = server
+        .post_as(
+            Some(&token),
+            "/api/v1/auth/totp/confirm",
+            json!({ "code": code }),
+        )
+        .await;
     assert_eq!(confirmed.status(), StatusCode::OK);
 
     // Passkeys are bound to localhost (browsers refuse them on an IP address).

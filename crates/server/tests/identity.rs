@@ -29,29 +29,6 @@ haven_test_support::on_every_backend!(
 
 const PASSWORD: &str = "wandering violet lighthouse";
 
-async fn post(
-    server: &TestServer,
-    token: Option<&str>,
-    path: &str,
-    body: Value,
-) -> reqwest::Response {
-    let mut request = server.client.post(server.endpoint(path)).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap()
-}
-
-async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
-    server
-        .client
-        .get(server.endpoint(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn code(response: reqwest::Response) -> String {
     let body: Value = response.json().await.unwrap();
     body["error"]["code"]
@@ -67,9 +44,7 @@ async fn enrol(server: &TestServer, role: Role, login: &str) -> (String, String)
 }
 
 async fn enrol_with(server: &TestServer, invitation: &str, login: &str) -> (String, String) {
-    let enrolled = post(
-        server,
-        None,
+    let enrolled = server.post_as(None,
         "/api/v1/auth/enrol",
         json!({ "invitation": invitation, "login": login, "password": PASSWORD, "transport": "bearer" }),
     )
@@ -83,13 +58,13 @@ async fn enrol_with(server: &TestServer, invitation: &str, login: &str) -> (Stri
 }
 
 async fn sign_in(server: &TestServer, login: &str, password: &str) -> reqwest::Response {
-    post(
-        server,
-        None,
-        "/api/v1/auth/sign-in",
-        json!({ "login": login, "password": password, "transport": "bearer" }),
-    )
-    .await
+    server
+        .post_as(
+            None,
+            "/api/v1/auth/sign-in",
+            json!({ "login": login, "password": password, "transport": "bearer" }),
+        )
+        .await
 }
 
 fn now_secs(server: &TestServer) -> u64 {
@@ -99,7 +74,9 @@ fn now_secs(server: &TestServer) -> u64 {
 
 /// Sets up TOTP for a fresh session; returns the base32 secret and the recovery codes.
 async fn set_up_totp(server: &TestServer, token: &str) -> (String, Vec<String>) {
-    let setup = post(server, Some(token), "/api/v1/auth/totp/setup", json!({})).await;
+    let setup = server
+        .post_as(Some(token), "/api/v1/auth/totp/setup", json!({}))
+        .await;
     assert_eq!(setup.status(), StatusCode::OK);
     let setup: Value = setup.json().await.unwrap();
     let secret = setup["secret"].as_str().unwrap().to_owned();
@@ -110,22 +87,22 @@ async fn set_up_totp(server: &TestServer, token: &str) -> (String, Vec<String>) 
             .starts_with("otpauth://totp/Haven:"),
         "{setup}"
     );
-    let wrong = post(
-        server,
-        Some(token),
-        "/api/v1/auth/totp/confirm",
-        json!({ "code": "000000" }),
-    )
-    .await;
+    let wrong = server
+        .post_as(
+            Some(token),
+            "/api/v1/auth/totp/confirm",
+            json!({ "code": "000000" }),
+        )
+        .await;
     assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let code = code_at_base32(&secret, now_secs(server)).unwrap();
-    let confirmed = post(
-        server,
-        Some(token),
-        "/api/v1/auth/totp/confirm",
-        json!({ "code": code }),
-    )
-    .await;
+    let confirmed = server
+        .post_as(
+            Some(token),
+            "/api/v1/auth/totp/confirm",
+            json!({ "code": code }),
+        )
+        .await;
     assert_eq!(confirmed.status(), StatusCode::OK);
     let confirmed: Value = confirmed.json().await.unwrap();
     let codes = confirmed["recovery_codes"]
@@ -142,12 +119,13 @@ async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
     let (token, state) = enrol(&server, Role::Clinician, "grace@north.example").await;
     assert_eq!(state, "mfa_setup_required");
     // Until a second factor is set up the session opens nothing.
-    let early = get(&server, &token, "/api/v1/patients").await;
+    let early = server.get_as(&token, "/api/v1/patients").await;
     assert_eq!(early.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(early).await, "mfa_setup_required");
 
     // Until then it says only where it stands.
-    let pending: Value = get(&server, &token, "/api/v1/auth/session")
+    let pending: Value = server
+        .get_as(&token, "/api/v1/auth/session")
         .await
         .json()
         .await
@@ -160,9 +138,10 @@ async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
 
     let (secret, codes) = set_up_totp(&server, &token).await;
     assert_eq!(codes.len(), 10);
-    let list = get(&server, &token, "/api/v1/patients").await;
+    let list = server.get_as(&token, "/api/v1/patients").await;
     assert_eq!(list.status(), StatusCode::OK);
-    let me: Value = get(&server, &token, "/api/v1/auth/session")
+    let me: Value = server
+        .get_as(&token, "/api/v1/auth/session")
         .await
         .json()
         .await
@@ -172,10 +151,12 @@ async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
         (Some("complete"), Some("clinician"))
     );
 
-    let out = post(&server, Some(&token), "/api/v1/auth/sign-out", json!({})).await;
+    let out = server
+        .post_as(Some(&token), "/api/v1/auth/sign-out", json!({}))
+        .await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        get(&server, &token, "/api/v1/patients").await.status(),
+        server.get_as(&token, "/api/v1/patients").await.status(),
         StatusCode::UNAUTHORIZED
     );
 
@@ -186,17 +167,17 @@ async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
     assert_eq!(signed["state"], "mfa_required");
     let pending = signed["token"].as_str().unwrap().to_owned();
     assert_eq!(
-        get(&server, &pending, "/api/v1/patients").await.status(),
+        server.get_as(&pending, "/api/v1/patients").await.status(),
         StatusCode::UNAUTHORIZED
     );
     let replay = code_at_base32(&secret, now_secs(&server)).unwrap();
-    let replayed = post(
-        &server,
-        Some(&pending),
-        "/api/v1/auth/second-factor",
-        json!({ "code": replay }),
-    )
-    .await;
+    let replayed = server
+        .post_as(
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": replay }),
+        )
+        .await;
     assert_eq!(
         replayed.status(),
         StatusCode::UNAUTHORIZED,
@@ -204,35 +185,31 @@ async fn staff_enrol_set_up_totp_and_sign_in_with_it(backend: Backend) {
     );
     server.clock.advance(Duration::from_secs(30));
     let fresh = code_at_base32(&secret, now_secs(&server)).unwrap();
-    let accepted = post(
-        &server,
-        Some(&pending),
-        "/api/v1/auth/second-factor",
-        json!({ "code": fresh }),
-    )
-    .await;
+    let accepted = server
+        .post_as(
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": fresh }),
+        )
+        .await;
     assert_eq!(accepted.status(), StatusCode::OK);
     assert_eq!(
-        get(&server, &pending, "/api/v1/patients").await.status(),
+        server.get_as(&pending, "/api/v1/patients").await.status(),
         StatusCode::OK
     );
-    let again = post(
-        &server,
-        Some(&pending),
-        "/api/v1/auth/second-factor",
-        json!({ "code": fresh }),
-    )
-    .await;
+    let again = server
+        .post_as(
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": fresh }),
+        )
+        .await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
 
     // A second set-up is refused; the factor stays.
-    let resetup = post(
-        &server,
-        Some(&pending),
-        "/api/v1/auth/totp/setup",
-        json!({}),
-    )
-    .await;
+    let resetup = server
+        .post_as(Some(&pending), "/api/v1/auth/totp/setup", json!({}))
+        .await;
     assert_eq!(resetup.status(), StatusCode::CONFLICT);
 
     // Every step is in the audit trail.
@@ -290,20 +267,21 @@ fn pyotp_code(otpauth_uri: &str, at_secs: u64) -> String {
 async fn codes_from_an_independent_totp_implementation_are_accepted_once(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (token, _) = enrol(&server, Role::Clinician, "ines@north.example").await;
-    let setup: Value = post(&server, Some(&token), "/api/v1/auth/totp/setup", json!({}))
+    let setup: Value = server
+        .post_as(Some(&token), "/api/v1/auth/totp/setup", json!({}))
         .await
         .json()
         .await
         .unwrap();
     let uri = setup["otpauth_uri"].as_str().unwrap().to_owned();
     let code = pyotp_code(&uri, now_secs(&server));
-    let confirmed = post(
-        &server,
-        Some(&token),
-        "/api/v1/auth/totp/confirm",
-        json!({ "code": code }),
-    )
-    .await;
+    let confirmed = server
+        .post_as(
+            Some(&token),
+            "/api/v1/auth/totp/confirm",
+            json!({ "code": code }),
+        )
+        .await;
     assert_eq!(confirmed.status(), StatusCode::OK);
 
     server.clock.advance(Duration::from_secs(60));
@@ -314,13 +292,13 @@ async fn codes_from_an_independent_totp_implementation_are_accepted_once(backend
         .unwrap();
     let pending = signed["token"].as_str().unwrap().to_owned();
     let code = pyotp_code(&uri, now_secs(&server));
-    let accepted = post(
-        &server,
-        Some(&pending),
-        "/api/v1/auth/second-factor",
-        json!({ "code": code }),
-    )
-    .await;
+    let accepted = server
+        .post_as(
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": code }),
+        )
+        .await;
     assert_eq!(accepted.status(), StatusCode::OK);
 
     // The same code, replayed on a new sign-in within its 30 seconds, is refused.
@@ -330,13 +308,13 @@ async fn codes_from_an_independent_totp_implementation_are_accepted_once(backend
         .await
         .unwrap();
     let again = again["token"].as_str().unwrap().to_owned();
-    let replayed = post(
-        &server,
-        Some(&again),
-        "/api/v1/auth/second-factor",
-        json!({ "code": code }),
-    )
-    .await;
+    let replayed = server
+        .post_as(
+            Some(&again),
+            "/api/v1/auth/second-factor",
+            json!({ "code": code }),
+        )
+        .await;
     assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -351,13 +329,13 @@ async fn recovery_codes_work_once(backend: Backend) {
             .await
             .unwrap();
         let pending = signed["token"].as_str().unwrap().to_owned();
-        let used = post(
-            &server,
-            Some(&pending),
-            "/api/v1/auth/second-factor",
-            json!({ "code": codes[0] }),
-        )
-        .await;
+        let used = server
+            .post_as(
+                Some(&pending),
+                "/api/v1/auth/second-factor",
+                json!({ "code": codes[0] }),
+            )
+            .await;
         let expected = if attempt == 0 {
             StatusCode::OK
         } else {
@@ -442,16 +420,18 @@ async fn wrong_passwords_and_unknown_logins_look_alike_and_lock_the_account(back
             StatusCode::UNAUTHORIZED,
         ),
     ] {
-        let answer = post(&server, None, "/api/v1/auth/sign-in", body.clone()).await;
+        let answer = server
+            .post_as(None, "/api/v1/auth/sign-in", body.clone())
+            .await;
         assert_eq!(answer.status(), status, "{body}");
     }
-    let oversized = post(
-        &server,
-        None,
-        "/api/v1/auth/sign-in",
-        json!({ "login": "ada@north.example", "password": "x".repeat(2 * 1024 * 1024) }),
-    )
-    .await;
+    let oversized = server
+        .post_as(
+            None,
+            "/api/v1/auth/sign-in",
+            json!({ "login": "ada@north.example", "password": "x".repeat(2 * 1024 * 1024) }),
+        )
+        .await;
     assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -462,15 +442,15 @@ async fn sessions_end_after_idle_and_absolute_time_outs(backend: Backend) {
     // Active every 14 minutes: the 15-minute idle time-out never fires.
     for _ in 0..3 {
         server.clock.advance(Duration::from_secs(14 * 60));
-        assert_eq!(get(&server, &token, &own).await.status(), StatusCode::OK);
+        assert_eq!(server.get_as(&token, &own).await.status(), StatusCode::OK);
     }
     server.clock.advance(Duration::from_secs(16 * 60));
-    let idle = get(&server, &token, &own).await;
+    let idle = server.get_as(&token, &own).await;
     assert_eq!(idle.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(idle).await, "session_idle_timeout");
     // And it stays ended.
     assert_eq!(
-        code(get(&server, &token, &own).await).await,
+        code(server.get_as(&token, &own).await).await,
         "session_revoked"
     );
 
@@ -483,10 +463,10 @@ async fn sessions_end_after_idle_and_absolute_time_outs(backend: Backend) {
     let token = signed["token"].as_str().unwrap().to_owned();
     for _ in 0..(12 * 60 / 10 - 1) {
         server.clock.advance(Duration::from_secs(10 * 60));
-        assert_eq!(get(&server, &token, &own).await.status(), StatusCode::OK);
+        assert_eq!(server.get_as(&token, &own).await.status(), StatusCode::OK);
     }
     server.clock.advance(Duration::from_secs(10 * 60));
-    let expired = get(&server, &token, &own).await;
+    let expired = server.get_as(&token, &own).await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(expired).await, "session_expired");
 }
@@ -495,13 +475,13 @@ async fn cookie_sessions_need_the_csrf_token_to_change_anything(backend: Backend
     let server = TestServer::start(backend).await;
     let patient = server.create_patient("Lovelace").await;
     let invitation = server.invite(Role::Patient, Some(patient)).await;
-    let enrolled = post(
-        &server,
-        None,
-        "/api/v1/auth/enrol",
-        json!({ "invitation": invitation, "login": "ada@north.example", "password": PASSWORD }),
-    )
-    .await;
+    let enrolled = server
+        .post_as(
+            None,
+            "/api/v1/auth/enrol",
+            json!({ "invitation": invitation, "login": "ada@north.example", "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(enrolled.status(), StatusCode::CREATED);
     let set_cookie = enrolled.headers()["set-cookie"]
         .to_str()
@@ -575,7 +555,8 @@ async fn sign_out_everywhere_and_a_new_password_end_other_sessions(backend: Back
         .unwrap();
     let second = second["token"].as_str().unwrap().to_owned();
 
-    let listed: Value = get(&server, &second, "/api/v1/auth/sessions")
+    let listed: Value = server
+        .get_as(&second, "/api/v1/auth/sessions")
         .await
         .json()
         .await
@@ -598,7 +579,7 @@ async fn sign_out_everywhere_and_a_new_password_end_other_sessions(backend: Back
         .await
         .unwrap();
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
-    assert_eq!(get(&server, &first, &own).await.status(), StatusCode::OK);
+    assert_eq!(server.get_as(&first, &own).await.status(), StatusCode::OK);
 
     // Password change: the current one is required, the new one must be strong; then the
     // other session ends and this one goes on.
@@ -616,33 +597,29 @@ async fn sign_out_everywhere_and_a_new_password_end_other_sessions(backend: Back
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
     ] {
-        let answer = post(
-            &server,
-            Some(&second),
-            "/api/v1/auth/password",
-            body.clone(),
-        )
-        .await;
+        let answer = server
+            .post_as(Some(&second), "/api/v1/auth/password", body.clone())
+            .await;
         assert_eq!(answer.status(), status, "{body}");
     }
     assert_eq!(
-        get(&server, &first, &own).await.status(),
+        server.get_as(&first, &own).await.status(),
         StatusCode::OK,
         "nothing changed"
     );
-    let changed = post(
-        &server,
-        Some(&second),
-        "/api/v1/auth/password",
-        json!({ "current_password": PASSWORD, "new_password": "orchid tunnel saxophone" }),
-    )
-    .await;
+    let changed = server
+        .post_as(
+            Some(&second),
+            "/api/v1/auth/password",
+            json!({ "current_password": PASSWORD, "new_password": "orchid tunnel saxophone" }),
+        )
+        .await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert_eq!(
-        get(&server, &first, &own).await.status(),
+        server.get_as(&first, &own).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(get(&server, &second, &own).await.status(), StatusCode::OK);
+    assert_eq!(server.get_as(&second, &own).await.status(), StatusCode::OK);
     assert_eq!(
         sign_in(&server, "ada@north.example", PASSWORD)
             .await
@@ -657,13 +634,9 @@ async fn sign_out_everywhere_and_a_new_password_end_other_sessions(backend: Back
     let third = third["token"].as_str().unwrap().to_owned();
 
     // Everywhere, this session included.
-    let everywhere = post(
-        &server,
-        Some(&third),
-        "/api/v1/auth/sign-out-everywhere",
-        json!({}),
-    )
-    .await;
+    let everywhere = server
+        .post_as(Some(&third), "/api/v1/auth/sign-out-everywhere", json!({}))
+        .await;
     assert_eq!(everywhere.status(), StatusCode::OK);
     assert_eq!(
         everywhere.json::<Value>().await.unwrap()["sessions_ended"],
@@ -671,7 +644,7 @@ async fn sign_out_everywhere_and_a_new_password_end_other_sessions(backend: Back
     );
     for token in [&second, &third] {
         assert_eq!(
-            get(&server, token, &own).await.status(),
+            server.get_as(token, &own).await.status(),
             StatusCode::UNAUTHORIZED
         );
     }
@@ -681,13 +654,13 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
     let server = TestServer::start(backend).await;
     server.invite(Role::Administrator, None).await; // the organisation exists
     let clinician = server.token(Role::Clinician, 1).await;
-    let refused = post(
-        &server,
-        Some(&clinician),
-        "/api/v1/invitations",
-        json!({ "role": "nurse" }),
-    )
-    .await;
+    let refused = server
+        .post_as(
+            Some(&clinician),
+            "/api/v1/invitations",
+            json!({ "role": "nurse" }),
+        )
+        .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     for (body, status) in [
         (
@@ -707,43 +680,43 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let answer = post(
-            &server,
-            Some(&server.admin_token),
-            "/api/v1/invitations",
-            body.clone(),
-        )
-        .await;
+        let answer = server
+            .post_as(
+                Some(&server.admin_token),
+                "/api/v1/invitations",
+                body.clone(),
+            )
+            .await;
         assert_eq!(answer.status(), status, "{body}");
     }
     // Reviewers oversee administrators: only the console makes them.
     for reviewer in ["auditor", "privacy_officer"] {
-        let refused = post(
-            &server,
-            Some(&server.admin_token),
-            "/api/v1/invitations",
-            json!({ "role": reviewer }),
-        )
-        .await;
+        let refused = server
+            .post_as(
+                Some(&server.admin_token),
+                "/api/v1/invitations",
+                json!({ "role": reviewer }),
+            )
+            .await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{reviewer}");
     }
     // One account per patient record.
     let (patient, _) = enrol_patient(&server, "ada@north.example").await;
-    let second = post(
-        &server,
-        Some(&server.admin_token),
-        "/api/v1/invitations",
-        json!({ "role": "patient", "patient": patient.to_string() }),
-    )
-    .await;
+    let second = server
+        .post_as(
+            Some(&server.admin_token),
+            "/api/v1/invitations",
+            json!({ "role": "patient", "patient": patient.to_string() }),
+        )
+        .await;
     assert_eq!(second.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let issued = post(
-        &server,
-        Some(&server.admin_token),
-        "/api/v1/invitations",
-        json!({ "role": "nurse" }),
-    )
-    .await;
+    let issued = server
+        .post_as(
+            Some(&server.admin_token),
+            "/api/v1/invitations",
+            json!({ "role": "nurse" }),
+        )
+        .await;
     assert_eq!(issued.status(), StatusCode::CREATED);
     let invitation = issued.json::<Value>().await.unwrap()["invitation"]
         .as_str()
@@ -751,9 +724,7 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
         .to_owned();
 
     let attempt = |login: &'static str, password: &'static str| {
-        post(
-            &server,
-            None,
+        server.post_as(None,
             "/api/v1/auth/enrol",
             json!({ "invitation": invitation.clone(), "login": login, "password": password, "transport": "bearer" }),
         )
@@ -777,26 +748,26 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
 
     // A login already taken.
     let other = server.invite(Role::Nurse, None).await;
-    let taken = post(
-        &server,
-        None,
-        "/api/v1/auth/enrol",
-        json!({ "invitation": other, "login": "MARY@north.example", "password": PASSWORD }),
-    )
-    .await;
+    let taken = server
+        .post_as(
+            None,
+            "/api/v1/auth/enrol",
+            json!({ "invitation": other, "login": "MARY@north.example", "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(taken.status(), StatusCode::CONFLICT);
     assert_eq!(code(taken).await, "login_taken");
 
     // An expired invitation.
     let late = server.invite(Role::Nurse, None).await;
     server.clock.advance(Duration::from_secs(25 * 3600));
-    let expired = post(
-        &server,
-        None,
-        "/api/v1/auth/enrol",
-        json!({ "invitation": late, "login": "late@north.example", "password": PASSWORD }),
-    )
-    .await;
+    let expired = server
+        .post_as(
+            None,
+            "/api/v1/auth/enrol",
+            json!({ "invitation": late, "login": "late@north.example", "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(expired).await, "invitation_invalid");
 }
@@ -806,27 +777,26 @@ async fn a_patient_signs_in_and_sees_only_their_own_record(backend: Backend) {
     let (patient, token) = enrol_patient(&server, "ada@north.example").await;
     let stranger = server.create_patient("Babbage").await;
     assert_eq!(
-        get(&server, &token, &format!("/api/v1/patients/{patient}"))
+        server
+            .get_as(&token, &format!("/api/v1/patients/{patient}"))
             .await
             .status(),
         StatusCode::OK
     );
     assert_eq!(
-        get(&server, &token, &format!("/api/v1/patients/{stranger}"))
+        server
+            .get_as(&token, &format!("/api/v1/patients/{stranger}"))
             .await
             .status(),
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        get(&server, &token, "/api/v1/patients").await.status(),
+        server.get_as(&token, "/api/v1/patients").await.status(),
         StatusCode::FORBIDDEN
     );
-    let log = get(
-        &server,
-        &token,
-        &format!("/api/v1/patients/{patient}/access-log"),
-    )
-    .await;
+    let log = server
+        .get_as(&token, &format!("/api/v1/patients/{patient}/access-log"))
+        .await;
     assert_eq!(log.status(), StatusCode::OK);
     let log: Value = log.json().await.unwrap();
     // The patient's own read shows with their user id and session.
@@ -851,8 +821,7 @@ async fn sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_onc
     let (admin, _) = enrol(&server, Role::Administrator, "root@north.example").await;
     let (secret, _) = set_up_totp(&server, &admin).await;
     let invite = || {
-        post(
-            &server,
+        server.post_as(
             Some(&admin),
             "/api/v1/invitations",
             json!({ "role": "nurse" }),
@@ -869,45 +838,46 @@ async fn sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_onc
     assert_eq!(stale.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(stale).await, "step_up_required");
     // Adding a passkey, which signs in on its own, needs a fresh proof too.
-    let passkey = post(
-        &server,
-        Some(&admin),
-        "/api/v1/auth/passkeys/registration/options",
-        json!({}),
-    )
-    .await;
+    let passkey = server
+        .post_as(
+            Some(&admin),
+            "/api/v1/auth/passkeys/registration/options",
+            json!({}),
+        )
+        .await;
     assert_eq!(passkey.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(passkey).await, "step_up_required");
-    let wrong = post(
-        &server,
-        Some(&admin),
-        "/api/v1/auth/step-up",
-        json!({ "password": PASSWORD, "code": "000000" }),
-    )
-    .await;
+    let wrong = server
+        .post_as(
+            Some(&admin),
+            "/api/v1/auth/step-up",
+            json!({ "password": PASSWORD, "code": "000000" }),
+        )
+        .await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let no_code = post(
-        &server,
-        Some(&admin),
-        "/api/v1/auth/step-up",
-        json!({ "password": PASSWORD }),
-    )
-    .await;
+    let no_code = server
+        .post_as(
+            Some(&admin),
+            "/api/v1/auth/step-up",
+            json!({ "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(no_code.status(), StatusCode::UNAUTHORIZED);
     let code_now = code_at_base32(&secret, now_secs(&server)).unwrap();
-    let stepped = post(
-        &server,
-        Some(&admin),
-        "/api/v1/auth/step-up",
-        json!({ "password": PASSWORD, "code": code_now }),
-    )
-    .await;
+    let stepped = server
+        .post_as(
+            Some(&admin),
+            "/api/v1/auth/step-up",
+            json!({ "password": PASSWORD, "code": code_now }),
+        )
+        .await;
     assert_eq!(stepped.status(), StatusCode::NO_CONTENT);
     assert_eq!(invite().await.status(), StatusCode::CREATED);
 
     // Organisation policy: bounds, administrators only, then stricter time-outs apply to
     // open sessions at once and patients need a second factor.
-    let current: Value = get(&server, &admin, "/api/v1/organisation")
+    let current: Value = server
+        .get_as(&admin, "/api/v1/organisation")
         .await
         .json()
         .await
@@ -950,7 +920,7 @@ async fn sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_onc
     );
 
     server.clock.advance(Duration::from_secs(6 * 60));
-    let idle = get(&server, &patient_token, "/api/v1/auth/session").await;
+    let idle = server.get_as(&patient_token, "/api/v1/auth/session").await;
     assert_eq!(
         idle.status(),
         StatusCode::UNAUTHORIZED,
@@ -986,7 +956,8 @@ async fn administrators_list_and_disable_users(backend: Backend) {
     set_up_totp(&server, &admin).await;
     let (nurse, _) = enrol(&server, Role::Nurse, "mary@north.example").await;
 
-    let listed: Value = get(&server, &admin, "/api/v1/users")
+    let listed: Value = server
+        .get_as(&admin, "/api/v1/users")
         .await
         .json()
         .await
@@ -1003,19 +974,19 @@ async fn administrators_list_and_disable_users(backend: Backend) {
 
     let clinician = server.token(Role::Clinician, 1).await;
     assert_eq!(
-        get(&server, &clinician, "/api/v1/users").await.status(),
+        server.get_as(&clinician, "/api/v1/users").await.status(),
         StatusCode::FORBIDDEN
     );
     let disable = |token: String, id: String| {
         let server = &server;
         async move {
-            post(
-                server,
-                Some(&token),
-                &format!("/api/v1/users/{id}/disable"),
-                json!({}),
-            )
-            .await
+            server
+                .post_as(
+                    Some(&token),
+                    &format!("/api/v1/users/{id}/disable"),
+                    json!({}),
+                )
+                .await
         }
     };
     assert_eq!(
@@ -1042,13 +1013,14 @@ async fn administrators_list_and_disable_users(backend: Backend) {
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        get(&server, &nurse, "/api/v1/auth/session").await.status(),
+        server.get_as(&nurse, "/api/v1/auth/session").await.status(),
         StatusCode::UNAUTHORIZED
     );
     let refused = sign_in(&server, "mary@north.example", PASSWORD).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(refused).await, "invalid_credentials");
-    let listed: Value = get(&server, &admin, "/api/v1/users")
+    let listed: Value = server
+        .get_as(&admin, "/api/v1/users")
         .await
         .json()
         .await
@@ -1069,25 +1041,25 @@ async fn guessing_the_second_factor_locks_the_account_and_ends_the_pending_sessi
         .unwrap();
     let pending = signed["token"].as_str().unwrap().to_owned();
     for _ in 0..5 {
-        let wrong = post(
-            &server,
-            Some(&pending),
-            "/api/v1/auth/second-factor",
-            json!({ "code": "000000" }),
-        )
-        .await;
+        let wrong = server
+            .post_as(
+                Some(&pending),
+                "/api/v1/auth/second-factor",
+                json!({ "code": "000000" }),
+            )
+            .await;
         assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     }
     // Locked: the pending session is gone, even with the right code now.
     server.clock.advance(Duration::from_secs(30));
     let right = code_at_base32(&secret, now_secs(&server)).unwrap();
-    let late = post(
-        &server,
-        Some(&pending),
-        "/api/v1/auth/second-factor",
-        json!({ "code": right }),
-    )
-    .await;
+    let late = server
+        .post_as(
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": right }),
+        )
+        .await;
     assert_eq!(late.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(late).await, "session_revoked");
     assert_eq!(
@@ -1106,24 +1078,24 @@ async fn guessing_the_second_factor_locks_the_account_and_ends_the_pending_sessi
         .unwrap();
     let pending = signed["token"].as_str().unwrap().to_owned();
     let fresh = code_at_base32(&secret, now_secs(&server)).unwrap();
-    let ok = post(
-        &server,
-        Some(&pending),
-        "/api/v1/auth/second-factor",
-        json!({ "code": fresh }),
-    )
-    .await;
+    let ok = server
+        .post_as(
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": fresh }),
+        )
+        .await;
     assert_eq!(ok.status(), StatusCode::OK);
 
     // Step-up guesses count too: five wrong passwords lock the account.
     for _ in 0..5 {
-        let wrong = post(
-            &server,
-            Some(&pending),
-            "/api/v1/auth/step-up",
-            json!({ "password": "not it at all", "code": "000000" }),
-        )
-        .await;
+        let wrong = server
+            .post_as(
+                Some(&pending),
+                "/api/v1/auth/step-up",
+                json!({ "password": "not it at all", "code": "000000" }),
+            )
+            .await;
         assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     }
     assert_eq!(

@@ -24,19 +24,9 @@ haven_test_support::on_every_backend!(
     an_altered_entry_fails_the_clients_check_and_is_named_under_a_sparse_checkpoint,
 );
 
-async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
-    server
-        .client
-        .get(server.endpoint(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// The log's key as a client gets it, over the API.
 async fn client_verifier(server: &TestServer, token: &str) -> CheckpointVerifier {
-    let vkey = get(server, token, "/api/v1/audit/vkey").await;
+    let vkey = server.get_as(token, "/api/v1/audit/vkey").await;
     assert_eq!(vkey.status(), StatusCode::OK);
     CheckpointVerifier::parse_vkey(vkey.text().await.unwrap().trim()).unwrap()
 }
@@ -81,13 +71,16 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
     let bob = server.create_patient("Babbage").await;
     let clinician = server.token(Role::Clinician, 1).await;
     for id in [ada, bob] {
-        let read = get(&server, &clinician, &format!("/api/v1/patients/{id}")).await;
+        let read = server
+            .get_as(&clinician, &format!("/api/v1/patients/{id}"))
+            .await;
         assert_eq!(read.status(), StatusCode::OK);
     }
     server.app().checkpoint_now().await.unwrap();
 
     let patient = server.patient_token(ada).await;
-    let me: Value = get(&server, &patient, "/api/v1/me")
+    let me: Value = server
+        .get_as(&patient, "/api/v1/me")
         .await
         .json()
         .await
@@ -96,11 +89,13 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
     assert_eq!(me["patient"], ada.to_string());
 
     // The patient reads their own record...
-    let own = get(&server, &patient, &format!("/api/v1/patients/{ada}")).await;
+    let own = server
+        .get_as(&patient, &format!("/api/v1/patients/{ada}"))
+        .await;
     assert_eq!(own.status(), StatusCode::OK);
     // ...and their access log.
     let path = format!("/api/v1/patients/{ada}/access-log");
-    let log = get(&server, &patient, &path).await;
+    let log = server.get_as(&patient, &path).await;
     assert_eq!(log.status(), StatusCode::OK);
     let log: Value = log.json().await.unwrap();
     let items = log["items"].as_array().unwrap();
@@ -144,7 +139,7 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
 
     // After the next checkpoint every earlier entry carries a proof.
     server.app().checkpoint_now().await.unwrap();
-    let log: Value = get(&server, &patient, &path).await.json().await.unwrap();
+    let log: Value = server.get_as(&patient, &path).await.json().await.unwrap();
     let items = log["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 6);
     assert!(items[0]["proof"].is_null());
@@ -155,14 +150,15 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
     );
 
     // Pages continue where the last one ended, however much the log grew meanwhile.
-    let first: Value = get(&server, &patient, &format!("{path}?limit=2"))
+    let first: Value = server
+        .get_as(&patient, &format!("{path}?limit=2"))
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(first["items"][1]["seq"], items[0]["seq"]);
     let next = first["next"].as_str().unwrap();
-    let second: Value = get(&server, &patient, next).await.json().await.unwrap();
+    let second: Value = server.get_as(&patient, next).await.json().await.unwrap();
     let seqs = |page: &Value| -> Vec<i64> {
         page["items"]
             .as_array()
@@ -192,7 +188,7 @@ async fn the_access_log_refuses_others_and_bad_requests(backend: Backend) {
         format!("/api/v1/patients/{bob}/access-log"),
         format!("/api/v1/patients/{bob}"),
     ] {
-        let refused = get(&server, &patient, &path).await;
+        let refused = server.get_as(&patient, &path).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
         let body: Value = refused.json().await.unwrap();
         assert!(
@@ -206,23 +202,17 @@ async fn the_access_log_refuses_others_and_bad_requests(backend: Backend) {
     // Staff who are not reviewers do not read a patient's access log.
     for role in [Role::Clinician, Role::FrontDesk, Role::Administrator] {
         let token = server.token(role, 1).await;
-        let refused = get(
-            &server,
-            &token,
-            &format!("/api/v1/patients/{ada}/access-log"),
-        )
-        .await;
+        let refused = server
+            .get_as(&token, &format!("/api/v1/patients/{ada}/access-log"))
+            .await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{role}");
     }
     assert_eq!(denied_count(&server).await, denied_before + 5);
     // A reviewer may.
     let auditor = server.token(Role::Auditor, 1).await;
-    let allowed = get(
-        &server,
-        &auditor,
-        &format!("/api/v1/patients/{ada}/access-log"),
-    )
-    .await;
+    let allowed = server
+        .get_as(&auditor, &format!("/api/v1/patients/{ada}/access-log"))
+        .await;
     assert_eq!(allowed.status(), StatusCode::OK);
 
     // Malformed id, bad paging, unknown parameters, no or expired credentials.
@@ -256,7 +246,7 @@ async fn the_access_log_refuses_others_and_bad_requests(backend: Backend) {
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let answer = get(&server, &patient, &path).await;
+        let answer = server.get_as(&patient, &path).await;
         assert_eq!(answer.status(), status, "{path}");
     }
     let anonymous = server
@@ -267,12 +257,9 @@ async fn the_access_log_refuses_others_and_bad_requests(backend: Backend) {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     server.clock.advance(Duration::from_secs(25 * 3600));
-    let expired = get(
-        &server,
-        &patient,
-        &format!("/api/v1/patients/{ada}/access-log"),
-    )
-    .await;
+    let expired = server
+        .get_as(&patient, &format!("/api/v1/patients/{ada}/access-log"))
+        .await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -296,7 +283,8 @@ async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
     server.app().checkpoint_now().await.unwrap();
     let auditor = server.token(Role::Auditor, 1).await;
     let verifier = client_verifier(&server, &auditor).await;
-    let report: Value = get(&server, &auditor, "/api/v1/audit/events?limit=1000")
+    let report: Value = server
+        .get_as(&auditor, "/api/v1/audit/events?limit=1000")
         .await
         .json()
         .await
@@ -317,15 +305,15 @@ async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
     assert!(covered.len() >= 6);
     for entry in covered {
         let seq = entry["seq"].as_i64().unwrap();
-        let answer = get(
-            &server,
-            &auditor,
-            &format!(
-                "/api/v1/audit/proofs/inclusion?seq={seq}&size={}",
-                checkpoint.size
-            ),
-        )
-        .await;
+        let answer = server
+            .get_as(
+                &auditor,
+                &format!(
+                    "/api/v1/audit/proofs/inclusion?seq={seq}&size={}",
+                    checkpoint.size
+                ),
+            )
+            .await;
         assert_eq!(answer.status(), StatusCode::OK);
         let answer: Value = answer.json().await.unwrap();
         let mut entry = entry.clone();
@@ -352,24 +340,25 @@ async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
         ("seq=x".to_owned(), StatusCode::BAD_REQUEST),
         (String::new(), StatusCode::BAD_REQUEST),
     ] {
-        let answer = get(
-            &server,
-            &auditor,
-            &format!("/api/v1/audit/proofs/inclusion?{query}"),
-        )
-        .await;
+        let answer = server
+            .get_as(&auditor, &format!("/api/v1/audit/proofs/inclusion?{query}"))
+            .await;
         assert_eq!(answer.status(), status, "{query}");
     }
     // Only reviewers, and each request is recorded.
     for role in [Role::Clinician, Role::Administrator] {
         let token = server.token(role, 1).await;
-        let refused = get(&server, &token, "/api/v1/audit/proofs/inclusion?seq=1").await;
+        let refused = server
+            .get_as(&token, "/api/v1/audit/proofs/inclusion?seq=1")
+            .await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     }
     let patient = server
         .patient_token(server.create_patient("Nosy").await)
         .await;
-    let refused = get(&server, &patient, "/api/v1/audit/proofs/inclusion?seq=1").await;
+    let refused = server
+        .get_as(&patient, "/api/v1/audit/proofs/inclusion?seq=1")
+        .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }
 
@@ -381,7 +370,8 @@ async fn witnesses_get_consistency_proofs_between_checkpoints(backend: Backend) 
     }
     let witness = server.token(Role::Auditor, 1).await;
     let verifier = client_verifier(&server, &witness).await;
-    let page: Value = get(&server, &witness, "/api/v1/audit/checkpoints")
+    let page: Value = server
+        .get_as(&witness, "/api/v1/audit/checkpoints")
         .await
         .json()
         .await
@@ -398,12 +388,12 @@ async fn witnesses_get_consistency_proofs_between_checkpoints(backend: Backend) 
     assert!(kept.len() >= 7);
     for (i, &(first, first_root)) in kept.iter().enumerate() {
         for &(second, second_root) in &kept[i..] {
-            let answer = get(
-                &server,
-                &witness,
-                &format!("/api/v1/audit/proofs/consistency?first={first}&second={second}"),
-            )
-            .await;
+            let answer = server
+                .get_as(
+                    &witness,
+                    &format!("/api/v1/audit/proofs/consistency?first={first}&second={second}"),
+                )
+                .await;
             assert_eq!(answer.status(), StatusCode::OK);
             let answer: Value = answer.json().await.unwrap();
             let path: Vec<Hash> = answer["path"]
@@ -420,15 +410,12 @@ async fn witnesses_get_consistency_proofs_between_checkpoints(backend: Backend) 
     }
     // The latest checkpoint is the default second tree.
     let (last, last_root) = *kept.last().unwrap();
-    let answer: Value = get(
-        &server,
-        &witness,
-        "/api/v1/audit/proofs/consistency?first=1",
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let answer: Value = server
+        .get_as(&witness, "/api/v1/audit/proofs/consistency?first=1")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(answer["second"]["size"], last);
     let path: Vec<Hash> = answer["path"]
         .as_array()
@@ -448,21 +435,18 @@ async fn witnesses_get_consistency_proofs_between_checkpoints(backend: Backend) 
         ("first=-1".to_owned(), StatusCode::BAD_REQUEST),
         ("first=1&extra=1".to_owned(), StatusCode::BAD_REQUEST),
     ] {
-        let answer = get(
-            &server,
-            &witness,
-            &format!("/api/v1/audit/proofs/consistency?{query}"),
-        )
-        .await;
+        let answer = server
+            .get_as(
+                &witness,
+                &format!("/api/v1/audit/proofs/consistency?{query}"),
+            )
+            .await;
         assert_eq!(answer.status(), status, "{query}");
     }
     let clinician = server.token(Role::Clinician, 1).await;
-    let refused = get(
-        &server,
-        &clinician,
-        "/api/v1/audit/proofs/consistency?first=1",
-    )
-    .await;
+    let refused = server
+        .get_as(&clinician, "/api/v1/audit/proofs/consistency?first=1")
+        .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }
 
@@ -475,7 +459,9 @@ async fn an_altered_entry_fails_the_clients_check_and_is_named_under_a_sparse_ch
     let ada = server.create_patient("Lovelace").await;
     let clinician = server.token(Role::Clinician, 1).await;
     for _ in 0..30 {
-        let read = get(&server, &clinician, &format!("/api/v1/patients/{ada}")).await;
+        let read = server
+            .get_as(&clinician, &format!("/api/v1/patients/{ada}"))
+            .await;
         assert_eq!(read.status(), StatusCode::OK);
     }
     server.app().checkpoint_now().await.unwrap();
@@ -507,15 +493,15 @@ async fn an_altered_entry_fails_the_clients_check_and_is_named_under_a_sparse_ch
 
     let patient = server.patient_token(ada).await;
     let verifier = client_verifier(&server, &patient).await;
-    let log: Value = get(
-        &server,
-        &patient,
-        &format!("/api/v1/patients/{ada}/access-log?limit=100"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let log: Value = server
+        .get_as(
+            &patient,
+            &format!("/api/v1/patients/{ada}/access-log?limit=100"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     for entry in log["items"].as_array().unwrap() {
         if entry["proof"].is_null() {
             continue;

@@ -243,6 +243,30 @@ impl TestServer {
         .clone()
     }
 
+    /// `GET path` with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.endpoint(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("a GET request")
+    }
+
+    /// `POST path` with a JSON body, and a bearer token when given.
+    pub async fn post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.endpoint(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("a POST request")
+    }
+
     /// Registers a patient with the administrator's token and returns the new id.
     pub async fn create_patient(&self, family: &str) -> haven_domain::PatientId {
         let created = self
