@@ -511,6 +511,7 @@ fn organisation_output(organisation: &haven_app::identity::Organisation) -> serd
         "idle_timeout_secs": organisation.idle_timeout_secs,
         "absolute_timeout_secs": organisation.absolute_timeout_secs,
         "patient_mfa_required": organisation.patient_mfa_required,
+        "break_glass_secs": organisation.break_glass_secs,
     })
 }
 
@@ -528,6 +529,9 @@ pub(crate) struct OrganisationPolicyInput {
     idle_timeout_secs: i64,
     absolute_timeout_secs: i64,
     patient_mfa_required: bool,
+    /// Left out: unchanged.
+    #[serde(default)]
+    break_glass_secs: Option<i64>,
 }
 
 pub(crate) async fn update_organisation(
@@ -539,9 +543,12 @@ pub(crate) async fn update_organisation(
         .app
         .update_organisation_policy(
             &context,
-            input.idle_timeout_secs,
-            input.absolute_timeout_secs,
-            input.patient_mfa_required,
+            haven_app::identity::OrganisationPolicy {
+                idle_timeout_secs: input.idle_timeout_secs,
+                absolute_timeout_secs: input.absolute_timeout_secs,
+                patient_mfa_required: input.patient_mfa_required,
+                break_glass_secs: input.break_glass_secs,
+            },
         )
         .await?;
     Ok(Json(organisation_output(&organisation)).into_response())

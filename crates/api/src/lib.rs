@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use haven_app::App;
 use http::{HeaderName, HeaderValue, header};
 use tower::ServiceBuilder;
@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 mod audit;
 mod auth;
+mod care;
 pub mod error;
 pub mod extract;
 mod health;
@@ -74,6 +75,19 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route(
             "/api/v1/patients/{id}",
             get(patients::read).put(patients::update),
+        )
+        .route("/api/v1/patients/{id}/care-team", get(care::care_team))
+        .route(
+            "/api/v1/patients/{id}/care-team/{user}",
+            put(care::add_member).delete(care::remove_member),
+        )
+        .route("/api/v1/patients/{id}/break-glass", post(care::break_glass))
+        .route("/api/v1/break-glass", get(care::queue))
+        .route("/api/v1/break-glass/{id}/review", post(care::review))
+        .route("/api/v1/notifications", get(care::notifications))
+        .route(
+            "/api/v1/notifications/{id}/read",
+            post(care::notification_read),
         )
         .route("/api/v1/audit/events", get(audit::events))
         .route("/api/v1/audit/checkpoints", get(audit::list))

@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use haven_app::patients::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PatientSearch, PatientView};
 use haven_domain::patient::ContactKind;
-use haven_domain::{ContactPoint, HumanName, Identifier, PatientId, PatientRecord};
+use haven_domain::{ContactPoint, HumanName, Identifier, Mask, PatientId, PatientRecord};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
@@ -64,15 +64,20 @@ pub struct PatientInput {
     pub contacts: Vec<ContactDto>,
 }
 
-/// What Haven answers.
+/// What Haven answers. An access that may show only what identifies the patient
+/// (minimum necessary) leaves the other fields out and lists them in `masked`.
 #[derive(Debug, Serialize)]
 pub struct PatientOutput {
     pub id: String,
     pub version: i64,
     pub name: NameDto,
     pub birth_date: String,
-    pub identifiers: Vec<IdentifierDto>,
-    pub contacts: Vec<ContactDto>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifiers: Option<Vec<IdentifierDto>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<ContactDto>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<&'static str>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -132,7 +137,7 @@ impl PatientInput {
     }
 }
 
-fn timestamp(ms: i64) -> String {
+pub(crate) fn timestamp(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -142,6 +147,7 @@ fn timestamp(ms: i64) -> String {
 impl From<PatientView> for PatientOutput {
     fn from(view: PatientView) -> Self {
         let record = &view.record;
+        let full = view.mask == Mask::None;
         PatientOutput {
             id: view.id.to_string(),
             version: view.version,
@@ -150,25 +156,34 @@ impl From<PatientView> for PatientOutput {
                 given: record.name().given.clone(),
             },
             birth_date: record.birth_date().format(DATE_FORMAT).unwrap_or_default(),
-            identifiers: record
-                .identifiers()
-                .iter()
-                .map(|i| IdentifierDto {
-                    system: i.system.clone(),
-                    value: i.value.clone(),
-                })
-                .collect(),
-            contacts: record
-                .contacts()
-                .iter()
-                .map(|c| ContactDto {
-                    kind: match c.kind {
-                        ContactKind::Phone => ContactKindDto::Phone,
-                        ContactKind::Email => ContactKindDto::Email,
-                    },
-                    value: c.value.clone(),
-                })
-                .collect(),
+            identifiers: full.then(|| {
+                record
+                    .identifiers()
+                    .iter()
+                    .map(|i| IdentifierDto {
+                        system: i.system.clone(),
+                        value: i.value.clone(),
+                    })
+                    .collect()
+            }),
+            contacts: full.then(|| {
+                record
+                    .contacts()
+                    .iter()
+                    .map(|c| ContactDto {
+                        kind: match c.kind {
+                            ContactKind::Phone => ContactKindDto::Phone,
+                            ContactKind::Email => ContactKindDto::Email,
+                        },
+                        value: c.value.clone(),
+                    })
+                    .collect()
+            }),
+            masked: if full {
+                Vec::new()
+            } else {
+                vec!["identifiers", "contacts"]
+            },
             created_at: timestamp(view.created_at_ms),
             updated_at: timestamp(view.updated_at_ms),
         }

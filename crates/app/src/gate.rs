@@ -5,16 +5,23 @@
 //! access is refused: no health data is opened without an audit entry (fail closed).
 //!
 //! A `Grant` can only be made here (its field is private to this module) and names the one
-//! patient it covers; opening a subject key for any other patient fails. The gate is also the
-//! only holder of the [`KeyProvider`], so no other code can unwrap a subject key at all.
+//! patient it covers and how much of their record it shows (the decision's [`Mask`]);
+//! opening a subject key for any other patient fails. The gate is also the only holder of
+//! the [`KeyProvider`], so no other code can unwrap a subject key at all.
+//!
+//! Before deciding about a patient for clinical staff, the gate looks up the facts the
+//! policy needs (care-team membership, a live break-the-glass grant) as a [`Context`]; for
+//! everyone else the context stays empty, and costs nothing.
 
 use std::fmt;
 use std::sync::Arc;
 
 use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome};
 use haven_crypto::{KeyMaterial, KeyProvider, SubjectKey, SubjectKeyId, WrappedKey};
-use haven_domain::{Action, Decision, PatientId, Resource, UserId, decide};
-use haven_store::StoredSubjectKey;
+use haven_domain::{
+    Action, Actor, Context, Decision, Mask, PatientId, Principal, Resource, Role, UserId, decide,
+};
+use haven_store::{Store, StoredSubjectKey};
 
 use crate::clock::Clock;
 use crate::{AppError, AppResult, RequestContext};
@@ -23,18 +30,45 @@ use crate::{AppError, AppResult, RequestContext};
 #[derive(Debug)]
 pub struct Grant {
     patient: PatientId,
+    mask: Mask,
 }
 
 impl Grant {
     pub fn patient(&self) -> PatientId {
         self.patient
     }
+
+    /// How much of the record the access may show.
+    pub fn mask(&self) -> Mask {
+        self.mask
+    }
+}
+
+fn grant(patient: PatientId, decision: Decision) -> Option<Grant> {
+    decision.obligations().map(|obligations| Grant {
+        patient,
+        mask: obligations.mask,
+    })
+}
+
+/// How an access to something other than a patient's demographics is named in the audit
+/// trail.
+#[derive(Debug, Clone)]
+pub struct AuditedResource {
+    pub resource: Resource,
+    /// The patient the action concerns when the resource itself does not name one (a
+    /// review of a break-the-glass access): recorded, and granted when allowed.
+    pub patient: Option<PatientId>,
+    /// The FHIR-style type recorded (`CareTeam`, `BreakGlass`).
+    pub resource_type: &'static str,
+    pub resource_id: Option<String>,
 }
 
 pub struct AccessGate {
     keys: Arc<dyn KeyProvider>,
     audit: Arc<dyn AuditSink>,
     clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
 }
 
 impl fmt::Debug for AccessGate {
@@ -52,6 +86,17 @@ fn audit_action(action: Action) -> AuditAction {
         Action::Search => AuditAction::Search,
         Action::Create => AuditAction::Create,
         Action::Update => AuditAction::Update,
+        Action::Delete => AuditAction::Delete,
+        Action::BreakGlass => AuditAction::BreakGlass,
+    }
+}
+
+/// Whether a decision for this actor can depend on their relationship to a patient: only
+/// signed-in clinical staff have care teams and break-the-glass grants.
+fn needs_relations(actor: &Actor) -> Option<UserId> {
+    match (actor.role, actor.principal) {
+        (Role::Clinician | Role::Nurse, Principal::User { user, .. }) => Some(user),
+        _ => None,
     }
 }
 
@@ -60,8 +105,55 @@ impl AccessGate {
         keys: Arc<dyn KeyProvider>,
         audit: Arc<dyn AuditSink>,
         clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
     ) -> Self {
-        Self { keys, audit, clock }
+        Self {
+            keys,
+            audit,
+            clock,
+            store,
+        }
+    }
+
+    /// The policy context of the actor for each of `patients`, in the same order.
+    async fn contexts(&self, actor: &Actor, patients: &[PatientId]) -> AppResult<Vec<Context>> {
+        let mut contexts = vec![Context::default(); patients.len()];
+        let Some(user) = needs_relations(actor) else {
+            return Ok(contexts);
+        };
+        let now_ms = self.clock.now_ms();
+        let chunk_len = haven_store::limits::RELATIONS_LOOKUP_MAX;
+        for (chunk_index, chunk) in patients.chunks(chunk_len).enumerate() {
+            for relation in self.store.relations(user, chunk, now_ms).await? {
+                for (offset, patient) in chunk.iter().enumerate() {
+                    if *patient == relation.patient {
+                        contexts[chunk_index * chunk_len + offset] = Context {
+                            care_team: relation.care_team,
+                            break_glass: relation.break_glass,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(contexts)
+    }
+
+    /// Decides about one resource, with the actor's relationship to its patient.
+    async fn decide_with_context(
+        &self,
+        actor: &Actor,
+        action: Action,
+        resource: &Resource,
+    ) -> AppResult<Decision> {
+        let context = match resource.patient() {
+            Some(patient) => self
+                .contexts(actor, &[patient])
+                .await?
+                .pop()
+                .unwrap_or_default(),
+            None => Context::default(),
+        };
+        Ok(decide(actor, action, resource, &context))
     }
 
     fn event(
@@ -108,11 +200,86 @@ impl AccessGate {
         action: Action,
         patient: PatientId,
     ) -> AppResult<Grant> {
-        let decision = decide(&context.actor, action, &Resource::Patient(patient));
+        let decision = self
+            .decide_with_context(&context.actor, action, &Resource::Patient(patient))
+            .await?;
         self.append(vec![self.event(context, action, Some(patient), decision)])
             .await?;
         match decision {
-            Decision::Allow { .. } => Ok(Grant { patient }),
+            Decision::Allow { .. } => grant(patient, decision).ok_or_else(|| {
+                AppError::Unexpected("an allowed decision without obligations".into())
+            }),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
+    /// Decides and audits an action on `audited.resource`, allowed or denied, before
+    /// anything is done. When the resource belongs to a patient, an allowed decision comes
+    /// with a grant for that patient (to seal or open what the action carries).
+    ///
+    /// With `must_exist`, an allowed action on a patient who does not exist answers
+    /// [`AppError::NotFound`] without an entry: nothing was accessed. A denial is answered
+    /// first, so someone not allowed never learns whether the patient exists.
+    pub async fn authorize_resource(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        audited: AuditedResource,
+        must_exist: bool,
+    ) -> AppResult<Option<Grant>> {
+        let decision = self
+            .decide_with_context(&context.actor, action, &audited.resource)
+            .await?;
+        let patient = audited.resource.patient().or(audited.patient);
+        if decision.is_allowed()
+            && must_exist
+            && let Some(patient) = patient
+            && self.store.get_patient(patient).await?.is_none()
+        {
+            return Err(AppError::NotFound);
+        }
+        let mut event = self.event(context, action, patient, decision);
+        event.resource_type = Some(audited.resource_type.to_owned());
+        event.resource_id = audited.resource_id;
+        self.append(vec![event]).await?;
+        match decision {
+            Decision::Allow { .. } => Ok(patient.and_then(|p| grant(p, decision))),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
+    /// Grants a reviewer access to the patient of each item of a review queue page, one
+    /// audit entry per item (`(patient, item id)`), once the queue itself was authorized.
+    pub async fn grant_for_review(
+        &self,
+        context: &RequestContext,
+        items: &[(PatientId, String)],
+    ) -> AppResult<Vec<Grant>> {
+        let decision = decide(
+            &context.actor,
+            Action::Read,
+            &Resource::BreakGlassReviews,
+            &Context::default(),
+        );
+        let mut events = Vec::with_capacity(items.len());
+        for (patient, id) in items {
+            let mut event = self.event(context, Action::Read, Some(*patient), decision);
+            event.resource_type = Some("BreakGlass".to_owned());
+            event.resource_id = Some(id.clone());
+            events.push(event);
+        }
+        if !events.is_empty() {
+            self.append(events).await?;
+        }
+        match decision {
+            Decision::Allow { .. } => Ok(items
+                .iter()
+                .filter_map(|(patient, _)| grant(*patient, decision))
+                .collect()),
             Decision::Deny(reason) => Err(AppError::Forbidden {
                 reason: reason.as_str(),
             }),
@@ -126,7 +293,7 @@ impl AccessGate {
         context: &RequestContext,
         resource: Resource,
     ) -> AppResult<()> {
-        let decision = decide(&context.actor, Action::Read, &resource);
+        let decision = decide(&context.actor, Action::Read, &resource, &Context::default());
         match decision {
             Decision::Allow { .. } => Ok(()),
             Decision::Deny(reason) => {
@@ -149,7 +316,9 @@ impl AccessGate {
         action: Action,
         resource: Resource,
     ) -> AppResult<()> {
-        let decision = decide(&context.actor, action, &resource);
+        let decision = self
+            .decide_with_context(&context.actor, action, &resource)
+            .await?;
         match decision {
             Decision::Allow { .. } => Ok(()),
             Decision::Deny(reason) => {
@@ -187,7 +356,9 @@ impl AccessGate {
         action: Action,
         resource: Resource,
     ) -> AppResult<()> {
-        let decision = decide(&context.actor, action, &resource);
+        let decision = self
+            .decide_with_context(&context.actor, action, &resource)
+            .await?;
         let mut event = self.event(context, action, resource.patient(), decision);
         event.action = AuditAction::AuditQuery;
         event.resource_type = Some("AuditEvent".to_owned());
@@ -204,7 +375,12 @@ impl AccessGate {
     /// Decides whether the actor may search the directory at all. A denial is audited here;
     /// an allowed search is audited per patient found, by [`AccessGate::grant_found`].
     pub async fn authorize_search(&self, context: &RequestContext) -> AppResult<()> {
-        let decision = decide(&context.actor, Action::Search, &Resource::PatientDirectory);
+        let decision = decide(
+            &context.actor,
+            Action::Search,
+            &Resource::PatientDirectory,
+            &Context::default(),
+        );
         match decision {
             Decision::Allow { .. } => Ok(()),
             Decision::Deny(reason) => {
@@ -226,17 +402,27 @@ impl AccessGate {
     ) -> AppResult<Vec<Grant>> {
         let mut grants = Vec::with_capacity(found.len());
         let mut events = Vec::with_capacity(found.len().max(1));
-        for &patient in found {
+        let contexts = self.contexts(&context.actor, found).await?;
+        for (&patient, relation) in found.iter().zip(&contexts) {
             // The directory decision allowed the search; a per-patient denial means the
-            // policy narrowed it: the denial is audited and that patient left out.
-            let decision = decide(&context.actor, Action::Search, &Resource::Patient(patient));
+            // policy narrowed it: the denial is audited and that patient left out. An
+            // allowed one may still show only part of the record (its mask).
+            let decision = decide(
+                &context.actor,
+                Action::Search,
+                &Resource::Patient(patient),
+                relation,
+            );
             events.push(self.event(context, Action::Search, Some(patient), decision));
-            if decision.is_allowed() {
-                grants.push(Grant { patient });
-            }
+            grants.extend(grant(patient, decision));
         }
         if found.is_empty() {
-            let decision = decide(&context.actor, Action::Search, &Resource::PatientDirectory);
+            let decision = decide(
+                &context.actor,
+                Action::Search,
+                &Resource::PatientDirectory,
+                &Context::default(),
+            );
             events.push(self.event(context, Action::Search, None, decision));
         }
         self.append(events).await?;

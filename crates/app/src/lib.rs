@@ -18,11 +18,13 @@ use haven_domain::{Actor, ValidationError};
 use haven_store::{Store, StoreError};
 
 pub mod audit_log;
+pub mod care;
 pub mod clock;
 mod codec;
 pub mod gate;
 pub mod identity;
 pub mod keys;
+pub mod notifications;
 pub mod patients;
 pub mod siem;
 pub mod tokens;
@@ -127,9 +129,10 @@ impl App {
         let signer = audit_log::load_or_create_signer(&*store, &*keys, clock.now_ms()).await?;
         let checkpointer = audit_log::Checkpointer::start(&*store, signer).await?;
         let audit_verifier = checkpointer.verifier();
+        let gate = Arc::new(AccessGate::new(keys, audit, clock.clone(), store.clone()));
         Ok(Self {
             store,
-            gate: Arc::new(AccessGate::new(keys, audit, clock.clone())),
+            gate,
             blind: Arc::new(blind),
             clock,
             token_cache: Arc::default(),

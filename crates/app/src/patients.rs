@@ -4,7 +4,7 @@
 //! version). Searchable fields are stored only as blind-index tokens.
 
 use haven_crypto::{RecordBinding, Sealed};
-use haven_domain::{Action, PatientId, PatientRecord};
+use haven_domain::{Action, Mask, PatientId, PatientRecord};
 use haven_store::{
     NewPatient, PatientQuery, PatientUpdate, SearchKind, SearchToken, StoredPatient, UpdateOutcome,
     limits,
@@ -22,7 +22,10 @@ const TABLE: &str = "patients";
 pub struct PatientView {
     pub id: PatientId,
     pub version: i64,
+    /// The record, masked as the access allows.
     pub record: PatientRecord,
+    /// What was left out, if anything (minimum necessary).
+    pub mask: Mask,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -131,6 +134,7 @@ impl App {
             id,
             version: 1,
             record,
+            mask: Mask::None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         })
@@ -199,6 +203,7 @@ impl App {
                 id,
                 version,
                 record,
+                mask: Mask::None,
                 created_at_ms: stored.created_at_ms,
                 updated_at_ms: now_ms,
             }),
@@ -272,7 +277,8 @@ impl App {
         Ok(PatientView {
             id: stored.id,
             version: stored.version,
-            record,
+            record: record.masked(grant.mask()),
+            mask: grant.mask(),
             created_at_ms: stored.created_at_ms,
             updated_at_ms: stored.updated_at_ms,
         })

@@ -81,6 +81,15 @@ typed_id!(
     /// An invitation to enrol, redeemed once.
     InvitationId
 );
+typed_id!(
+    /// One break-the-glass access: a clinician's time-limited emergency grant to one
+    /// patient's record, awaiting the privacy officer's review.
+    BreakGlassId
+);
+typed_id!(
+    /// A notice for one user (an account locked, an access awaiting review).
+    NotificationId
+);
 
 /// The text is not a canonical, hyphenated UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -12,9 +12,15 @@ pub mod patient;
 pub mod policy;
 pub mod role;
 
-pub use ids::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
+pub use ids::{
+    BreakGlassId, InvitationId, NotificationId, OrganisationId, PatientId, SessionId, TokenId,
+    UserId,
+};
 pub use patient::{
     ContactKind, ContactPoint, HumanName, Identifier, PatientRecord, ValidationError,
 };
-pub use policy::{Action, Actor, Decision, DenyReason, Principal, PurposeOfUse, Resource, decide};
+pub use policy::{
+    Action, Actor, Context, Decision, DenyReason, Mask, Obligations, Principal, PurposeOfUse,
+    Resource, decide,
+};
 pub use role::Role;

@@ -196,6 +196,24 @@ impl PatientRecord {
     pub fn contacts(&self) -> &[ContactPoint] {
         &self.contacts
     }
+    /// Only what identifies the person — name and birth date — for an access whose
+    /// decision masks the rest ([`crate::Mask::Identification`]).
+    pub fn identification_only(self) -> PatientRecord {
+        PatientRecord {
+            name: self.name,
+            birth_date: self.birth_date,
+            identifiers: Vec::new(),
+            contacts: Vec::new(),
+        }
+    }
+
+    /// The record as `mask` lets it be shown.
+    pub fn masked(self, mask: crate::Mask) -> PatientRecord {
+        match mask {
+            crate::Mask::None => self,
+            crate::Mask::Identification => self.identification_only(),
+        }
+    }
 }
 
 /// Health data never reaches a log through `Debug`.

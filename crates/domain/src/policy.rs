@@ -1,14 +1,18 @@
 //! The one policy decision function. Every access in Haven is decided here, with a reason
 //! that goes into the audit trail; anything not explicitly allowed is denied.
 //!
-//! This first version covers patient demographics, the audit log, and a patient's own record
-//! and access log. Care relationships, consent, break-glass
-//! and field-level minimum-necessary filtering extend the `Resource` and `Actor` context here,
-//! in one place, rather than as checks scattered across handlers.
+//! `decide(actor, action, resource, context)` is pure. The [`Context`] carries the facts
+//! about the actor's relationship to the patient that the caller looked up beforehand (is
+//! the actor on the patient's care team, do they hold a break-the-glass grant), so the rules
+//! stay in one place and the lookup stays in the application. An allowed decision carries
+//! [`Obligations`]: how much of the record may be shown ([`Mask`]) and whether the access
+//! must wait in the privacy officer's review queue.
+//!
+//! Consent and proxy delegations extend [`Context`] here, in one place, rather than as
+//! checks scattered across handlers.
 
 use crate::ids::{OrganisationId, PatientId, SessionId, TokenId, UserId};
 use crate::role::Role;
-
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
@@ -53,6 +57,9 @@ pub enum Action {
     Search,
     Create,
     Update,
+    Delete,
+    /// Emergency access to a record outside the actor's care relationships.
+    BreakGlass,
 }
 
 /// What they want to do it to.
@@ -70,18 +77,36 @@ pub enum Resource {
     PatientAccessLog(PatientId),
     /// Users and invitations of an organisation.
     Users,
+    /// The staff on one patient's care team (FHIR `CareTeam`): who may open their record.
+    CareTeam(PatientId),
+    /// The break-the-glass accesses of an organisation and their review.
+    BreakGlassReviews,
 }
 
 impl Resource {
     pub fn patient(&self) -> Option<PatientId> {
         match self {
-            Resource::Patient(id) | Resource::PatientAccessLog(id) => Some(*id),
+            Resource::Patient(id) | Resource::PatientAccessLog(id) | Resource::CareTeam(id) => {
+                Some(*id)
+            }
             Resource::PatientDirectory
             | Resource::AuditCheckpoints
             | Resource::AuditLog
-            | Resource::Users => None,
+            | Resource::Users
+            | Resource::BreakGlassReviews => None,
         }
     }
+}
+
+/// What the caller knows about the actor's relationship to the resource's patient. Looked
+/// up only where a rule depends on it (clinical staff and a patient's record); the default
+/// is "no relationship", so a lookup that was skipped can only deny.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Context {
+    /// The actor is a member of the patient's care team.
+    pub care_team: bool,
+    /// The actor holds an unexpired break-the-glass grant for the patient.
+    pub break_glass: bool,
 }
 
 /// Why an access was denied, recorded in the audit trail and reported to the caller.
@@ -91,6 +116,11 @@ pub enum DenyReason {
     RoleNotPermitted,
     /// A patient asked for a record that is not theirs.
     NotTheirRecord,
+    /// Clinical staff asked for a record of a patient they do not care for; break-the-glass
+    /// is the way in, in an emergency.
+    NoCareRelationship,
+    /// The action is a person's own (it carries their stated reason): an API token cannot.
+    PersonalCredentialRequired,
 }
 
 impl DenyReason {
@@ -98,10 +128,36 @@ impl DenyReason {
         match self {
             DenyReason::RoleNotPermitted => "role_not_permitted",
             DenyReason::NotTheirRecord => "not_their_record",
+            DenyReason::NoCareRelationship => "no_care_relationship",
+            DenyReason::PersonalCredentialRequired => "personal_credential_required",
         }
     }
 }
 
+/// How much of a patient's record an allowed access may show (minimum necessary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mask {
+    /// Everything the resource holds.
+    None,
+    /// Only what identifies the person (name and birth date): enough to pick the right
+    /// patient from a list, nothing more.
+    Identification,
+}
+
+/// What the application must do when it acts on an allowed decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Obligations {
+    pub mask: Mask,
+    /// The access waits in the privacy officer's review queue, and they are alerted.
+    pub review: bool,
+}
+
+impl Obligations {
+    pub const NONE: Obligations = Obligations {
+        mask: Mask::None,
+        review: false,
+    };
+}
 /// Why data is accessed, recorded with every allowed access (HL7 v3 PurposeOfUse codes,
 /// as FHIR `AuditEvent.purposeOfEvent` and IHE ATNA use them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,13 +189,14 @@ impl PurposeOfUse {
     }
 }
 
-/// The outcome of [`decide`]: allowed with the rule that allowed it and the purpose it
-/// serves, or denied with why.
+/// The outcome of [`decide`]: allowed with the rule that allowed it, the purpose it serves
+/// and what must be done alongside, or denied with why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allow {
         rule: &'static str,
         purpose: PurposeOfUse,
+        obligations: Obligations,
     },
     Deny(DenyReason),
 }
@@ -164,81 +221,141 @@ impl Decision {
             Decision::Deny(reason) => reason.as_str(),
         }
     }
+
+    /// What an allowed access must do; a denial has nothing to do.
+    pub fn obligations(&self) -> Option<Obligations> {
+        match self {
+            Decision::Allow { obligations, .. } => Some(*obligations),
+            Decision::Deny(_) => None,
+        }
+    }
 }
 
-/// Decides whether `actor` may perform `action` on `resource`. Pure: same inputs, same answer.
-pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
+const fn allow(rule: &'static str, purpose: PurposeOfUse) -> Decision {
+    Decision::Allow {
+        rule,
+        purpose,
+        obligations: Obligations::NONE,
+    }
+}
+
+/// Decides whether `actor` may perform `action` on `resource`, given what is known of their
+/// relationship to its patient. Pure: same inputs, same answer.
+pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Context) -> Decision {
+    use Action::*;
+    use PurposeOfUse::*;
     match (actor.role, resource) {
         // Registration and demographics are the work of the front desk and of the
-        // administrator who runs the clinic's directory; clinicians and nurses need
-        // demographics to identify the patient in front of them.
+        // administrator who runs the clinic's directory, and so is keeping each patient's
+        // care team, which decides who may open the record.
         (
             Role::Administrator | Role::FrontDesk,
             Resource::Patient(_) | Resource::PatientDirectory,
-        ) => Decision::Allow {
-            rule: "demographics_staff",
-            purpose: PurposeOfUse::PatientAdministration,
-        },
-        (Role::Clinician | Role::Nurse, Resource::Patient(_) | Resource::PatientDirectory)
-            if matches!(action, Action::Read | Action::Search) =>
+        ) if action != BreakGlass => allow("demographics_staff", PatientAdministration),
+        (Role::Administrator | Role::FrontDesk, Resource::CareTeam(_))
+            if matches!(action, Read | Update | Delete) =>
         {
-            Decision::Allow {
-                rule: "clinical_staff_demographics_read",
-                purpose: PurposeOfUse::Treatment,
-            }
+            allow("care_team_administration", PatientAdministration)
+        }
+        (Role::Clinician | Role::Nurse, resource) => {
+            clinical_staff(actor, action, resource, context)
         }
         // Those who answer for the audit trail, and the administrator who sets up an
         // outside witness, may follow its checkpoints.
         (
             Role::Auditor | Role::PrivacyOfficer | Role::Administrator,
             Resource::AuditCheckpoints,
-        ) if action == Action::Read => Decision::Allow {
-            rule: "audit_oversight",
-            purpose: PurposeOfUse::Compliance,
-        },
+        ) if action == Read => allow("audit_oversight", Compliance),
         // The whole log, with who looked at whom, is for those who review access: the
         // administrator runs the system but does not audit its users.
         (Role::Auditor | Role::PrivacyOfficer, Resource::AuditLog)
-            if matches!(action, Action::Read | Action::Search) =>
+            if matches!(action, Read | Search) =>
         {
-            Decision::Allow {
-                rule: "audit_review",
-                purpose: PurposeOfUse::Compliance,
+            allow("audit_review", Compliance)
+        }
+        // Both reviewers see the break-the-glass queue; the privacy officer, who answers for
+        // access to patients' records, closes its items.
+        (Role::Auditor | Role::PrivacyOfficer, Resource::BreakGlassReviews)
+            if matches!(action, Read | Search) =>
+        {
+            allow("audit_review", Compliance)
+        }
+        // A review is a person's judgement, signed with their name.
+        (Role::PrivacyOfficer, Resource::BreakGlassReviews) if action == Update => {
+            match actor.principal {
+                Principal::User { .. } => allow("break_glass_review", Compliance),
+                Principal::ApiToken(_) => Decision::Deny(DenyReason::PersonalCredentialRequired),
             }
         }
-        // A patient sees their own record and who accessed it (HIPAA right of access; ONC
-        // (d)(2) accounting of disclosures) — and only their own.
-        (Role::Patient, Resource::Patient(id) | Resource::PatientAccessLog(id))
-            if action == Action::Read =>
-        {
+        // A patient sees their own record, who accessed it (HIPAA right of access; ONC
+        // (d)(2) accounting of disclosures) and who is on their care team — and only their
+        // own.
+        (
+            Role::Patient,
+            Resource::Patient(id) | Resource::PatientAccessLog(id) | Resource::CareTeam(id),
+        ) if action == Read => {
             if actor.patient == Some(*id) {
-                Decision::Allow {
-                    rule: "patient_own_record",
-                    purpose: PurposeOfUse::PatientRequest,
-                }
+                allow("patient_own_record", PatientRequest)
             } else {
                 Decision::Deny(DenyReason::NotTheirRecord)
             }
         }
         // Reviewers may read any patient's access log, as part of the whole log.
-        (Role::Auditor | Role::PrivacyOfficer, Resource::PatientAccessLog(_))
-            if action == Action::Read =>
-        {
-            Decision::Allow {
-                rule: "audit_review",
-                purpose: PurposeOfUse::Compliance,
-            }
+        (Role::Auditor | Role::PrivacyOfficer, Resource::PatientAccessLog(_)) if action == Read => {
+            allow("audit_review", Compliance)
         }
         // Administrators run the organisation's accounts: invitations, roles.
-        (Role::Administrator, Resource::Users)
-            if matches!(action, Action::Read | Action::Create | Action::Update) =>
-        {
-            Decision::Allow {
-                rule: "user_administration",
-                purpose: PurposeOfUse::SystemAdministration,
-            }
+        (Role::Administrator, Resource::Users) if matches!(action, Read | Create | Update) => {
+            allow("user_administration", SystemAdministration)
         }
         // Auditors and privacy officers review the audit log, not the chart.
+        _ => Decision::Deny(DenyReason::RoleNotPermitted),
+    }
+}
+
+/// Clinicians and nurses: a record is open to the patient's care team, and to anyone who
+/// broke the glass for it; the directory shows everyone else only enough to identify them.
+fn clinical_staff(
+    actor: &Actor,
+    action: Action,
+    resource: &Resource,
+    context: &Context,
+) -> Decision {
+    use Action::*;
+    use PurposeOfUse::*;
+    match (action, resource) {
+        (Read | Search, Resource::Patient(_) | Resource::CareTeam(_)) if context.care_team => {
+            allow("care_team", Treatment)
+        }
+        (Read | Search, Resource::Patient(_) | Resource::CareTeam(_)) if context.break_glass => {
+            allow("break_glass", EmergencyTreatment)
+        }
+        // Finding a patient (to book them, to break the glass for them) shows who they are
+        // and nothing of their record.
+        (Search, Resource::PatientDirectory) => allow("patient_lookup", Treatment),
+        (Search, Resource::Patient(_)) => Decision::Allow {
+            rule: "patient_lookup",
+            purpose: Treatment,
+            obligations: Obligations {
+                mask: Mask::Identification,
+                review: false,
+            },
+        },
+        (Read, Resource::Patient(_) | Resource::CareTeam(_)) => {
+            Decision::Deny(DenyReason::NoCareRelationship)
+        }
+        // Emergency access carries a person's stated reason and their accountability.
+        (BreakGlass, Resource::Patient(_)) => match actor.principal {
+            Principal::User { .. } => Decision::Allow {
+                rule: "break_glass",
+                purpose: EmergencyTreatment,
+                obligations: Obligations {
+                    mask: Mask::None,
+                    review: true,
+                },
+            },
+            Principal::ApiToken(_) => Decision::Deny(DenyReason::PersonalCredentialRequired),
+        },
         _ => Decision::Deny(DenyReason::RoleNotPermitted),
     }
 }
@@ -246,6 +363,21 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decision with no relationship to the patient.
+    fn decide_alone(actor: &Actor, action: Action, resource: &Resource) -> Decision {
+        decide(actor, action, resource, &Context::default())
+    }
+
+    fn user(role: Role) -> Actor {
+        Actor {
+            principal: Principal::User {
+                user: UserId::generate(),
+                session: SessionId::generate(),
+            },
+            ..actor(role)
+        }
+    }
 
     fn actor(role: Role) -> Actor {
         Actor {
@@ -265,25 +397,28 @@ mod tests {
             ..actor(Role::Patient)
         };
         for resource in [Resource::Patient(own), Resource::PatientAccessLog(own)] {
-            assert!(decide(&patient, Action::Read, &resource).is_allowed());
-            assert!(!decide(&patient, Action::Update, &resource).is_allowed());
+            assert!(decide_alone(&patient, Action::Read, &resource).is_allowed());
+            assert!(!decide_alone(&patient, Action::Update, &resource).is_allowed());
         }
         for resource in [Resource::Patient(other), Resource::PatientAccessLog(other)] {
             assert_eq!(
-                decide(&patient, Action::Read, &resource),
+                decide_alone(&patient, Action::Read, &resource),
                 Decision::Deny(DenyReason::NotTheirRecord)
             );
         }
         // A patient-role actor linked to no record sees nothing.
-        assert!(!decide(&actor(Role::Patient), Action::Read, &Resource::Patient(own)).is_allowed());
-        assert!(!decide(&patient, Action::Search, &Resource::PatientDirectory).is_allowed());
+        assert!(
+            !decide_alone(&actor(Role::Patient), Action::Read, &Resource::Patient(own))
+                .is_allowed()
+        );
+        assert!(!decide_alone(&patient, Action::Search, &Resource::PatientDirectory).is_allowed());
     }
 
     #[test]
     fn staff_other_than_reviewers_do_not_read_a_patients_access_log() {
         let resource = Resource::PatientAccessLog(PatientId::generate());
         for role in [Role::Auditor, Role::PrivacyOfficer] {
-            assert!(decide(&actor(role), Action::Read, &resource).is_allowed());
+            assert!(decide_alone(&actor(role), Action::Read, &resource).is_allowed());
         }
         for role in [
             Role::Administrator,
@@ -291,7 +426,7 @@ mod tests {
             Role::Nurse,
             Role::FrontDesk,
         ] {
-            assert!(!decide(&actor(role), Action::Read, &resource).is_allowed());
+            assert!(!decide_alone(&actor(role), Action::Read, &resource).is_allowed());
         }
     }
 
@@ -300,38 +435,179 @@ mod tests {
         for role in [Role::Administrator, Role::FrontDesk] {
             for action in [Action::Read, Action::Search, Action::Create, Action::Update] {
                 let resource = Resource::Patient(PatientId::generate());
-                assert!(decide(&actor(role), action, &resource).is_allowed());
+                assert!(decide_alone(&actor(role), action, &resource).is_allowed());
             }
         }
     }
 
     #[test]
-    fn clinical_staff_read_but_do_not_register() {
+    fn clinical_staff_read_the_records_of_their_care_team_and_do_not_register() {
         let resource = Resource::Patient(PatientId::generate());
-        assert!(decide(&actor(Role::Nurse), Action::Read, &resource).is_allowed());
-        assert_eq!(
-            decide(&actor(Role::Clinician), Action::Create, &resource),
-            Decision::Deny(DenyReason::RoleNotPermitted)
+        let on_team = Context {
+            care_team: true,
+            ..Context::default()
+        };
+        for role in [Role::Clinician, Role::Nurse] {
+            let decision = decide(&user(role), Action::Read, &resource, &on_team);
+            assert_eq!(decision.reason(), "care_team");
+            assert_eq!(decision.purpose(), Some(PurposeOfUse::Treatment));
+            assert_eq!(decision.obligations(), Some(Obligations::NONE));
+            assert_eq!(
+                decide_alone(&user(role), Action::Read, &resource),
+                Decision::Deny(DenyReason::NoCareRelationship)
+            );
+            for action in [Action::Create, Action::Update, Action::Delete] {
+                assert_eq!(
+                    decide(&user(role), action, &resource, &on_team),
+                    Decision::Deny(DenyReason::RoleNotPermitted)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_search_shows_strangers_only_enough_to_identify_them() {
+        let clinician = user(Role::Clinician);
+        assert!(decide_alone(&clinician, Action::Search, &Resource::PatientDirectory).is_allowed());
+        let stranger = decide_alone(
+            &clinician,
+            Action::Search,
+            &Resource::Patient(PatientId::generate()),
         );
+        assert_eq!(
+            stranger.obligations().map(|o| o.mask),
+            Some(Mask::Identification)
+        );
+        let own = decide(
+            &clinician,
+            Action::Search,
+            &Resource::Patient(PatientId::generate()),
+            &Context {
+                care_team: true,
+                ..Context::default()
+            },
+        );
+        assert_eq!(own.obligations().map(|o| o.mask), Some(Mask::None));
+        // The front desk registers patients: it sees their demographics in full.
+        let desk = decide_alone(
+            &user(Role::FrontDesk),
+            Action::Search,
+            &Resource::Patient(PatientId::generate()),
+        );
+        assert_eq!(desk.obligations().map(|o| o.mask), Some(Mask::None));
+    }
+
+    #[test]
+    fn breaking_the_glass_is_for_clinical_staff_in_person_and_is_reviewed() {
+        let resource = Resource::Patient(PatientId::generate());
+        for role in [Role::Clinician, Role::Nurse] {
+            let decision = decide_alone(&user(role), Action::BreakGlass, &resource);
+            assert_eq!(decision.reason(), "break_glass");
+            assert_eq!(decision.purpose(), Some(PurposeOfUse::EmergencyTreatment));
+            assert_eq!(decision.obligations().map(|o| o.review), Some(true));
+            assert_eq!(
+                decide_alone(&actor(role), Action::BreakGlass, &resource),
+                Decision::Deny(DenyReason::PersonalCredentialRequired)
+            );
+        }
+        for role in Role::ALL
+            .into_iter()
+            .filter(|r| !matches!(r, Role::Clinician | Role::Nurse))
+        {
+            assert!(!decide_alone(&user(role), Action::BreakGlass, &resource).is_allowed());
+        }
+        // Once granted, the record opens as emergency treatment, and only that record.
+        let glass = Context {
+            break_glass: true,
+            ..Context::default()
+        };
+        let read = decide(&user(Role::Clinician), Action::Read, &resource, &glass);
+        assert_eq!(read.reason(), "break_glass");
+        assert_eq!(read.purpose(), Some(PurposeOfUse::EmergencyTreatment));
+        assert!(!decide(&user(Role::Clinician), Action::Update, &resource, &glass).is_allowed());
+        assert!(
+            !decide(
+                &user(Role::FrontDesk),
+                Action::Read,
+                &Resource::AuditLog,
+                &glass
+            )
+            .is_allowed()
+        );
+    }
+
+    #[test]
+    fn care_teams_are_kept_by_the_front_desk_and_seen_by_the_team_and_the_patient() {
+        let patient = PatientId::generate();
+        let resource = Resource::CareTeam(patient);
+        for role in [Role::Administrator, Role::FrontDesk] {
+            for action in [Action::Read, Action::Update, Action::Delete] {
+                assert!(decide_alone(&user(role), action, &resource).is_allowed());
+            }
+        }
+        let on_team = Context {
+            care_team: true,
+            ..Context::default()
+        };
+        assert!(decide(&user(Role::Nurse), Action::Read, &resource, &on_team).is_allowed());
+        assert!(!decide(&user(Role::Nurse), Action::Update, &resource, &on_team).is_allowed());
+        assert!(!decide_alone(&user(Role::Nurse), Action::Read, &resource).is_allowed());
+        let own = Actor {
+            patient: Some(patient),
+            ..user(Role::Patient)
+        };
+        assert!(decide_alone(&own, Action::Read, &resource).is_allowed());
+        assert!(!decide_alone(&own, Action::Update, &resource).is_allowed());
+        for role in [Role::Auditor, Role::PrivacyOfficer] {
+            assert!(!decide_alone(&user(role), Action::Read, &resource).is_allowed());
+        }
+    }
+
+    #[test]
+    fn the_privacy_officer_reviews_break_glass_and_the_auditor_sees_the_queue() {
+        let queue = Resource::BreakGlassReviews;
+        for role in [Role::Auditor, Role::PrivacyOfficer] {
+            assert!(decide_alone(&user(role), Action::Search, &queue).is_allowed());
+        }
+        assert!(decide_alone(&user(Role::PrivacyOfficer), Action::Update, &queue).is_allowed());
+        assert_eq!(
+            decide_alone(&actor(Role::PrivacyOfficer), Action::Update, &queue),
+            Decision::Deny(DenyReason::PersonalCredentialRequired)
+        );
+        assert!(!decide_alone(&user(Role::Auditor), Action::Update, &queue).is_allowed());
+        for role in [
+            Role::Administrator,
+            Role::Clinician,
+            Role::Nurse,
+            Role::FrontDesk,
+            Role::Patient,
+        ] {
+            assert!(!decide_alone(&user(role), Action::Search, &queue).is_allowed());
+        }
     }
 
     #[test]
     fn audit_checkpoints_are_for_oversight_roles() {
         for role in [Role::Auditor, Role::PrivacyOfficer, Role::Administrator] {
-            assert!(decide(&actor(role), Action::Read, &Resource::AuditCheckpoints).is_allowed());
             assert!(
-                !decide(&actor(role), Action::Update, &Resource::AuditCheckpoints).is_allowed()
+                decide_alone(&actor(role), Action::Read, &Resource::AuditCheckpoints).is_allowed()
+            );
+            assert!(
+                !decide_alone(&actor(role), Action::Update, &Resource::AuditCheckpoints)
+                    .is_allowed()
             );
         }
         for role in [Role::Patient, Role::Clinician, Role::Nurse, Role::FrontDesk] {
-            assert!(!decide(&actor(role), Action::Read, &Resource::AuditCheckpoints).is_allowed());
+            assert!(
+                !decide_alone(&actor(role), Action::Read, &Resource::AuditCheckpoints).is_allowed()
+            );
         }
     }
 
     #[test]
     fn only_reviewers_query_the_whole_audit_log() {
         for role in [Role::Auditor, Role::PrivacyOfficer] {
-            assert!(decide(&actor(role), Action::Search, &Resource::AuditLog).is_allowed());
+            assert!(decide_alone(&actor(role), Action::Search, &Resource::AuditLog).is_allowed());
         }
         for role in [
             Role::Administrator,
@@ -340,14 +616,14 @@ mod tests {
             Role::FrontDesk,
             Role::Patient,
         ] {
-            assert!(!decide(&actor(role), Action::Search, &Resource::AuditLog).is_allowed());
+            assert!(!decide_alone(&actor(role), Action::Search, &Resource::AuditLog).is_allowed());
         }
     }
 
     #[test]
     fn only_administrators_manage_users() {
         assert!(
-            decide(
+            decide_alone(
                 &actor(Role::Administrator),
                 Action::Create,
                 &Resource::Users
@@ -355,7 +631,7 @@ mod tests {
             .is_allowed()
         );
         for role in Role::ALL.into_iter().filter(|r| *r != Role::Administrator) {
-            assert!(!decide(&actor(role), Action::Create, &Resource::Users).is_allowed());
+            assert!(!decide_alone(&actor(role), Action::Create, &Resource::Users).is_allowed());
         }
     }
 
@@ -363,7 +639,7 @@ mod tests {
     fn everything_else_is_denied_by_default() {
         for role in [Role::Patient, Role::Auditor, Role::PrivacyOfficer] {
             for action in [Action::Read, Action::Search, Action::Create, Action::Update] {
-                let decision = decide(&actor(role), action, &Resource::PatientDirectory);
+                let decision = decide_alone(&actor(role), action, &Resource::PatientDirectory);
                 assert_eq!(decision.reason(), "role_not_permitted");
             }
         }

@@ -48,7 +48,7 @@ async fn every_route_refuses_anonymous_callers_unless_declared_public(backend: B
     assert!(routes.len() >= 25, "{routes:?}");
     let mut open = Vec::new();
     for route in &routes {
-        let path = route.replace("{id}", &PatientId::generate().to_string());
+        let path = with_ids(route);
         for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
             let status = server
                 .client
@@ -73,6 +73,27 @@ async fn every_route_refuses_anonymous_callers_unless_declared_public(backend: B
     );
 }
 
+/// The route with a fresh id in every `{placeholder}`.
+fn with_ids(route: &str) -> String {
+    let mut path = String::new();
+    let mut rest = route;
+    while let Some(start) = rest.find('{') {
+        let end = start + rest[start..].find('}').unwrap();
+        path.push_str(&rest[..start]);
+        path.push_str(&PatientId::generate().to_string());
+        rest = &rest[end + 1..];
+    }
+    path.push_str(rest);
+    path
+}
+
+/// How the caller authenticates: a person's session, or an operator's API token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    Person,
+    Token,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Own,
@@ -81,7 +102,9 @@ enum Target {
     Missing,
 }
 
-/// One request; `{id}` stands for the target patient.
+/// One request; `{id}` stands for the target patient, `{member}` for a clinician who may
+/// join a care team, `{stranger}` for someone on no care team, `{glass}` for a pending
+/// break-the-glass access, `{notice}` for a notification that is not the caller's.
 struct Endpoint {
     method: Method,
     path: &'static str,
@@ -151,22 +174,102 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/api/v1/me",
             body: None,
         },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/patients/{id}/care-team",
+            body: None,
+        },
+        Endpoint {
+            method: Method::PUT,
+            path: "/api/v1/patients/{id}/care-team/{member}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/api/v1/patients/{id}/care-team/{stranger}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/break-glass",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/break-glass/{glass}/review",
+            body: Some(json!({ "outcome": "justified" })),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/notifications",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/notifications/{notice}/read",
+            body: None,
+        },
+        // Last: a granted emergency access opens the record for the rest of the run.
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/patients/{id}/break-glass",
+            body: Some(json!({ "reason": "Unconscious in the emergency department" })),
+        },
     ]
 }
 
-/// What the policy allows, as the status a caller sees.
-fn expected(role: Role, endpoint: &Endpoint, target: Target) -> StatusCode {
+/// What the policy allows, as the status a caller sees. A clinical caller signed in as a
+/// person is on the care team of the `Own` patient and of no other.
+fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Target) -> StatusCode {
     use Role::*;
     let allowed_read = |ok: StatusCode| match target {
         Target::Missing => StatusCode::NOT_FOUND,
         _ => ok,
     };
     let forbidden = StatusCode::FORBIDDEN;
+    let person = credential == Credential::Person;
+    let clinical = matches!(role, Clinician | Nurse);
     match (endpoint.method.as_str(), endpoint.path) {
-        ("GET", "/api/v1/patients/{id}") => match role {
-            Administrator | FrontDesk | Clinician | Nurse => allowed_read(StatusCode::OK),
-            // A patient is refused any id but their own, existing or not: no leak.
-            Patient if target == Target::Own => StatusCode::OK,
+        ("GET", "/api/v1/patients/{id}") | ("GET", "/api/v1/patients/{id}/care-team") => {
+            match role {
+                Administrator | FrontDesk => allowed_read(StatusCode::OK),
+                // Their care team's patient only; another patient's id is refused, whether
+                // it exists or not: no leak. A token is on no care team.
+                _ if clinical && person && target == Target::Own => StatusCode::OK,
+                // A patient is refused any id but their own, existing or not.
+                Patient if target == Target::Own => StatusCode::OK,
+                _ => forbidden,
+            }
+        }
+        ("PUT", "/api/v1/patients/{id}/care-team/{member}") => match role {
+            // Added, or already a member (the front desk added them first): both succeed.
+            Administrator | FrontDesk => allowed_read(StatusCode::OK),
+            _ => forbidden,
+        },
+        ("DELETE", "/api/v1/patients/{id}/care-team/{stranger}") => match role {
+            // Allowed, but the stranger is no member to remove.
+            Administrator | FrontDesk => StatusCode::NOT_FOUND,
+            _ => forbidden,
+        },
+        ("GET", "/api/v1/break-glass") => match role {
+            Auditor | PrivacyOfficer => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("POST", "/api/v1/break-glass/{glass}/review") => match role {
+            // A review is a person's judgement: the privacy officer in person.
+            PrivacyOfficer if person => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("GET", "/api/v1/notifications") => StatusCode::OK,
+        // Someone else's notice is nobody's business: not found, for everyone.
+        ("POST", "/api/v1/notifications/{notice}/read") => StatusCode::NOT_FOUND,
+        ("POST", "/api/v1/patients/{id}/break-glass") => match role {
+            _ if clinical && person => match target {
+                // Already on the care team: nothing to break.
+                Target::Own => StatusCode::CONFLICT,
+                Target::Other => StatusCode::CREATED,
+                Target::Missing => StatusCode::NOT_FOUND,
+            },
             _ => forbidden,
         },
         ("PUT", "/api/v1/patients/{id}") => match role {
@@ -208,77 +311,85 @@ fn expected(role: Role, endpoint: &Endpoint, target: Target) -> StatusCode {
     }
 }
 
-async fn denials(server: &TestServer) -> usize {
-    server
-        .app()
-        .store()
-        .audit_events(0, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.event.outcome == haven_audit::Outcome::Denied)
-        .count()
+/// Moves `cursor` to the end of the audit log; whether any entry it passed is a denial.
+async fn denied_since(server: &TestServer, cursor: &mut i64) -> bool {
+    let mut denied = false;
+    loop {
+        let page = server
+            .app()
+            .store()
+            .audit_events(*cursor, 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else {
+            return denied;
+        };
+        *cursor = last.seq;
+        denied |= page
+            .iter()
+            .any(|e| e.event.outcome == haven_audit::Outcome::Denied);
+    }
 }
 
 async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
     let server = TestServer::start(backend).await;
-    server.invite(Role::Nurse, None).await; // the organisation exists
     let own = server.create_patient("Own").await;
     let other = server.create_patient("Other").await;
     let missing = PatientId::generate();
+    let member = server.user(Role::Clinician, None).await;
+    // One pending break-the-glass access for the privacy officer to review.
+    let responder = server.user(Role::Nurse, None).await;
+    let glass = server
+        .post_as(
+            Some(&responder.token),
+            &format!("/api/v1/patients/{other}/break-glass"),
+            json!({ "reason": "Collapsed in the waiting room" }),
+        )
+        .await;
+    assert_eq!(glass.status(), StatusCode::CREATED);
+    let glass: Value = glass.json().await.unwrap();
+    let glass = glass["id"].as_str().unwrap().to_owned();
     server.app().checkpoint_now().await.unwrap();
 
     let mut mismatches = Vec::new();
     let mut undenied = Vec::new();
     let mut requests = 0;
     for role in Role::ALL {
-        let token = if role == Role::Patient {
-            server.patient_token(own).await
-        } else {
-            server.token(role, 1).await
-        };
-        for endpoint in endpoints() {
-            for (target, id) in [
-                (Target::Own, own),
-                (Target::Other, other),
-                (Target::Missing, missing),
-            ] {
-                if !endpoint.path.contains("{id}") && target != Target::Own {
-                    continue;
+        for credential in [Credential::Person, Credential::Token] {
+            let token = match (credential, role) {
+                (Credential::Person, Role::Patient) => server.user(role, Some(own)).await.token,
+                (Credential::Person, _) => {
+                    let user = server.user(role, None).await;
+                    if matches!(role, Role::Clinician | Role::Nurse) {
+                        server.add_to_care_team(own, user.id).await;
+                    }
+                    user.token
                 }
-                let path = endpoint.path.replace("{id}", &id.to_string());
-                let mut request = server
-                    .client
-                    .request(endpoint.method.clone(), server.endpoint(&path))
-                    .bearer_auth(&token);
-                if endpoint.method == Method::PUT {
-                    // The current version (as an administrator sees it), so an allowed update
-                    // succeeds; for a missing record any version will do.
-                    let etag = current_etag(&server, &id)
-                        .await
-                        .unwrap_or("\"1\"".to_owned());
-                    request = request.header("if-match", etag);
-                }
-                if let Some(body) = &endpoint.body {
-                    request = request.json(body);
-                }
-                let before = denials(&server).await;
-                let status = request.send().await.unwrap().status();
-                requests += 1;
-                let want = expected(role, &endpoint, target);
-                if status != want {
-                    mismatches.push(format!(
-                        "{role} {} {path} ({target:?}): got {status}, want {want}",
-                        endpoint.method
-                    ));
-                }
-                if status == StatusCode::FORBIDDEN && denials(&server).await <= before {
-                    undenied.push(format!("{role} {} {path}", endpoint.method));
-                }
-            }
+                (Credential::Token, Role::Patient) => server.patient_token(own).await,
+                (Credential::Token, _) => server.token(role, 1).await,
+            };
+            let caller = Caller {
+                role,
+                credential,
+                token: &token,
+            };
+            requests += check_every_endpoint(
+                &server,
+                &caller,
+                [own, other, missing],
+                &[
+                    ("{member}", member.id.to_string()),
+                    ("{stranger}", PatientId::generate().to_string()),
+                    ("{glass}", glass.clone()),
+                    ("{notice}", PatientId::generate().to_string()),
+                ],
+                &mut mismatches,
+                &mut undenied,
+            )
+            .await;
         }
     }
-    assert!(requests > 100, "{requests} requests");
+    assert!(requests > 300, "{requests} requests");
     assert!(
         mismatches.is_empty(),
         "{} mismatches:\n{}",
@@ -290,6 +401,86 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
         "denials not audited:\n{}",
         undenied.join("\n")
     );
+}
+
+struct Caller<'a> {
+    role: Role,
+    credential: Credential,
+    token: &'a str,
+}
+
+/// Sends every endpoint for every target as one caller; returns how many requests it sent.
+async fn check_every_endpoint(
+    server: &TestServer,
+    caller: &Caller<'_>,
+    [own, other, missing]: [PatientId; 3],
+    placeholders: &[(&str, String)],
+    mismatches: &mut Vec<String>,
+    undenied: &mut Vec<String>,
+) -> usize {
+    let Caller {
+        role,
+        credential,
+        token,
+    } = *caller;
+    let mut requests = 0;
+    let mut cursor = 0;
+    {
+        for endpoint in endpoints() {
+            for (target, id) in [
+                (Target::Own, own),
+                (Target::Other, other),
+                (Target::Missing, missing),
+            ] {
+                if !endpoint.path.contains("{id}") && target != Target::Own {
+                    continue;
+                }
+                let mut path = endpoint.path.replace("{id}", &id.to_string());
+                for (placeholder, value) in placeholders {
+                    path = path.replace(placeholder, value);
+                }
+                let mut request = server
+                    .client
+                    .request(endpoint.method.clone(), server.endpoint(&path))
+                    .bearer_auth(token);
+                if endpoint.method == Method::PUT {
+                    // The current version (as an administrator sees it), so an allowed update
+                    // succeeds; for a missing record any version will do.
+                    let etag = current_etag(server, &id)
+                        .await
+                        .unwrap_or("\"1\"".to_owned());
+                    request = request.header("if-match", etag);
+                }
+                if let Some(body) = &endpoint.body {
+                    request = request.json(body);
+                }
+                denied_since(server, &mut cursor).await;
+                let mut status = request.send().await.unwrap().status();
+                requests += 1;
+                let want = expected(role, credential, &endpoint, target);
+                // Adding a member is idempotent: 201 the first time, 200 after.
+                if endpoint.method == Method::PUT
+                    && endpoint.path.contains("{member}")
+                    && status == StatusCode::CREATED
+                {
+                    status = StatusCode::OK;
+                }
+                if status != want {
+                    mismatches.push(format!(
+                        "{role} ({credential:?}) {} {path} ({target:?}): got {status}, want {want}",
+                        endpoint.method
+                    ));
+                }
+                if status == StatusCode::FORBIDDEN && !denied_since(server, &mut cursor).await {
+                    undenied.push(format!(
+                        "{role} ({credential:?}) {} {path}",
+                        endpoint.method
+                    ));
+                }
+            }
+        }
+    }
+    requests
 }
 
 async fn current_etag(server: &TestServer, id: &PatientId) -> Option<String> {

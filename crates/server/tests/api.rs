@@ -400,7 +400,21 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
         post(&server, &auditor, &ada("No")).await.status(),
         StatusCode::FORBIDDEN
     );
-    let nurse = server.token(Role::Nurse, 1).await;
+    // Clinical staff open only the records of patients they care for: a token is on no
+    // care team, and a nurse who is on this patient's may read but not register.
+    let nurse_token = server.token(Role::Nurse, 1).await;
+    assert_eq!(
+        get(&server, &nurse_token, &path).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let nurse_user = server.user(Role::Nurse, None).await;
+    server
+        .add_to_care_team(
+            path.rsplit('/').next().unwrap().parse().unwrap(),
+            nurse_user.id,
+        )
+        .await;
+    let nurse = nurse_user.token;
     assert_eq!(get(&server, &nurse, &path).await.status(), StatusCode::OK);
     assert_eq!(
         post(&server, &nurse, &ada("No")).await.status(),

@@ -69,7 +69,11 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
     let server = TestServer::start(backend).await;
     let ada = server.create_patient("Lovelace").await;
     let bob = server.create_patient("Babbage").await;
-    let clinician = server.token(Role::Clinician, 1).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    for id in [ada, bob] {
+        server.add_to_care_team(id, clinician.id).await;
+    }
+    let clinician = clinician.token;
     for id in [ada, bob] {
         let read = server
             .get_as(&clinician, &format!("/api/v1/patients/{id}"))
@@ -101,7 +105,8 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
     let items = log["items"].as_array().unwrap();
     // Newest first: this very read of the log (recorded before it was answered), the
     // patient's read of their record, the issue of their token, the clinician's read, the
-    // registration. The first three are newer than the checkpoint and have no proof yet.
+    // clinician joining the care team, the registration. The first three are newer than the
+    // checkpoint and have no proof yet.
     let who: Vec<(&str, &str)> = items
         .iter()
         .map(|e| (e["role"].as_str().unwrap(), e["action"].as_str().unwrap()))
@@ -113,19 +118,28 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
             ("patient", "read"),
             ("patient", "privilege_change"),
             ("clinician", "read"),
+            ("administrator", "update"),
             ("administrator", "create")
         ],
         "{log:#}"
     );
     assert!(items.iter().all(|e| e["patient"] == ada.to_string()));
-    // And why, as HL7 purpose-of-use codes: the patient's own request, care, registration.
+    // And why, as HL7 purpose-of-use codes: the patient's own request, care, registration
+    // (keeping the care team is patient administration too).
     let purposes: Vec<&str> = items
         .iter()
         .map(|e| e["purpose_of_use"].as_str().unwrap())
         .collect();
     assert_eq!(
         purposes,
-        ["PATRQT", "PATRQT", "HSYSADMIN", "TREAT", "PATADMIN"],
+        [
+            "PATRQT",
+            "PATRQT",
+            "HSYSADMIN",
+            "TREAT",
+            "PATADMIN",
+            "PATADMIN"
+        ],
         "{log:#}"
     );
     assert!(items[..3].iter().all(|e| e["proof"].is_null()), "{log:#}");
@@ -141,7 +155,7 @@ async fn a_patient_sees_who_accessed_their_record_with_proofs(backend: Backend) 
     server.app().checkpoint_now().await.unwrap();
     let log: Value = server.get_as(&patient, &path).await.json().await.unwrap();
     let items = log["items"].as_array().unwrap().clone();
-    assert_eq!(items.len(), 6);
+    assert_eq!(items.len(), 7);
     assert!(items[0]["proof"].is_null());
     assert!(
         items[1..]
@@ -457,7 +471,9 @@ async fn an_altered_entry_fails_the_clients_check_and_is_named_under_a_sparse_ch
 ) {
     let server = TestServer::start(backend).await;
     let ada = server.create_patient("Lovelace").await;
-    let clinician = server.token(Role::Clinician, 1).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(ada, clinician.id).await;
+    let clinician = clinician.token;
     for _ in 0..30 {
         let read = server
             .get_as(&clinician, &format!("/api/v1/patients/{ada}"))

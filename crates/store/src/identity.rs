@@ -15,6 +15,8 @@ pub struct StoredOrganisation {
     pub absolute_timeout_secs: i64,
     /// Whether patients, too, must use a second factor (staff always must).
     pub patient_mfa_required: bool,
+    /// How long a break-the-glass grant lasts.
+    pub break_glass_secs: i64,
     pub created_at_ms: i64,
 }
 

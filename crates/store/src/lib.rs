@@ -18,6 +18,7 @@ use std::fmt;
 use haven_audit::{AuditEvent, StoredAuditEvent};
 use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
 
+pub mod care;
 pub mod identity;
 pub mod postgres;
 pub mod sqlite;
@@ -65,6 +66,12 @@ pub mod limits {
     pub const USERS_LISTED_MAX: u32 = 1000;
     /// The most passkeys one user may register.
     pub const PASSKEYS_PER_USER_MAX: u32 = 20;
+    /// The most members one patient's care team may have.
+    pub const CARE_TEAM_MEMBERS_MAX: u32 = 100;
+    /// The most patients one relationship look-up covers (a page of search results).
+    pub const RELATIONS_LOOKUP_MAX: usize = 100;
+    /// The most notifications one listing returns (newest first).
+    pub const NOTIFICATIONS_LISTED_MAX: u32 = 100;
     /// How long expired WebAuthn challenges are kept before they are swept.
     pub const CHALLENGE_TTL_MS: i64 = 10 * 60 * 1000;
 }
@@ -694,6 +701,54 @@ pub trait Store: Send + Sync + fmt::Debug {
         id: uuid::Uuid,
         now_ms: i64,
     ) -> StoreResult<Option<StoredChallenge>>;
+
+    // --- Care relationships, break-the-glass and notifications ---------------------------
+
+    /// The members of `patient`'s care team, oldest first (at most
+    /// [`limits::CARE_TEAM_MEMBERS_MAX`]).
+    async fn care_team(&self, patient: PatientId) -> StoreResult<Vec<care::CareTeamMember>>;
+    /// Adds a member unless they are one already or the team is full
+    /// ([`limits::CARE_TEAM_MEMBERS_MAX`]); whether a row was added.
+    async fn add_care_team_member(&self, member: care::CareTeamMember) -> StoreResult<bool>;
+    /// Removes a member; whether they were one.
+    async fn remove_care_team_member(&self, patient: PatientId, user: UserId) -> StoreResult<bool>;
+    /// For each of `patients` (at most [`limits::RELATIONS_LOOKUP_MAX`]) that `user` has a
+    /// relationship with at `now_ms`: a care-team membership or an unexpired
+    /// break-the-glass grant. Patients with neither are left out.
+    async fn relations(
+        &self,
+        user: UserId,
+        patients: &[PatientId],
+        now_ms: i64,
+    ) -> StoreResult<Vec<care::Relations>>;
+    async fn insert_break_glass(&self, grant: care::StoredBreakGlass) -> StoreResult<()>;
+    async fn break_glass(
+        &self,
+        id: haven_domain::BreakGlassId,
+    ) -> StoreResult<Option<care::StoredBreakGlass>>;
+    /// A page of an organisation's grants, newest first.
+    async fn break_glass_grants(
+        &self,
+        query: &care::BreakGlassQuery,
+    ) -> StoreResult<Vec<care::StoredBreakGlass>>;
+    /// Records a review of a grant still pending; whether it was pending.
+    async fn review_break_glass(&self, review: care::BreakGlassReview) -> StoreResult<bool>;
+    async fn insert_notifications(
+        &self,
+        notifications: Vec<care::StoredNotification>,
+    ) -> StoreResult<()>;
+    /// A user's notifications, newest first (at most [`limits::NOTIFICATIONS_LISTED_MAX`]).
+    async fn notifications(&self, user: UserId) -> StoreResult<Vec<care::StoredNotification>>;
+    /// Marks one of the user's notifications read; whether it was theirs and unread.
+    async fn mark_notification_read(
+        &self,
+        user: UserId,
+        id: haven_domain::NotificationId,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Marks every unread notification about `subject` read, for everyone: the matter is
+    /// dealt with (a break-the-glass access reviewed).
+    async fn resolve_notifications(&self, subject: uuid::Uuid, now_ms: i64) -> StoreResult<()>;
 }
 
 pub(crate) fn check_siem_cursor(after_seq: i64) -> StoreResult<()> {

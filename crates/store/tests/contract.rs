@@ -109,6 +109,9 @@ contracts! {
         an_invitation_is_redeemed_once,
         recovery_codes_work_once_each,
         passkeys_and_challenges_are_kept_and_used_once,
+        care_teams_and_break_glass_grants_make_relations_that_expire,
+        break_glass_reviews_happen_once_and_page_newest_first,
+        notifications_are_per_user_and_resolved_together,
         concurrent_inserts_all_succeed,
         a_failing_write_does_not_undo_concurrent_writes,
         acknowledged_writes_survive_a_restart,
@@ -2040,6 +2043,7 @@ fn organisation() -> haven_store::StoredOrganisation {
         idle_timeout_secs: 900,
         absolute_timeout_secs: 43_200,
         patient_mfa_required: false,
+        break_glass_secs: 3600,
         created_at_ms: T0_MS,
     }
 }
@@ -2614,4 +2618,339 @@ async fn passkeys_and_challenges_are_kept_and_used_once(engine: &Engine) {
             .unwrap(),
         None
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Care relationships, break-the-glass and notifications
+// ------------------------------------------------------------------------------------------
+
+async fn insert_patient_row(store: &dyn Store) -> PatientId {
+    let new = new_patient(ROOT_OLD, Vec::new());
+    let id = new.id;
+    store.insert_patient(new).await.unwrap();
+    id
+}
+
+fn grant_row(
+    organisation: haven_domain::OrganisationId,
+    user: haven_domain::UserId,
+    patient: PatientId,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+) -> haven_store::care::StoredBreakGlass {
+    haven_store::care::StoredBreakGlass {
+        id: haven_domain::BreakGlassId::generate(),
+        organisation,
+        user,
+        patient,
+        reason_sealed: random_bytes(80),
+        created_at_ms,
+        expires_at_ms,
+        review_state: haven_store::care::ReviewState::Pending,
+        reviewed_by: None,
+        reviewed_at_ms: None,
+        review_note_sealed: None,
+    }
+}
+
+async fn care_teams_and_break_glass_grants_make_relations_that_expire(engine: &Engine) {
+    use haven_store::care::{CareTeamMember, Relations};
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    let nurse = new_user(org.id, "nurse", None);
+    store.insert_user(nurse.clone()).await.unwrap();
+    let nurse = nurse.user.id;
+    let (ours, stranger, unrelated) = (
+        insert_patient_row(&*store).await,
+        insert_patient_row(&*store).await,
+        insert_patient_row(&*store).await,
+    );
+    let member = CareTeamMember {
+        patient: ours,
+        user: nurse,
+        added_by: "front-desk".to_owned(),
+        added_at_ms: T0_MS,
+    };
+    assert!(store.add_care_team_member(member.clone()).await.unwrap());
+    assert!(
+        !store.add_care_team_member(member.clone()).await.unwrap(),
+        "a member is added once"
+    );
+    assert_eq!(store.care_team(ours).await.unwrap(), vec![member.clone()]);
+    assert!(store.care_team(stranger).await.unwrap().is_empty());
+
+    let grant = grant_row(org.id, nurse, stranger, T0_MS, T0_MS + 3_600_000);
+    store.insert_break_glass(grant.clone()).await.unwrap();
+    assert_eq!(
+        store.break_glass(grant.id).await.unwrap(),
+        Some(grant.clone())
+    );
+
+    let mut found = store
+        .relations(nurse, &[ours, stranger, unrelated], T0_MS + 1)
+        .await
+        .unwrap();
+    found.sort_by_key(|r| r.patient != ours);
+    assert_eq!(
+        found,
+        vec![
+            Relations {
+                patient: ours,
+                care_team: true,
+                break_glass: false
+            },
+            Relations {
+                patient: stranger,
+                care_team: false,
+                break_glass: true
+            },
+        ]
+    );
+    // At the moment the grant expires it is over; the care team stays.
+    assert_eq!(
+        store
+            .relations(nurse, &[ours, stranger], T0_MS + 3_600_000)
+            .await
+            .unwrap(),
+        vec![Relations {
+            patient: ours,
+            care_team: true,
+            break_glass: false
+        }]
+    );
+    // Someone else has no relation through the nurse's.
+    let other = haven_domain::UserId::generate();
+    assert!(
+        store
+            .relations(other, &[ours, stranger], T0_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.relations(nurse, &[], T0_MS).await.unwrap().is_empty());
+    let too_many: Vec<PatientId> = (0..=limits::RELATIONS_LOOKUP_MAX)
+        .map(|_| PatientId::generate())
+        .collect();
+    assert!(matches!(
+        store.relations(nurse, &too_many, T0_MS).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    assert!(store.remove_care_team_member(ours, nurse).await.unwrap());
+    assert!(!store.remove_care_team_member(ours, nurse).await.unwrap());
+    assert!(
+        store
+            .relations(nurse, &[ours], T0_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A team has a bound: the member past it is not added.
+    for index in 0..limits::CARE_TEAM_MEMBERS_MAX {
+        let user = new_user(org.id, "clinician", None);
+        store.insert_user(user.clone()).await.unwrap();
+        assert!(
+            store
+                .add_care_team_member(CareTeamMember {
+                    patient: unrelated,
+                    user: user.user.id,
+                    added_by: "front-desk".to_owned(),
+                    added_at_ms: T0_MS + i64::from(index),
+                })
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .add_care_team_member(CareTeamMember {
+                patient: unrelated,
+                ..member
+            })
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.care_team(unrelated).await.unwrap().len(),
+        limits::CARE_TEAM_MEMBERS_MAX as usize
+    );
+}
+
+async fn break_glass_reviews_happen_once_and_page_newest_first(engine: &Engine) {
+    use haven_store::care::{BreakGlassQuery, BreakGlassReview, ReviewState};
+    let store = engine.store();
+    let org = organisation();
+    let elsewhere = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    store.insert_organisation(elsewhere.clone()).await.unwrap();
+    let clinician = new_user(org.id, "clinician", None);
+    let officer = new_user(org.id, "privacy_officer", None);
+    let outsider = new_user(elsewhere.id, "clinician", None);
+    for user in [&clinician, &officer, &outsider] {
+        store.insert_user(user.clone()).await.unwrap();
+    }
+    let patient = insert_patient_row(&*store).await;
+    let mut ours = Vec::new();
+    for index in 0..5 {
+        let grant = grant_row(
+            org.id,
+            clinician.user.id,
+            patient,
+            T0_MS + index,
+            T0_MS + 10_000,
+        );
+        store.insert_break_glass(grant.clone()).await.unwrap();
+        ours.push(grant);
+    }
+    store
+        .insert_break_glass(grant_row(
+            elsewhere.id,
+            outsider.user.id,
+            patient,
+            T0_MS,
+            T0_MS + 1,
+        ))
+        .await
+        .unwrap();
+
+    let query = |pending_only, before, limit| BreakGlassQuery {
+        organisation: org.id,
+        pending_only,
+        before,
+        limit,
+    };
+    let first = store
+        .break_glass_grants(&query(true, None, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        vec![ours[4].clone(), ours[3].clone()],
+        "newest first"
+    );
+    let last = first.last().unwrap();
+    let second = store
+        .break_glass_grants(&query(true, Some((last.created_at_ms, last.id)), 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        vec![ours[2].clone(), ours[1].clone(), ours[0].clone()]
+    );
+
+    let review = BreakGlassReview {
+        id: ours[3].id,
+        reviewer: officer.user.id,
+        state: ReviewState::Unjustified,
+        note_sealed: Some(random_bytes(40)),
+        now_ms: T0_MS + 500,
+    };
+    assert!(store.review_break_glass(review.clone()).await.unwrap());
+    assert!(
+        !store
+            .review_break_glass(BreakGlassReview {
+                state: ReviewState::Justified,
+                ..review.clone()
+            })
+            .await
+            .unwrap(),
+        "a review is final"
+    );
+    let reviewed = store.break_glass(ours[3].id).await.unwrap().unwrap();
+    assert_eq!(reviewed.review_state, ReviewState::Unjustified);
+    assert_eq!(reviewed.reviewed_by, Some(officer.user.id));
+    assert_eq!(reviewed.reviewed_at_ms, Some(T0_MS + 500));
+    assert_eq!(reviewed.review_note_sealed, review.note_sealed);
+
+    let pending = store
+        .break_glass_grants(&query(true, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 4);
+    assert!(
+        pending
+            .iter()
+            .all(|g| g.review_state == ReviewState::Pending)
+    );
+    let all = store
+        .break_glass_grants(&query(false, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5, "only this organisation's");
+    let capped = store
+        .break_glass_grants(&query(false, None, 100_000))
+        .await
+        .unwrap();
+    assert!(capped.len() <= limits::PAGE_ROWS_MAX as usize);
+}
+
+async fn notifications_are_per_user_and_resolved_together(engine: &Engine) {
+    use haven_store::care::StoredNotification;
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    let (first, second) = (
+        new_user(org.id, "privacy_officer", None),
+        new_user(org.id, "privacy_officer", None),
+    );
+    store.insert_user(first.clone()).await.unwrap();
+    store.insert_user(second.clone()).await.unwrap();
+    let subject = Uuid::now_v7();
+    let notice =
+        |user: haven_domain::UserId, at_ms: i64, subject: Option<Uuid>| StoredNotification {
+            id: haven_domain::NotificationId::generate(),
+            user,
+            kind: "break_glass_review".to_owned(),
+            subject,
+            created_at_ms: at_ms,
+            read_at_ms: None,
+        };
+    let older = notice(first.user.id, T0_MS, None);
+    let about = notice(first.user.id, T0_MS + 1, Some(subject));
+    let theirs = notice(second.user.id, T0_MS + 1, Some(subject));
+    store
+        .insert_notifications(vec![older.clone(), about.clone(), theirs.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.notifications(first.user.id).await.unwrap(),
+        vec![about.clone(), older.clone()],
+        "each user's own, newest first"
+    );
+    assert!(
+        !store
+            .mark_notification_read(first.user.id, theirs.id, T0_MS + 2)
+            .await
+            .unwrap(),
+        "not someone else's"
+    );
+    assert!(
+        store
+            .mark_notification_read(first.user.id, older.id, T0_MS + 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_notification_read(first.user.id, older.id, T0_MS + 3)
+            .await
+            .unwrap()
+    );
+    store
+        .resolve_notifications(subject, T0_MS + 4)
+        .await
+        .unwrap();
+    for user in [first.user.id, second.user.id] {
+        assert!(
+            store
+                .notifications(user)
+                .await
+                .unwrap()
+                .iter()
+                .all(|n| n.read_at_ms.is_some()),
+            "every notice about a dealt-with matter is read"
+        );
+    }
 }

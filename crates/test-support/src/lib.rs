@@ -115,6 +115,20 @@ impl Clock for FakeClock {
     }
 }
 
+/// The password every [`TestServer::user`] enrols with.
+pub const TEST_PASSWORD: &str = "wandering violet lighthouse";
+
+/// A user signed in over HTTP with a bearer session.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: haven_domain::UserId,
+    pub login: String,
+    /// The session token, sent as a bearer token.
+    pub token: String,
+    /// The base32 TOTP secret, for staff (who must have a second factor).
+    pub totp_secret: Option<String>,
+}
+
 /// A running Haven on a random port.
 #[derive(Debug)]
 pub struct TestServer {
@@ -241,6 +255,106 @@ impl TestServer {
         .token
         .expose_secret()
         .clone()
+    }
+
+    /// A signed-in user of `role` with a bearer session, enrolled from a fresh invitation
+    /// as a person would be (a patient's invitation names `patient`); staff also set up
+    /// TOTP, which their role requires before the session is complete.
+    pub async fn user(&self, role: Role, patient: Option<haven_domain::PatientId>) -> TestUser {
+        let invitation = self.invite(role, patient).await;
+        let mut suffix = [0u8; 6];
+        rand::thread_rng().fill_bytes(&mut suffix);
+        let login = format!(
+            "{}-{}@clinic.example",
+            role.as_str(),
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let enrolled = self
+            .post_as(
+                None,
+                "/api/v1/auth/enrol",
+                serde_json::json!({
+                    "invitation": invitation,
+                    "login": login,
+                    "password": TEST_PASSWORD,
+                    "transport": "bearer",
+                }),
+            )
+            .await;
+        assert_eq!(enrolled.status(), reqwest::StatusCode::CREATED);
+        let enrolled: serde_json::Value = enrolled.json().await.expect("a JSON answer");
+        let token = enrolled["token"]
+            .as_str()
+            .expect("a session token")
+            .to_owned();
+        let mut totp_secret = None;
+        if enrolled["state"] != "complete" {
+            let setup: serde_json::Value = self
+                .post_as(
+                    Some(&token),
+                    "/api/v1/auth/totp/setup",
+                    serde_json::json!({}),
+                )
+                .await
+                .json()
+                .await
+                .expect("a TOTP set-up");
+            let secret = setup["secret"].as_str().expect("a TOTP secret");
+            let now_secs = u64::try_from(self.clock.now_ms() / 1000).expect("a time after 1970");
+            let code =
+                haven_app::identity::totp::code_at_base32(secret, now_secs).expect("a TOTP code");
+            let confirmed = self
+                .post_as(
+                    Some(&token),
+                    "/api/v1/auth/totp/confirm",
+                    serde_json::json!({ "code": code }),
+                )
+                .await;
+            assert_eq!(confirmed.status(), reqwest::StatusCode::OK);
+            totp_secret = Some(secret.to_owned());
+        }
+        let me: serde_json::Value = self
+            .get_as(&token, "/api/v1/me")
+            .await
+            .json()
+            .await
+            .expect("who am I");
+        TestUser {
+            id: me["actor"]
+                .as_str()
+                .expect("an actor id")
+                .parse()
+                .expect("a user id"),
+            login,
+            token,
+            totp_secret,
+        }
+    }
+
+    /// The user's current TOTP code, as their authenticator app shows it now.
+    pub fn totp_code(&self, user: &TestUser) -> String {
+        let secret = user.totp_secret.as_deref().expect("a user with TOTP");
+        let now_secs = u64::try_from(self.clock.now_ms() / 1000).expect("a time after 1970");
+        haven_app::identity::totp::code_at_base32(secret, now_secs).expect("a TOTP code")
+    }
+
+    /// Adds `user` to `patient`'s care team, as the front desk would.
+    pub async fn add_to_care_team(
+        &self,
+        patient: haven_domain::PatientId,
+        user: haven_domain::UserId,
+    ) {
+        let added = self
+            .client
+            .put(self.endpoint(&format!("/api/v1/patients/{patient}/care-team/{user}")))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("a PUT request");
+        assert_eq!(added.status(), reqwest::StatusCode::CREATED);
     }
 
     /// `GET path` with a bearer token.

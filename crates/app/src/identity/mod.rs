@@ -186,6 +186,16 @@ pub(crate) fn invalid(field: &str, message: impl Into<String>) -> AppError {
     })
 }
 
+/// An organisation's settable policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrganisationPolicy {
+    pub idle_timeout_secs: i64,
+    pub absolute_timeout_secs: i64,
+    pub patient_mfa_required: bool,
+    /// `None` keeps the current setting.
+    pub break_glass_secs: Option<i64>,
+}
+
 /// A login name, normalised: an e-mail address, compared case-insensitively.
 fn normalise_login(login: &str) -> AppResult<String> {
     let login = haven_crypto::blind::normalise(login);
@@ -254,6 +264,21 @@ impl App {
 
     async fn audit_identity(&self, event: AuditEvent) -> AppResult<()> {
         self.gate.record_system(event).await
+    }
+
+    /// Leaves the account's owner a notice that it was locked, when it just was.
+    async fn notify_locked(&self, user: UserId, locked: bool, now_ms: i64) -> AppResult<()> {
+        if !locked {
+            return Ok(());
+        }
+        crate::notifications::notify(
+            &*self.store,
+            &[user],
+            crate::notifications::KIND_ACCOUNT_LOCKED,
+            None,
+            now_ms,
+        )
+        .await
     }
 
     // --- Organisations and invitations -----------------------------------------------------
@@ -493,22 +518,24 @@ impl App {
         if !matches {
             let locked_until_ms = lock_after_failure(user.failed_logins, now_ms);
             let reason = if locked_until_ms > 0 {
-                // The owner is told out of band (the notification service reads the audit
-                // trail for `account_locked_now`); the caller hears nothing different.
+                // The owner is told (a notice waiting for them, see `notifications`); the
+                // caller hears nothing different.
                 tracing::warn!(user = %user.id, "account locked after repeated failed sign-ins");
                 "account_locked_now"
             } else {
                 "wrong_password"
             };
-            // Both durable before the answer, written together: an unknown login writes
-            // only its audit entry, and two writes in a row would make a wrong password
+            // All durable before the answer, written together: an unknown login writes
+            // only its audit entry, and writes in a row would make a wrong password
             // measurably slower, telling a prober the account exists.
-            let (counted, audited) = tokio::join!(
+            let (counted, audited, noticed) = tokio::join!(
                 self.store.record_login_failure(user.id, locked_until_ms),
-                self.sign_in_failed(Some(&user), reason, ip, origin)
+                self.sign_in_failed(Some(&user), reason, ip, origin),
+                self.notify_locked(user.id, locked_until_ms > 0, now_ms)
             );
             counted?;
             audited?;
+            noticed?;
             return Err(AppError::Unauthenticated {
                 reason: "invalid_credentials",
             });
@@ -990,10 +1017,12 @@ impl App {
                 .await?
                 .is_some_and(|u| u.locked_until_ms > now_ms);
             if locked {
-                // That guess locked the account: the pending session ends with it.
+                // That guess locked the account: the pending session ends with it, and the
+                // owner is told.
                 self.store
                     .revoke_session(caller.session, now_ms, "account_locked")
                     .await?;
+                self.notify_locked(user.id, true, now_ms).await?;
             }
             return Err(AppError::Unauthenticated {
                 reason: "invalid_credentials",
@@ -1099,16 +1128,21 @@ impl App {
         self.store.organisation(id).await?.ok_or(AppError::NotFound)
     }
 
-    /// Changes the organisation's session time-outs and whether patients need a second
-    /// factor. Administrators only, freshly re-authenticated when signed in; audited as a
-    /// configuration change. Stricter time-outs apply to open sessions at once.
+    /// Changes the organisation's session time-outs, whether patients need a second factor
+    /// and how long a break-the-glass grant lasts. Administrators only, freshly
+    /// re-authenticated when signed in; audited as a configuration change. Stricter
+    /// time-outs apply to open sessions at once.
     pub async fn update_organisation_policy(
         &self,
         context: &crate::RequestContext,
-        idle_timeout_secs: i64,
-        absolute_timeout_secs: i64,
-        patient_mfa_required: bool,
+        policy: OrganisationPolicy,
     ) -> AppResult<StoredOrganisation> {
+        let OrganisationPolicy {
+            idle_timeout_secs,
+            absolute_timeout_secs,
+            patient_mfa_required,
+            break_glass_secs,
+        } = policy;
         self.authorize_sensitive_administration(context, haven_domain::Action::Update)
             .await?;
         let (idle_min, idle_max) = IDLE_TIMEOUT_SECS_RANGE;
@@ -1129,11 +1163,20 @@ impl App {
                 ),
             ));
         }
+        let (glass_min, glass_max) = crate::care::BREAK_GLASS_SECS_RANGE;
+        if break_glass_secs.is_some_and(|secs| !(glass_min..=glass_max).contains(&secs)) {
+            return Err(invalid(
+                "break_glass_secs",
+                format!("between {glass_min} and {glass_max} seconds"),
+            ));
+        }
         let current = self.my_organisation(context).await?;
+        let break_glass_secs = break_glass_secs.unwrap_or(current.break_glass_secs);
         let updated = StoredOrganisation {
             idle_timeout_secs,
             absolute_timeout_secs,
             patient_mfa_required,
+            break_glass_secs,
             ..current
         };
         let mut event = crate::keys::system_event(
@@ -1442,6 +1485,7 @@ pub async fn bootstrap_organisation(
         idle_timeout_secs: IDLE_TIMEOUT_SECS_DEFAULT,
         absolute_timeout_secs: ABSOLUTE_TIMEOUT_SECS_DEFAULT,
         patient_mfa_required: false,
+        break_glass_secs: crate::care::BREAK_GLASS_SECS_DEFAULT,
         created_at_ms: now_ms,
     };
     let mut event = crate::keys::system_event(

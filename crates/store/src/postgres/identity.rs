@@ -18,7 +18,8 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 pub(super) async fn insert_organisation(pool: &PgPool, o: StoredOrganisation) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO organisations (id, name, idle_timeout_secs, absolute_timeout_secs,
-             patient_mfa_required, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+             patient_mfa_required, created_at_ms, break_glass_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(o.id.as_uuid())
     .bind(&o.name)
@@ -26,13 +27,14 @@ pub(super) async fn insert_organisation(pool: &PgPool, o: StoredOrganisation) ->
     .bind(o.absolute_timeout_secs)
     .bind(o.patient_mfa_required)
     .bind(o.created_at_ms)
+    .bind(o.break_glass_secs)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute_timeout_secs,
-        patient_mfa_required, created_at_ms FROM organisations";
+        patient_mfa_required, created_at_ms, break_glass_secs FROM organisations";
 
 fn organisation_from_row(row: &PgRow) -> StoreResult<StoredOrganisation> {
     Ok(StoredOrganisation {
@@ -42,6 +44,7 @@ fn organisation_from_row(row: &PgRow) -> StoreResult<StoredOrganisation> {
         absolute_timeout_secs: row.try_get("absolute_timeout_secs")?,
         patient_mfa_required: row.try_get("patient_mfa_required")?,
         created_at_ms: row.try_get("created_at_ms")?,
+        break_glass_secs: row.try_get("break_glass_secs")?,
     })
 }
 
@@ -677,12 +680,14 @@ pub(super) async fn update_organisation(pool: &PgPool, o: StoredOrganisation) ->
     changed(
         sqlx::query(
             "UPDATE organisations SET name = $1, idle_timeout_secs = $2,
-                 absolute_timeout_secs = $3, patient_mfa_required = $4 WHERE id = $5",
+                 absolute_timeout_secs = $3, patient_mfa_required = $4, break_glass_secs = $5
+             WHERE id = $6",
         )
         .bind(o.name.clone())
         .bind(o.idle_timeout_secs)
         .bind(o.absolute_timeout_secs)
         .bind(o.patient_mfa_required)
+        .bind(o.break_glass_secs)
         .bind(o.id.as_uuid()),
         pool,
     )

@@ -16,6 +16,7 @@ use crate::identity::{
     NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
 };
 
+mod care;
 mod identity;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
@@ -975,6 +976,64 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> StoreResult<Option<crate::StoredChallenge>> {
         identity::take_challenge(&self.pool, id, now_ms).await
+    }
+    async fn care_team(&self, patient: PatientId) -> StoreResult<Vec<crate::care::CareTeamMember>> {
+        care::care_team(&self.pool, patient).await
+    }
+    async fn add_care_team_member(&self, member: crate::care::CareTeamMember) -> StoreResult<bool> {
+        care::add_care_team_member(&self.pool, member).await
+    }
+    async fn remove_care_team_member(&self, patient: PatientId, user: UserId) -> StoreResult<bool> {
+        care::remove_care_team_member(&self.pool, patient, user).await
+    }
+    async fn relations(
+        &self,
+        user: UserId,
+        patients: &[PatientId],
+        now_ms: i64,
+    ) -> StoreResult<Vec<crate::care::Relations>> {
+        care::relations(&self.pool, user, patients, now_ms).await
+    }
+    async fn insert_break_glass(&self, grant: crate::care::StoredBreakGlass) -> StoreResult<()> {
+        care::insert_break_glass(&self.pool, grant).await
+    }
+    async fn break_glass(
+        &self,
+        id: haven_domain::BreakGlassId,
+    ) -> StoreResult<Option<crate::care::StoredBreakGlass>> {
+        care::break_glass(&self.pool, id).await
+    }
+    async fn break_glass_grants(
+        &self,
+        query: &crate::care::BreakGlassQuery,
+    ) -> StoreResult<Vec<crate::care::StoredBreakGlass>> {
+        care::break_glass_grants(&self.pool, query).await
+    }
+    async fn review_break_glass(&self, review: crate::care::BreakGlassReview) -> StoreResult<bool> {
+        care::review_break_glass(&self.pool, review).await
+    }
+    async fn insert_notifications(
+        &self,
+        notifications: Vec<crate::care::StoredNotification>,
+    ) -> StoreResult<()> {
+        care::insert_notifications(&self.pool, notifications).await
+    }
+    async fn notifications(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Vec<crate::care::StoredNotification>> {
+        care::notifications(&self.pool, user).await
+    }
+    async fn mark_notification_read(
+        &self,
+        user: UserId,
+        id: haven_domain::NotificationId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        care::mark_notification_read(&self.pool, user, id, now_ms).await
+    }
+    async fn resolve_notifications(&self, subject: uuid::Uuid, now_ms: i64) -> StoreResult<()> {
+        care::resolve_notifications(&self.pool, subject, now_ms).await
     }
 }
 

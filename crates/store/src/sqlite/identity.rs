@@ -165,13 +165,15 @@ pub(super) async fn apply_identity(
         IdentityOp::InsertOrganisation(o) => {
             sqlx::query(
                 "INSERT INTO organisations (id, name, idle_timeout_secs, absolute_timeout_secs,
-                     patient_mfa_required, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                     patient_mfa_required, break_glass_secs, created_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(o.id.as_uuid())
             .bind(&o.name)
             .bind(o.idle_timeout_secs)
             .bind(o.absolute_timeout_secs)
             .bind(o.patient_mfa_required)
+            .bind(o.break_glass_secs)
             .bind(o.created_at_ms)
             .execute(&mut *connection)
             .await?;
@@ -180,12 +182,14 @@ pub(super) async fn apply_identity(
         IdentityOp::UpdateOrganisation(o) => changed(
             sqlx::query(
                 "UPDATE organisations SET name = ?, idle_timeout_secs = ?,
-                     absolute_timeout_secs = ?, patient_mfa_required = ? WHERE id = ?",
+                     absolute_timeout_secs = ?, patient_mfa_required = ?, break_glass_secs = ?
+                 WHERE id = ?",
             )
             .bind(&o.name)
             .bind(o.idle_timeout_secs)
             .bind(o.absolute_timeout_secs)
             .bind(o.patient_mfa_required)
+            .bind(o.break_glass_secs)
             .bind(o.id.as_uuid())
             .execute(&mut *connection)
             .await?,
@@ -589,7 +593,7 @@ fn session(row: &Row<'_>) -> rusqlite::Result<StoredSession> {
 }
 
 const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute_timeout_secs,
-        patient_mfa_required, created_at_ms FROM organisations";
+        patient_mfa_required, created_at_ms, break_glass_secs FROM organisations";
 
 fn organisation(row: &Row<'_>) -> rusqlite::Result<StoredOrganisation> {
     Ok(StoredOrganisation {
@@ -599,6 +603,7 @@ fn organisation(row: &Row<'_>) -> rusqlite::Result<StoredOrganisation> {
         absolute_timeout_secs: row.get(3)?,
         patient_mfa_required: row.get(4)?,
         created_at_ms: row.get(5)?,
+        break_glass_secs: row.get(6)?,
     })
 }
 

@@ -38,6 +38,7 @@ use crate::{
     TreeLeaf, TreeNode, UpdateOutcome, limits,
 };
 
+mod care;
 mod identity;
 mod readers;
 
@@ -131,6 +132,7 @@ enum WriteOp {
         now_ms: i64,
     },
     Identity(Box<identity::IdentityOp>),
+    Care(Box<care::CareOp>),
 }
 
 #[derive(Debug)]
@@ -502,6 +504,7 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             Ok(WriteOutcome::Done)
         }
         WriteOp::Identity(op) => identity::apply_identity(connection, op).await,
+        WriteOp::Care(op) => care::apply_care(connection, op).await,
         WriteOp::SetSiemCursor {
             name,
             after_seq,
@@ -1055,6 +1058,80 @@ impl Store for SqliteStore {
             WriteOutcome::Challenge(taken) => Ok(taken),
             other => Err(unexpected(other)),
         }
+    }
+    async fn care_team(&self, patient: PatientId) -> StoreResult<Vec<crate::care::CareTeamMember>> {
+        self.readers.care_team(patient)
+    }
+
+    async fn add_care_team_member(&self, member: crate::care::CareTeamMember) -> StoreResult<bool> {
+        self.care_changed(care::CareOp::AddMember(member)).await
+    }
+
+    async fn remove_care_team_member(&self, patient: PatientId, user: UserId) -> StoreResult<bool> {
+        self.care_changed(care::CareOp::RemoveMember { patient, user })
+            .await
+    }
+
+    async fn relations(
+        &self,
+        user: UserId,
+        patients: &[PatientId],
+        now_ms: i64,
+    ) -> StoreResult<Vec<crate::care::Relations>> {
+        self.readers.relations(user, patients, now_ms)
+    }
+
+    async fn insert_break_glass(&self, grant: crate::care::StoredBreakGlass) -> StoreResult<()> {
+        self.care_done(care::CareOp::InsertBreakGlass(grant)).await
+    }
+
+    async fn break_glass(
+        &self,
+        id: haven_domain::BreakGlassId,
+    ) -> StoreResult<Option<crate::care::StoredBreakGlass>> {
+        self.readers.break_glass(id)
+    }
+
+    async fn break_glass_grants(
+        &self,
+        query: &crate::care::BreakGlassQuery,
+    ) -> StoreResult<Vec<crate::care::StoredBreakGlass>> {
+        self.readers.break_glass_grants(query)
+    }
+
+    async fn review_break_glass(&self, review: crate::care::BreakGlassReview) -> StoreResult<bool> {
+        self.care_changed(care::CareOp::Review(review)).await
+    }
+
+    async fn insert_notifications(
+        &self,
+        notifications: Vec<crate::care::StoredNotification>,
+    ) -> StoreResult<()> {
+        self.care_done(care::CareOp::InsertNotifications(notifications))
+            .await
+    }
+
+    async fn notifications(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Vec<crate::care::StoredNotification>> {
+        self.readers.notifications(user)
+    }
+
+    async fn mark_notification_read(
+        &self,
+        user: UserId,
+        id: haven_domain::NotificationId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.care_changed(care::CareOp::MarkRead { user, id, now_ms })
+            .await
+    }
+
+    async fn resolve_notifications(&self, subject: uuid::Uuid, now_ms: i64) -> StoreResult<()> {
+        self.care_changed(care::CareOp::Resolve { subject, now_ms })
+            .await
+            .map(drop)
     }
 }
 
