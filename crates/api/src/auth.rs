@@ -46,7 +46,7 @@ enum Transport {
 /// A secret as it arrives (a password, an invitation, a one-time code): never printed.
 #[derive(Deserialize)]
 #[serde(transparent)]
-struct PasswordInput(String);
+pub(crate) struct PasswordInput(pub(crate) String);
 
 impl std::fmt::Debug for PasswordInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,7 +55,7 @@ impl std::fmt::Debug for PasswordInput {
 }
 
 /// A one-time secret other than a password (an invitation, a TOTP or recovery code).
-type SecretInput = PasswordInput;
+pub(crate) type SecretInput = PasswordInput;
 
 impl PasswordInput {
     fn secret(self) -> Secret<String> {

@@ -4,12 +4,15 @@
 //! - `POST /api/v1/patients/{id}/break-glass` with the stated reason
 //! - `GET /api/v1/break-glass` (the review queue), `POST /api/v1/break-glass/{id}/review`
 //! - `GET /api/v1/notifications`, `POST /api/v1/notifications/{id}/read`
+//! - `GET`/`POST /api/v1/patients/{id}/delegations`, `DELETE .../delegations/{delegation}`,
+//!   `POST /api/v1/delegations/accept`: proxies
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use haven_app::care::{BreakGlassView, QUEUE_PAGE_ROWS_MAX, ReviewState};
-use haven_domain::{BreakGlassId, NotificationId, UserId};
+use haven_app::proxies::DelegationView;
+use haven_domain::{BreakGlassId, DelegationId, NotificationId, UserId};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -247,4 +250,116 @@ pub(crate) async fn notification_read(
     let id: NotificationId = parse("id", &id)?;
     state.app.mark_notification_read(&context, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) fn delegation_output(view: &DelegationView) -> Value {
+    json!({
+        "id": view.id.to_string(),
+        "patient": view.patient.to_string(),
+        "proxy": view.proxy.map(|p| p.to_string()),
+        "relationship": view.relationship,
+        "scopes": view.scopes.names(),
+        "state": view.state.as_str(),
+        "created_at": timestamp(view.created_at_ms),
+        "expires_at": timestamp(view.expires_at_ms),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DelegationInput {
+    /// `parent`, `guardian` or `caregiver`.
+    relationship: String,
+    /// Any of `record`, `access_log`.
+    scopes: Vec<String>,
+    /// How long it lasts once accepted; a year when left out.
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+/// The scope names one request may list: each known name once, at most.
+const SCOPES_LISTED_MAX: usize = 8;
+
+pub(crate) async fn offer_delegation(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Caller(context): Caller,
+    JsonBody(input): JsonBody<DelegationInput>,
+) -> Result<Response, ApiError> {
+    let patient = parse_id(&id)?;
+    if input.scopes.len() > SCOPES_LISTED_MAX {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("scopes: at most {SCOPES_LISTED_MAX} names"),
+        ));
+    }
+    let offered = state
+        .app
+        .offer_delegation(
+            &context,
+            patient,
+            &input.relationship,
+            &input.scopes,
+            input.days,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": offered.id.to_string(),
+            "offer": offered.offer.expose_secret(),
+            "offer_expires_at": timestamp(offered.offer_expires_at_ms),
+            "expires_at": timestamp(offered.expires_at_ms),
+        })),
+    )
+        .into_response())
+}
+
+pub(crate) async fn delegations(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let patient = parse_id(&id)?;
+    let items: Vec<Value> = state
+        .app
+        .delegations(&context, patient)
+        .await?
+        .iter()
+        .map(delegation_output)
+        .collect();
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+pub(crate) async fn revoke_delegation(
+    State(state): State<ApiState>,
+    Path((id, delegation)): Path<(String, String)>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let patient = parse_id(&id)?;
+    let delegation: DelegationId = parse("delegation", &delegation)?;
+    state
+        .app
+        .revoke_delegation(&context, patient, delegation)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AcceptInput {
+    offer: crate::auth::SecretInput,
+}
+
+pub(crate) async fn accept_delegation(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+    JsonBody(input): JsonBody<AcceptInput>,
+) -> Result<Response, ApiError> {
+    let accepted = state
+        .app
+        .accept_delegation(&context, input.offer.0.as_str())
+        .await?;
+    Ok(Json(delegation_output(&accepted)).into_response())
 }

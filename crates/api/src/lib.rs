@@ -84,6 +84,15 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/api/v1/patients/{id}/break-glass", post(care::break_glass))
         .route("/api/v1/break-glass", get(care::queue))
         .route("/api/v1/break-glass/{id}/review", post(care::review))
+        .route(
+            "/api/v1/patients/{id}/delegations",
+            get(care::delegations).post(care::offer_delegation),
+        )
+        .route(
+            "/api/v1/patients/{id}/delegations/{delegation}",
+            delete(care::revoke_delegation),
+        )
+        .route("/api/v1/delegations/accept", post(care::accept_delegation))
         .route("/api/v1/notifications", get(care::notifications))
         .route(
             "/api/v1/notifications/{id}/read",

@@ -177,14 +177,28 @@ struct MeOutput {
     role: &'static str,
     /// For a patient: the record they are the subject of.
     patient: Option<String>,
+    /// For a proxy: the patients they act for, and what they may see of each.
+    acting_for: Vec<serde_json::Value>,
 }
 
-/// Who the caller is: their role and, for a patient, their record's id.
-pub(crate) async fn me(Caller(context): Caller) -> Response {
-    Json(MeOutput {
+/// Who the caller is: their role, for a patient their record's id, and for a proxy whom
+/// they act for.
+pub(crate) async fn me(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let acting_for = state
+        .app
+        .acting_for(&context)
+        .await?
+        .iter()
+        .map(crate::care::delegation_output)
+        .collect();
+    Ok(Json(MeOutput {
         actor: context.actor.principal.actor_id(),
         role: context.actor.role.as_str(),
         patient: context.actor.patient.map(|p| p.to_string()),
+        acting_for,
     })
-    .into_response()
+    .into_response())
 }

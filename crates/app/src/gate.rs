@@ -9,9 +9,10 @@
 //! opening a subject key for any other patient fails. The gate is also the only holder of
 //! the [`KeyProvider`], so no other code can unwrap a subject key at all.
 //!
-//! Before deciding about a patient for clinical staff, the gate looks up the facts the
-//! policy needs (care-team membership, a live break-the-glass grant) as a [`Context`]; for
-//! everyone else the context stays empty, and costs nothing.
+//! Before deciding about a patient for a signed-in clinician, nurse or patient, the gate
+//! looks up the facts the policy needs (care-team membership, a live break-the-glass grant,
+//! a proxy delegation) as a [`Context`]; for everyone else, and for a patient's own record,
+//! the context stays empty and costs nothing.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use std::sync::Arc;
 use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome};
 use haven_crypto::{KeyMaterial, KeyProvider, SubjectKey, SubjectKeyId, WrappedKey};
 use haven_domain::{
-    Action, Actor, Context, Decision, Mask, PatientId, Principal, Resource, Role, UserId, decide,
+    Action, Actor, Context, Decision, Mask, PatientId, Principal, ProxyScopes, Resource, Role,
+    UserId, decide,
 };
 use haven_store::{Store, StoredSubjectKey};
 
@@ -92,12 +94,19 @@ fn audit_action(action: Action) -> AuditAction {
 }
 
 /// Whether a decision for this actor can depend on their relationship to a patient: only
-/// signed-in clinical staff have care teams and break-the-glass grants.
+/// signed-in people have one — clinical staff through care teams and break-the-glass
+/// grants, patients as someone's proxy.
 fn needs_relations(actor: &Actor) -> Option<UserId> {
     match (actor.role, actor.principal) {
-        (Role::Clinician | Role::Nurse, Principal::User { user, .. }) => Some(user),
+        (Role::Clinician | Role::Nurse | Role::Patient, Principal::User { user, .. }) => Some(user),
         _ => None,
     }
+}
+
+/// The stored scopes of a delegation; ones that no longer parse grant nothing.
+fn proxy_scopes(stored: Option<&str>) -> Option<ProxyScopes> {
+    let scopes = ProxyScopes::parse(stored?.split(',')).ok()?;
+    (!scopes.is_empty()).then_some(scopes)
 }
 
 impl AccessGate {
@@ -121,6 +130,10 @@ impl AccessGate {
         let Some(user) = needs_relations(actor) else {
             return Ok(contexts);
         };
+        // A patient's own record needs no relationship: nothing to look up.
+        if patients.iter().all(|p| actor.patient == Some(*p)) {
+            return Ok(contexts);
+        }
         let now_ms = self.clock.now_ms();
         let chunk_len = haven_store::limits::RELATIONS_LOOKUP_MAX;
         for (chunk_index, chunk) in patients.chunks(chunk_len).enumerate() {
@@ -130,6 +143,7 @@ impl AccessGate {
                         contexts[chunk_index * chunk_len + offset] = Context {
                             care_team: relation.care_team,
                             break_glass: relation.break_glass,
+                            proxy: proxy_scopes(relation.proxy_scopes.as_deref()),
                         };
                     }
                 }

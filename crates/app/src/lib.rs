@@ -26,6 +26,7 @@ pub mod identity;
 pub mod keys;
 pub mod notifications;
 pub mod patients;
+pub mod proxies;
 pub mod siem;
 pub mod tokens;
 pub mod transparency;

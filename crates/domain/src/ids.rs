@@ -87,6 +87,10 @@ typed_id!(
     BreakGlassId
 );
 typed_id!(
+    /// A proxy delegation: someone acting for a patient, within scopes, until a time.
+    DelegationId
+);
+typed_id!(
     /// A notice for one user (an account locked, an access awaiting review).
     NotificationId
 );

@@ -13,14 +13,14 @@ pub mod policy;
 pub mod role;
 
 pub use ids::{
-    BreakGlassId, InvitationId, NotificationId, OrganisationId, PatientId, SessionId, TokenId,
-    UserId,
+    BreakGlassId, DelegationId, InvitationId, NotificationId, OrganisationId, PatientId, SessionId,
+    TokenId, UserId,
 };
 pub use patient::{
     ContactKind, ContactPoint, HumanName, Identifier, PatientRecord, ValidationError,
 };
 pub use policy::{
-    Action, Actor, Context, Decision, DenyReason, Mask, Obligations, Principal, PurposeOfUse,
-    Resource, decide,
+    Action, Actor, Context, Decision, DenyReason, Mask, Obligations, Principal, ProxyScopes,
+    PurposeOfUse, Resource, decide,
 };
 pub use role::Role;

@@ -8,8 +8,9 @@
 //! [`Obligations`]: how much of the record may be shown ([`Mask`]) and whether the access
 //! must wait in the privacy officer's review queue.
 //!
-//! Consent and proxy delegations extend [`Context`] here, in one place, rather than as
-//! checks scattered across handlers.
+//! A proxy's delegation (a parent, guardian or caregiver acting for a patient, within the
+//! scopes the patient or the front desk granted) is one more fact of the [`Context`];
+//! consent will be another, here, rather than checks scattered across handlers.
 
 use crate::ids::{OrganisationId, PatientId, SessionId, TokenId, UserId};
 use crate::role::Role;
@@ -81,19 +82,25 @@ pub enum Resource {
     CareTeam(PatientId),
     /// The break-the-glass accesses of an organisation and their review.
     BreakGlassReviews,
+    /// The proxy delegations one patient has granted (parent, guardian, caregiver).
+    Delegations(PatientId),
+    /// Accepting a delegation offered by link: the caller becomes the proxy.
+    DelegationOffer,
 }
 
 impl Resource {
     pub fn patient(&self) -> Option<PatientId> {
         match self {
-            Resource::Patient(id) | Resource::PatientAccessLog(id) | Resource::CareTeam(id) => {
-                Some(*id)
-            }
+            Resource::Patient(id)
+            | Resource::PatientAccessLog(id)
+            | Resource::CareTeam(id)
+            | Resource::Delegations(id) => Some(*id),
             Resource::PatientDirectory
             | Resource::AuditCheckpoints
             | Resource::AuditLog
             | Resource::Users
-            | Resource::BreakGlassReviews => None,
+            | Resource::BreakGlassReviews
+            | Resource::DelegationOffer => None,
         }
     }
 }
@@ -107,6 +114,52 @@ pub struct Context {
     pub care_team: bool,
     /// The actor holds an unexpired break-the-glass grant for the patient.
     pub break_glass: bool,
+    /// The actor is the patient's proxy, by an accepted, unexpired delegation with these
+    /// scopes.
+    pub proxy: Option<ProxyScopes>,
+}
+
+/// What a proxy may see of the patient they act for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyScopes {
+    /// The record itself (today: demographics and the care team).
+    pub record: bool,
+    /// Who accessed the record.
+    pub access_log: bool,
+}
+
+impl ProxyScopes {
+    /// The names used on the wire and in storage.
+    pub const NAMES: [&'static str; 2] = ["record", "access_log"];
+
+    /// Parses a list of scope names; an unknown name is an error, so a typo never grants
+    /// less (or more) than meant.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut scopes = ProxyScopes::default();
+        for name in names {
+            match name.trim() {
+                "record" => scopes.record = true,
+                "access_log" => scopes.access_log = true,
+                other => return Err(format!("unknown scope `{other}`")),
+            }
+        }
+        Ok(scopes)
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.record {
+            names.push("record");
+        }
+        if self.access_log {
+            names.push("access_log");
+        }
+        names
+    }
+
+    pub fn is_empty(self) -> bool {
+        !self.record && !self.access_log
+    }
 }
 
 /// Why an access was denied, recorded in the audit trail and reported to the caller.
@@ -170,6 +223,8 @@ pub enum PurposeOfUse {
     PatientAdministration,
     /// The patient asking for their own data (`PATRQT`).
     PatientRequest,
+    /// A family member or caregiver asking, as the patient's proxy (`FAMRQT`).
+    FamilyRequest,
     /// Oversight of access: audit review, witnesses (`HCOMPL`).
     Compliance,
     /// Running the system itself: keys, tokens, configuration (`HSYSADMIN`).
@@ -183,6 +238,7 @@ impl PurposeOfUse {
             PurposeOfUse::EmergencyTreatment => "ETREAT",
             PurposeOfUse::PatientAdministration => "PATADMIN",
             PurposeOfUse::PatientRequest => "PATRQT",
+            PurposeOfUse::FamilyRequest => "FAMRQT",
             PurposeOfUse::Compliance => "HCOMPL",
             PurposeOfUse::SystemAdministration => "HSYSADMIN",
         }
@@ -289,17 +345,42 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
         }
         // A patient sees their own record, who accessed it (HIPAA right of access; ONC
         // (d)(2) accounting of disclosures) and who is on their care team — and only their
-        // own.
+        // own, or that of someone who made them their proxy, within the scopes granted.
         (
             Role::Patient,
             Resource::Patient(id) | Resource::PatientAccessLog(id) | Resource::CareTeam(id),
         ) if action == Read => {
+            let scoped = match resource {
+                Resource::PatientAccessLog(_) => context.proxy.is_some_and(|p| p.access_log),
+                _ => context.proxy.is_some_and(|p| p.record),
+            };
+            if actor.patient == Some(*id) {
+                allow("patient_own_record", PatientRequest)
+            } else if scoped {
+                allow("proxy_delegation", FamilyRequest)
+            } else {
+                Decision::Deny(DenyReason::NotTheirRecord)
+            }
+        }
+        // Who may act for a patient is the patient's to decide, or the front desk's, who
+        // checks a parent's or guardian's papers in person. A proxy cannot pass it on.
+        (Role::Patient, Resource::Delegations(id)) if matches!(action, Read | Create | Delete) => {
             if actor.patient == Some(*id) {
                 allow("patient_own_record", PatientRequest)
             } else {
                 Decision::Deny(DenyReason::NotTheirRecord)
             }
         }
+        (Role::Administrator | Role::FrontDesk, Resource::Delegations(_))
+            if matches!(action, Read | Create | Delete) =>
+        {
+            allow("delegation_administration", PatientAdministration)
+        }
+        // Accepting an offered delegation makes the caller a proxy: a person's own act.
+        (Role::Patient, Resource::DelegationOffer) if action == Create => match actor.principal {
+            Principal::User { .. } => allow("proxy_acceptance", FamilyRequest),
+            Principal::ApiToken(_) => Decision::Deny(DenyReason::PersonalCredentialRequired),
+        },
         // Reviewers may read any patient's access log, as part of the whole log.
         (Role::Auditor | Role::PrivacyOfficer, Resource::PatientAccessLog(_)) if action == Read => {
             allow("audit_review", Compliance)
@@ -561,6 +642,153 @@ mod tests {
         for role in [Role::Auditor, Role::PrivacyOfficer] {
             assert!(!decide_alone(&user(role), Action::Read, &resource).is_allowed());
         }
+    }
+
+    #[test]
+    fn a_proxy_sees_what_the_delegation_scopes_and_nothing_else() {
+        let child = PatientId::generate();
+        let parent = user(Role::Patient);
+        let record_only = Context {
+            proxy: Some(ProxyScopes {
+                record: true,
+                access_log: false,
+            }),
+            ..Context::default()
+        };
+        let read = decide(
+            &parent,
+            Action::Read,
+            &Resource::Patient(child),
+            &record_only,
+        );
+        assert_eq!(read.reason(), "proxy_delegation");
+        assert_eq!(read.purpose(), Some(PurposeOfUse::FamilyRequest));
+        assert!(
+            decide(
+                &parent,
+                Action::Read,
+                &Resource::CareTeam(child),
+                &record_only
+            )
+            .is_allowed()
+        );
+        assert_eq!(
+            decide(
+                &parent,
+                Action::Read,
+                &Resource::PatientAccessLog(child),
+                &record_only
+            ),
+            Decision::Deny(DenyReason::NotTheirRecord)
+        );
+        assert!(
+            !decide(
+                &parent,
+                Action::Update,
+                &Resource::Patient(child),
+                &record_only
+            )
+            .is_allowed()
+        );
+        // A proxy cannot hand the access on.
+        assert!(
+            !decide(
+                &parent,
+                Action::Create,
+                &Resource::Delegations(child),
+                &record_only
+            )
+            .is_allowed()
+        );
+        // Without the delegation, nothing.
+        assert!(!decide_alone(&parent, Action::Read, &Resource::Patient(child)).is_allowed());
+        // A delegation is a patient's, never a clinician's, way in.
+        assert!(
+            !decide(
+                &user(Role::Nurse),
+                Action::Read,
+                &Resource::Patient(child),
+                &record_only
+            )
+            .is_allowed()
+        );
+    }
+
+    #[test]
+    fn delegations_are_granted_by_the_patient_or_the_front_desk_and_accepted_in_person() {
+        let patient = PatientId::generate();
+        let own = Actor {
+            patient: Some(patient),
+            ..user(Role::Patient)
+        };
+        for action in [Action::Read, Action::Create, Action::Delete] {
+            assert!(decide_alone(&own, action, &Resource::Delegations(patient)).is_allowed());
+            assert!(
+                decide_alone(
+                    &user(Role::FrontDesk),
+                    action,
+                    &Resource::Delegations(patient)
+                )
+                .is_allowed()
+            );
+            assert!(
+                !decide_alone(
+                    &user(Role::Clinician),
+                    action,
+                    &Resource::Delegations(patient)
+                )
+                .is_allowed()
+            );
+        }
+        assert!(
+            !decide_alone(
+                &own,
+                Action::Read,
+                &Resource::Delegations(PatientId::generate())
+            )
+            .is_allowed()
+        );
+        assert!(
+            decide_alone(
+                &user(Role::Patient),
+                Action::Create,
+                &Resource::DelegationOffer
+            )
+            .is_allowed()
+        );
+        assert_eq!(
+            decide_alone(
+                &actor(Role::Patient),
+                Action::Create,
+                &Resource::DelegationOffer
+            ),
+            Decision::Deny(DenyReason::PersonalCredentialRequired)
+        );
+        assert!(
+            !decide_alone(
+                &user(Role::Nurse),
+                Action::Create,
+                &Resource::DelegationOffer
+            )
+            .is_allowed()
+        );
+    }
+
+    #[test]
+    fn proxy_scopes_parse_strictly() {
+        assert_eq!(
+            ProxyScopes::parse(["record", "access_log"]),
+            Ok(ProxyScopes {
+                record: true,
+                access_log: true
+            })
+        );
+        assert!(ProxyScopes::parse(["records"]).is_err());
+        assert!(ProxyScopes::parse([]).unwrap().is_empty());
+        assert_eq!(
+            ProxyScopes::parse(["access_log"]).unwrap().names(),
+            ["access_log"]
+        );
     }
 
     #[test]

@@ -209,6 +209,26 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/api/v1/notifications/{notice}/read",
             body: None,
         },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/patients/{id}/delegations",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/patients/{id}/delegations",
+            body: Some(json!({ "relationship": "parent", "scopes": ["record"], "days": 30 })),
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/api/v1/patients/{id}/delegations/{stranger}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/delegations/accept",
+            body: Some(json!({ "offer": "hvp_not-an-offer" })),
+        },
         // Last: a granted emergency access opens the record for the rest of the run.
         Endpoint {
             method: Method::POST,
@@ -258,6 +278,27 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
         ("POST", "/api/v1/break-glass/{glass}/review") => match role {
             // A review is a person's judgement: the privacy officer in person.
             PrivacyOfficer if person => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("GET", "/api/v1/patients/{id}/delegations") => match role {
+            Administrator | FrontDesk => allowed_read(StatusCode::OK),
+            Patient if target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("POST", "/api/v1/patients/{id}/delegations") => match role {
+            Administrator | FrontDesk => allowed_read(StatusCode::CREATED),
+            Patient if target == Target::Own => StatusCode::CREATED,
+            _ => forbidden,
+        },
+        ("DELETE", "/api/v1/patients/{id}/delegations/{stranger}") => match role {
+            // Allowed, but there is no such delegation to revoke.
+            Administrator | FrontDesk => allowed_read(StatusCode::NOT_FOUND),
+            Patient if target == Target::Own => StatusCode::NOT_FOUND,
+            _ => forbidden,
+        },
+        ("POST", "/api/v1/delegations/accept") => match role {
+            // A patient in person may accept an offer; this one is no offer.
+            Patient if person => StatusCode::UNPROCESSABLE_ENTITY,
             _ => forbidden,
         },
         ("GET", "/api/v1/notifications") => StatusCode::OK,

@@ -1,7 +1,8 @@
 //! Care relationships over HTTP: the care team opens a patient's record to its members, a
 //! directory search shows strangers only enough to identify them, break-the-glass opens a
 //! stranger's record for a limited time with the privacy officer alerted and reviewing,
-//! and a locked account leaves its owner a notice. On SQLite and on PostgreSQL.
+//! a locked account leaves its owner a notice, and a proxy (parent, guardian, caregiver)
+//! sees what a delegation grants until it ends. On SQLite and on PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,8 @@ haven_test_support::on_every_backend!(
     break_the_glass_refuses_bad_requests_and_changes_nothing,
     care_endpoints_refuse_ended_sessions,
     a_locked_account_leaves_its_owner_a_notice,
+    a_proxy_sees_what_the_delegation_allows_until_it_is_revoked,
+    delegation_offers_refuse_bad_requests_and_lapse,
 );
 
 async fn error_code(response: reqwest::Response) -> String {
@@ -749,5 +752,296 @@ async fn a_locked_account_leaves_its_owner_a_notice(backend: Backend) {
             .await
             .status(),
         StatusCode::BAD_REQUEST
+    );
+}
+
+async fn offer(
+    server: &TestServer,
+    token: &str,
+    patient: PatientId,
+    body: Value,
+) -> reqwest::Response {
+    server
+        .post_as(
+            Some(token),
+            &format!("/api/v1/patients/{patient}/delegations"),
+            body,
+        )
+        .await
+}
+
+async fn a_proxy_sees_what_the_delegation_allows_until_it_is_revoked(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let child = server.create_patient("Lovelace").await;
+    let record = format!("/api/v1/patients/{child}");
+    let log = format!("/api/v1/patients/{child}/access-log");
+    let desk = server.user(Role::FrontDesk, None).await;
+    let teen = server.user(Role::Patient, Some(child)).await;
+    // The parent has an account of their own, with no record: a proxy's.
+    let parent = server.user(Role::Patient, None).await;
+    assert_eq!(
+        server.get_as(&parent.token, &record).await.status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // The front desk, having seen the parent's papers, offers them the record, not the log.
+    let offered = offer(
+        &server,
+        &desk.token,
+        child,
+        json!({ "relationship": "parent", "scopes": ["record"], "days": 30 }),
+    )
+    .await;
+    assert_eq!(offered.status(), StatusCode::CREATED);
+    let offered: Value = offered.json().await.unwrap();
+    let link = offered["offer"].as_str().unwrap().to_owned();
+    assert!(link.starts_with("hvp_"));
+    let stored = server
+        .app()
+        .store()
+        .patient_delegations(child, i64::MAX - 1)
+        .await
+        .unwrap();
+    assert!(
+        stored.iter().all(|d| d.offer_hash != link.as_bytes()),
+        "only the link's hash is kept"
+    );
+
+    // The patient cannot take their own offer; the parent can, once.
+    let accept = |token: String| {
+        let server = &server;
+        let link = link.clone();
+        async move {
+            server
+                .post_as(
+                    Some(&token),
+                    "/api/v1/delegations/accept",
+                    json!({ "offer": link }),
+                )
+                .await
+        }
+    };
+    assert_eq!(
+        accept(teen.token.clone()).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let accepted = accept(parent.token.clone()).await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let accepted: Value = accepted.json().await.unwrap();
+    assert_eq!(accepted["state"], "active");
+    assert_eq!(accepted["proxy"], parent.id.to_string());
+    let other = server.user(Role::Patient, None).await;
+    assert_eq!(
+        accept(other.token.clone()).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // The parent sees the record, as the child's proxy, and not the access log.
+    let me: Value = server
+        .get_as(&parent.token, "/api/v1/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["acting_for"][0]["patient"], child.to_string());
+    assert_eq!(me["acting_for"][0]["scopes"], json!(["record"]));
+    assert_eq!(
+        server.get_as(&parent.token, &record).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get_as(&parent.token, &log).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        server.get_as(&other.token, &record).await.status(),
+        StatusCode::FORBIDDEN,
+        "someone who used a spent link has nothing"
+    );
+    // A proxy cannot pass the access on.
+    assert_eq!(
+        offer(
+            &server,
+            &parent.token,
+            child,
+            json!({ "relationship": "caregiver", "scopes": ["record"] })
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // The patient sees the proxy's read in their access log, as a family request.
+    let entries: Value = server.get_as(&teen.token, &log).await.json().await.unwrap();
+    assert!(
+        entries["items"].as_array().unwrap().iter().any(|e| {
+            e["actor"] == parent.id.to_string()
+                && e["action"] == "read"
+                && e["purpose_of_use"] == "FAMRQT"
+        }),
+        "{entries:#}"
+    );
+    let listed: Value = server
+        .get_as(
+            &teen.token,
+            &format!("/api/v1/patients/{child}/delegations"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["state"], "active");
+    let id = listed["items"][0]["id"].as_str().unwrap().to_owned();
+
+    // The patient revokes it: the next request is refused.
+    let revoke = format!("/api/v1/patients/{child}/delegations/{id}");
+    let bob = server.create_patient("Babbage").await;
+    assert_eq!(
+        server
+            .client
+            .delete(server.endpoint(&format!("/api/v1/patients/{bob}/delegations/{id}")))
+            .bearer_auth(&desk.token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND,
+        "a delegation is revoked through its own patient only"
+    );
+    assert_eq!(
+        delete(&server, &teen.token, &revoke).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        delete(&server, &teen.token, &revoke).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server.get_as(&parent.token, &record).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let me: Value = server
+        .get_as(&parent.token, "/api/v1/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["acting_for"], json!([]));
+}
+
+async fn delegation_offers_refuse_bad_requests_and_lapse(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let bob = server.create_patient("Babbage").await;
+    let patient = server.user(Role::Patient, Some(ada)).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(ada, clinician.id).await;
+    let good =
+        json!({ "relationship": "caregiver", "scopes": ["record", "access_log"], "days": 7 });
+
+    for (body, status) in [
+        (
+            json!({ "relationship": "neighbour", "scopes": ["record"] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "relationship": "parent", "scopes": ["records"] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "relationship": "parent", "scopes": [] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "relationship": "parent", "scopes": ["record"], "days": 0 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "relationship": "parent", "scopes": ["record"], "days": 4000 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({ "relationship": "parent", "scopes": vec!["record"; 9] }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({ "relationship": "parent" }), StatusCode::BAD_REQUEST),
+        (
+            json!({ "relationship": "parent", "scopes": "record" }),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        assert_eq!(
+            offer(&server, &patient.token, ada, body.clone())
+                .await
+                .status(),
+            status,
+            "{body}"
+        );
+    }
+    // Not theirs to give: another patient's record, or a clinician's.
+    assert_eq!(
+        offer(&server, &patient.token, bob, good.clone())
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        offer(&server, &clinician.token, ada, good.clone())
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(
+        server
+            .app()
+            .store()
+            .patient_delegations(ada, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "refused offers left nothing"
+    );
+
+    // An offer lapses after three days unaccepted.
+    let offered: Value = offer(&server, &patient.token, ada, good.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let link = offered["offer"].as_str().unwrap().to_owned();
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(73 * 3600));
+    // Sessions ended meanwhile: the carer enrols now.
+    let carer = server.user(Role::Patient, None).await.token;
+    let lapsed = server
+        .post_as(
+            Some(&carer),
+            "/api/v1/delegations/accept",
+            json!({ "offer": link }),
+        )
+        .await;
+    assert_eq!(lapsed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Malformed offers are refused alike; an API token cannot accept one.
+    for body in [json!({ "offer": "" }), json!({ "offer": "x".repeat(47) })] {
+        assert_eq!(
+            server
+                .post_as(Some(&carer), "/api/v1/delegations/accept", body)
+                .await
+                .status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    let token = server.patient_token(bob).await;
+    assert_eq!(
+        server
+            .post_as(
+                Some(&token),
+                "/api/v1/delegations/accept",
+                json!({ "offer": link })
+            )
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
     );
 }

@@ -5,7 +5,7 @@
 //! person something needs them ([`StoredNotification`]). Reasons and review notes arrive
 //! sealed; a notice carries a kind and an id, never health data.
 
-use haven_domain::{BreakGlassId, NotificationId, OrganisationId, PatientId, UserId};
+use haven_domain::{BreakGlassId, DelegationId, NotificationId, OrganisationId, PatientId, UserId};
 use uuid::Uuid;
 
 /// One member of a patient's care team.
@@ -21,11 +21,13 @@ pub struct CareTeamMember {
 /// What ties one user to one patient at a moment: the facts of a policy [`Context`].
 ///
 /// [`Context`]: haven_domain::Context
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relations {
     pub patient: PatientId,
     pub care_team: bool,
     pub break_glass: bool,
+    /// The scopes of an accepted, unrevoked, unexpired delegation to the user, as stored.
+    pub proxy_scopes: Option<String>,
 }
 
 /// Where a break-the-glass access stands in the privacy officer's review.
@@ -106,6 +108,27 @@ pub struct StoredNotification {
     pub subject: Option<Uuid>,
     pub created_at_ms: i64,
     pub read_at_ms: Option<i64>,
+}
+
+/// A proxy delegation, offered by link and, once accepted, naming its proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDelegation {
+    pub id: DelegationId,
+    pub patient: PatientId,
+    /// `None` until someone accepts the offer.
+    pub proxy: Option<UserId>,
+    /// SHA-256 of the offer's secret.
+    pub offer_hash: Vec<u8>,
+    /// `parent`, `guardian` or `caregiver`.
+    pub relationship: String,
+    /// Comma-separated scope names.
+    pub scopes: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub offer_expires_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub accepted_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// A relationship look-up covers at most one page of patients.

@@ -70,6 +70,9 @@ pub mod limits {
     pub const CARE_TEAM_MEMBERS_MAX: u32 = 100;
     /// The most patients one relationship look-up covers (a page of search results).
     pub const RELATIONS_LOOKUP_MAX: usize = 100;
+    /// The most delegations one patient's listing returns, and the most live (unrevoked,
+    /// unexpired) ones a patient may have.
+    pub const DELEGATIONS_PER_PATIENT_MAX: u32 = 20;
     /// The most notifications one listing returns (newest first).
     pub const NOTIFICATIONS_LISTED_MAX: u32 = 100;
     /// How long expired WebAuthn challenges are kept before they are swept.
@@ -749,6 +752,43 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Marks every unread notification about `subject` read, for everyone: the matter is
     /// dealt with (a break-the-glass access reviewed).
     async fn resolve_notifications(&self, subject: uuid::Uuid, now_ms: i64) -> StoreResult<()>;
+
+    // --- Proxy delegations --------------------------------------------------------------
+
+    async fn insert_delegation(&self, delegation: care::StoredDelegation) -> StoreResult<()>;
+    /// A patient's delegations: the live ones at `now_ms` (not revoked, not expired, and
+    /// accepted or still acceptable) first, then the ended ones, each newest first; at most
+    /// twice [`limits::DELEGATIONS_PER_PATIENT_MAX`] in all.
+    async fn patient_delegations(
+        &self,
+        patient: PatientId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<care::StoredDelegation>>;
+    async fn delegation_by_offer(
+        &self,
+        offer_hash: &[u8],
+    ) -> StoreResult<Option<care::StoredDelegation>>;
+    /// Makes `proxy` the proxy of an offer nobody accepted yet, unrevoked and unexpired at
+    /// `now_ms`; whether it did.
+    async fn accept_delegation(
+        &self,
+        id: haven_domain::DelegationId,
+        proxy: UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Revokes one of `patient`'s delegations; whether it was live.
+    async fn revoke_delegation(
+        &self,
+        patient: PatientId,
+        id: haven_domain::DelegationId,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// The accepted, unrevoked, unexpired delegations to `proxy`.
+    async fn proxy_delegations(
+        &self,
+        proxy: UserId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<care::StoredDelegation>>;
 }
 
 pub(crate) fn check_siem_cursor(after_seq: i64) -> StoreResult<()> {

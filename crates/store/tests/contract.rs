@@ -112,6 +112,7 @@ contracts! {
         care_teams_and_break_glass_grants_make_relations_that_expire,
         break_glass_reviews_happen_once_and_page_newest_first,
         notifications_are_per_user_and_resolved_together,
+        delegations_are_accepted_once_and_end_when_revoked_or_expired,
         concurrent_inserts_all_succeed,
         a_failing_write_does_not_undo_concurrent_writes,
         acknowledged_writes_survive_a_restart,
@@ -2698,12 +2699,14 @@ async fn care_teams_and_break_glass_grants_make_relations_that_expire(engine: &E
             Relations {
                 patient: ours,
                 care_team: true,
-                break_glass: false
+                break_glass: false,
+                proxy_scopes: None,
             },
             Relations {
                 patient: stranger,
                 care_team: false,
-                break_glass: true
+                break_glass: true,
+                proxy_scopes: None,
             },
         ]
     );
@@ -2716,7 +2719,8 @@ async fn care_teams_and_break_glass_grants_make_relations_that_expire(engine: &E
         vec![Relations {
             patient: ours,
             care_team: true,
-            break_glass: false
+            break_glass: false,
+            proxy_scopes: None,
         }]
     );
     // Someone else has no relation through the nurse's.
@@ -2953,4 +2957,144 @@ async fn notifications_are_per_user_and_resolved_together(engine: &Engine) {
             "every notice about a dealt-with matter is read"
         );
     }
+}
+
+async fn delegations_are_accepted_once_and_end_when_revoked_or_expired(engine: &Engine) {
+    use haven_store::care::{Relations, StoredDelegation};
+    let store = engine.store();
+    let org = organisation();
+    store.insert_organisation(org.clone()).await.unwrap();
+    let child = insert_patient_row(&*store).await;
+    let parent = new_user(org.id, "patient", None);
+    let stranger = new_user(org.id, "patient", None);
+    store.insert_user(parent.clone()).await.unwrap();
+    store.insert_user(stranger.clone()).await.unwrap();
+    let parent = parent.user.id;
+    let offer = |created_at_ms: i64| StoredDelegation {
+        id: haven_domain::DelegationId::generate(),
+        patient: child,
+        proxy: None,
+        offer_hash: random_bytes(32),
+        relationship: "parent".to_owned(),
+        scopes: "record,access_log".to_owned(),
+        created_by: "front-desk".to_owned(),
+        created_at_ms,
+        offer_expires_at_ms: created_at_ms + 1_000,
+        expires_at_ms: created_at_ms + 100_000,
+        accepted_at_ms: None,
+        revoked_at_ms: None,
+    };
+    let first = offer(T0_MS);
+    store.insert_delegation(first.clone()).await.unwrap();
+    assert_eq!(
+        store.delegation_by_offer(&first.offer_hash).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.delegation_by_offer(&random_bytes(32)).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .relations(parent, &[child], T0_MS)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an offer grants nothing"
+    );
+
+    // Accepted once, and not after the offer expired.
+    assert!(
+        store
+            .accept_delegation(first.id, parent, T0_MS + 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .accept_delegation(first.id, stranger.user.id, T0_MS + 11)
+            .await
+            .unwrap()
+    );
+    let late = offer(T0_MS);
+    store.insert_delegation(late.clone()).await.unwrap();
+    assert!(
+        !store
+            .accept_delegation(late.id, stranger.user.id, T0_MS + 1_000)
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(
+        store.relations(parent, &[child], T0_MS + 20).await.unwrap(),
+        vec![Relations {
+            patient: child,
+            care_team: false,
+            break_glass: false,
+            proxy_scopes: Some("record,access_log".to_owned()),
+        }]
+    );
+    let mine = store.proxy_delegations(parent, T0_MS + 20).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].proxy, Some(parent));
+    assert_eq!(mine[0].accepted_at_ms, Some(T0_MS + 10));
+    assert!(
+        store
+            .proxy_delegations(stranger.user.id, T0_MS + 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The live one is listed first, before the unaccepted offer that lapsed.
+    let listed = store
+        .patient_delegations(child, T0_MS + 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [first.id, late.id]
+    );
+
+    // It ends when it expires...
+    assert!(
+        store
+            .relations(parent, &[child], T0_MS + 100_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .proxy_delegations(parent, T0_MS + 100_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ...or when revoked, once, and only through its own patient.
+    assert!(
+        !store
+            .revoke_delegation(PatientId::generate(), first.id, T0_MS + 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .revoke_delegation(child, first.id, T0_MS + 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_delegation(child, first.id, T0_MS + 31)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .relations(parent, &[child], T0_MS + 40)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -160,7 +160,7 @@ pub struct SessionSummary {
     pub current: bool,
 }
 
-fn random_token(prefix: &str) -> String {
+pub(crate) fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; SECRET_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
@@ -1504,7 +1504,8 @@ pub async fn bootstrap_organisation(
     Ok(organisation)
 }
 
-/// Creates an invitation for `role` (a patient's names their record): a single-use secret,
+/// Creates an invitation for `role` (a patient's names their record, unless it is for a
+/// proxy who has none): a single-use secret,
 /// expiring after `ttl_hours`. `invited_by` is the inviting user, or `None` for the
 /// console. Audited as a privilege change before it exists.
 #[allow(clippy::too_many_arguments)]
@@ -1525,12 +1526,9 @@ pub async fn issue_invitation(
         ));
     }
     match (role, patient) {
-        (Role::Patient, None) => {
-            return Err(invalid(
-                "patient",
-                "a patient's invitation names their record",
-            ));
-        }
+        // A patient-role account without a record of its own is a proxy's: a parent or
+        // caregiver who sees only what delegations grant them.
+        (Role::Patient, None) => {}
         (Role::Patient, Some(id)) if store.get_patient(id).await?.is_none() => {
             return Err(invalid("patient", "no patient has this id"));
         }

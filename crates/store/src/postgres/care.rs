@@ -1,14 +1,14 @@
 //! Care relationships, break-the-glass grants and notifications on PostgreSQL: each write
 //! one statement (or one transaction) on the pool.
 
-use haven_domain::{BreakGlassId, NotificationId, OrganisationId, PatientId, UserId};
+use haven_domain::{BreakGlassId, DelegationId, NotificationId, OrganisationId, PatientId, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::care::{
     BreakGlassQuery, BreakGlassReview, CareTeamMember, Relations, ReviewState, StoredBreakGlass,
-    StoredNotification,
+    StoredDelegation, StoredNotification,
 };
 use crate::{StoreError, StoreResult, limits};
 
@@ -94,13 +94,19 @@ pub(super) async fn relations(
     }
     let ids: Vec<Uuid> = patients.iter().map(|p| p.as_uuid()).collect();
     let rows = sqlx::query(
-        "SELECT patient_id, bool_or(care_team) AS care_team, bool_or(break_glass) AS break_glass
+        "SELECT patient_id, bool_or(care_team) AS care_team, bool_or(break_glass) AS break_glass,
+             max(scopes) AS scopes
          FROM (
-             SELECT patient_id, TRUE AS care_team, FALSE AS break_glass FROM care_team_members
+             SELECT patient_id, TRUE AS care_team, FALSE AS break_glass, NULL::text AS scopes
+             FROM care_team_members
              WHERE user_id = $1 AND patient_id = ANY($2)
              UNION ALL
-             SELECT patient_id, FALSE, TRUE FROM break_glass_grants
+             SELECT patient_id, FALSE, TRUE, NULL FROM break_glass_grants
              WHERE user_id = $1 AND expires_at_ms > $3 AND patient_id = ANY($2)
+             UNION ALL
+             SELECT patient_id, FALSE, FALSE, scopes FROM delegations
+             WHERE proxy_user_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $3
+               AND patient_id = ANY($2)
          ) facts GROUP BY patient_id",
     )
     .bind(user.as_uuid())
@@ -114,6 +120,7 @@ pub(super) async fn relations(
                 patient: PatientId::from_uuid(row.try_get("patient_id")?),
                 care_team: row.try_get("care_team")?,
                 break_glass: row.try_get("break_glass")?,
+                proxy_scopes: row.try_get("scopes")?,
             })
         })
         .collect()
@@ -296,4 +303,138 @@ pub(super) async fn resolve_notifications(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+const DELEGATION_COLUMNS: &str = "SELECT id, patient_id, proxy_user_id, offer_hash,
+        relationship, scopes, created_by, created_at_ms, offer_expires_at_ms, expires_at_ms,
+        accepted_at_ms, revoked_at_ms FROM delegations";
+
+/// Whether a delegation is live at `$2`: SQL shared by both listings.
+const DELEGATION_LIVE: &str = "(revoked_at_ms IS NULL AND expires_at_ms > $2
+        AND (accepted_at_ms IS NOT NULL OR offer_expires_at_ms > $2))";
+
+fn delegation_from_row(row: &PgRow) -> StoreResult<StoredDelegation> {
+    let proxy: Option<Uuid> = row.try_get("proxy_user_id")?;
+    Ok(StoredDelegation {
+        id: DelegationId::from_uuid(row.try_get("id")?),
+        patient: PatientId::from_uuid(row.try_get("patient_id")?),
+        proxy: proxy.map(UserId::from_uuid),
+        offer_hash: row.try_get("offer_hash")?,
+        relationship: row.try_get("relationship")?,
+        scopes: row.try_get("scopes")?,
+        created_by: row.try_get("created_by")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        offer_expires_at_ms: row.try_get("offer_expires_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        accepted_at_ms: row.try_get("accepted_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
+pub(super) async fn insert_delegation(pool: &PgPool, d: StoredDelegation) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO delegations (id, patient_id, proxy_user_id, offer_hash, relationship,
+             scopes, created_by, created_at_ms, offer_expires_at_ms, expires_at_ms,
+             accepted_at_ms, revoked_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(d.id.as_uuid())
+    .bind(d.patient.as_uuid())
+    .bind(d.proxy.map(|p| p.as_uuid()))
+    .bind(&d.offer_hash)
+    .bind(&d.relationship)
+    .bind(&d.scopes)
+    .bind(&d.created_by)
+    .bind(d.created_at_ms)
+    .bind(d.offer_expires_at_ms)
+    .bind(d.expires_at_ms)
+    .bind(d.accepted_at_ms)
+    .bind(d.revoked_at_ms)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn patient_delegations(
+    pool: &PgPool,
+    patient: PatientId,
+    now_ms: i64,
+) -> StoreResult<Vec<StoredDelegation>> {
+    let rows = sqlx::query(&format!(
+        "{DELEGATION_COLUMNS} WHERE patient_id = $1
+         ORDER BY {DELEGATION_LIVE} DESC, created_at_ms DESC, id DESC LIMIT $3"
+    ))
+    .bind(patient.as_uuid())
+    .bind(now_ms)
+    .bind(2 * i64::from(limits::DELEGATIONS_PER_PATIENT_MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(delegation_from_row).collect()
+}
+
+pub(super) async fn delegation_by_offer(
+    pool: &PgPool,
+    offer_hash: &[u8],
+) -> StoreResult<Option<StoredDelegation>> {
+    let row = sqlx::query(&format!("{DELEGATION_COLUMNS} WHERE offer_hash = $1"))
+        .bind(offer_hash)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(delegation_from_row).transpose()
+}
+
+pub(super) async fn accept_delegation(
+    pool: &PgPool,
+    id: DelegationId,
+    proxy: UserId,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    Ok(sqlx::query(
+        "UPDATE delegations SET proxy_user_id = $1, accepted_at_ms = $2
+         WHERE id = $3 AND proxy_user_id IS NULL AND revoked_at_ms IS NULL
+           AND offer_expires_at_ms > $2 AND expires_at_ms > $2",
+    )
+    .bind(proxy.as_uuid())
+    .bind(now_ms)
+    .bind(id.as_uuid())
+    .execute(pool)
+    .await?
+    .rows_affected()
+        > 0)
+}
+
+pub(super) async fn revoke_delegation(
+    pool: &PgPool,
+    patient: PatientId,
+    id: DelegationId,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    Ok(sqlx::query(
+        "UPDATE delegations SET revoked_at_ms = $1
+         WHERE id = $2 AND patient_id = $3 AND revoked_at_ms IS NULL",
+    )
+    .bind(now_ms)
+    .bind(id.as_uuid())
+    .bind(patient.as_uuid())
+    .execute(pool)
+    .await?
+    .rows_affected()
+        > 0)
+}
+
+pub(super) async fn proxy_delegations(
+    pool: &PgPool,
+    proxy: UserId,
+    now_ms: i64,
+) -> StoreResult<Vec<StoredDelegation>> {
+    let rows = sqlx::query(&format!(
+        "{DELEGATION_COLUMNS} WHERE proxy_user_id = $1 AND {DELEGATION_LIVE}
+         ORDER BY created_at_ms DESC, id DESC LIMIT $3"
+    ))
+    .bind(proxy.as_uuid())
+    .bind(now_ms)
+    .bind(i64::from(limits::PAGE_ROWS_MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(delegation_from_row).collect()
 }

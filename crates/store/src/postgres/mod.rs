@@ -1035,6 +1035,48 @@ impl Store for PostgresStore {
     async fn resolve_notifications(&self, subject: uuid::Uuid, now_ms: i64) -> StoreResult<()> {
         care::resolve_notifications(&self.pool, subject, now_ms).await
     }
+    async fn insert_delegation(
+        &self,
+        delegation: crate::care::StoredDelegation,
+    ) -> StoreResult<()> {
+        care::insert_delegation(&self.pool, delegation).await
+    }
+    async fn patient_delegations(
+        &self,
+        patient: PatientId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
+        care::patient_delegations(&self.pool, patient, now_ms).await
+    }
+    async fn delegation_by_offer(
+        &self,
+        offer_hash: &[u8],
+    ) -> StoreResult<Option<crate::care::StoredDelegation>> {
+        care::delegation_by_offer(&self.pool, offer_hash).await
+    }
+    async fn accept_delegation(
+        &self,
+        id: haven_domain::DelegationId,
+        proxy: UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        care::accept_delegation(&self.pool, id, proxy, now_ms).await
+    }
+    async fn revoke_delegation(
+        &self,
+        patient: PatientId,
+        id: haven_domain::DelegationId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        care::revoke_delegation(&self.pool, patient, id, now_ms).await
+    }
+    async fn proxy_delegations(
+        &self,
+        proxy: UserId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
+        care::proxy_delegations(&self.pool, proxy, now_ms).await
+    }
 }
 
 fn tree_leaf_from_row(row: &PgRow) -> StoreResult<TreeLeaf> {

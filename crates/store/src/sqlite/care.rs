@@ -1,7 +1,7 @@
 //! Care relationships, break-the-glass grants and notifications on the embedded engine:
 //! writes as jobs for the group-commit writer ([`CareOp`]), reads inline.
 
-use haven_domain::{BreakGlassId, NotificationId, OrganisationId, PatientId, UserId};
+use haven_domain::{BreakGlassId, DelegationId, NotificationId, OrganisationId, PatientId, UserId};
 use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use sqlx::SqliteConnection;
 
@@ -9,7 +9,7 @@ use super::readers::{Readers, uuid_from};
 use super::{SqliteStore, WriteOp, WriteOutcome, unexpected};
 use crate::care::{
     BreakGlassQuery, BreakGlassReview, CareTeamMember, Relations, ReviewState, StoredBreakGlass,
-    StoredNotification,
+    StoredDelegation, StoredNotification,
 };
 use crate::{StoreResult, limits};
 
@@ -31,6 +31,17 @@ pub(super) enum CareOp {
     },
     Resolve {
         subject: uuid::Uuid,
+        now_ms: i64,
+    },
+    InsertDelegation(StoredDelegation),
+    AcceptDelegation {
+        id: DelegationId,
+        proxy: UserId,
+        now_ms: i64,
+    },
+    RevokeDelegation {
+        patient: PatientId,
+        id: DelegationId,
         now_ms: i64,
     },
 }
@@ -133,6 +144,58 @@ pub(super) async fn apply_care(
             )
             .bind(now_ms)
             .bind(subject)
+            .execute(&mut *connection)
+            .await?,
+        ),
+        CareOp::InsertDelegation(d) => {
+            sqlx::query(
+                "INSERT INTO delegations (id, patient_id, proxy_user_id, offer_hash, relationship,
+                     scopes, created_by, created_at_ms, offer_expires_at_ms, expires_at_ms,
+                     accepted_at_ms, revoked_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(d.id.as_uuid())
+            .bind(d.patient.as_uuid())
+            .bind(d.proxy.map(|p| p.as_uuid()))
+            .bind(&d.offer_hash)
+            .bind(&d.relationship)
+            .bind(&d.scopes)
+            .bind(&d.created_by)
+            .bind(d.created_at_ms)
+            .bind(d.offer_expires_at_ms)
+            .bind(d.expires_at_ms)
+            .bind(d.accepted_at_ms)
+            .bind(d.revoked_at_ms)
+            .execute(&mut *connection)
+            .await?;
+            WriteOutcome::Done
+        }
+        CareOp::AcceptDelegation { id, proxy, now_ms } => changed(
+            sqlx::query(
+                "UPDATE delegations SET proxy_user_id = ?, accepted_at_ms = ?
+                 WHERE id = ? AND proxy_user_id IS NULL AND revoked_at_ms IS NULL
+                   AND offer_expires_at_ms > ? AND expires_at_ms > ?",
+            )
+            .bind(proxy.as_uuid())
+            .bind(now_ms)
+            .bind(id.as_uuid())
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&mut *connection)
+            .await?,
+        ),
+        CareOp::RevokeDelegation {
+            patient,
+            id,
+            now_ms,
+        } => changed(
+            sqlx::query(
+                "UPDATE delegations SET revoked_at_ms = ?
+                 WHERE id = ? AND patient_id = ? AND revoked_at_ms IS NULL",
+            )
+            .bind(now_ms)
+            .bind(id.as_uuid())
+            .bind(patient.as_uuid())
             .execute(&mut *connection)
             .await?,
         ),
@@ -244,23 +307,33 @@ impl Readers {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let (team_marks, glass_marks) = (numbered(3), numbered(3 + patients.len()));
-        // One statement, both facts: membership, and a grant that has not yet expired.
+        let (team_marks, glass_marks, proxy_marks) = (
+            numbered(3),
+            numbered(3 + patients.len()),
+            numbered(3 + 2 * patients.len()),
+        );
+        // One statement, every fact: membership, a grant that has not yet expired, and a
+        // live delegation's scopes.
         let sql = format!(
-            "SELECT patient_id, max(care_team), max(break_glass) FROM (
-                 SELECT patient_id, 1 AS care_team, 0 AS break_glass FROM care_team_members
+            "SELECT patient_id, max(care_team), max(break_glass), max(scopes) FROM (
+                 SELECT patient_id, 1 AS care_team, 0 AS break_glass, NULL AS scopes
+                 FROM care_team_members
                  WHERE user_id = ?1 AND patient_id IN ({team_marks})
                  UNION ALL
-                 SELECT patient_id, 0, 1 FROM break_glass_grants
+                 SELECT patient_id, 0, 1, NULL FROM break_glass_grants
                  WHERE user_id = ?1 AND expires_at_ms > ?2 AND patient_id IN ({glass_marks})
+                 UNION ALL
+                 SELECT patient_id, 0, 0, scopes FROM delegations
+                 WHERE proxy_user_id = ?1 AND revoked_at_ms IS NULL AND expires_at_ms > ?2
+                   AND patient_id IN ({proxy_marks})
              ) GROUP BY patient_id"
         );
         let mut values: Vec<rusqlite::types::Value> = vec![
             rusqlite::types::Value::Blob(bytes(user.as_uuid())),
             rusqlite::types::Value::Integer(now_ms),
         ];
-        // The two lists bind the same ids.
-        for _ in 0..2 {
+        // The three lists bind the same ids.
+        for _ in 0..3 {
             values.extend(
                 patients
                     .iter()
@@ -276,6 +349,7 @@ impl Readers {
                         patient: PatientId::from_uuid(uuid_from(row.get(0)?)?),
                         care_team: care_team == 1,
                         break_glass: break_glass == 1,
+                        proxy_scopes: row.get(3)?,
                     })
                 })?
                 .collect()
@@ -331,6 +405,91 @@ impl Readers {
                     i64::from(limits::NOTIFICATIONS_LISTED_MAX)
                 ],
                 notification,
+            )?
+            .collect()
+        })
+    }
+}
+
+const DELEGATION_COLUMNS: &str = "SELECT id, patient_id, proxy_user_id, offer_hash,
+        relationship, scopes, created_by, created_at_ms, offer_expires_at_ms, expires_at_ms,
+        accepted_at_ms, revoked_at_ms FROM delegations";
+
+/// Whether a delegation is live at `?2`: SQL shared by both listings.
+const DELEGATION_LIVE: &str = "(revoked_at_ms IS NULL AND expires_at_ms > ?2
+        AND (accepted_at_ms IS NOT NULL OR offer_expires_at_ms > ?2))";
+
+fn delegation(row: &Row<'_>) -> rusqlite::Result<StoredDelegation> {
+    let proxy: Option<Vec<u8>> = row.get(2)?;
+    Ok(StoredDelegation {
+        id: DelegationId::from_uuid(uuid_from(row.get(0)?)?),
+        patient: PatientId::from_uuid(uuid_from(row.get(1)?)?),
+        proxy: proxy
+            .map(|b| uuid_from(b).map(UserId::from_uuid))
+            .transpose()?,
+        offer_hash: row.get(3)?,
+        relationship: row.get(4)?,
+        scopes: row.get(5)?,
+        created_by: row.get(6)?,
+        created_at_ms: row.get(7)?,
+        offer_expires_at_ms: row.get(8)?,
+        expires_at_ms: row.get(9)?,
+        accepted_at_ms: row.get(10)?,
+        revoked_at_ms: row.get(11)?,
+    })
+}
+
+impl Readers {
+    pub(super) fn patient_delegations(
+        &self,
+        patient: PatientId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<StoredDelegation>> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "{DELEGATION_COLUMNS} WHERE patient_id = ?1
+                 ORDER BY {DELEGATION_LIVE} DESC, created_at_ms DESC, id DESC LIMIT ?3"
+            ))?
+            .query_map(
+                params![
+                    bytes(patient.as_uuid()),
+                    now_ms,
+                    2 * i64::from(limits::DELEGATIONS_PER_PATIENT_MAX)
+                ],
+                delegation,
+            )?
+            .collect()
+        })
+    }
+
+    pub(super) fn delegation_by_offer(
+        &self,
+        offer_hash: &[u8],
+    ) -> StoreResult<Option<StoredDelegation>> {
+        self.with(|c| {
+            c.prepare_cached(&format!("{DELEGATION_COLUMNS} WHERE offer_hash = ?1"))?
+                .query_row([offer_hash], delegation)
+                .optional()
+        })
+    }
+
+    pub(super) fn proxy_delegations(
+        &self,
+        proxy: UserId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<StoredDelegation>> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "{DELEGATION_COLUMNS} WHERE proxy_user_id = ?1 AND {DELEGATION_LIVE}
+                 ORDER BY created_at_ms DESC, id DESC LIMIT ?3"
+            ))?
+            .query_map(
+                params![
+                    bytes(proxy.as_uuid()),
+                    now_ms,
+                    i64::from(limits::PAGE_ROWS_MAX)
+                ],
+                delegation,
             )?
             .collect()
         })

@@ -1133,6 +1133,61 @@ impl Store for SqliteStore {
             .await
             .map(drop)
     }
+
+    async fn insert_delegation(
+        &self,
+        delegation: crate::care::StoredDelegation,
+    ) -> StoreResult<()> {
+        self.care_done(care::CareOp::InsertDelegation(delegation))
+            .await
+    }
+
+    async fn patient_delegations(
+        &self,
+        patient: PatientId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
+        self.readers.patient_delegations(patient, now_ms)
+    }
+
+    async fn delegation_by_offer(
+        &self,
+        offer_hash: &[u8],
+    ) -> StoreResult<Option<crate::care::StoredDelegation>> {
+        self.readers.delegation_by_offer(offer_hash)
+    }
+
+    async fn accept_delegation(
+        &self,
+        id: haven_domain::DelegationId,
+        proxy: UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.care_changed(care::CareOp::AcceptDelegation { id, proxy, now_ms })
+            .await
+    }
+
+    async fn revoke_delegation(
+        &self,
+        patient: PatientId,
+        id: haven_domain::DelegationId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.care_changed(care::CareOp::RevokeDelegation {
+            patient,
+            id,
+            now_ms,
+        })
+        .await
+    }
+
+    async fn proxy_delegations(
+        &self,
+        proxy: UserId,
+        now_ms: i64,
+    ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
+        self.readers.proxy_delegations(proxy, now_ms)
+    }
 }
 
 impl SqliteStore {
