@@ -589,7 +589,19 @@ pub(crate) async fn disable_user(
     let id: haven_domain::UserId = id
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
-    state.app.disable_user(&context, id).await?;
+    state.app.set_user_enabled(&context, id, false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn enable_user(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let id: haven_domain::UserId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
+    state.app.set_user_enabled(&context, id, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -133,6 +133,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/api/v1/auth/step-up", post(auth::step_up))
         .route("/api/v1/users", get(auth::users))
         .route("/api/v1/users/{id}/disable", post(auth::disable_user))
+        .route("/api/v1/users/{id}/enable", post(auth::enable_user))
         .route(
             "/api/v1/organisation",
             get(auth::organisation).put(auth::update_organisation),

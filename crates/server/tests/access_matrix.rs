@@ -229,6 +229,35 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/api/v1/delegations/accept",
             body: Some(json!({ "offer": "hvp_not-an-offer" })),
         },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/users",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/users/{stranger}/disable",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/users/{stranger}/enable",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/organisation",
+            body: None,
+        },
+        Endpoint {
+            method: Method::PUT,
+            path: "/api/v1/organisation",
+            body: Some(json!({
+                "idle_timeout_secs": 900,
+                "absolute_timeout_secs": 43200,
+                "patient_mfa_required": false,
+            })),
+        },
         // Last: a granted emergency access opens the record for the rest of the run.
         Endpoint {
             method: Method::POST,
@@ -301,6 +330,17 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             Patient if person => StatusCode::UNPROCESSABLE_ENTITY,
             _ => forbidden,
         },
+        ("GET", "/api/v1/users") | ("PUT", "/api/v1/organisation") => match role {
+            Administrator => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("POST", "/api/v1/users/{stranger}/disable")
+        | ("POST", "/api/v1/users/{stranger}/enable") => match role {
+            // Allowed, but nobody of the organisation has that id.
+            Administrator => StatusCode::NOT_FOUND,
+            _ => forbidden,
+        },
+        ("GET", "/api/v1/organisation") => StatusCode::OK,
         ("GET", "/api/v1/notifications") => StatusCode::OK,
         // Someone else's notice is nobody's business: not found, for everyone.
         ("POST", "/api/v1/notifications/{notice}/read") => StatusCode::NOT_FOUND,

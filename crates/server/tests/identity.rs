@@ -23,7 +23,7 @@ haven_test_support::on_every_backend!(
     invitations_are_single_use_expiring_and_for_administrators,
     a_patient_signs_in_and_sees_only_their_own_record,
     sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_once,
-    administrators_list_and_disable_users,
+    administrators_list_disable_and_enable_users,
     guessing_the_second_factor_locks_the_account_and_ends_the_pending_session,
 );
 
@@ -668,7 +668,8 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            json!({ "role": "patient" }),
+            // A patient's invitation names an existing record (or none, for a proxy).
+            json!({ "role": "patient", "patient": haven_domain::PatientId::generate().to_string() }),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
@@ -950,7 +951,7 @@ async fn sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_onc
     }
 }
 
-async fn administrators_list_and_disable_users(backend: Backend) {
+async fn administrators_list_disable_and_enable_users(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (admin, _) = enrol(&server, Role::Administrator, "root@north.example").await;
     set_up_totp(&server, &admin).await;
@@ -1026,6 +1027,56 @@ async fn administrators_list_and_disable_users(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(listed["items"][1]["disabled"], true);
+
+    // Enabled again, by an administrator only: the nurse signs in as before.
+    let enable = |token: String, id: String| {
+        let server = &server;
+        async move {
+            server
+                .post_as(
+                    Some(&token),
+                    &format!("/api/v1/users/{id}/enable"),
+                    json!({}),
+                )
+                .await
+        }
+    };
+    let mary = listed["items"][1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        enable(nurse.clone(), mary.clone()).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a disabled user's session ended"
+    );
+    let clinician = server.token(Role::Clinician, 1).await;
+    assert_eq!(
+        enable(clinician, mary.clone()).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        enable(admin.clone(), mary.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let back = sign_in(&server, "mary@north.example", PASSWORD).await;
+    assert_eq!(back.status(), StatusCode::OK);
+    let listed: Value = server
+        .get_as(&admin, "/api/v1/users")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][1]["disabled"], false);
+    let changes: Vec<String> = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.resource_id.as_deref() == Some(mary.as_str()))
+        .filter(|e| e.event.action == haven_audit::AuditAction::PrivilegeChange)
+        .map(|e| e.event.reason)
+        .collect();
+    assert_eq!(changes, ["enrolled", "user_disabled", "user_enabled"]);
 }
 
 async fn guessing_the_second_factor_locks_the_account_and_ends_the_pending_session(

@@ -1235,18 +1235,24 @@ impl App {
             .collect()
     }
 
-    /// Disables a user of the administrator's organisation: their sessions end and they can
-    /// no longer sign in. Needs a fresh proof; an administrator cannot disable themself.
-    pub async fn disable_user(
+    /// Disables a user of the administrator's organisation (their sessions end and they can
+    /// no longer sign in), or enables them again (with a clean slate of failed sign-ins).
+    /// Needs a fresh proof; an administrator cannot change their own account this way.
+    pub async fn set_user_enabled(
         &self,
         context: &crate::RequestContext,
         target: UserId,
+        enabled: bool,
     ) -> AppResult<()> {
         self.authorize_sensitive_administration(context, haven_domain::Action::Update)
             .await?;
         if matches!(context.actor.principal, Principal::User { user, .. } if user == target) {
             return Err(AppError::Conflict {
-                code: "cannot_disable_self",
+                code: if enabled {
+                    "cannot_enable_self"
+                } else {
+                    "cannot_disable_self"
+                },
                 message: "another administrator must do this".into(),
             });
         }
@@ -1262,17 +1268,26 @@ impl App {
             now_ms,
             AuditAction::PrivilegeChange,
             user.patient,
-            "user_disabled",
+            if enabled {
+                "user_enabled"
+            } else {
+                "user_disabled"
+            },
         );
         context_into_event(context, &mut event);
         event.organisation = Some(organisation.id.to_string());
         event.resource_type = Some("User".to_owned());
         event.resource_id = Some(user.id.to_string());
         self.audit_identity(event).await?;
-        self.store.set_user_disabled(user.id, Some(now_ms)).await?;
-        self.store
-            .revoke_user_sessions(user.id, None, now_ms, "user_disabled")
-            .await?;
+        if enabled {
+            self.store.set_user_disabled(user.id, None).await?;
+            self.store.reset_login_failures(user.id).await?;
+        } else {
+            self.store.set_user_disabled(user.id, Some(now_ms)).await?;
+            self.store
+                .revoke_user_sessions(user.id, None, now_ms, "user_disabled")
+                .await?;
+        }
         Ok(())
     }
 
