@@ -456,8 +456,9 @@ pub(crate) async fn passkeys(
 /// Options for `navigator.credentials.get`: no login needed, the passkey names its user.
 pub(crate) async fn passkey_sign_in_options(
     State(state): State<ApiState>,
+    Origin(origin): Origin,
 ) -> Result<Response, ApiError> {
-    let ceremony = state.app.passkey_sign_in_options().await?;
+    let ceremony = state.app.passkey_sign_in_options(&origin).await?;
     Ok(
         Json(serde_json::json!({ "ceremony": ceremony.id, "publicKey": ceremony.options }))
             .into_response(),

@@ -104,6 +104,10 @@ pub struct App {
     token_cache: Arc<tokens::TokenCache>,
     passwords: identity::passwords::PasswordHasherPool,
     throttle: Arc<identity::throttle::Throttle>,
+    /// One password check at a time per login.
+    login_lanes: Arc<identity::lanes::LoginLanes>,
+    /// Anonymous passkey ceremonies begun, per address.
+    ceremonies: Arc<identity::throttle::Throttle>,
     /// The WebAuthn relying party, once the server knows its public address.
     passkeys: Arc<std::sync::OnceLock<haven_webauthn::RelyingParty>>,
     checkpointer: Arc<tokio::sync::Mutex<audit_log::Checkpointer>>,
@@ -139,6 +143,10 @@ impl App {
             token_cache: Arc::default(),
             passwords: identity::passwords::PasswordHasherPool::new()?,
             throttle: Arc::default(),
+            login_lanes: Arc::default(),
+            ceremonies: Arc::new(identity::throttle::Throttle::with_limit(
+                identity::throttle::CEREMONIES_PER_WINDOW_MAX,
+            )),
             passkeys: Arc::default(),
             checkpointer: Arc::new(tokio::sync::Mutex::new(checkpointer)),
             audit_verifier,

@@ -25,6 +25,8 @@ haven_test_support::on_every_backend!(
     sensitive_actions_need_a_fresh_proof_and_stricter_policies_apply_at_once,
     administrators_list_disable_and_enable_users,
     guessing_the_second_factor_locks_the_account_and_ends_the_pending_session,
+    anonymous_passkey_ceremonies_are_throttled_per_address,
+    concurrent_wrong_passwords_lock_the_account_after_exactly_five,
 );
 
 const PASSWORD: &str = "wandering violet lighthouse";
@@ -759,6 +761,47 @@ async fn invitations_are_single_use_expiring_and_for_administrators(backend: Bac
     assert_eq!(taken.status(), StatusCode::CONFLICT);
     assert_eq!(code(taken).await, "login_taken");
 
+    // Probing for logins with an invitation is throttled like guessing passwords: each
+    // refusal counts against the address, and each is audited.
+    let mut statuses = Vec::new();
+    for _ in 0..=haven_app::identity::throttle::ATTEMPTS_PER_WINDOW_MAX {
+        let probe = server
+            .post_as(
+                None,
+                "/api/v1/auth/enrol",
+                json!({ "invitation": other, "login": "mary@north.example", "password": PASSWORD }),
+            )
+            .await;
+        statuses.push(probe.status());
+    }
+    let throttled_from = statuses
+        .iter()
+        .position(|s| *s == StatusCode::TOO_MANY_REQUESTS)
+        .expect("probing is throttled");
+    assert!(
+        statuses[..throttled_from]
+            .iter()
+            .all(|s| *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[throttled_from..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let refusals = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.action == haven_audit::AuditAction::FailedLogin)
+        .filter(|e| e.event.reason == "login_taken")
+        .count();
+    assert_eq!(refusals, throttled_from + 1, "each taken login is audited");
+
     // An expired invitation.
     let late = server.invite(Role::Nurse, None).await;
     server.clock.advance(Duration::from_secs(25 * 3600));
@@ -1156,4 +1199,64 @@ async fn guessing_the_second_factor_locks_the_account_and_ends_the_pending_sessi
         StatusCode::UNAUTHORIZED,
         "locked"
     );
+}
+
+/// Beginning a passkey sign-in needs no account, and each one stores a challenge: one
+/// address may begin only so many a minute.
+async fn anonymous_passkey_ceremonies_are_throttled_per_address(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let begin = || server.post_as(None, "/api/v1/auth/passkeys/sign-in/options", json!({}));
+    for _ in 0..haven_app::identity::throttle::CEREMONIES_PER_WINDOW_MAX {
+        assert_eq!(begin().await.status(), StatusCode::OK);
+    }
+    let refused = begin().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    server.clock.advance(Duration::from_secs(61));
+    assert_eq!(begin().await.status(), StatusCode::OK);
+}
+
+/// A burst of concurrent guesses at one account: exactly five are checked against the
+/// password, then the account is locked and every other guess is refused unchecked.
+async fn concurrent_wrong_passwords_lock_the_account_after_exactly_five(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, _) = enrol(&server, Role::Nurse, "burst@north.example").await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for index in 0..12 {
+        let client = server.client.clone();
+        let url = server.endpoint("/api/v1/auth/sign-in");
+        guesses.spawn(async move {
+            client
+                .post(url)
+                .json(&json!({
+                    "login": "burst@north.example",
+                    "password": format!("guess number {index} wrong"),
+                    "transport": "bearer",
+                }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = guesses.join_all().await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    let mut reasons: Vec<String> = server
+        .app()
+        .store()
+        .audit_events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.action == haven_audit::AuditAction::FailedLogin)
+        .map(|e| e.event.reason)
+        .collect();
+    reasons.sort();
+    let count = |reason: &str| reasons.iter().filter(|r| *r == reason).count();
+    assert_eq!(count("wrong_password"), 4, "{reasons:?}");
+    assert_eq!(count("account_locked_now"), 1, "{reasons:?}");
+    assert_eq!(count("account_locked"), 7, "{reasons:?}");
 }

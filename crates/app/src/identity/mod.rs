@@ -20,6 +20,7 @@
 //!
 //! Every sign-in, failure, lock, factor change and sign-out is audited.
 
+pub mod lanes;
 pub mod passkeys;
 pub mod passwords;
 pub mod throttle;
@@ -342,6 +343,11 @@ impl App {
 
     /// Enrols from an invitation: creates the user with `login` and `password` and opens
     /// their first session (staff must then set up a second factor).
+    ///
+    /// A login already in use is refused, which tells the invitee that it exists: each such
+    /// answer, like each unusable invitation, counts against the address as a failed
+    /// sign-in does, so probing for logins is throttled like guessing passwords, and is
+    /// audited.
     pub async fn enrol(
         &self,
         invitation_token: &str,
@@ -349,22 +355,33 @@ impl App {
         password: &Secret<String>,
         origin: &RequestOrigin,
     ) -> AppResult<OpenedSession> {
-        let spent = || AppError::Unauthenticated {
-            reason: "invitation_invalid",
-        };
-        if invitation_token.len() != SECRET_TOKEN_CHARS
-            || !invitation_token.starts_with(INVITATION_PREFIX)
-        {
-            return Err(spent());
-        }
         let now_ms = self.clock.now_ms();
-        let invitation = self
-            .store
-            .invitation_by_hash(&secret_hash(invitation_token))
-            .await?
-            .filter(|i| i.used_at_ms.is_none() && i.expires_at_ms > now_ms)
-            .ok_or_else(spent)?;
+        let ip: Option<IpAddr> = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+        self.refuse_throttled(ip, origin, now_ms).await?;
+        let invitation = if invitation_token.len() == SECRET_TOKEN_CHARS
+            && invitation_token.starts_with(INVITATION_PREFIX)
+        {
+            self.store
+                .invitation_by_hash(&secret_hash(invitation_token))
+                .await?
+                .filter(|i| i.used_at_ms.is_none() && i.expires_at_ms > now_ms)
+        } else {
+            None
+        };
+        let Some(invitation) = invitation else {
+            return Err(self
+                .enrolment_refused("invitation_invalid", ip, origin)
+                .await);
+        };
         let normalised = normalise_login(login)?;
+        if self
+            .store
+            .user_by_login(&self.login_index(&normalised))
+            .await?
+            .is_some()
+        {
+            return Err(self.enrolment_refused("login_taken", ip, origin).await);
+        }
         passwords::check_new_password(password.expose_secret(), &[&normalised])
             .map_err(|weak| invalid("password", weak.0))?;
         let role: Role = invitation
@@ -430,12 +447,15 @@ impl App {
             .await?
         {
             Redeemed::Created => {}
-            Redeemed::Spent => return Err(spent()),
+            // Another enrolment won a race for the invitation or the login: the entry
+            // above is followed by the refusal, so the trail says what happened.
+            Redeemed::Spent => {
+                return Err(self
+                    .enrolment_refused("invitation_invalid", ip, origin)
+                    .await);
+            }
             Redeemed::LoginTaken => {
-                return Err(AppError::Conflict {
-                    code: "login_taken",
-                    message: "this login is already in use; choose another".into(),
-                });
+                return Err(self.enrolment_refused("login_taken", ip, origin).await);
             }
         }
         self.open_session(&user, &organisation, false, "signed_in", origin)
@@ -454,27 +474,19 @@ impl App {
     ) -> AppResult<OpenedSession> {
         let now_ms = self.clock.now_ms();
         let ip: Option<IpAddr> = origin.source_ip.as_deref().and_then(|ip| ip.parse().ok());
-        if let Some(ip) = ip
-            && let Err(retry_after_secs) = self.throttle.check(ip, now_ms)
-        {
-            let event = self.identity_event(
-                AuditAction::FailedLogin,
-                None,
-                None,
-                Outcome::Denied,
-                "throttled_address",
-                origin,
-            );
-            self.audit_identity(event).await?;
-            return Err(AppError::Throttled { retry_after_secs });
-        }
-        let user = match normalise_login(login) {
-            Ok(normalised) => {
-                self.store
-                    .user_by_login(&self.login_index(&normalised))
-                    .await?
-            }
-            Err(_) => None,
+        self.refuse_throttled(ip, origin, now_ms).await?;
+        let normalised = normalise_login(login).ok();
+        // Guesses at one login take turns, so each sees the failures before it (see
+        // `lanes`); a malformed login gets a lane of its own text, and no account.
+        let lane_key = match &normalised {
+            Some(normalised) => self.login_index(normalised),
+            None => self.login_index(login),
+        };
+        let _turn = self.login_lanes.enter(lane_key.clone()).await;
+        let now_ms = self.clock.now_ms();
+        let user = match normalised {
+            Some(_) => self.store.user_by_login(&lane_key).await?,
+            None => None,
         };
         let usable = user
             .as_ref()
@@ -488,7 +500,7 @@ impl App {
             // attempts are soon turned away before they cost anything.
             Err(AppError::Busy) => {
                 if let Some(ip) = ip {
-                    self.throttle.record_failure(ip, now_ms);
+                    self.throttle.record(ip, now_ms);
                 }
                 return Err(AppError::Busy);
             }
@@ -555,6 +567,52 @@ impl App {
             .await
     }
 
+    /// Refuses an enrolment: counted against the address, audited, and answered.
+    async fn enrolment_refused(
+        &self,
+        reason: &'static str,
+        ip: Option<IpAddr>,
+        origin: &RequestOrigin,
+    ) -> AppError {
+        if let Err(error) = self.sign_in_failed(None, reason, ip, origin).await {
+            return error;
+        }
+        match reason {
+            "login_taken" => AppError::Conflict {
+                code: "login_taken",
+                message: "this login is already in use; choose another".into(),
+            },
+            _ => AppError::Unauthenticated {
+                reason: "invitation_invalid",
+            },
+        }
+    }
+
+    /// Turns away an address that failed too often lately, audited.
+    async fn refuse_throttled(
+        &self,
+        ip: Option<IpAddr>,
+        origin: &RequestOrigin,
+        now_ms: i64,
+    ) -> AppResult<()> {
+        let Some(ip) = ip else {
+            return Ok(());
+        };
+        let Err(retry_after_secs) = self.throttle.check(ip, now_ms) else {
+            return Ok(());
+        };
+        let event = self.identity_event(
+            AuditAction::FailedLogin,
+            None,
+            None,
+            Outcome::Denied,
+            "throttled_address",
+            origin,
+        );
+        self.audit_identity(event).await?;
+        Err(AppError::Throttled { retry_after_secs })
+    }
+
     async fn sign_in_failed(
         &self,
         user: Option<&StoredUser>,
@@ -563,7 +621,7 @@ impl App {
         origin: &RequestOrigin,
     ) -> AppResult<()> {
         if let Some(ip) = ip {
-            self.throttle.record_failure(ip, self.clock.now_ms());
+            self.throttle.record(ip, self.clock.now_ms());
         }
         let event = self.identity_event(
             AuditAction::FailedLogin,

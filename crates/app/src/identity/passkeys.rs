@@ -210,8 +210,26 @@ impl App {
     }
 
     /// Options for signing in with a passkey: no login needed, the passkey names its user.
-    pub async fn passkey_sign_in_options(&self) -> AppResult<Ceremony<RequestOptions>> {
+    ///
+    /// Anyone may ask, so each address may begin at most
+    /// [`super::throttle::CEREMONIES_PER_WINDOW_MAX`] a minute: every ceremony stores a
+    /// challenge until it expires.
+    pub async fn passkey_sign_in_options(
+        &self,
+        origin: &RequestOrigin,
+    ) -> AppResult<Ceremony<RequestOptions>> {
         let relying_party = self.relying_party()?;
+        if let Some(ip) = origin
+            .source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        {
+            let now_ms = self.clock.now_ms();
+            self.ceremonies
+                .check(ip, now_ms)
+                .map_err(|retry_after_secs| AppError::Throttled { retry_after_secs })?;
+            self.ceremonies.record(ip, now_ms);
+        }
         let (id, challenge) = self.begin(None, PURPOSE_SIGN_IN).await?;
         Ok(Ceremony {
             id,

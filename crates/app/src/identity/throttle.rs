@@ -1,4 +1,5 @@
-//! Per-address throttling of sign-in attempts, in memory.
+//! Per-address throttling of sign-in attempts (and of anonymous passkey ceremonies, which
+//! cost a stored challenge each), in memory.
 //!
 //! Each source address may fail [`ATTEMPTS_PER_WINDOW_MAX`] sign-ins per
 //! [`WINDOW_MS`]; beyond that it waits for the window to end. Accounts are protected
@@ -29,20 +30,39 @@ fn bucket(ip: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug, Default)]
+/// Anonymous passkey ceremonies one address may begin per window: each stores a challenge,
+/// so beginning them must not be free.
+pub const CEREMONIES_PER_WINDOW_MAX: u32 = 30;
+
+#[derive(Debug)]
 pub struct Throttle {
     windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    /// How many counted events an address may have per window.
+    limit: u32,
+}
+
+impl Default for Throttle {
+    /// Failed sign-ins: [`ATTEMPTS_PER_WINDOW_MAX`] per window.
+    fn default() -> Self {
+        Self::with_limit(ATTEMPTS_PER_WINDOW_MAX)
+    }
 }
 
 impl Throttle {
+    /// A throttle allowing `limit` counted events per address per window.
+    pub fn with_limit(limit: u32) -> Self {
+        Self {
+            windows: Mutex::default(),
+            limit,
+        }
+    }
+
     /// `Err(seconds to wait)` when `ip` has used up its failures for this window.
     pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
         let ip = bucket(ip);
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         match windows.get(&ip) {
-            Some(&(start, failures))
-                if now_ms - start < WINDOW_MS && failures >= ATTEMPTS_PER_WINDOW_MAX =>
-            {
+            Some(&(start, failures)) if now_ms - start < WINDOW_MS && failures >= self.limit => {
                 let wait_ms = WINDOW_MS - (now_ms - start);
                 Err(u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1))
             }
@@ -50,7 +70,8 @@ impl Throttle {
         }
     }
 
-    pub fn record_failure(&self, ip: IpAddr, now_ms: i64) {
+    /// Counts one event against `ip`'s window: a failed sign-in, or a ceremony begun.
+    pub fn record(&self, ip: IpAddr, now_ms: i64) {
         let ip = bucket(ip);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() >= ADDRESSES_TRACKED_MAX && !windows.contains_key(&ip) {
@@ -78,13 +99,13 @@ mod tests {
         let other: IpAddr = "203.0.113.6".parse().unwrap();
         for _ in 0..ATTEMPTS_PER_WINDOW_MAX {
             assert_eq!(throttle.check(ip, 1_000), Ok(()));
-            throttle.record_failure(ip, 1_000);
+            throttle.record(ip, 1_000);
         }
         assert_eq!(throttle.check(ip, 1_000), Err(60));
         assert_eq!(throttle.check(ip, 30_500), Err(31));
         assert_eq!(throttle.check(other, 1_000), Ok(()));
         assert_eq!(throttle.check(ip, 61_000), Ok(()));
-        throttle.record_failure(ip, 61_000);
+        throttle.record(ip, 61_000);
         assert_eq!(throttle.check(ip, 61_000), Ok(()));
     }
 
@@ -93,7 +114,7 @@ mod tests {
         let throttle = Throttle::default();
         for n in 0..ATTEMPTS_PER_WINDOW_MAX {
             let ip: IpAddr = format!("2001:db8:1:2::{n:x}").parse().unwrap();
-            throttle.record_failure(ip, 1_000);
+            throttle.record(ip, 1_000);
         }
         let sibling: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
         let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
