@@ -14,6 +14,55 @@ haven_test_support::on_every_backend!(
     every_route_refuses_anonymous_callers_unless_declared_public,
 );
 
+/// Routes that act only on the caller's own session or account, with no other user's or
+/// patient's id to try: the same for every role, tested in `identity.rs`.
+const SELF_SERVICE_ROUTES: &[&str] = &[
+    "/api/v1/auth/second-factor",
+    "/api/v1/auth/totp/setup",
+    "/api/v1/auth/totp/confirm",
+    "/api/v1/auth/sign-out",
+    "/api/v1/auth/sign-out-everywhere",
+    "/api/v1/auth/password",
+    "/api/v1/auth/step-up",
+    "/api/v1/auth/passkeys/registration/options",
+    "/api/v1/auth/passkeys/registration",
+];
+
+/// A route with every `{placeholder}` and any query left out, for comparing.
+fn shape(route: &str) -> String {
+    let route = route.split('?').next().unwrap_or(route);
+    let mut shaped = String::new();
+    let mut rest = route;
+    while let Some(start) = rest.find('{') {
+        let end = start + rest[start..].find('}').unwrap();
+        shaped.push_str(&rest[..start]);
+        shaped.push_str("{}");
+        rest = &rest[end + 1..];
+    }
+    shaped.push_str(rest);
+    shaped
+}
+
+/// Deny by default, checked: a route the router declares must be in the matrix below (with
+/// the outcome for every role), or be public, or act only on the caller's own account.
+#[test]
+fn every_declared_route_has_a_declared_policy() {
+    let covered: Vec<String> = endpoints().iter().map(|e| shape(e.path)).collect();
+    let undeclared: Vec<String> = declared_routes()
+        .into_iter()
+        .filter(|route| {
+            !covered.contains(&shape(route))
+                && !PUBLIC_ROUTES.contains(&route.as_str())
+                && !SELF_SERVICE_ROUTES.contains(&route.as_str())
+        })
+        .collect();
+    assert!(
+        undeclared.is_empty(),
+        "routes with no expected outcome per role in the access matrix:\n{}",
+        undeclared.join("\n")
+    );
+}
+
 /// Routes anyone may call: health, and the ways in. Everything else must answer 401 to a
 /// caller without credentials.
 const PUBLIC_ROUTES: &[&str] = &[
@@ -258,6 +307,36 @@ fn endpoints() -> Vec<Endpoint> {
                 "patient_mfa_required": false,
             })),
         },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/auth/session",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/auth/sessions",
+            body: None,
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/api/v1/auth/sessions/{stranger}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/auth/passkeys",
+            body: None,
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/api/v1/auth/passkeys/{stranger}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/audit/vkey",
+            body: None,
+        },
         // Last: a granted emergency access opens the record for the rest of the run.
         Endpoint {
             method: Method::POST,
@@ -340,7 +419,26 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             Administrator => StatusCode::NOT_FOUND,
             _ => forbidden,
         },
-        ("GET", "/api/v1/organisation") => StatusCode::OK,
+        ("GET", "/api/v1/organisation") | ("GET", "/api/v1/audit/vkey") => StatusCode::OK,
+        // A person's own sessions and passkeys; a token has neither.
+        ("GET", "/api/v1/auth/session")
+        | ("GET", "/api/v1/auth/sessions")
+        | ("GET", "/api/v1/auth/passkeys") => {
+            if person {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        }
+        // Someone else's session or passkey (or none): not found, for everyone.
+        ("DELETE", "/api/v1/auth/sessions/{stranger}")
+        | ("DELETE", "/api/v1/auth/passkeys/{stranger}") => {
+            if person {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        }
         ("GET", "/api/v1/notifications") => StatusCode::OK,
         // Someone else's notice is nobody's business: not found, for everyone.
         ("POST", "/api/v1/notifications/{notice}/read") => StatusCode::NOT_FOUND,
