@@ -1,11 +1,14 @@
 //! The load generator behind `cargo xtask bench`: a fixed number of keep-alive HTTP/1.1
 //! connections, each sending one request after another until the phase's deadline.
 //!
-//! Four phases run one after the other: `create` posts new patients and records their ids,
-//! `read` fetches random recorded ids, `search` lists pages of 20 patients, each of
+//! Five phases run one after the other: `create` posts new patients and records their ids,
+//! `read` fetches random recorded ids as an administrator, `care-team read` fetches them as
+//! a signed-in clinician on those patients' care teams (so every read first looks up the
+//! clinician's relationship to the patient), `search` lists pages of 20 patients, each of
 //! which appends 20 durable audit entries (one per patient listed), and `access-log` reads
-//! random patients' access logs as an auditor, each entry with its Merkle inclusion proof. Every connection, request and recorded sample is
-//! bounded, so a bench ends within its duration plus one request timeout.
+//! random patients' access logs as an auditor, each entry with its Merkle inclusion proof.
+//! Every connection, request and recorded sample is bounded, so a bench ends within its
+//! duration plus one request timeout.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -50,9 +53,13 @@ pub struct LoadPlan {
 enum Phase {
     Create,
     Read,
+    CareTeamRead,
     Search,
     AccessLog,
 }
+
+/// Patients the bench clinician is put on the care team of (one request each).
+pub const CARE_TEAM_PATIENTS_MAX: usize = 2000;
 
 /// Entries per access-log page, each with its inclusion proof.
 const ACCESS_LOG_PAGE_ENTRIES: u64 = 10;
@@ -68,6 +75,7 @@ impl Phase {
         match self {
             Phase::Create => "create",
             Phase::Read => "read",
+            Phase::CareTeamRead => "care-team read",
             Phase::Search => "search",
             Phase::AccessLog => "access-log",
         }
@@ -109,25 +117,34 @@ pub fn run(plan: &LoadPlan) -> Result<LoadOutcome> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let (create, ids) = run_phase(plan, Phase::Create, Arc::new(Vec::new())).await;
+        let (create, ids) = run_phase(plan, Phase::Create, Arc::new(Vec::new()), &plan.token).await;
         if create.successes() == 0 {
             anyhow::bail!("no patient was created, so there is nothing to read\n{create}");
         }
         let ids = Arc::new(ids);
-        let (read, _) = run_phase(plan, Phase::Read, ids.clone()).await;
+        let (read, _) = run_phase(plan, Phase::Read, ids.clone(), &plan.token).await;
         if read.successes() == 0 {
             anyhow::bail!("no read succeeded\n{create}\n{read}");
         }
-        let (search, _) = run_phase(plan, Phase::Search, ids.clone()).await;
+        let (clinician, team) = crate::clinician::prepare(plan.address, &plan.token, &ids)
+            .await
+            .context("signing in a clinician and building their care team")?;
+        let (care_team_read, _) =
+            run_phase(plan, Phase::CareTeamRead, Arc::new(team), &clinician).await;
+        if care_team_read.successes() == 0 {
+            anyhow::bail!("no care-team read succeeded\n{care_team_read}");
+        }
+        let (search, _) = run_phase(plan, Phase::Search, ids.clone(), &plan.token).await;
         if search.successes() == 0 {
             anyhow::bail!("no search succeeded\n{search}");
         }
-        let (access_log, samples) = run_phase(plan, Phase::AccessLog, ids).await;
+        let (access_log, samples) =
+            run_phase(plan, Phase::AccessLog, ids, &plan.auditor_token).await;
         if access_log.successes() == 0 {
             anyhow::bail!("no access log was read\n{access_log}");
         }
         Ok(LoadOutcome {
-            reports: vec![create, read, search, access_log],
+            reports: vec![create, read, care_team_read, search, access_log],
             access_log_samples: samples,
         })
     })
@@ -172,6 +189,7 @@ async fn run_phase(
     plan: &LoadPlan,
     phase: Phase,
     ids: Arc<Vec<String>>,
+    bearer: &str,
 ) -> (PhaseReport, Vec<String>) {
     let connections = plan.connections.max(1);
     let started = Instant::now();
@@ -179,14 +197,7 @@ async fn run_phase(
         phase,
         address: plan.address,
         host: plan.address.to_string(),
-        authorization: format!(
-            "Bearer {}",
-            if phase == Phase::AccessLog {
-                &plan.auditor_token
-            } else {
-                &plan.token
-            }
-        ),
+        authorization: format!("Bearer {bearer}"),
         deadline: started + plan.duration,
         run_tag: format!("bench-{}", clock_nanos()),
         ids,
@@ -370,14 +381,14 @@ fn build_request(
                 .header(CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(patient.to_string())))?
         }
-        Phase::Read | Phase::AccessLog => {
+        Phase::Read | Phase::CareTeamRead | Phase::AccessLog => {
             let count = setup.ids.len();
             let pick = usize::try_from(random.next() % u64::try_from(count.max(1))?)?;
             let id = setup
                 .ids
                 .get(pick)
                 .context("no recorded patient ids to read")?;
-            let uri = if setup.phase == Phase::Read {
+            let uri = if setup.phase != Phase::AccessLog {
                 format!("{PATIENTS_PATH}/{id}")
             } else {
                 format!("{PATIENTS_PATH}/{id}/access-log?limit={ACCESS_LOG_PAGE_ENTRIES}")
@@ -417,7 +428,7 @@ async fn exchange(
 fn check_response(phase: Phase, status: StatusCode, body: &[u8]) -> Result<Option<String>, String> {
     let expected = match phase {
         Phase::Create => StatusCode::CREATED,
-        Phase::Read | Phase::Search | Phase::AccessLog => StatusCode::OK,
+        Phase::Read | Phase::CareTeamRead | Phase::Search | Phase::AccessLog => StatusCode::OK,
     };
     if status != expected {
         return Err(format!(
@@ -440,17 +451,32 @@ fn check_response(phase: Phase, status: StatusCode, body: &[u8]) -> Result<Optio
     if phase == Phase::Read {
         return Ok(None);
     }
+    if phase == Phase::CareTeamRead {
+        // A member of the care team sees the whole record; a masked one means the
+        // relationship was not found.
+        return match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(document) if document.get("masked").is_none() => Ok(None),
+            _ => Err(format!(
+                "a care-team read was masked or unreadable: {}",
+                body_excerpt(body)
+            )),
+        };
+    }
     if phase == Phase::AccessLog {
-        // Every patient's registration was signed into a checkpoint long before: at least
-        // one entry must come with a proof.
-        let proven = serde_json::from_slice::<serde_json::Value>(body)
+        // Every patient's registration was signed into a checkpoint long before: a page
+        // that reaches it (no `next`) must carry a proof. A patient read so often that a
+        // whole page is newer than the latest checkpoint (the checkpointer trails a heavy
+        // search load) has nothing provable yet, and is not a sample.
+        let page = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|document| {
                 let items = document.get("items")?.as_array()?;
-                Some(items.iter().filter(|item| !item["proof"].is_null()).count())
+                let proven = items.iter().filter(|item| !item["proof"].is_null()).count();
+                Some((proven, document.get("next").is_some_and(|n| !n.is_null())))
             });
-        return match proven {
-            Some(n) if n > 0 => Ok(Some(String::from_utf8_lossy(body).into_owned())),
+        return match page {
+            Some((proven, _)) if proven > 0 => Ok(Some(String::from_utf8_lossy(body).into_owned())),
+            Some((0, true)) => Ok(None),
             _ => Err(format!(
                 "an access log without a proven entry: {}",
                 body_excerpt(body)
@@ -645,6 +671,34 @@ mod tests {
         assert!(description.contains("404"));
         assert!(description.contains("not_found"));
         assert_eq!(check_response(Phase::Read, StatusCode::OK, b"{}"), Ok(None));
+    }
+
+    #[test]
+    fn an_access_log_must_prove_what_a_checkpoint_covers() {
+        let proven = br#"{"items":[{"proof":null},{"proof":{"leaf_index":3}}],"next":null}"#;
+        assert!(matches!(
+            check_response(Phase::AccessLog, StatusCode::OK, proven),
+            Ok(Some(_))
+        ));
+        // A whole page newer than the checkpoint, with older entries beyond it: no sample.
+        let hot = br#"{"items":[{"proof":null}],"next":"/api/v1/patients/x/access-log?before=9"}"#;
+        assert_eq!(
+            check_response(Phase::AccessLog, StatusCode::OK, hot),
+            Ok(None)
+        );
+        // The registration is on the page, and still nothing is proven: a server fault.
+        let unproven = br#"{"items":[{"proof":null}],"next":null}"#;
+        assert!(check_response(Phase::AccessLog, StatusCode::OK, unproven).is_err());
+    }
+
+    #[test]
+    fn a_care_team_read_is_never_masked() {
+        assert_eq!(
+            check_response(Phase::CareTeamRead, StatusCode::OK, b"{}"),
+            Ok(None)
+        );
+        let masked = br#"{"masked":["identifiers","contacts"]}"#;
+        assert!(check_response(Phase::CareTeamRead, StatusCode::OK, masked).is_err());
     }
 
     #[test]

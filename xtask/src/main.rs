@@ -10,6 +10,7 @@
 mod advisories;
 mod bench;
 mod browser_tools;
+mod clinician;
 mod load;
 mod postgres;
 mod python_tools;

@@ -849,7 +849,7 @@ mod tests {
                 resource_type: Some("Patient".into()),
                 resource_id: Some("0190f3a2-7c1e-7b3a-9d1e-2f4a5b6c7d8e".into()),
                 outcome: Outcome::Allowed,
-                reason: "clinical_staff_demographics_read".into(),
+                reason: "care_team".into(),
                 purpose_of_use: Some("TREAT".into()),
                 origin: RequestOrigin {
                     request_id: Some("req-1".into()),
@@ -872,7 +872,7 @@ mod tests {
              [haven@32473 seq=\"7\" actor=\"0190f3a2-0000-7000-8000-000000000001\" \
              role=\"nurse\" action=\"read\" patient=\"0190f3a2-7c1e-7b3a-9d1e-2f4a5b6c7d8e\" \
              resource_type=\"Patient\" resource_id=\"0190f3a2-7c1e-7b3a-9d1e-2f4a5b6c7d8e\" \
-             outcome=\"allowed\" reason=\"clinical_staff_demographics_read\" \
+             outcome=\"allowed\" reason=\"care_team\" \
              purpose_of_use=\"TREAT\" request_id=\"req-1\" source_ip=\"203.0.113.7\" user_agent=\"curl/8.5.0\"] \
              audit read allowed"
         );

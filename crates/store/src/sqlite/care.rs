@@ -341,7 +341,18 @@ impl Readers {
             );
         }
         self.with(|c| {
-            c.prepare(&sql)?
+            // A single patient (every read) is the same statement each time: keep it
+            // prepared. Longer lists (a search page) vary in length and would only churn
+            // the cache.
+            let (mut cached, mut fresh);
+            let statement: &mut rusqlite::Statement<'_> = if patients.len() == 1 {
+                cached = c.prepare_cached(&sql)?;
+                &mut cached
+            } else {
+                fresh = c.prepare(&sql)?;
+                &mut fresh
+            };
+            statement
                 .query_map(params_from_iter(values), |row| {
                     let care_team: i64 = row.get(1)?;
                     let break_glass: i64 = row.get(2)?;
