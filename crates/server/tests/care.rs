@@ -927,6 +927,31 @@ async fn a_proxy_sees_what_the_delegation_allows_until_it_is_revoked(backend: Ba
         .await
         .unwrap();
     assert_eq!(me["acting_for"], json!([]));
+
+    // A new delegation that names the access log opens that too.
+    let offered: Value = offer(
+        &server,
+        &teen.token,
+        child,
+        json!({ "relationship": "parent", "scopes": ["record", "access_log"] }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let accepted = server
+        .post_as(
+            Some(&parent.token),
+            "/api/v1/delegations/accept",
+            json!({ "offer": offered["offer"] }),
+        )
+        .await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let seen = server.get_as(&parent.token, &log).await;
+    assert_eq!(seen.status(), StatusCode::OK);
+    let seen: Value = seen.json().await.unwrap();
+    assert_eq!(seen["items"][0]["actor"], parent.id.to_string(), "{seen:#}");
+    assert_eq!(seen["items"][0]["purpose_of_use"], "FAMRQT");
 }
 
 async fn delegation_offers_refuse_bad_requests_and_lapse(backend: Backend) {
