@@ -305,6 +305,14 @@ impl App {
             .filter(|u| u.role == Role::PrivacyOfficer.as_str() && u.disabled_at_ms.is_none())
             .map(|u| u.id)
             .collect();
+        if officers.is_empty() {
+            // The access stands (an emergency cannot wait for staffing), and the queue
+            // keeps it; but nobody was told, which an operator must know.
+            tracing::warn!(
+                organisation = %organisation.id,
+                "break-the-glass with no active privacy officer to alert"
+            );
+        }
         notify(
             &*self.store,
             &officers,
