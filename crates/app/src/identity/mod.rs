@@ -776,17 +776,11 @@ impl App {
                 reason: "session_idle_timeout",
             });
         }
-        let user = self.store.user(session.user).await?.ok_or_else(unknown)?;
         if user.disabled_at_ms.is_some() {
             return Err(AppError::Unauthenticated {
                 reason: "session_revoked",
             });
         }
-        let organisation = self
-            .store
-            .organisation(user.organisation)
-            .await?
-            .ok_or_else(|| AppError::Unexpected("a user's organisation is gone".into()))?;
         if now_ms - session.last_seen_ms >= SESSION_TOUCH_INTERVAL_MS {
             self.store.touch_session(session.id, now_ms).await?;
         }
