@@ -587,11 +587,7 @@ pub(crate) async fn disable_user(
     Path(id): Path<String>,
     Caller(context): Caller,
 ) -> Result<Response, ApiError> {
-    let id: haven_domain::UserId = id
-        .parse()
-        .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
-    state.app.set_user_enabled(&context, id, false).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    set_user_enabled(&state, &id, &context, false).await
 }
 
 pub(crate) async fn enable_user(
@@ -599,10 +595,19 @@ pub(crate) async fn enable_user(
     Path(id): Path<String>,
     Caller(context): Caller,
 ) -> Result<Response, ApiError> {
+    set_user_enabled(&state, &id, &context, true).await
+}
+
+async fn set_user_enabled(
+    state: &ApiState,
+    id: &str,
+    context: &haven_app::RequestContext,
+    enabled: bool,
+) -> Result<Response, ApiError> {
     let id: haven_domain::UserId = id
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
-    state.app.set_user_enabled(&context, id, true).await?;
+    state.app.set_user_enabled(context, id, enabled).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
