@@ -46,16 +46,6 @@ async fn post(server: &TestServer, token: &str, body: &Value) -> reqwest::Respon
         .unwrap()
 }
 
-async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
-    server
-        .client
-        .get(server.endpoint(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn error_code(response: reqwest::Response) -> String {
     let body: Value = response.json().await.unwrap();
     body["error"]["code"]
@@ -65,7 +55,9 @@ async fn error_code(response: reqwest::Response) -> String {
 }
 
 async fn patient_count(server: &TestServer) -> usize {
-    let response = get(server, &server.admin_token, "/api/v1/patients?limit=100").await;
+    let response = server
+        .get_as(&server.admin_token, "/api/v1/patients?limit=100")
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     body["items"].as_array().unwrap().len()
@@ -84,7 +76,7 @@ async fn creates_reads_updates_and_searches_patients(backend: Backend) {
     assert_eq!(location, format!("/api/v1/patients/{id}"));
     assert_eq!(body["version"], 1);
 
-    let read: Value = get(&server, token, &location).await.json().await.unwrap();
+    let read: Value = server.get_as(token, &location).await.json().await.unwrap();
     assert_eq!(read["name"]["family"], "LovelaceA");
     assert_eq!(read["birth_date"], "1990-12-10");
     assert_eq!(read["identifiers"][0]["value"], "MRN-A");
@@ -103,50 +95,53 @@ async fn creates_reads_updates_and_searches_patients(backend: Backend) {
         .unwrap();
     assert_eq!(updated.status(), StatusCode::OK);
     assert_eq!(updated.headers()["etag"], "\"2\"");
-    let read: Value = get(&server, token, &location).await.json().await.unwrap();
+    let read: Value = server.get_as(token, &location).await.json().await.unwrap();
     assert_eq!(read["name"]["family"], "Byron");
     assert_eq!(read["version"], 2);
 
     // Search goes through blind indexes: normalised exact matches on the current version.
     post(&server, token, &ada("B")).await;
-    let found: Value = get(&server, token, "/api/v1/patients?family=%20%20BYRON%20")
+    let found: Value = server
+        .get_as(token, "/api/v1/patients?family=%20%20BYRON%20")
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(found["items"].as_array().unwrap().len(), 1);
     assert_eq!(found["items"][0]["id"], id.as_str());
-    let stale: Value = get(&server, token, "/api/v1/patients?family=LovelaceA")
+    let stale: Value = server
+        .get_as(token, "/api/v1/patients?family=LovelaceA")
         .await
         .json()
         .await
         .unwrap();
     assert!(stale["items"].as_array().unwrap().is_empty());
-    let by_identifier: Value = get(
-        &server,
-        token,
-        "/api/v1/patients?identifier=urn:haven:mrn%7CMRN-B&birth_date=1990-12-10",
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let by_identifier: Value = server
+        .get_as(
+            token,
+            "/api/v1/patients?identifier=urn:haven:mrn%7CMRN-B&birth_date=1990-12-10",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(by_identifier["items"].as_array().unwrap().len(), 1);
     assert_eq!(by_identifier["items"][0]["name"]["family"], "LovelaceB");
 
     // Paging: two patients, one per page, then no further page.
-    let first: Value = get(&server, token, "/api/v1/patients?limit=1")
+    let first: Value = server
+        .get_as(token, "/api/v1/patients?limit=1")
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(first["items"].as_array().unwrap().len(), 1);
     let next = first["next"].as_str().unwrap().to_owned();
-    let second: Value = get(&server, token, &next).await.json().await.unwrap();
+    let second: Value = server.get_as(token, &next).await.json().await.unwrap();
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
     let last = second["next"].as_str().unwrap().to_owned();
-    let third: Value = get(&server, token, &last).await.json().await.unwrap();
+    let third: Value = server.get_as(token, &last).await.json().await.unwrap();
     assert!(third["items"].as_array().unwrap().is_empty());
     assert!(third["next"].is_null());
     server.stop().await;
@@ -295,7 +290,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let read: Value = get(&server, token, &path).await.json().await.unwrap();
+    let read: Value = server.get_as(token, &path).await.json().await.unwrap();
     assert_eq!(read["version"], 1);
     assert_eq!(read["name"]["family"], "LovelaceKeep");
 
@@ -308,7 +303,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
         "colour=blue",
         "after=abc",
     ] {
-        let response = get(&server, token, &format!("/api/v1/patients?{query}")).await;
+        let response = server
+            .get_as(token, &format!("/api/v1/patients?{query}"))
+            .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
     }
     assert_eq!(patient_count(&server).await, 1);
@@ -352,26 +349,23 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
     assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
     assert_eq!(error_code(anonymous).await, "unauthenticated");
 
-    let forged = get(
-        &server,
-        "hvn_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        &path,
-    )
-    .await;
+    let forged = server
+        .get_as("hvn_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &path)
+        .await;
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
-    let garbage = get(&server, "not-a-token", &path).await;
+    let garbage = server.get_as("not-a-token", &path).await;
     assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
 
     // An expired session: the token outlives nothing past its time-to-live.
     let short = server.token(Role::Administrator, 1).await;
-    assert_eq!(get(&server, &short, &path).await.status(), StatusCode::OK);
+    assert_eq!(server.get_as(&short, &path).await.status(), StatusCode::OK);
     server.clock.advance(Duration::from_secs(2 * 3600));
-    let expired = get(&server, &short, &path).await;
+    let expired = server.get_as(&short, &path).await;
     assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(expired).await, "token_expired");
     let expired_write = post(&server, &short, &ada("Late")).await;
     assert_eq!(expired_write.status(), StatusCode::UNAUTHORIZED);
-    let expired_list = get(&server, &short, "/api/v1/patients").await;
+    let expired_list = server.get_as(&short, "/api/v1/patients").await;
     assert_eq!(expired_list.status(), StatusCode::UNAUTHORIZED);
     let put_as = |token: String| {
         server
@@ -389,11 +383,11 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
 
     // The wrong user: an auditor has no business in the chart; a nurse may read, not register.
     let auditor = server.token(Role::Auditor, 1).await;
-    let denied = get(&server, &auditor, &path).await;
+    let denied = server.get_as(&auditor, &path).await;
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
     assert_eq!(error_code(denied).await, "forbidden");
     assert_eq!(
-        get(&server, &auditor, "/api/v1/patients").await.status(),
+        server.get_as(&auditor, "/api/v1/patients").await.status(),
         StatusCode::FORBIDDEN
     );
     assert_eq!(
@@ -404,7 +398,7 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
     // care team, and a nurse who is on this patient's may read but not register.
     let nurse_token = server.token(Role::Nurse, 1).await;
     assert_eq!(
-        get(&server, &nurse_token, &path).await.status(),
+        server.get_as(&nurse_token, &path).await.status(),
         StatusCode::FORBIDDEN
     );
     let nurse_user = server.user(Role::Nurse, None).await;
@@ -415,7 +409,7 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
         )
         .await;
     let nurse = nurse_user.token;
-    assert_eq!(get(&server, &nurse, &path).await.status(), StatusCode::OK);
+    assert_eq!(server.get_as(&nurse, &path).await.status(), StatusCode::OK);
     assert_eq!(
         post(&server, &nurse, &ada("No")).await.status(),
         StatusCode::FORBIDDEN
@@ -429,7 +423,8 @@ async fn callers_must_be_authenticated_and_permitted(backend: Backend) {
         StatusCode::FORBIDDEN
     );
     assert_eq!(patient_count(&server).await, 1);
-    let unchanged: Value = get(&server, &server.admin_token, &path)
+    let unchanged: Value = server
+        .get_as(&server.admin_token, &path)
         .await
         .json()
         .await
@@ -453,7 +448,9 @@ async fn unknown_and_malformed_ids_are_told_apart(backend: Backend) {
     let token = &server.admin_token;
     post(&server, token, &ada("Mine")).await;
     let other_patient = haven_domain::PatientId::generate();
-    let missing = get(&server, token, &format!("/api/v1/patients/{other_patient}")).await;
+    let missing = server
+        .get_as(token, &format!("/api/v1/patients/{other_patient}"))
+        .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(missing).await, "not_found");
     let update = server
@@ -467,7 +464,9 @@ async fn unknown_and_malformed_ids_are_told_apart(backend: Backend) {
         .unwrap();
     assert_eq!(update.status(), StatusCode::NOT_FOUND);
     for bad in ["42", "not-a-uuid", "01a209b437a17072bf8cf4e2b6da83cc"] {
-        let response = get(&server, token, &format!("/api/v1/patients/{bad}")).await;
+        let response = server
+            .get_as(token, &format!("/api/v1/patients/{bad}"))
+            .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(error_code(response).await, "invalid_id");
     }
@@ -509,7 +508,7 @@ async fn concurrent_edits_are_never_silently_lost(backend: Backend) {
     assert_eq!(error_code(stale).await, "version_mismatch");
     let garbled = put(Some("yesterday"), "Third").await.unwrap();
     assert_eq!(garbled.status(), StatusCode::BAD_REQUEST);
-    let read: Value = get(&server, token, &path).await.json().await.unwrap();
+    let read: Value = server.get_as(token, &path).await.json().await.unwrap();
     assert_eq!(read["name"]["family"], "First");
     assert_eq!(read["version"], 2);
     server.stop().await;
@@ -525,8 +524,12 @@ async fn every_access_is_audited_before_data_is_returned(backend: Backend) {
         .to_owned();
     let created: Value = created.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
-    get(&server, token, &format!("/api/v1/patients/{id}")).await;
-    get(&server, token, "/api/v1/patients?family=LovelaceAudit").await;
+    server
+        .get_as(token, &format!("/api/v1/patients/{id}"))
+        .await;
+    server
+        .get_as(token, "/api/v1/patients?family=LovelaceAudit")
+        .await;
 
     let events = server.app().store().audit_events(0, 1000).await.unwrap();
     let for_patient: Vec<_> = events
@@ -578,7 +581,7 @@ async fn access_is_refused_when_the_audit_log_cannot_record_it(backend: Backend)
     let path = format!("/api/v1/patients/{}", created["id"].as_str().unwrap());
     break_the_audit_log(&server).await;
 
-    let read = get(&server, token, &path).await;
+    let read = server.get_as(token, &path).await;
     assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
     let text = read.text().await.unwrap();
     assert!(text.contains("audit_unavailable"), "{text}");
@@ -586,7 +589,9 @@ async fn access_is_refused_when_the_audit_log_cannot_record_it(backend: Backend)
         !text.contains("Lovelace"),
         "no health data without an audit entry"
     );
-    let search = get(&server, token, "/api/v1/patients?family=LovelaceClosed").await;
+    let search = server
+        .get_as(token, "/api/v1/patients?family=LovelaceClosed")
+        .await;
     assert_eq!(search.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!search.text().await.unwrap().contains("Lovelace"));
     assert_eq!(
@@ -615,7 +620,8 @@ async fn planted_markers_never_reach_the_database(backend: Backend) {
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     // The control: the marker is really there for an authorised reader.
-    let read = get(&server, token, &format!("/api/v1/patients/{}", ids[0]))
+    let read = server
+        .get_as(token, &format!("/api/v1/patients/{}", ids[0]))
         .await
         .text()
         .await
@@ -694,16 +700,20 @@ async fn shredded_patients_can_never_be_read_again(backend: Backend) {
         .unwrap();
     assert!(destroyed);
 
-    let read = get(&server, token, &format!("/api/v1/patients/{gone_id}")).await;
+    let read = server
+        .get_as(token, &format!("/api/v1/patients/{gone_id}"))
+        .await;
     assert_eq!(read.status(), StatusCode::GONE);
     assert_eq!(error_code(read).await, "erased");
-    let search: Value = get(&server, token, "/api/v1/patients?family=LovelaceGone")
+    let search: Value = server
+        .get_as(token, "/api/v1/patients?family=LovelaceGone")
         .await
         .json()
         .await
         .unwrap();
     assert!(search["items"].as_array().unwrap().is_empty());
-    let listing: Value = get(&server, token, "/api/v1/patients")
+    let listing: Value = server
+        .get_as(token, "/api/v1/patients")
         .await
         .json()
         .await

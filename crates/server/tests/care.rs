@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use haven_audit::{AuditAction, Outcome, StoredAuditEvent};
+use haven_audit::{AuditAction, Outcome};
 use haven_domain::{PatientId, Role};
 use haven_test_support::{Backend, TEST_PASSWORD, TestServer, TestUser};
 use reqwest::StatusCode;
@@ -33,39 +33,6 @@ async fn error_code(response: reqwest::Response) -> String {
         .to_owned()
 }
 
-async fn put(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
-    server
-        .client
-        .put(server.endpoint(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn delete(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
-    server
-        .client
-        .delete(server.endpoint(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn all_entries(server: &TestServer) -> Vec<StoredAuditEvent> {
-    let store = server.app().store();
-    let mut entries: Vec<StoredAuditEvent> = Vec::new();
-    loop {
-        let after = entries.last().map_or(0, |e| e.seq);
-        let page = store.audit_events(after, 1000).await.unwrap();
-        if page.is_empty() {
-            return entries;
-        }
-        entries.extend(page);
-    }
-}
-
 async fn the_care_team_opens_the_record_and_leaving_it_closes_it(backend: Backend) {
     let server = TestServer::start(backend).await;
     let ada = server.create_patient("Lovelace").await;
@@ -88,15 +55,15 @@ async fn the_care_team_opens_the_record_and_leaving_it_closes_it(backend: Backen
     // The front desk keeps the team; the nurse may not add themself.
     let member = format!("{team}/{}", nurse.id);
     assert_eq!(
-        put(&server, &nurse.token, &member).await.status(),
+        server.put_as(&nurse.token, &member).await.status(),
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        put(&server, &desk.token, &member).await.status(),
+        server.put_as(&desk.token, &member).await.status(),
         StatusCode::CREATED
     );
     assert_eq!(
-        put(&server, &desk.token, &member).await.status(),
+        server.put_as(&desk.token, &member).await.status(),
         StatusCode::OK,
         "adding a member again changes nothing"
     );
@@ -139,7 +106,8 @@ async fn the_care_team_opens_the_record_and_leaving_it_closes_it(backend: Backen
         ("not-an-id".to_owned(), StatusCode::BAD_REQUEST),
     ] {
         assert_eq!(
-            put(&server, &desk.token, &format!("{team}/{who}"))
+            server
+                .put_as(&desk.token, &format!("{team}/{who}"))
                 .await
                 .status(),
             status,
@@ -147,17 +115,17 @@ async fn the_care_team_opens_the_record_and_leaving_it_closes_it(backend: Backen
         );
     }
     assert_eq!(
-        put(
-            &server,
-            &desk.token,
-            &format!(
-                "/api/v1/patients/{}/care-team/{}",
-                PatientId::generate(),
-                nurse.id
+        server
+            .put_as(
+                &desk.token,
+                &format!(
+                    "/api/v1/patients/{}/care-team/{}",
+                    PatientId::generate(),
+                    nurse.id
+                )
             )
-        )
-        .await
-        .status(),
+            .await
+            .status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -168,11 +136,11 @@ async fn the_care_team_opens_the_record_and_leaving_it_closes_it(backend: Backen
 
     // Leaving the team closes the record at once.
     assert_eq!(
-        delete(&server, &desk.token, &member).await.status(),
+        server.delete_as(&desk.token, &member).await.status(),
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        delete(&server, &desk.token, &member).await.status(),
+        server.delete_as(&desk.token, &member).await.status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -181,7 +149,8 @@ async fn the_care_team_opens_the_record_and_leaving_it_closes_it(backend: Backen
     );
 
     // Every change to the team is in the patient's audit trail, by whom.
-    let changes: Vec<(String, String)> = all_entries(&server)
+    let changes: Vec<(String, String)> = server
+        .audit_entries()
         .await
         .into_iter()
         .filter(|e| {
@@ -265,7 +234,8 @@ async fn a_directory_search_shows_strangers_only_their_name_and_birth_date(backe
         "the stranger's telephone number is nowhere in the answer"
     );
     // The search is audited per patient, each with the rule that let it show what it did.
-    let rules: Vec<String> = all_entries(&server)
+    let rules: Vec<String> = server
+        .audit_entries()
         .await
         .into_iter()
         .filter(|e| {
@@ -352,7 +322,7 @@ async fn break_the_glass_opens_a_strangers_record_for_a_while_and_is_reviewed(ba
     // The record is open, as emergency treatment.
     let read = server.get_as(&clinician.token, &record).await;
     assert_eq!(read.status(), StatusCode::OK);
-    let entries = all_entries(&server).await;
+    let entries = server.audit_entries().await;
     let mine: Vec<_> = entries
         .iter()
         .filter(|e| e.event.actor.as_deref() == Some(&clinician.id.to_string()))
@@ -610,7 +580,8 @@ async fn break_the_glass_refuses_bad_requests_and_changes_nothing(backend: Backe
             .await
             .unwrap()
             .is_empty()
-            && all_entries(&server)
+            && server
+                .audit_entries()
                 .await
                 .iter()
                 .all(|e| !(e.event.action == AuditAction::BreakGlass
@@ -909,11 +880,11 @@ async fn a_proxy_sees_what_the_delegation_allows_until_it_is_revoked(backend: Ba
         "a delegation is revoked through its own patient only"
     );
     assert_eq!(
-        delete(&server, &teen.token, &revoke).await.status(),
+        server.delete_as(&teen.token, &revoke).await.status(),
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        delete(&server, &teen.token, &revoke).await.status(),
+        server.delete_as(&teen.token, &revoke).await.status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(

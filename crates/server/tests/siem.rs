@@ -551,19 +551,6 @@ async fn clinic_activity(server: &TestServer, round: u32) {
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 }
 
-async fn all_entries(server: &TestServer) -> Vec<StoredAuditEvent> {
-    let store = server.app().store();
-    let mut entries: Vec<StoredAuditEvent> = Vec::new();
-    loop {
-        let after = entries.last().map_or(0, |e| e.seq);
-        let page = store.audit_events(after, 1000).await.unwrap();
-        if page.is_empty() {
-            return entries;
-        }
-        entries.extend(page);
-    }
-}
-
 /// Polls until `done` holds, failing with `what` after a generous deadline.
 async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(DEADLINE_SECS);
@@ -578,7 +565,7 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 /// Waits until the collector holds every entry now in the log.
 async fn until_delivered(server: &TestServer, collector: &Collector) -> Vec<StoredAuditEvent> {
-    let entries = all_entries(server).await;
+    let entries = server.audit_entries().await;
     let last = entries.last().unwrap().seq;
     eventually("every entry at the collector", async || {
         collector

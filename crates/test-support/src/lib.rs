@@ -367,6 +367,43 @@ impl TestServer {
             .expect("a GET request")
     }
 
+    /// `PUT path` with no body and a bearer token.
+    pub async fn put_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .put(self.endpoint(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("a PUT request")
+    }
+
+    /// `DELETE path` with a bearer token.
+    pub async fn delete_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.endpoint(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("a DELETE request")
+    }
+
+    /// Every entry of the audit log, oldest first, read straight from the store.
+    pub async fn audit_entries(&self) -> Vec<haven_audit::StoredAuditEvent> {
+        let store = self.app.store();
+        let mut entries: Vec<haven_audit::StoredAuditEvent> = Vec::new();
+        loop {
+            let after = entries.last().map_or(0, |e| e.seq);
+            let page = store
+                .audit_events(after, 1000)
+                .await
+                .expect("audit entries");
+            if page.is_empty() {
+                return entries;
+            }
+            entries.extend(page);
+        }
+    }
+
     /// `POST path` with a JSON body, and a bearer token when given.
     pub async fn post_as(
         &self,
