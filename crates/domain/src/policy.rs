@@ -86,6 +86,22 @@ pub enum Resource {
     Delegations(PatientId),
     /// Accepting a delegation offered by link: the caller becomes the proxy.
     DelegationOffer,
+    /// One part of a patient's chart (FHIR resources in the patient's compartment).
+    Chart(PatientId, ChartPart),
+    /// The shared directory: practitioners, their roles, organisations, questionnaires.
+    Directory,
+}
+
+/// Which part of the chart a resource is, for minimum necessary: the front desk books
+/// visits but does not read results, and a patient writes their own intake forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartPart {
+    /// Diagnoses, results, medications, notes: the clinical record.
+    Clinical,
+    /// Appointments: booked by the front desk, seen by the care team and the patient.
+    Scheduling,
+    /// What the patient tells the clinic themselves (intake forms, questionnaires).
+    PatientAuthored,
 }
 
 impl Resource {
@@ -94,8 +110,10 @@ impl Resource {
             Resource::Patient(id)
             | Resource::PatientAccessLog(id)
             | Resource::CareTeam(id)
-            | Resource::Delegations(id) => Some(*id),
+            | Resource::Delegations(id)
+            | Resource::Chart(id, _) => Some(*id),
             Resource::PatientDirectory
+            | Resource::Directory
             | Resource::AuditCheckpoints
             | Resource::AuditLog
             | Resource::Users
@@ -389,8 +407,47 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
         (Role::Administrator, Resource::Users) if matches!(action, Read | Create | Update) => {
             allow("user_administration", SystemAdministration)
         }
+        (Role::Patient, Resource::Chart(id, part)) => patient_chart(actor, action, *id, *part, context),
+        // The front desk books and changes visits; the clinical record is not theirs to see.
+        (Role::FrontDesk | Role::Administrator, Resource::Chart(_, ChartPart::Scheduling))
+            if action != BreakGlass =>
+        {
+            allow("scheduling_staff", PatientAdministration)
+        }
+        // The directory (who works here, which forms exist) is open to everyone signed in;
+        // administrators keep it.
+        (_, Resource::Directory) if matches!(action, Read | Search) => {
+            allow("directory", PatientAdministration)
+        }
+        (Role::Administrator, Resource::Directory) if matches!(action, Create | Update | Delete) => {
+            allow("directory_administration", SystemAdministration)
+        }
         // Auditors and privacy officers review the audit log, not the chart.
         _ => Decision::Deny(DenyReason::RoleNotPermitted),
+    }
+}
+
+/// A patient reads their whole chart and writes what is theirs to write (intake forms,
+/// questionnaires); a proxy reads it within the delegation's `record` scope.
+fn patient_chart(
+    actor: &Actor,
+    action: Action,
+    patient: PatientId,
+    part: ChartPart,
+    context: &Context,
+) -> Decision {
+    use Action::*;
+    use PurposeOfUse::*;
+    let own = actor.patient == Some(patient);
+    let proxy = context.proxy.is_some_and(|p| p.record);
+    match action {
+        Read | Search if own => allow("patient_own_record", PatientRequest),
+        Read | Search if proxy => allow("proxy_delegation", FamilyRequest),
+        Create | Update if own && part == ChartPart::PatientAuthored => {
+            allow("patient_own_record", PatientRequest)
+        }
+        _ if own || proxy => Decision::Deny(DenyReason::RoleNotPermitted),
+        _ => Decision::Deny(DenyReason::NotTheirRecord),
     }
 }
 
@@ -408,12 +465,25 @@ fn clinical_staff(
         (Read | Search, Resource::Patient(_) | Resource::CareTeam(_)) if context.care_team => {
             allow("care_team", Treatment)
         }
+        // The care team keeps the chart; a clinician who broke the glass may write what the
+        // emergency needs, under the same review.
+        (Read | Search | Create | Update, Resource::Chart(..)) if context.care_team => {
+            allow("care_team", Treatment)
+        }
+        // Removing an entry (rather than marking it entered-in-error) is a clinician's call.
+        (Delete, Resource::Chart(..)) if context.care_team && actor.role == crate::Role::Clinician => {
+            allow("care_team", Treatment)
+        }
+        (Read | Search | Create | Update, Resource::Chart(..)) if context.break_glass => {
+            allow("break_glass", EmergencyTreatment)
+        }
         (Read | Search, Resource::Patient(_) | Resource::CareTeam(_)) if context.break_glass => {
             allow("break_glass", EmergencyTreatment)
         }
         // Finding a patient (to book them, to break the glass for them) shows who they are
         // and nothing of their record.
         (Search, Resource::PatientDirectory) => allow("patient_lookup", Treatment),
+        (Read | Search, Resource::Directory) => allow("directory", PatientAdministration),
         (Search, Resource::Patient(_)) => Decision::Allow {
             rule: "patient_lookup",
             purpose: Treatment,
@@ -423,6 +493,9 @@ fn clinical_staff(
             },
         },
         (Read, Resource::Patient(_) | Resource::CareTeam(_)) => {
+            Decision::Deny(DenyReason::NoCareRelationship)
+        }
+        (Read | Search | Create | Update | Delete, Resource::Chart(..)) => {
             Decision::Deny(DenyReason::NoCareRelationship)
         }
         // Emergency access carries a person's stated reason and their accountability.

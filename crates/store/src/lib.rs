@@ -19,6 +19,7 @@ use haven_audit::{AuditEvent, StoredAuditEvent};
 use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
 
 pub mod care;
+pub mod fhir;
 pub mod identity;
 pub mod postgres;
 pub mod sqlite;
@@ -75,6 +76,14 @@ pub mod limits {
     pub const DELEGATIONS_PER_PATIENT_MAX: u32 = 20;
     /// The most notifications one listing returns (newest first).
     pub const NOTIFICATIONS_LISTED_MAX: u32 = 100;
+    /// The most writes one FHIR batch (a transaction Bundle) applies at once.
+    pub const RESOURCE_WRITES_MAX: usize = 1000;
+    /// The most search tokens one resource version carries.
+    pub const RESOURCE_TOKENS_MAX: usize = 512;
+    /// The most tokens one search filter may OR together (a date range's buckets).
+    pub const FILTER_TOKENS_MAX: usize = 200;
+    /// The most rows one resource search or history read returns.
+    pub const RESOURCE_ROWS_MAX: u32 = 1001;
     /// How long expired WebAuthn challenges are kept before they are swept.
     pub const CHALLENGE_TTL_MS: i64 = 10 * 60 * 1000;
 }
@@ -783,6 +792,32 @@ pub trait Store: Send + Sync + fmt::Debug {
         id: haven_domain::DelegationId,
         now_ms: i64,
     ) -> StoreResult<bool>;
+    /// Applies every write of the batch, or none: `Err(conflict)` names the first write
+    /// whose precondition failed. Returns each write's new `seq`.
+    async fn write_resources(
+        &self,
+        writes: Vec<fhir::ResourceWrite>,
+    ) -> StoreResult<Result<Vec<i64>, fhir::WriteConflict>>;
+    /// The current version of a resource (a deletion included).
+    async fn resource(&self, resource_type: &str, id: &str)
+    -> StoreResult<Option<fhir::StoredResource>>;
+    /// One version of a resource.
+    async fn resource_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<fhir::StoredResource>>;
+    /// Current, undeleted resources matching the query.
+    async fn search_resources(
+        &self,
+        query: &fhir::ResourceQuery,
+    ) -> StoreResult<Vec<fhir::StoredResource>>;
+    /// Versions, newest first.
+    async fn resource_history(
+        &self,
+        query: &fhir::HistoryQuery,
+    ) -> StoreResult<Vec<fhir::StoredResource>>;
     /// The accepted, unrevoked, unexpired delegations to `proxy`.
     async fn proxy_delegations(
         &self,

@@ -118,11 +118,21 @@ contracts! {
         acknowledged_writes_survive_a_restart,
         siem_cursors_start_absent_and_only_move_forward,
         siem_cursors_are_kept_per_collector_and_survive_a_restart,
+        resources_keep_every_version_and_search_only_the_current,
+        a_resource_batch_applies_whole_or_not_at_all,
+        resource_searches_and_filters_and_or_and_page,
     ],
     sqlite_only: [
         acknowledged_writes_are_in_the_files_before_shutdown,
     ],
 }
+
+#[path = "contract/fhir.rs"]
+mod fhir_contracts;
+use fhir_contracts::{
+    a_resource_batch_applies_whole_or_not_at_all, resource_searches_and_filters_and_or_and_page,
+    resources_keep_every_version_and_search_only_the_current,
+};
 
 // ------------------------------------------------------------------------------------------
 // Engines

@@ -17,6 +17,7 @@ use crate::identity::{
 };
 
 mod care;
+mod fhir;
 mod identity;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
@@ -397,6 +398,13 @@ impl Store for PostgresStore {
             .bind(subject.as_uuid())
             .execute(&mut *transaction)
             .await?;
+        sqlx::query(
+            "DELETE FROM fhir_search WHERE (resource_type, id) IN
+                 (SELECT resource_type, id FROM fhir_current WHERE patient_id = $1)",
+        )
+        .bind(subject.as_uuid())
+        .execute(&mut *transaction)
+        .await?;
         sqlx::query(
             "INSERT INTO shredded_subjects (subject_id, shredded_at_ms) VALUES ($1, $2)
              ON CONFLICT DO NOTHING",
@@ -1076,6 +1084,45 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
         care::proxy_delegations(&self.pool, proxy, now_ms).await
+    }
+
+    async fn write_resources(
+        &self,
+        writes: Vec<crate::fhir::ResourceWrite>,
+    ) -> StoreResult<Result<Vec<i64>, crate::fhir::WriteConflict>> {
+        crate::fhir::check_writes(&writes)?;
+        fhir::write_resources(&self.pool, &writes).await
+    }
+
+    async fn resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<crate::fhir::StoredResource>> {
+        fhir::resource(&self.pool, resource_type, id).await
+    }
+
+    async fn resource_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<crate::fhir::StoredResource>> {
+        fhir::resource_version(&self.pool, resource_type, id, version).await
+    }
+
+    async fn search_resources(
+        &self,
+        query: &crate::fhir::ResourceQuery,
+    ) -> StoreResult<Vec<crate::fhir::StoredResource>> {
+        fhir::search_resources(&self.pool, query).await
+    }
+
+    async fn resource_history(
+        &self,
+        query: &crate::fhir::HistoryQuery,
+    ) -> StoreResult<Vec<crate::fhir::StoredResource>> {
+        fhir::resource_history(&self.pool, query).await
     }
 }
 

@@ -39,6 +39,7 @@ use crate::{
 };
 
 mod care;
+mod fhir;
 mod identity;
 mod readers;
 
@@ -133,6 +134,7 @@ enum WriteOp {
     },
     Identity(Box<identity::IdentityOp>),
     Care(Box<care::CareOp>),
+    Resources(Vec<crate::fhir::ResourceWrite>),
 }
 
 #[derive(Debug)]
@@ -144,6 +146,7 @@ enum WriteOutcome {
     SystemKey(StoredSystemKey),
     Redeemed(crate::Redeemed),
     Challenge(Option<crate::StoredChallenge>),
+    Resources(Result<Vec<i64>, crate::fhir::WriteConflict>),
 }
 
 #[derive(Debug)]
@@ -377,6 +380,13 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
                 .execute(&mut *connection)
                 .await?;
             sqlx::query(
+                "DELETE FROM fhir_search WHERE (resource_type, id) IN
+                     (SELECT resource_type, id FROM fhir_current WHERE patient_id = ?)",
+            )
+            .bind(subject.as_uuid())
+            .execute(&mut *connection)
+            .await?;
+            sqlx::query(
                 "INSERT INTO shredded_subjects (subject_id, shredded_at_ms) VALUES (?, ?)
                  ON CONFLICT DO NOTHING",
             )
@@ -505,6 +515,7 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
         }
         WriteOp::Identity(op) => identity::apply_identity(connection, op).await,
         WriteOp::Care(op) => care::apply_care(connection, op).await,
+        WriteOp::Resources(writes) => fhir::apply_resource_writes(connection, writes).await,
         WriteOp::SetSiemCursor {
             name,
             after_seq,
@@ -1187,6 +1198,48 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
         self.readers.proxy_delegations(proxy, now_ms)
+    }
+
+    async fn write_resources(
+        &self,
+        writes: Vec<crate::fhir::ResourceWrite>,
+    ) -> StoreResult<Result<Vec<i64>, crate::fhir::WriteConflict>> {
+        crate::fhir::check_writes(&writes)?;
+        match self.write(WriteOp::Resources(writes)).await? {
+            WriteOutcome::Resources(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<crate::fhir::StoredResource>> {
+        self.readers.resource(resource_type, id)
+    }
+
+    async fn resource_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<crate::fhir::StoredResource>> {
+        self.readers.resource_version(resource_type, id, version)
+    }
+
+    async fn search_resources(
+        &self,
+        query: &crate::fhir::ResourceQuery,
+    ) -> StoreResult<Vec<crate::fhir::StoredResource>> {
+        self.readers.search_resources(query)
+    }
+
+    async fn resource_history(
+        &self,
+        query: &crate::fhir::HistoryQuery,
+    ) -> StoreResult<Vec<crate::fhir::StoredResource>> {
+        self.readers.resource_history(query)
     }
 }
 
