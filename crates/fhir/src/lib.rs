@@ -73,7 +73,10 @@ pub enum Compartment<'a> {
     /// The resource is the patient.
     Itself,
     /// The id of the patient named by the reference element `element`.
-    Patient { element: &'static str, id: &'a str },
+    Patient {
+        element: &'static str,
+        id: &'a str,
+    },
     None,
 }
 
@@ -125,7 +128,10 @@ pub(crate) fn patient_reference<'a>(
 /// At most one of a choice type's forms (`value[x]`) may be present.
 pub(crate) fn one_of(path: &str, present: &[bool]) -> Result<(), Invalid> {
     if present.iter().filter(|p| **p).count() > 1 {
-        return Err(Invalid::new(path, "only one form of a choice element may be given"));
+        return Err(Invalid::new(
+            path,
+            "only one form of a choice element may be given",
+        ));
     }
     Ok(())
 }

@@ -68,7 +68,10 @@ fn has_content(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         return Err("empty or only whitespace".into());
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
         return Err("contains a control character".into());
     }
     Ok(())
@@ -183,7 +186,9 @@ enum Precision {
     Month,
     Day,
     /// A time of day with an offset, to the second or finer.
-    Time { fraction_digits: u8 },
+    Time {
+        fraction_digits: u8,
+    },
 }
 
 /// A parsed `date`, `dateTime` or `instant`, keeping the text it came from.
@@ -576,7 +581,9 @@ impl<'de> Deserialize<'de> for UnsignedInt {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = u32::deserialize(deserializer)?;
         if value > i32::MAX as u32 {
-            return Err(de::Error::custom("not a valid unsignedInt (at most 2147483647)"));
+            return Err(de::Error::custom(
+                "not a valid unsignedInt (at most 2147483647)",
+            ));
         }
         Ok(UnsignedInt(value))
     }
@@ -675,7 +682,10 @@ mod tests {
         let march = Date::parse("2024-03").unwrap();
         let day = Date::parse("2024-03-15").unwrap();
         assert!(year.range().start_ms < march.range().start_ms);
-        assert_eq!(march.range().end_ms - march.range().start_ms, 31 * 86_400_000);
+        assert_eq!(
+            march.range().end_ms - march.range().start_ms,
+            31 * 86_400_000
+        );
         assert_eq!(day.range().end_ms - day.range().start_ms, 86_400_000);
         assert!(march.range().overlaps(&day.range()));
         assert_eq!(Date::parse("2024-02-29").unwrap().as_str(), "2024-02-29");
@@ -684,8 +694,15 @@ mod tests {
     #[test]
     fn bad_dates_are_refused() {
         for bad in [
-            "", "24", "2024-3", "2024-13", "2023-02-29", "2024-03-15T10:00:00Z", "2024/03/15",
-            "0000", "2024-03-15-01",
+            "",
+            "24",
+            "2024-3",
+            "2024-13",
+            "2023-02-29",
+            "2024-03-15T10:00:00Z",
+            "2024/03/15",
+            "0000",
+            "2024-03-15-01",
         ] {
             assert!(Date::parse(bad).is_err(), "{bad:?} accepted as a date");
         }
@@ -708,7 +725,10 @@ mod tests {
             "2024-03T10:00:00Z",
             "2024-03-15T10:00:00.Z",
         ] {
-            assert!(DateTime::parse(bad).is_err(), "{bad:?} accepted as a dateTime");
+            assert!(
+                DateTime::parse(bad).is_err(),
+                "{bad:?} accepted as a dateTime"
+            );
         }
         assert!(Instant::parse("2024-03-15").is_err());
         assert_eq!(

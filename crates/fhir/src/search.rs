@@ -120,12 +120,16 @@ impl<'a> SearchIndex<'a> {
 
     pub fn name(&mut self, name: &'a HumanName) {
         if let Some(family) = &name.family {
-            self.values.push(("family", SearchValue::String(family.as_str())));
-            self.values.push(("name", SearchValue::String(family.as_str())));
+            self.values
+                .push(("family", SearchValue::String(family.as_str())));
+            self.values
+                .push(("name", SearchValue::String(family.as_str())));
         }
         for given in name.given.iter().flat_map(|g| g.iter()) {
-            self.values.push(("given", SearchValue::String(given.as_str())));
-            self.values.push(("name", SearchValue::String(given.as_str())));
+            self.values
+                .push(("given", SearchValue::String(given.as_str())));
+            self.values
+                .push(("name", SearchValue::String(given.as_str())));
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::datatypes::{CodeableConcept, Reference};
 use crate::search::{SearchIndex, SearchParam};
 use crate::{Compartment, Id, Invalid, ResourceModel};
 
@@ -61,11 +62,134 @@ pub trait ServerFields {
     fn set_server_fields(&mut self, id: Id, version: i64, last_updated_ms: i64);
 }
 
-pub mod observation;
-pub mod patient;
+/// The compartment of a resource whose `element` must reference the patient (checked by
+/// [`crate::patient_reference`]).
+pub(crate) fn patient_compartment<'a>(
+    element: &'static str,
+    reference: &'a Reference,
+) -> Compartment<'a> {
+    match reference.target() {
+        Some(("Patient", id)) => Compartment::Patient { element, id },
+        _ => Compartment::None,
+    }
+}
 
+/// A literal reference, when given, must point at one of `types` (as `Type/{id}`); a
+/// reference by identifier or display alone is accepted.
+pub(crate) fn reference_to(
+    path: &str,
+    reference: Option<&Reference>,
+    types: &[&str],
+) -> Result<(), Invalid> {
+    let Some(reference) = reference else {
+        return Ok(());
+    };
+    if reference.reference.is_none() {
+        return Ok(());
+    }
+    match reference.target() {
+        Some((kind, _)) if types.contains(&kind) => Ok(()),
+        _ => Err(Invalid::new(
+            format!("{path}.reference"),
+            format!(
+                "must be a reference to {}, as Type/{{id}}",
+                types.join(" or ")
+            ),
+        )),
+    }
+}
+
+/// [`reference_to`] for each reference of a list, with its index in the path.
+pub(crate) fn references_to(
+    path: &str,
+    references: Option<&crate::primitives::List<Reference>>,
+    types: &[&str],
+) -> Result<(), Invalid> {
+    for (i, reference) in references.iter().flat_map(|r| r.iter()).enumerate() {
+        reference_to(&format!("{path}[{i}]"), Some(reference), types)?;
+    }
+    Ok(())
+}
+
+/// A `CodeableConcept` bound to a required value set: it must carry a coding from
+/// `system`, and every coding from `system` must have one of `codes`. Returns the code.
+pub(crate) fn required_concept<'a>(
+    path: &str,
+    concept: &'a CodeableConcept,
+    system: &str,
+    codes: &[&str],
+) -> Result<&'a str, Invalid> {
+    let mut found = None;
+    for (i, coding) in concept.codings().enumerate() {
+        if coding.system.as_ref().map(|s| s.as_str()) != Some(system) {
+            continue;
+        }
+        let code = coding.code.as_ref().map(|c| c.as_str()).unwrap_or_default();
+        if !codes.contains(&code) {
+            return Err(Invalid::new(
+                format!("{path}.coding[{i}].code"),
+                format!(
+                    "`{}` is not an allowed code; use one of: {}",
+                    code.chars().take(64).collect::<String>(),
+                    codes.join(", ")
+                ),
+            ));
+        }
+        found.get_or_insert(code);
+    }
+    found.ok_or_else(|| {
+        Invalid::new(
+            path,
+            format!("needs a coding from {system}, one of: {}", codes.join(", ")),
+        )
+    })
+}
+
+/// Who may author or assert clinical information (R4's usual targets).
+pub(crate) const AUTHORS: &[&str] = &[
+    "Practitioner",
+    "PractitionerRole",
+    "Patient",
+    "RelatedPerson",
+];
+/// Who may act for the clinic.
+pub(crate) const CLINICIANS: &[&str] = &["Practitioner", "PractitionerRole", "Organization"];
+
+pub mod allergy_intolerance;
+pub mod appointment;
+pub mod communication;
+pub mod condition;
+pub mod consent;
+pub mod diagnostic_report;
+pub mod document_reference;
+pub mod encounter;
+pub mod imaging_study;
+pub mod medication_request;
+pub mod observation;
+pub mod organization;
+pub mod patient;
+pub mod practitioner;
+pub mod practitioner_role;
+pub mod questionnaire;
+pub mod questionnaire_response;
+
+pub use allergy_intolerance::AllergyIntolerance;
+pub use appointment::Appointment;
+pub use communication::Communication;
+pub use condition::Condition;
+pub use consent::Consent;
+pub use diagnostic_report::DiagnosticReport;
+pub use document_reference::DocumentReference;
+pub use encounter::Encounter;
+pub use imaging_study::ImagingStudy;
+pub use medication_request::MedicationRequest;
 pub use observation::Observation;
+pub use organization::Organization;
 pub use patient::Patient;
+pub use practitioner::Practitioner;
+pub use practitioner_role::PractitionerRole;
+pub use questionnaire::Questionnaire;
+pub use questionnaire_response::QuestionnaireResponse;
 
 /// Declares [`AnyResource`] over every supported type.
 macro_rules! any_resource {
@@ -127,4 +251,22 @@ macro_rules! any_resource {
     };
 }
 
-any_resource!(Patient, Observation);
+any_resource!(
+    Patient,
+    Observation,
+    Condition,
+    AllergyIntolerance,
+    MedicationRequest,
+    Encounter,
+    Appointment,
+    DiagnosticReport,
+    ImagingStudy,
+    DocumentReference,
+    QuestionnaireResponse,
+    Consent,
+    Communication,
+    Practitioner,
+    PractitionerRole,
+    Organization,
+    Questionnaire,
+);

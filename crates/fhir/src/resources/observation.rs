@@ -191,12 +191,36 @@ pub(crate) fn period_range(period: &Period) -> Option<crate::TimeRange> {
 impl ResourceModel for Observation {
     const TYPE: &'static str = "Observation";
     const SEARCH_PARAMS: &'static [SearchParam] = &[
-        SearchParam { name: "patient", kind: ParamKind::Reference, documentation: "The patient the observation is about" },
-        SearchParam { name: "subject", kind: ParamKind::Reference, documentation: "The subject (a patient)" },
-        SearchParam { name: "code", kind: ParamKind::Token, documentation: "The code of the observation (e.g. LOINC)" },
-        SearchParam { name: "category", kind: ParamKind::Token, documentation: "vital-signs, laboratory, …" },
-        SearchParam { name: "status", kind: ParamKind::Token, documentation: "The status of the observation" },
-        SearchParam { name: "date", kind: ParamKind::Date, documentation: "When the observation was made (effective[x])" },
+        SearchParam {
+            name: "patient",
+            kind: ParamKind::Reference,
+            documentation: "The patient the observation is about",
+        },
+        SearchParam {
+            name: "subject",
+            kind: ParamKind::Reference,
+            documentation: "The subject (a patient)",
+        },
+        SearchParam {
+            name: "code",
+            kind: ParamKind::Token,
+            documentation: "The code of the observation (e.g. LOINC)",
+        },
+        SearchParam {
+            name: "category",
+            kind: ParamKind::Token,
+            documentation: "vital-signs, laboratory, …",
+        },
+        SearchParam {
+            name: "status",
+            kind: ParamKind::Token,
+            documentation: "The status of the observation",
+        },
+        SearchParam {
+            name: "date",
+            kind: ParamKind::Date,
+            documentation: "When the observation was made (effective[x])",
+        },
     ];
 
     fn check(&self) -> Result<(), Invalid> {
@@ -244,7 +268,10 @@ impl ResourceModel for Observation {
 
     fn compartment(&self) -> Compartment<'_> {
         match self.subject.as_ref().and_then(|s| s.target()) {
-            Some(("Patient", id)) => Compartment::Patient { element: "subject", id },
+            Some(("Patient", id)) => Compartment::Patient {
+                element: "subject",
+                id,
+            },
             _ => Compartment::None,
         }
     }

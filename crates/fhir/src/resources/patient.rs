@@ -62,9 +62,36 @@ resource! {
 impl ResourceModel for Patient {
     const TYPE: &'static str = "Patient";
     const SEARCH_PARAMS: &'static [SearchParam] = &[
-        SearchParam { name: "identifier", kind: ParamKind::Token, documentation: "An identifier of the patient (system|value)" },
-        SearchParam { name: "family", kind: ParamKind::String, documentation: "The family name, whole, ignoring case and accents" },
-        SearchParam { name: "birthdate", kind: ParamKind::Date, documentation: "The date of birth" },
+        SearchParam {
+            name: "identifier",
+            kind: ParamKind::Token,
+            documentation: "An identifier of the patient (system|value)",
+        },
+        SearchParam {
+            name: "family",
+            kind: ParamKind::String,
+            documentation: "The family name, whole, ignoring case and accents",
+        },
+        SearchParam {
+            name: "given",
+            kind: ParamKind::String,
+            documentation: "A given name, whole, ignoring case and accents",
+        },
+        SearchParam {
+            name: "name",
+            kind: ParamKind::String,
+            documentation: "A family or given name, whole, ignoring case and accents",
+        },
+        SearchParam {
+            name: "birthdate",
+            kind: ParamKind::Date,
+            documentation: "The date of birth",
+        },
+        SearchParam {
+            name: "gender",
+            kind: ParamKind::Token,
+            documentation: "male, female, other, unknown",
+        },
     ];
 
     fn check(&self) -> Result<(), Invalid> {
@@ -79,7 +106,12 @@ impl ResourceModel for Patient {
                 "required: a name with a family name, so the patient can be found again",
             ));
         }
-        if self.birth_date.as_ref().and_then(Date::to_calendar_date).is_none() {
+        if self
+            .birth_date
+            .as_ref()
+            .and_then(Date::to_calendar_date)
+            .is_none()
+        {
             return Err(Invalid::new(
                 "Patient.birthDate",
                 "required, to the day (YYYY-MM-DD)",
@@ -87,7 +119,10 @@ impl ResourceModel for Patient {
         }
         one_of(
             "Patient.deceased[x]",
-            &[self.deceased_boolean.is_some(), self.deceased_date_time.is_some()],
+            &[
+                self.deceased_boolean.is_some(),
+                self.deceased_date_time.is_some(),
+            ],
         )
     }
 
