@@ -170,7 +170,8 @@ pub fn from_value(value: Value) -> Result<AnyResource, Invalid> {
 pub(crate) fn typed<T: ResourceModel>(
     object: serde_json::Map<String, Value>,
 ) -> Result<T, Invalid> {
-    let resource: T = serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+    let input = Value::Object(object);
+    let resource: T = serde_path_to_error::deserialize(&input).map_err(|e| {
         let path = e.path().to_string();
         let base = if path == "." || path.is_empty() {
             T::TYPE.to_owned()
@@ -186,10 +187,56 @@ pub(crate) fn typed<T: ResourceModel>(
             let field = rest.split('`').next().unwrap_or_default();
             return Invalid::new(format!("{base}.{field}"), "required");
         }
+        // An array where an object belongs reaches serde's sequence form of the struct.
+        if message.contains("expected struct") {
+            return Invalid::new(base, FORM_MESSAGE);
+        }
         Invalid::new(base, message)
     })?;
+    // serde's derived structs also accept an array of field values in place of an object;
+    // FHIR JSON never does. Whatever the shape, a resource Haven keeps must come back
+    // exactly as it was sent, so any difference is an element in the wrong form.
+    let output = serde_json::to_value(&resource)
+        .map_err(|e| Invalid::new(T::TYPE, format!("cannot be represented: {e}")))?;
+    if let Some(path) = first_difference(&input, &output, T::TYPE.to_owned()) {
+        return Err(Invalid::new(path, FORM_MESSAGE));
+    }
     resource.check()?;
     Ok(resource)
+}
+
+const FORM_MESSAGE: &str = "not in the form FHIR JSON gives this element";
+
+/// The path of the first place where `output` differs from `input`, if any.
+fn first_difference(input: &Value, output: &Value, path: String) -> Option<String> {
+    match (input, output) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let here = format!("{path}.{key}");
+                match b.get(key) {
+                    Some(other) => {
+                        if let Some(found) = first_difference(value, other, here) {
+                            return Some(found);
+                        }
+                    }
+                    None => return Some(here),
+                }
+            }
+            b.keys()
+                .find(|key| !a.contains_key(*key))
+                .map(|key| format!("{path}.{key}"))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if a.len() != b.len() {
+                return Some(path);
+            }
+            a.iter()
+                .zip(b)
+                .enumerate()
+                .find_map(|(i, (x, y))| first_difference(x, y, format!("{path}[{i}]")))
+        }
+        (a, b) => (a != b).then_some(path),
+    }
 }
 
 fn depth(value: &Value) -> usize {

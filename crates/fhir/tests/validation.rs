@@ -213,6 +213,21 @@ fn invalid_resources_name_the_element() {
             "only one",
         ),
         (
+            with(observation(), "/effectivePeriod", json!(["2024", "2025"])),
+            "Observation.effectivePeriod",
+            "form",
+        ),
+        (
+            with(with(observation(), "/effectiveDateTime", Value::Null), "/effectivePeriod", json!(["2024"])),
+            "Observation.effectivePeriod",
+            "form",
+        ),
+        (
+            with(observation(), "/code", json!([[{"code": "x"}], "text"])),
+            "Observation.code",
+            "form",
+        ),
+        (
             with(patient(), "/resourceType", json!("Patience")),
             "resourceType",
             "not a resource type",
