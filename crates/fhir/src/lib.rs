@@ -188,7 +188,7 @@ pub(crate) fn typed<T: ResourceModel>(
             return Invalid::new(format!("{base}.{field}"), "required");
         }
         // An array where an object belongs reaches serde's sequence form of the struct.
-        if message.contains("expected struct") {
+        if message.starts_with("invalid length") && message.contains("expected struct") {
             return Invalid::new(base, FORM_MESSAGE);
         }
         Invalid::new(base, message)
