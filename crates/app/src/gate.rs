@@ -20,8 +20,8 @@ use std::sync::Arc;
 use haven_audit::{AuditAction, AuditEvent, AuditSink, Outcome};
 use haven_crypto::{KeyMaterial, KeyProvider, SubjectKey, SubjectKeyId, WrappedKey};
 use haven_domain::{
-    Action, Actor, Context, Decision, Mask, PatientId, Principal, ProxyScopes, Resource, Role,
-    UserId, decide,
+    Action, Actor, ChartPart, Context, Decision, Mask, PatientId, Principal, ProxyScopes, Resource,
+    Role, UserId, decide,
 };
 use haven_store::{Store, StoredSubjectKey};
 
@@ -438,6 +438,90 @@ impl AccessGate {
                 &Context::default(),
             );
             events.push(self.event(context, Action::Search, None, decision));
+        }
+        self.append(events).await?;
+        Ok(grants)
+    }
+
+    /// Decides and audits an action on a chart resource that does not exist, as if it
+    /// belonged to a patient the actor has no relationship with, so that a refusal reads the
+    /// same whether or not it exists. `Ok` when such an action would be allowed: the caller
+    /// then answers that it was not found.
+    pub async fn authorize_missing(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        part: ChartPart,
+        resource_type: &'static str,
+        resource_id: Option<String>,
+    ) -> AppResult<()> {
+        let unknown = Resource::Chart(PatientId::generate(), part);
+        let decision = decide(&context.actor, action, &unknown, &Context::default());
+        let mut event = self.event(context, action, None, decision);
+        event.resource_type = Some(resource_type.to_owned());
+        event.resource_id = resource_id;
+        self.append(vec![event]).await?;
+        match decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
+    /// Decides about `action` on one part of each patient's chart, audits one entry per
+    /// patient (or one if there are none), and grants access to those allowed. For searches
+    /// and histories that span patients: a denial leaves that patient out.
+    pub async fn grant_chart(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        part: ChartPart,
+        resource_type: &'static str,
+        patients: &[PatientId],
+    ) -> AppResult<Vec<Grant>> {
+        // Refused outright when no relationship to any patient could allow it (the front
+        // desk searching results), before anything is looked up.
+        let favourable = Context {
+            care_team: true,
+            break_glass: true,
+            proxy: Some(ProxyScopes {
+                record: true,
+                access_log: true,
+            }),
+        };
+        let unknown = Resource::Chart(PatientId::generate(), part);
+        let at_best = decide(&context.actor, action, &unknown, &favourable);
+        if let Decision::Deny(reason) = at_best {
+            let mut event = self.event(context, action, None, at_best);
+            event.resource_type = Some(resource_type.to_owned());
+            self.append(vec![event]).await?;
+            return Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            });
+        }
+        let mut grants = Vec::with_capacity(patients.len());
+        let mut events = Vec::with_capacity(patients.len().max(1));
+        for chunk in patients.chunks(haven_store::limits::RELATIONS_LOOKUP_MAX) {
+            let contexts = self.contexts(&context.actor, chunk).await?;
+            for (&patient, relation) in chunk.iter().zip(&contexts) {
+                let decision = decide(
+                    &context.actor,
+                    action,
+                    &Resource::Chart(patient, part),
+                    relation,
+                );
+                let mut event = self.event(context, action, Some(patient), decision);
+                event.resource_type = Some(resource_type.to_owned());
+                event.resource_id = None;
+                events.push(event);
+                grants.extend(grant(patient, decision));
+            }
+        }
+        if patients.is_empty() {
+            let mut event = self.event(context, action, None, at_best);
+            event.resource_type = Some(resource_type.to_owned());
+            events.push(event);
         }
         self.append(events).await?;
         Ok(grants)

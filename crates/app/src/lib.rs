@@ -21,6 +21,7 @@ pub mod audit_log;
 pub mod care;
 pub mod clock;
 mod codec;
+pub mod fhir;
 pub mod gate;
 pub mod identity;
 pub mod keys;
@@ -76,8 +77,35 @@ pub enum AppError {
     /// Not signed in, or the session ended: sign in again.
     #[error("authentication required ({reason})")]
     Unauthenticated { reason: &'static str },
+    /// A FHIR resource failed validation: the FHIRPath of the element and why.
+    #[error("invalid resource at {path}: {message}")]
+    InvalidResource { path: String, message: String },
+    /// The resource was deleted; its history remains.
+    #[error("deleted at version {version}")]
+    Gone { version: i64 },
+    /// `If-Match` named a version that is no longer current.
+    #[error("the resource is at version {current}, not the one named")]
+    PreconditionFailed { current: i64 },
+    /// The interaction or parameter is not one Haven offers.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// A search would look at more than its cost limit allows: narrow it.
+    #[error("too costly: {0}")]
+    TooCostly(String),
+    /// One entry of a Bundle failed; in a transaction, nothing of it was applied.
+    #[error("Bundle entry {index}: {source}")]
+    BundleEntry { index: usize, source: Box<AppError> },
     #[error("unexpected: {0}")]
     Unexpected(String),
+}
+
+impl From<haven_fhir::Invalid> for AppError {
+    fn from(invalid: haven_fhir::Invalid) -> Self {
+        AppError::InvalidResource {
+            path: invalid.path,
+            message: invalid.message,
+        }
+    }
 }
 
 impl From<StoreError> for AppError {

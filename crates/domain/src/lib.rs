@@ -20,7 +20,7 @@ pub use patient::{
     ContactKind, ContactPoint, HumanName, Identifier, PatientRecord, ValidationError,
 };
 pub use policy::{
-    Action, Actor, Context, Decision, DenyReason, Mask, Obligations, Principal, ProxyScopes,
-    PurposeOfUse, Resource, decide,
+    Action, Actor, ChartPart, Context, Decision, DenyReason, Mask, Obligations, Principal,
+    ProxyScopes, PurposeOfUse, Resource, decide,
 };
 pub use role::Role;

@@ -407,7 +407,9 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
         (Role::Administrator, Resource::Users) if matches!(action, Read | Create | Update) => {
             allow("user_administration", SystemAdministration)
         }
-        (Role::Patient, Resource::Chart(id, part)) => patient_chart(actor, action, *id, *part, context),
+        (Role::Patient, Resource::Chart(id, part)) => {
+            patient_chart(actor, action, *id, *part, context)
+        }
         // The front desk books and changes visits; the clinical record is not theirs to see.
         (Role::FrontDesk | Role::Administrator, Resource::Chart(_, ChartPart::Scheduling))
             if action != BreakGlass =>
@@ -419,7 +421,9 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
         (_, Resource::Directory) if matches!(action, Read | Search) => {
             allow("directory", PatientAdministration)
         }
-        (Role::Administrator, Resource::Directory) if matches!(action, Create | Update | Delete) => {
+        (Role::Administrator, Resource::Directory)
+            if matches!(action, Create | Update | Delete) =>
+        {
             allow("directory_administration", SystemAdministration)
         }
         // Auditors and privacy officers review the audit log, not the chart.
@@ -471,7 +475,9 @@ fn clinical_staff(
             allow("care_team", Treatment)
         }
         // Removing an entry (rather than marking it entered-in-error) is a clinician's call.
-        (Delete, Resource::Chart(..)) if context.care_team && actor.role == crate::Role::Clinician => {
+        (Delete, Resource::Chart(..))
+            if context.care_team && actor.role == crate::Role::Clinician =>
+        {
             allow("care_team", Treatment)
         }
         (Read | Search | Create | Update, Resource::Chart(..)) if context.break_glass => {

@@ -12,6 +12,7 @@
 //! resource is searched by ([`SearchIndex`]) are handed to `app`, which turns them into
 //! blind-index tokens; this crate never sees a key, a table or a request.
 
+pub mod bundle;
 pub(crate) mod codes;
 pub mod datatypes;
 pub mod primitives;

@@ -218,7 +218,11 @@ fn invalid_resources_name_the_element() {
             "form",
         ),
         (
-            with(with(observation(), "/effectiveDateTime", Value::Null), "/effectivePeriod", json!(["2024"])),
+            with(
+                with(observation(), "/effectiveDateTime", Value::Null),
+                "/effectivePeriod",
+                json!(["2024"]),
+            ),
             "Observation.effectivePeriod",
             "form",
         ),

@@ -20,7 +20,12 @@ pub struct ResourceToken {
 
 impl fmt::Debug for ResourceToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ResourceToken({}, {} bytes)", self.param, self.token.len())
+        write!(
+            f,
+            "ResourceToken({}, {} bytes)",
+            self.param,
+            self.token.len()
+        )
     }
 }
 
@@ -116,10 +121,7 @@ pub(crate) enum ResourceBind {
 
 impl ResourceQuery {
     /// The SQL of the query (with the engine's placeholders) and its values, in order.
-    pub(crate) fn sql(
-        &self,
-        placeholder: impl Fn(usize) -> String,
-    ) -> (String, Vec<ResourceBind>) {
+    pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<ResourceBind>) {
         let mut binds = Vec::new();
         let next = |value: ResourceBind, binds: &mut Vec<ResourceBind>| {
             binds.push(value);
@@ -148,7 +150,11 @@ impl ResourceQuery {
                 sql.push_str(&format!(" AND c.id IN ({})", list.join(", ")));
             }
         }
-        for filter in self.filters.iter().take(crate::limits::FILTERS_MAX) {
+        for filter in self
+            .filters
+            .iter()
+            .take(crate::limits::RESOURCE_FILTERS_MAX)
+        {
             let Some(first) = filter.first() else {
                 sql.push_str(" AND 1 = 0");
                 continue;
@@ -181,10 +187,7 @@ impl ResourceQuery {
 
 impl HistoryQuery {
     /// The SQL of the query (with the engine's placeholders) and its values, in order.
-    pub(crate) fn sql(
-        &self,
-        placeholder: impl Fn(usize) -> String,
-    ) -> (String, Vec<ResourceBind>) {
+    pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<ResourceBind>) {
         let mut binds = vec![ResourceBind::Text(self.resource_type.clone())];
         let mut sql = format!(
             "SELECT {RESOURCE_COLUMNS} FROM fhir_resources r
@@ -217,7 +220,11 @@ impl HistoryQuery {
 
 /// Bounds a batch before either engine sees it.
 pub(crate) fn check_writes(writes: &[ResourceWrite]) -> crate::StoreResult<()> {
-    crate::check_rows_max("resource writes", writes.len(), crate::limits::RESOURCE_WRITES_MAX)?;
+    crate::check_rows_max(
+        "resource writes",
+        writes.len(),
+        crate::limits::RESOURCE_WRITES_MAX,
+    )?;
     for write in writes {
         crate::check_rows_max(
             "search tokens",
@@ -255,4 +262,3 @@ pub(crate) fn precondition_fails(
     };
     (!holds).then_some(conflict)
 }
-

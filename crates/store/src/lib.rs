@@ -81,7 +81,9 @@ pub mod limits {
     /// The most search tokens one resource version carries.
     pub const RESOURCE_TOKENS_MAX: usize = 512;
     /// The most tokens one search filter may OR together (a date range's buckets).
-    pub const FILTER_TOKENS_MAX: usize = 200;
+    pub const FILTER_TOKENS_MAX: usize = 256;
+    /// The most search filters one resource query may combine.
+    pub const RESOURCE_FILTERS_MAX: usize = 6;
     /// The most rows one resource search or history read returns.
     pub const RESOURCE_ROWS_MAX: u32 = 1001;
     /// How long expired WebAuthn challenges are kept before they are swept.
@@ -799,8 +801,11 @@ pub trait Store: Send + Sync + fmt::Debug {
         writes: Vec<fhir::ResourceWrite>,
     ) -> StoreResult<Result<Vec<i64>, fhir::WriteConflict>>;
     /// The current version of a resource (a deletion included).
-    async fn resource(&self, resource_type: &str, id: &str)
-    -> StoreResult<Option<fhir::StoredResource>>;
+    async fn resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<fhir::StoredResource>>;
     /// One version of a resource.
     async fn resource_version(
         &self,

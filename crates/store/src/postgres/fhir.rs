@@ -6,11 +6,11 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use crate::fhir::precondition_fails;
 use crate::fhir::{
     HistoryQuery, Precondition, ResourceBind, ResourceQuery, ResourceWrite, StoredResource,
     WriteConflict,
 };
-use crate::fhir::precondition_fails;
 use crate::{StoreResult, StoredSubjectKey};
 
 pub(super) async fn write_resources(

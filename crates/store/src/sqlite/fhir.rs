@@ -5,11 +5,11 @@ use haven_domain::PatientId;
 use rusqlite::{OptionalExtension, Row, params, params_from_iter};
 use sqlx::SqliteConnection;
 
-use super::readers::{Readers, uuid_from};
 use super::WriteOutcome;
+use super::readers::{Readers, uuid_from};
 use crate::fhir::{
-    HistoryQuery, RESOURCE_COLUMNS, ResourceBind, ResourceQuery, ResourceWrite,
-    StoredResource, precondition_fails,
+    HistoryQuery, RESOURCE_COLUMNS, ResourceBind, ResourceQuery, ResourceWrite, StoredResource,
+    precondition_fails,
 };
 use crate::{StoreResult, StoredSubjectKey};
 

@@ -63,31 +63,69 @@ pub(crate) async fn resources_keep_every_version_and_search_only_the_current(eng
     let sealed_v1 = first.sealed.clone();
     store.write_resources(vec![first]).await.unwrap().unwrap();
 
-    let current = store.resource("Observation", "obs-1").await.unwrap().unwrap();
+    let current = store
+        .resource("Observation", "obs-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(current.version, 1);
     assert_eq!(current.sealed, sealed_v1);
     assert_eq!(current.patient, Some(patient));
     assert_eq!(current.subject_key.as_ref().unwrap().subject, patient);
-    assert_eq!(ids(&store, query(None, vec![vec![token("code", "hr")]])).await, ["obs-1"]);
+    assert_eq!(
+        ids(&store, query(None, vec![vec![token("code", "hr")]])).await,
+        ["obs-1"]
+    );
 
     // Version 2 replaces the tokens; version 1 is still readable by version.
     let second = write("obs-1", patient, 2, vec![token("code", "bp")]);
     let sealed_v2 = second.sealed.clone();
     store.write_resources(vec![second]).await.unwrap().unwrap();
-    assert!(ids(&store, query(None, vec![vec![token("code", "hr")]])).await.is_empty());
-    assert_eq!(ids(&store, query(Some(patient), vec![vec![token("code", "bp")]])).await, ["obs-1"]);
-    let old = store.resource_version("Observation", "obs-1", 1).await.unwrap().unwrap();
+    assert!(
+        ids(&store, query(None, vec![vec![token("code", "hr")]]))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        ids(
+            &store,
+            query(Some(patient), vec![vec![token("code", "bp")]])
+        )
+        .await,
+        ["obs-1"]
+    );
+    let old = store
+        .resource_version("Observation", "obs-1", 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(old.sealed, sealed_v1);
-    let new = store.resource("Observation", "obs-1").await.unwrap().unwrap();
+    let new = store
+        .resource("Observation", "obs-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((new.version, new.sealed), (2, sealed_v2));
 
     // A deletion is a version without content, found by no search.
     let mut deletion = write("obs-1", patient, 3, Vec::new());
     deletion.sealed = None;
-    store.write_resources(vec![deletion]).await.unwrap().unwrap();
-    let deleted = store.resource("Observation", "obs-1").await.unwrap().unwrap();
+    store
+        .write_resources(vec![deletion])
+        .await
+        .unwrap()
+        .unwrap();
+    let deleted = store
+        .resource("Observation", "obs-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((deleted.version, deleted.sealed), (3, None));
-    assert!(ids(&store, query(Some(patient), Vec::new())).await.is_empty());
+    assert!(
+        ids(&store, query(Some(patient), Vec::new()))
+            .await
+            .is_empty()
+    );
 
     let history = store
         .resource_history(&HistoryQuery {
@@ -99,7 +137,10 @@ pub(crate) async fn resources_keep_every_version_and_search_only_the_current(eng
         })
         .await
         .unwrap();
-    assert_eq!(history.iter().map(|r| r.version).collect::<Vec<_>>(), [3, 2, 1]);
+    assert_eq!(
+        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
     let older = store
         .resource_history(&HistoryQuery {
             resource_type: "Observation".to_owned(),
@@ -153,7 +194,10 @@ pub(crate) async fn a_resource_batch_applies_whole_or_not_at_all(engine: &Engine
         }
     );
     assert!(store.resource("Observation", "b").await.unwrap().is_none());
-    assert_eq!(ids(&store, query(None, vec![vec![token("code", "x")]])).await, ["a"]);
+    assert_eq!(
+        ids(&store, query(None, vec![vec![token("code", "x")]])).await,
+        ["a"]
+    );
 
     // Creating an id that exists, or writing one resource twice in a batch, conflicts.
     let again = store
@@ -214,9 +258,22 @@ pub(crate) async fn resource_searches_and_filters_and_or_and_page(engine: &Engin
     }
     store.write_resources(writes).await.unwrap().unwrap();
 
-    assert_eq!(ids(&store, query(Some(alice), Vec::new())).await, ["r0", "r2", "r4"]);
     assert_eq!(
-        ids(&store, query(None, vec![vec![token("code", "hr")], vec![token("date", "m0"), token("date", "m2")]])).await,
+        ids(&store, query(Some(alice), Vec::new())).await,
+        ["r0", "r2", "r4"]
+    );
+    assert_eq!(
+        ids(
+            &store,
+            query(
+                None,
+                vec![
+                    vec![token("code", "hr")],
+                    vec![token("date", "m0"), token("date", "m2")]
+                ]
+            )
+        )
+        .await,
         ["r0", "r2"]
     );
     assert_eq!(
@@ -236,7 +293,10 @@ pub(crate) async fn resource_searches_and_filters_and_or_and_page(engine: &Engin
 
     // Crypto-shredding a patient removes their resources' tokens with their key.
     assert!(store.shred_subject(alice, T0_MS).await.unwrap());
-    assert_eq!(ids(&store, query(None, vec![vec![token("code", "hr")]])).await, ["r1"]);
+    assert_eq!(
+        ids(&store, query(None, vec![vec![token("code", "hr")]])).await,
+        ["r1"]
+    );
     let shredded = store.resource("Observation", "r0").await.unwrap().unwrap();
     assert!(shredded.subject_key.is_none());
 }

@@ -1,0 +1,700 @@
+//! FHIR R4 resources: create, read, version read, update, delete and history, each through
+//! the access gate, sealed under the key of the patient whose compartment holds them.
+//!
+//! Every resource other than `Patient` is kept as its validated JSON (with the server's id,
+//! version and time) sealed with a fresh data key wrapped by the patient's key, bound to
+//! (`fhir_resources`, `Type/id`, version), so a sealed version cannot be moved to another
+//! row or another version. Every version is kept; a deletion is a version without content.
+//! `Patient` is the demographic record Haven already keeps (`patients`), mapped to and from
+//! FHIR by [`patient`].
+//!
+//! The order is always the gate's: find which patient a resource belongs to (a plaintext
+//! column, never the content), decide and audit, then open. A resource that does not exist
+//! is decided as if it belonged to a stranger, so a refusal never reveals whether it exists.
+
+pub mod bundle;
+mod patient;
+pub mod search;
+
+use haven_crypto::{RecordBinding, Sealed, SubjectKey};
+use haven_domain::{Action, ChartPart, PatientId};
+use haven_fhir::{AnyResource, Compartment, Id, RESOURCE_TYPES, SearchValue};
+use haven_store::fhir::{HistoryQuery, Precondition, ResourceToken, ResourceWrite, StoredResource};
+use zeroize::Zeroizing;
+
+use crate::gate::{AuditedResource, Grant};
+use crate::{App, AppError, AppResult, RequestContext};
+
+/// The table named in every seal's binding.
+const SEAL_TABLE: &str = "fhir_resources";
+
+/// The most versions one history page returns.
+pub const HISTORY_PAGE_MAX: u32 = 100;
+/// The history page size when the caller does not say.
+pub const HISTORY_PAGE_DEFAULT: u32 = 20;
+
+/// The resource types Haven serves today, each in a patient's compartment. The shared
+/// directory (Practitioner, PractitionerRole, Organization, Questionnaire) is validated by
+/// `haven_fhir` but not yet kept.
+pub fn served_types() -> impl Iterator<Item = &'static str> {
+    RESOURCE_TYPES
+        .iter()
+        .copied()
+        .filter(|t| *t == "Patient" || chart_part(t).is_some())
+}
+
+/// Which part of the chart a type is, or `None` for a type outside any patient's chart.
+pub fn chart_part(resource_type: &str) -> Option<ChartPart> {
+    match resource_type {
+        "Appointment" => Some(ChartPart::Scheduling),
+        "QuestionnaireResponse" | "Communication" => Some(ChartPart::PatientAuthored),
+        "Observation" | "Condition" | "AllergyIntolerance" | "MedicationRequest" | "Encounter"
+        | "DiagnosticReport" | "ImagingStudy" | "DocumentReference" | "Consent" => {
+            Some(ChartPart::Clinical)
+        }
+        _ => None,
+    }
+}
+
+/// The `'static` name of a served type, or why it is not served.
+pub fn served_type(resource_type: &str) -> AppResult<&'static str> {
+    served_types().find(|t| *t == resource_type).ok_or_else(|| {
+        AppError::NotSupported(format!(
+            "`{}` is not a resource type this server keeps",
+            resource_type.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+/// One version of a resource as answered.
+#[derive(Debug, Clone)]
+pub struct ResourceView {
+    pub resource_type: &'static str,
+    pub id: String,
+    pub version: i64,
+    pub updated_at_ms: i64,
+    /// `None` for a deletion (in a history).
+    pub resource: Option<AnyResource>,
+}
+
+/// A page of versions, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub items: Vec<ResourceView>,
+    /// The cursor (a position in the log of versions) for the next page, if there may be one.
+    pub next: Option<i64>,
+}
+
+fn binding<'a>(record_id: &'a str, version: i64) -> AppResult<RecordBinding<'a>> {
+    Ok(RecordBinding {
+        table: SEAL_TABLE,
+        record_id,
+        version: u64::try_from(version)
+            .map_err(|_| AppError::Unexpected("negative resource version".into()))?,
+    })
+}
+
+fn parse_patient_id(element: &str, id: &str, resource_type: &str) -> AppResult<PatientId> {
+    id.parse::<PatientId>()
+        .map_err(|_| AppError::InvalidResource {
+            path: format!("{resource_type}.{element}.reference"),
+            message: "refers to no patient of this server".into(),
+        })
+}
+
+impl App {
+    /// The patient whose compartment holds `resource`, checked to be one this server keeps.
+    fn compartment_of(&self, resource: &AnyResource) -> AppResult<PatientId> {
+        match resource.compartment() {
+            Compartment::Patient { element, id } => {
+                parse_patient_id(element, id, resource.resource_type())
+            }
+            Compartment::Itself | Compartment::None => Err(AppError::NotSupported(format!(
+                "{} resources are not kept yet",
+                resource.resource_type()
+            ))),
+        }
+    }
+
+    /// Blind-index tokens of a resource's search values (see [`search`]).
+    fn resource_tokens(&self, resource: &AnyResource) -> Vec<ResourceToken> {
+        let resource_type = resource.resource_type();
+        let index = resource.index();
+        let mut tokens = Vec::new();
+        for (param, value) in &index.values {
+            match value {
+                // The compartment column answers `patient`/`subject`; other references are
+                // blind like everything else.
+                SearchValue::Reference {
+                    resource_type: target,
+                    ..
+                } if *target == "Patient" && matches!(*param, "patient" | "subject") => {}
+                _ => search::tokens_of(&self.blind, resource_type, param, value, &mut tokens),
+            }
+        }
+        tokens.sort_by(|a, b| (&a.param, &a.token).cmp(&(&b.param, &b.token)));
+        tokens.dedup();
+        tokens.truncate(haven_store::limits::RESOURCE_TOKENS_MAX);
+        tokens
+    }
+
+    /// Seals `resource` (with its server fields set) as `version`.
+    fn seal_resource(
+        &self,
+        key: &SubjectKey,
+        resource: &AnyResource,
+        id: &str,
+        version: i64,
+    ) -> AppResult<Vec<u8>> {
+        let record_id = format!("{}/{id}", resource.resource_type());
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&resource.to_value())
+                .map_err(|e| AppError::Unexpected(format!("encoding a resource: {e}")))?,
+        );
+        Ok(
+            Sealed::<AnyResource>::seal(key, &binding(&record_id, version)?, &plaintext)
+                .into_bytes(),
+        )
+    }
+
+    /// Opens one stored version under `grant`.
+    fn open_resource(&self, grant: &Grant, stored: &StoredResource) -> AppResult<ResourceView> {
+        let resource_type = served_type(&stored.resource_type)?;
+        let resource = match &stored.sealed {
+            None => None,
+            Some(sealed) => {
+                let stored_key = stored.subject_key.as_ref().ok_or(AppError::Erased)?;
+                let key = self.gate.open_subject_key(grant, stored_key)?;
+                let record_id = format!("{}/{}", stored.resource_type, stored.id);
+                let sealed = Sealed::<AnyResource>::from_bytes(sealed.clone())?;
+                let plaintext = sealed.open(&key, &binding(&record_id, stored.version)?)?;
+                let resource = haven_fhir::parse(plaintext.expose_secret()).map_err(|e| {
+                    AppError::Unexpected(format!("a stored resource no longer validates: {e}"))
+                })?;
+                Some(resource)
+            }
+        };
+        Ok(ResourceView {
+            resource_type,
+            id: stored.id.clone(),
+            version: stored.version,
+            updated_at_ms: stored.updated_at_ms,
+            resource,
+        })
+    }
+
+    /// Decides and audits `action` on a stored resource's patient, or, for a missing one,
+    /// as if it were a stranger's (answering not found when that would be allowed).
+    async fn authorize_stored(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        resource_type: &'static str,
+        id: &str,
+        stored: Option<&StoredResource>,
+    ) -> AppResult<Grant> {
+        let part = chart_part(resource_type)
+            .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not served")))?;
+        let Some(patient) = stored.and_then(|s| s.patient) else {
+            self.gate
+                .authorize_missing(context, action, part, resource_type, Some(id.to_owned()))
+                .await?;
+            return Err(AppError::NotFound);
+        };
+        self.gate
+            .authorize_resource(
+                context,
+                action,
+                AuditedResource {
+                    resource: haven_domain::Resource::Chart(patient, part),
+                    patient: None,
+                    resource_type,
+                    resource_id: Some(id.to_owned()),
+                },
+                false,
+            )
+            .await?
+            .ok_or_else(|| AppError::Unexpected("an allowed chart access without a grant".into()))
+    }
+
+    /// Creates a resource with a new server-assigned id.
+    pub async fn fhir_create(
+        &self,
+        context: &RequestContext,
+        resource: AnyResource,
+    ) -> AppResult<ResourceView> {
+        if resource.resource_type() == "Patient" {
+            return self.fhir_create_patient(context, resource).await;
+        }
+        let mut prepared = self.prepare_create(context, resource).await?;
+        let write = prepared
+            .write
+            .take()
+            .ok_or_else(|| AppError::Unexpected("a prepared create without its write".into()))?;
+        self.apply_writes(vec![write]).await?;
+        Ok(prepared.view)
+    }
+
+    /// Reads the current version.
+    pub async fn fhir_read(
+        &self,
+        context: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> AppResult<ResourceView> {
+        let resource_type = served_type(resource_type)?;
+        if resource_type == "Patient" {
+            return self.fhir_read_patient(context, id).await;
+        }
+        let stored = self.store.resource(resource_type, id).await?;
+        let grant = self
+            .authorize_stored(context, Action::Read, resource_type, id, stored.as_ref())
+            .await?;
+        let stored = stored.ok_or(AppError::NotFound)?;
+        let view = self.open_resource(&grant, &stored)?;
+        if view.resource.is_none() {
+            return Err(AppError::Gone {
+                version: view.version,
+            });
+        }
+        Ok(view)
+    }
+
+    /// Reads one version.
+    pub async fn fhir_vread(
+        &self,
+        context: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> AppResult<ResourceView> {
+        let resource_type = served_type(resource_type)?;
+        if resource_type == "Patient" {
+            let view = self.fhir_read_patient(context, id).await?;
+            return if view.version == version {
+                Ok(view)
+            } else {
+                Err(AppError::NotSupported(
+                    "earlier versions of a Patient are not kept; read the current one".into(),
+                ))
+            };
+        }
+        let current = self.store.resource(resource_type, id).await?;
+        let grant = self
+            .authorize_stored(context, Action::Read, resource_type, id, current.as_ref())
+            .await?;
+        let stored = self
+            .store
+            .resource_version(resource_type, id, version)
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let view = self.open_resource(&grant, &stored)?;
+        if view.resource.is_none() {
+            return Err(AppError::Gone { version });
+        }
+        Ok(view)
+    }
+
+    /// Replaces the current version; with `if_match`, only if that version is current.
+    pub async fn fhir_update(
+        &self,
+        context: &RequestContext,
+        id: &str,
+        resource: AnyResource,
+        if_match: Option<i64>,
+    ) -> AppResult<ResourceView> {
+        if resource.resource_type() == "Patient" {
+            return self
+                .fhir_update_patient(context, id, resource, if_match)
+                .await;
+        }
+        let mut prepared = self.prepare_update(context, id, resource, if_match).await?;
+        let write = prepared
+            .write
+            .take()
+            .ok_or_else(|| AppError::Unexpected("a prepared update without its write".into()))?;
+        self.apply_writes(vec![write]).await?;
+        Ok(prepared.view)
+    }
+
+    /// Deletes a resource (a new version without content); deleting it again changes
+    /// nothing.
+    pub async fn fhir_delete(
+        &self,
+        context: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> AppResult<()> {
+        let mut prepared = self.prepare_delete(context, resource_type, id).await?;
+        if let Some(write) = prepared.write.take() {
+            self.apply_writes(vec![write]).await?;
+        }
+        Ok(())
+    }
+
+    /// Versions of one resource, newest first.
+    pub async fn fhir_history(
+        &self,
+        context: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        before: Option<i64>,
+        count: u32,
+    ) -> AppResult<HistoryPage> {
+        let resource_type = served_type(resource_type)?;
+        if resource_type == "Patient" {
+            let view = self.fhir_read_patient(context, id).await?;
+            return Ok(HistoryPage {
+                items: vec![view],
+                next: None,
+            });
+        }
+        let current = self.store.resource(resource_type, id).await?;
+        let grant = self
+            .authorize_stored(context, Action::Read, resource_type, id, current.as_ref())
+            .await?;
+        let limit = count.clamp(1, HISTORY_PAGE_MAX);
+        let rows = self
+            .store
+            .resource_history(&HistoryQuery {
+                resource_type: resource_type.to_owned(),
+                id: Some(id.to_owned()),
+                patient: None,
+                before,
+                limit,
+            })
+            .await?;
+        let next = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.seq))
+            .flatten();
+        let items = rows
+            .iter()
+            .map(|row| self.open_resource(&grant, row))
+            .collect::<AppResult<Vec<_>>>()?;
+        Ok(HistoryPage { items, next })
+    }
+
+    /// Versions of every resource of a type that the caller may read, newest first: a
+    /// patient's own, or, for staff, those of the patients the policy allows (one audit
+    /// entry per patient on the page).
+    pub async fn fhir_type_history(
+        &self,
+        context: &RequestContext,
+        resource_type: &str,
+        before: Option<i64>,
+        count: u32,
+    ) -> AppResult<HistoryPage> {
+        let resource_type = served_type(resource_type)?;
+        let part = chart_part(resource_type).ok_or_else(|| {
+            AppError::NotSupported("the history of every Patient is not offered".into())
+        })?;
+        let limit = count.clamp(1, HISTORY_PAGE_MAX);
+        let rows = self
+            .store
+            .resource_history(&HistoryQuery {
+                resource_type: resource_type.to_owned(),
+                id: None,
+                patient: context
+                    .actor
+                    .patient
+                    .filter(|_| context.actor.role == haven_domain::Role::Patient),
+                before,
+                limit,
+            })
+            .await?;
+        let next = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.seq))
+            .flatten();
+        let mut patients: Vec<PatientId> = rows.iter().filter_map(|r| r.patient).collect();
+        patients.sort();
+        patients.dedup();
+        let grants = self
+            .gate
+            .grant_chart(context, Action::Read, part, resource_type, &patients)
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(grant) = grants.iter().find(|g| Some(g.patient()) == row.patient) else {
+                continue;
+            };
+            match self.open_resource(grant, row) {
+                Ok(view) => items.push(view),
+                Err(AppError::Erased) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(HistoryPage { items, next })
+    }
+
+    /// Applies writes as one batch, mapping a lost race to a conflict.
+    pub(crate) async fn apply_writes(&self, writes: Vec<ResourceWrite>) -> AppResult<Vec<i64>> {
+        self.apply_writes_at(writes)
+            .await
+            .map_err(|(_, error)| error)
+    }
+
+    /// As [`App::apply_writes`], naming the position in the batch of a write in conflict.
+    pub(crate) async fn apply_writes_at(
+        &self,
+        writes: Vec<ResourceWrite>,
+    ) -> Result<Vec<i64>, (usize, AppError)> {
+        let preconditions: Vec<Precondition> = writes.iter().map(|w| w.precondition).collect();
+        match self
+            .store
+            .write_resources(writes)
+            .await
+            .map_err(|e| (0, e.into()))?
+        {
+            Ok(seqs) => Ok(seqs),
+            Err(conflict) => {
+                let current = conflict.current.unwrap_or(0);
+                Err((
+                    conflict.index,
+                    match preconditions.get(conflict.index) {
+                        Some(Precondition::Version(_)) => AppError::PreconditionFailed { current },
+                        _ => AppError::Conflict {
+                            code: "version_conflict",
+                            message: format!(
+                                "the resource changed while this request was handled (now at version {current}); read it and try again"
+                            ),
+                        },
+                    },
+                ))
+            }
+        }
+    }
+}
+
+/// A write checked, authorized and sealed, ready to be applied alone or in a batch, with
+/// the view to answer once it is.
+#[derive(Debug)]
+pub(crate) struct PreparedWrite {
+    pub(crate) write: Option<ResourceWrite>,
+    pub(crate) view: ResourceView,
+}
+
+impl App {
+    /// Checks, authorizes and seals a create; nothing is written yet.
+    pub(crate) async fn prepare_create(
+        &self,
+        context: &RequestContext,
+        resource: AnyResource,
+    ) -> AppResult<PreparedWrite> {
+        self.prepare_create_with_id(context, resource, None).await
+    }
+
+    /// As [`App::prepare_create`], with the id chosen beforehand (a transaction resolves
+    /// references to it before any entry is prepared).
+    pub(crate) async fn prepare_create_with_id(
+        &self,
+        context: &RequestContext,
+        mut resource: AnyResource,
+        id: Option<String>,
+    ) -> AppResult<PreparedWrite> {
+        let resource_type = served_type(resource.resource_type())?;
+        let part = chart_part(resource_type)
+            .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not kept yet")))?;
+        let patient = self.compartment_of(&resource)?;
+        let stored_patient = self.store.get_patient(patient).await?;
+        let Some(stored_patient) = stored_patient else {
+            // Decided as for a stranger: an actor who may not write there learns nothing.
+            self.gate
+                .authorize_missing(context, Action::Create, part, resource_type, None)
+                .await?;
+            return Err(self.missing_patient(&resource));
+        };
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let grant = self
+            .gate
+            .authorize_resource(
+                context,
+                Action::Create,
+                AuditedResource {
+                    resource: haven_domain::Resource::Chart(patient, part),
+                    patient: None,
+                    resource_type,
+                    resource_id: Some(id.clone()),
+                },
+                false,
+            )
+            .await?
+            .ok_or_else(|| AppError::Unexpected("an allowed create without a grant".into()))?;
+        let stored_key = stored_patient
+            .subject_key
+            .as_ref()
+            .ok_or(AppError::Erased)?;
+        let key = self.gate.open_subject_key(&grant, stored_key)?;
+        let now_ms = self.clock.now_ms();
+        let server_id =
+            Id::parse(id.clone()).map_err(|e| AppError::Unexpected(format!("new id: {e}")))?;
+        resource.set_server_fields(server_id, 1, now_ms);
+        let sealed = self.seal_resource(&key, &resource, &id, 1)?;
+        let search = self.resource_tokens(&resource);
+        Ok(PreparedWrite {
+            write: Some(ResourceWrite {
+                resource_type: resource_type.to_owned(),
+                id: id.clone(),
+                precondition: Precondition::Absent,
+                version: 1,
+                subject: patient,
+                patient: Some(patient),
+                sealed: Some(sealed),
+                search,
+                now_ms,
+            }),
+            view: ResourceView {
+                resource_type,
+                id,
+                version: 1,
+                updated_at_ms: now_ms,
+                resource: Some(resource),
+            },
+        })
+    }
+
+    fn missing_patient(&self, resource: &AnyResource) -> AppError {
+        match resource.compartment() {
+            Compartment::Patient { element, .. } => AppError::InvalidResource {
+                path: format!("{}.{element}.reference", resource.resource_type()),
+                message: "refers to no patient of this server".into(),
+            },
+            _ => AppError::NotFound,
+        }
+    }
+
+    /// Checks, authorizes and seals an update; nothing is written yet.
+    pub(crate) async fn prepare_update(
+        &self,
+        context: &RequestContext,
+        id: &str,
+        mut resource: AnyResource,
+        if_match: Option<i64>,
+    ) -> AppResult<PreparedWrite> {
+        let resource_type = served_type(resource.resource_type())?;
+        match resource.id() {
+            Some(given) if given.as_str() == id => {}
+            Some(_) => {
+                return Err(AppError::InvalidResource {
+                    path: format!("{resource_type}.id"),
+                    message: "must be the id in the URL".into(),
+                });
+            }
+            None => {
+                return Err(AppError::InvalidResource {
+                    path: format!("{resource_type}.id"),
+                    message: "required in an update, and the same as in the URL".into(),
+                });
+            }
+        }
+        let stored = self.store.resource(resource_type, id).await?;
+        let grant = self
+            .authorize_stored(context, Action::Update, resource_type, id, stored.as_ref())
+            .await?;
+        let stored = stored.ok_or(AppError::NotFound)?;
+        let patient = self.compartment_of(&resource)?;
+        if Some(patient) != stored.patient {
+            return Err(AppError::InvalidResource {
+                path: format!("{resource_type}.{}", compartment_element(&resource)),
+                message: "a resource cannot move to another patient's record; create a new one"
+                    .into(),
+            });
+        }
+        if let Some(expected) = if_match
+            && expected != stored.version
+        {
+            return Err(AppError::PreconditionFailed {
+                current: stored.version,
+            });
+        }
+        let stored_key = stored.subject_key.as_ref().ok_or(AppError::Erased)?;
+        let key = self.gate.open_subject_key(&grant, stored_key)?;
+        let version = stored.version + 1;
+        let now_ms = self.clock.now_ms();
+        let server_id =
+            Id::parse(id.to_owned()).map_err(|e| AppError::Unexpected(format!("id: {e}")))?;
+        resource.set_server_fields(server_id, version, now_ms);
+        let sealed = self.seal_resource(&key, &resource, id, version)?;
+        let search = self.resource_tokens(&resource);
+        Ok(PreparedWrite {
+            write: Some(ResourceWrite {
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+                precondition: match if_match {
+                    Some(expected) => Precondition::Version(expected),
+                    None => Precondition::Exists,
+                },
+                version,
+                subject: patient,
+                patient: Some(patient),
+                sealed: Some(sealed),
+                search,
+                now_ms,
+            }),
+            view: ResourceView {
+                resource_type,
+                id: id.to_owned(),
+                version,
+                updated_at_ms: now_ms,
+                resource: Some(resource),
+            },
+        })
+    }
+
+    /// Checks and authorizes a delete; `write` is `None` when it is already deleted.
+    pub(crate) async fn prepare_delete(
+        &self,
+        context: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> AppResult<PreparedWrite> {
+        let resource_type = served_type(resource_type)?;
+        if resource_type == "Patient" {
+            return Err(AppError::NotSupported(
+                "a Patient is not deleted: an operator erases a patient by crypto-shredding (haven keys shred)".into(),
+            ));
+        }
+        let stored = self.store.resource(resource_type, id).await?;
+        self.authorize_stored(context, Action::Delete, resource_type, id, stored.as_ref())
+            .await?;
+        let stored = stored.ok_or(AppError::NotFound)?;
+        let now_ms = self.clock.now_ms();
+        let view = ResourceView {
+            resource_type,
+            id: id.to_owned(),
+            version: stored.version,
+            updated_at_ms: stored.updated_at_ms,
+            resource: None,
+        };
+        if stored.sealed.is_none() {
+            return Ok(PreparedWrite { write: None, view });
+        }
+        let patient = stored
+            .patient
+            .ok_or_else(|| AppError::Unexpected("a chart resource without a patient".into()))?;
+        Ok(PreparedWrite {
+            write: Some(ResourceWrite {
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+                precondition: Precondition::Exists,
+                version: stored.version + 1,
+                subject: patient,
+                patient: Some(patient),
+                sealed: None,
+                search: Vec::new(),
+                now_ms,
+            }),
+            view: ResourceView {
+                version: stored.version + 1,
+                updated_at_ms: now_ms,
+                ..view
+            },
+        })
+    }
+}
+
+fn compartment_element(resource: &AnyResource) -> &'static str {
+    match resource.compartment() {
+        Compartment::Patient { element, .. } => element,
+        _ => "id",
+    }
+}
