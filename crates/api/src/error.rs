@@ -151,6 +151,34 @@ impl From<AppError> for ApiError {
                     _ => "sign in to continue",
                 },
             ),
+            AppError::InvalidResource { path, message } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_resource",
+                format!("{path}: {message}"),
+            ),
+            AppError::Gone { version } => ApiError::new(
+                StatusCode::GONE,
+                "deleted",
+                format!("this resource was deleted (version {version})"),
+            ),
+            AppError::PreconditionFailed { current } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!("the resource is at version {current}"),
+            ),
+            AppError::NotSupported(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "not_supported", message)
+            }
+            AppError::TooCostly(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "too_costly", message)
+            }
+            AppError::BundleEntry { index, source } => {
+                let inner = ApiError::from(*source);
+                ApiError {
+                    message: format!("entry {index}: {}", inner.message),
+                    ..inner
+                }
+            }
             AppError::Unexpected(detail) => {
                 tracing::error!(%detail, "unexpected error");
                 ApiError::internal()

@@ -30,6 +30,7 @@ mod auth;
 mod care;
 pub mod error;
 pub mod extract;
+mod fhir;
 mod health;
 mod patients;
 mod transparency;
@@ -61,6 +62,8 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub app: App,
+    /// Whether clients reach Haven over HTTPS, for the absolute URLs FHIR answers carry.
+    pub https: bool,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -153,11 +156,24 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             post(auth::passkey_sign_in_options),
         )
         .route("/api/v1/auth/passkeys/sign-in", post(auth::passkey_sign_in))
+        .route("/fhir", post(fhir::bundle))
+        .route("/fhir/metadata", get(fhir::metadata))
+        .route("/fhir/{type}", get(fhir::search).post(fhir::create))
+        .route("/fhir/{type}/_history", get(fhir::type_history))
+        .route(
+            "/fhir/{type}/{id}",
+            get(fhir::read).put(fhir::update).delete(fhir::remove),
+        )
+        .route("/fhir/{type}/{id}/_history", get(fhir::instance_history))
+        .route("/fhir/{type}/{id}/_history/{version}", get(fhir::vread))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(ApiState { app });
+        .with_state(ApiState {
+            app,
+            https: settings.https,
+        });
 
     let mut security_headers = vec![
         (

@@ -11,10 +11,12 @@
 //! that patient's key seals it, and the access policy decides on that patient. The values a
 //! resource is searched by ([`SearchIndex`]) are handed to `app`, which turns them into
 //! blind-index tokens; this crate never sees a key, a table or a request.
+#![recursion_limit = "256"]
 
 pub mod bundle;
 pub(crate) mod codes;
 pub mod datatypes;
+pub mod examples;
 pub mod primitives;
 pub mod resources;
 pub mod search;

@@ -634,41 +634,13 @@ async fn planted_markers_never_reach_the_database(backend: Backend) {
         "867 5309".to_owned(),
         "1977-07-17".to_owned(),
     ];
-    let haystack: Vec<u8> = match backend {
-        Backend::Sqlite => {
-            let dir = server.data_dir.path().join("data");
-            let mut bytes = Vec::new();
-            for file in ["haven.db", "haven.db-wal", "haven.db-shm"] {
-                if let Ok(content) = std::fs::read(dir.join(file)) {
-                    bytes.extend(content);
-                }
-            }
-            assert!(bytes.len() > 4096, "the database files were read");
-            bytes
-        }
-        Backend::Postgres => {
-            let schema = server.postgres_schema.as_deref().unwrap();
-            let output = std::process::Command::new("pg_dump")
-                .args([
-                    "--data-only",
-                    "--schema",
-                    schema,
-                    &haven_test_support::postgres_url(),
-                ])
-                .output()
-                .expect("pg_dump must be installed (cargo xtask test installs postgresql-client)");
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            assert!(
-                String::from_utf8_lossy(&output.stdout).contains(&ids[0]),
-                "the dump holds the rows"
-            );
-            output.stdout
-        }
-    };
+    let haystack = server.raw_database_bytes().await;
+    if backend == Backend::Postgres {
+        assert!(
+            String::from_utf8_lossy(&haystack).contains(&ids[0]),
+            "the dump holds the rows"
+        );
+    }
     let text = String::from_utf8_lossy(&haystack);
     for needle in needles {
         assert!(

@@ -387,6 +387,43 @@ impl TestServer {
             .expect("a DELETE request")
     }
 
+    /// Everything the database holds as raw bytes: the SQLite files (database, WAL,
+    /// shared memory), or a `pg_dump --data-only` of the test's schema. For checking that
+    /// no plaintext reaches storage.
+    pub async fn raw_database_bytes(&self) -> Vec<u8> {
+        match self.backend {
+            Backend::Sqlite => {
+                let dir = self.data_dir.path().join("data");
+                let mut bytes = Vec::new();
+                for file in ["haven.db", "haven.db-wal", "haven.db-shm"] {
+                    if let Ok(content) = std::fs::read(dir.join(file)) {
+                        bytes.extend(content);
+                    }
+                }
+                assert!(bytes.len() > 4096, "the database files were read");
+                bytes
+            }
+            Backend::Postgres => {
+                let schema = self
+                    .postgres_schema
+                    .as_deref()
+                    .expect("a PostgreSQL schema");
+                let output = std::process::Command::new("pg_dump")
+                    .args(["--data-only", "--schema", schema, &postgres_url()])
+                    .output()
+                    .expect(
+                        "pg_dump must be installed (cargo xtask test installs postgresql-client)",
+                    );
+                assert!(
+                    output.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                output.stdout
+            }
+        }
+    }
+
     /// Every entry of the audit log, oldest first, read straight from the store.
     pub async fn audit_entries(&self) -> Vec<haven_audit::StoredAuditEvent> {
         let store = self.app.store();

@@ -1,0 +1,732 @@
+//! The FHIR R4 REST surface at `/fhir` (FHIR R4 §3.1.0, "RESTful API").
+//!
+//! Interactions: `read`, `vread`, `update` (with `If-Match`), `delete`, `history` (instance
+//! and type), `create` (and conditional create with `If-None-Exist`), `search`, and
+//! `transaction`/`batch` Bundles at the base. Bodies are `application/fhir+json`; every
+//! answer, an error included, is FHIR JSON: errors are an `OperationOutcome` whose issue
+//! names the offending element (`expression`). `GET /fhir/metadata` is the
+//! `CapabilityStatement`, generated from the same tables that drive validation and search,
+//! so it cannot promise what the server does not do.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use haven_app::AppError;
+use haven_app::fhir::bundle::{BundleOutcome, EntryOutcome, parse_if_match};
+use haven_app::fhir::search::{SearchPage, SearchRequest};
+use haven_app::fhir::{HISTORY_PAGE_DEFAULT, HistoryPage, ResourceView, served_types};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::{Rfc2822, Rfc3339};
+
+use crate::extract::Caller;
+use crate::{ApiError, ApiState};
+
+/// The media type of every answer.
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+/// The longest query string a search accepts.
+const QUERY_BYTES_MAX: usize = 2048;
+
+/// A failure, answered as an `OperationOutcome`.
+#[derive(Debug)]
+pub struct FhirError {
+    status: StatusCode,
+    /// The FHIR issue type (`invalid`, `not-found`, `forbidden`, …).
+    code: &'static str,
+    diagnostics: String,
+    expression: Option<String>,
+    retry_after_secs: Option<u64>,
+}
+
+impl FhirError {
+    fn new(status: StatusCode, code: &'static str, diagnostics: impl Into<String>) -> Self {
+        FhirError {
+            status,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: None,
+            retry_after_secs: None,
+        }
+    }
+
+    fn invalid(expression: &str, diagnostics: impl Into<String>) -> Self {
+        FhirError {
+            expression: Some(expression.to_owned()),
+            ..FhirError::new(StatusCode::BAD_REQUEST, "invalid", diagnostics)
+        }
+    }
+
+    fn outcome(&self) -> Value {
+        let mut issue = json!({
+            "severity": "error",
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        });
+        if let Some(expression) = &self.expression {
+            issue["expression"] = json!([expression]);
+        }
+        json!({"resourceType": "OperationOutcome", "issue": [issue]})
+    }
+}
+
+impl From<ApiError> for FhirError {
+    fn from(error: ApiError) -> Self {
+        let code = match error.status {
+            StatusCode::UNAUTHORIZED => "login",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not-found",
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::URI_TOO_LONG => "too-long",
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => "transient",
+            s if s.is_server_error() => "exception",
+            _ => "invalid",
+        };
+        FhirError {
+            retry_after_secs: error.retry_after_secs,
+            ..FhirError::new(error.status, code, error.message)
+        }
+    }
+}
+
+impl From<AppError> for FhirError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::InvalidResource { path, message } => FhirError::invalid(&path, message),
+            AppError::Gone { version } => FhirError::new(
+                StatusCode::GONE,
+                "deleted",
+                format!("this resource was deleted (version {version}); its history remains"),
+            ),
+            AppError::PreconditionFailed { current } if current > 0 => FhirError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "conflict",
+                format!(
+                    "the resource is at version {current}, not the one If-Match named; read it and apply your change again"
+                ),
+            ),
+            AppError::PreconditionFailed { .. } => FhirError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "duplicate",
+                "the condition matched more than one resource",
+            ),
+            AppError::NotSupported(message) => {
+                FhirError::new(StatusCode::BAD_REQUEST, "not-supported", message)
+            }
+            AppError::TooCostly(message) => {
+                FhirError::new(StatusCode::BAD_REQUEST, "too-costly", message)
+            }
+            AppError::NotFound => {
+                FhirError::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
+            }
+            AppError::BundleEntry { index, source } => {
+                let mut inner = FhirError::from(*source);
+                let at = format!("Bundle.entry[{index}]");
+                inner.expression = Some(match inner.expression {
+                    Some(path) if !path.is_empty() => format!("{at}.{path}"),
+                    _ => at,
+                });
+                inner.diagnostics = format!(
+                    "entry {index}: {}; nothing of the transaction was applied",
+                    inner.diagnostics
+                );
+                inner
+            }
+            other => FhirError::from(ApiError::from(other)),
+        }
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, fhir_json(&self.outcome())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type FhirResult = Result<Response, FhirError>;
+
+fn fhir_json(value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        body,
+    )
+        .into_response()
+}
+
+/// The base URL clients used, for `fullUrl`s and links.
+fn base_url(headers: &HeaderMap, state: &ApiState) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty() && h.len() <= 255 && !h.contains(['/', ' ']))
+        .unwrap_or("localhost");
+    let scheme = if state.https { "https" } else { "http" };
+    format!("{scheme}://{host}/fhir")
+}
+
+fn http_date(ms: i64) -> Option<HeaderValue> {
+    let at = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+    // RFC 9110 IMF-fixdate is RFC 2822 with "GMT".
+    let text = at.format(&Rfc2822).ok()?.replace("+0000", "GMT");
+    HeaderValue::from_str(&text).ok()
+}
+
+fn instant(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// One resource with its ETag, Last-Modified and, for a create, Location.
+fn resource_response(status: StatusCode, view: &ResourceView) -> Response {
+    let body = view
+        .resource
+        .as_ref()
+        .map(|r| r.to_value())
+        .unwrap_or(Value::Null);
+    let mut response = (status, fhir_json(&body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", view.version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Some(date) = http_date(view.updated_at_ms) {
+        headers.insert(header::LAST_MODIFIED, date);
+    }
+    if status == StatusCode::CREATED
+        && let Ok(location) = HeaderValue::from_str(&format!(
+            "/fhir/{}/{}/_history/{}",
+            view.resource_type, view.id, view.version
+        ))
+    {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The resource in a request body, with its type checked against the URL's.
+fn body_resource(
+    headers: &HeaderMap,
+    body: &Bytes,
+    resource_type: &str,
+) -> Result<haven_fhir::AnyResource, FhirError> {
+    check_content_type(headers)?;
+    let resource = haven_fhir::parse(body).map_err(AppError::from)?;
+    if resource.resource_type() != resource_type {
+        return Err(FhirError::invalid(
+            "resourceType",
+            format!("must be {resource_type}, the type in the URL"),
+        ));
+    }
+    Ok(resource)
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), FhirError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/fhir+json")
+                || mime.eq_ignore_ascii_case("application/json")
+        });
+    if is_json {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "send FHIR JSON with Content-Type: application/fhir+json",
+        ))
+    }
+}
+
+/// A body, or the FHIR answer to one that is too large or unreadable.
+fn read_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, FhirError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            FhirError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-long",
+                "the request body is larger than this server accepts",
+            )
+        } else {
+            FhirError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "the request body could not be read",
+            )
+        }
+    })
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| FhirError::invalid("If-Match", "an ETag, W/\"version\""))?;
+            Ok(Some(parse_if_match(text)?))
+        }
+    }
+}
+
+fn search_params(query: Option<&str>) -> Result<Vec<(String, String)>, FhirError> {
+    let query = query.unwrap_or_default();
+    if query.len() > QUERY_BYTES_MAX {
+        return Err(FhirError::new(
+            StatusCode::URI_TOO_LONG,
+            "too-long",
+            format!("the search is longer than {QUERY_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .filter(|(name, _)| name != "_format")
+        .collect())
+}
+
+fn entry_of(base: &str, view: &ResourceView, mode: Option<&str>) -> Value {
+    let mut entry = json!({
+        "fullUrl": format!("{base}/{}/{}", view.resource_type, view.id),
+    });
+    if let Some(resource) = &view.resource {
+        entry["resource"] = resource.to_value();
+    }
+    if let Some(mode) = mode {
+        entry["search"] = json!({"mode": mode});
+    }
+    entry
+}
+
+fn searchset(base: &str, path: &str, params: &[(String, String)], page: &SearchPage) -> Value {
+    let url_with = |extra: Option<&str>| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in params.iter().filter(|(n, _)| n != "_page") {
+            query.append_pair(name, value);
+        }
+        if let Some(page) = extra {
+            query.append_pair("_page", page);
+        }
+        let query = query.finish();
+        if query.is_empty() {
+            format!("{base}/{path}")
+        } else {
+            format!("{base}/{path}?{query}")
+        }
+    };
+    let current = params
+        .iter()
+        .find(|(n, _)| n == "_page")
+        .map(|(_, v)| v.as_str());
+    let mut links = vec![json!({"relation": "self", "url": url_with(current)})];
+    if let Some(next) = &page.next {
+        links.push(json!({"relation": "next", "url": url_with(Some(next))}));
+    }
+    let entries: Vec<Value> = page
+        .matches
+        .iter()
+        .map(|v| entry_of(base, v, Some("match")))
+        .chain(
+            page.included
+                .iter()
+                .map(|v| entry_of(base, v, Some("include"))),
+        )
+        .collect();
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": links,
+        "entry": entries,
+    });
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
+    bundle
+}
+
+fn history_bundle(base: &str, path: &str, page: &HistoryPage) -> Value {
+    let entries: Vec<Value> = page
+        .items
+        .iter()
+        .map(|view| {
+            let mut entry = entry_of(base, view, None);
+            let (method, status) = match (&view.resource, view.version) {
+                (None, _) => ("DELETE", "204 No Content"),
+                (Some(_), 1) => ("POST", "201 Created"),
+                (Some(_), _) => ("PUT", "200 OK"),
+            };
+            entry["request"] = json!({
+                "method": method,
+                "url": if method == "POST" {
+                    view.resource_type.to_owned()
+                } else {
+                    format!("{}/{}", view.resource_type, view.id)
+                },
+            });
+            entry["response"] = json!({
+                "status": status,
+                "etag": format!("W/\"{}\"", view.version),
+                "lastModified": instant(view.updated_at_ms),
+            });
+            entry
+        })
+        .collect();
+    let mut links = vec![json!({"relation": "self", "url": format!("{base}/{path}")})];
+    if let Some(next) = page.next {
+        links.push(json!({"relation": "next", "url": format!("{base}/{path}?_page={next}")}));
+    }
+    json!({
+        "resourceType": "Bundle",
+        "type": "history",
+        "link": links,
+        "entry": entries,
+    })
+}
+
+fn history_params(query: Option<&str>) -> Result<(Option<i64>, u32), FhirError> {
+    let mut before = None;
+    let mut count = HISTORY_PAGE_DEFAULT;
+    for (name, value) in search_params(query)? {
+        match name.as_str() {
+            "_page" => {
+                before = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| FhirError::invalid("_page", "not a page of this history"))?,
+                );
+            }
+            "_count" => {
+                count = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|c| (1..=haven_app::fhir::HISTORY_PAGE_MAX).contains(c))
+                    .ok_or_else(|| {
+                        FhirError::invalid(
+                            "_count",
+                            format!("1 to {}", haven_app::fhir::HISTORY_PAGE_MAX),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(FhirError::new(
+                    StatusCode::BAD_REQUEST,
+                    "not-supported",
+                    format!(
+                        "`{}` is not a parameter of a history; use _count",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((before, count))
+}
+
+// ------------------------------------------------------------------------------------------
+// Handlers
+// ------------------------------------------------------------------------------------------
+
+pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let base = base_url(&headers, &state);
+    let resources: Vec<Value> = served_types()
+        .map(|resource_type| {
+            let params = haven_fhir::search_params(resource_type).unwrap_or(&[]);
+            let mut search: Vec<Value> = vec![json!({
+                "name": "_id", "type": "token", "documentation": "The resource's id"
+            })];
+            search.extend(params.iter().map(|p| {
+                json!({
+                    "name": p.name,
+                    "type": p.kind.fhir_name(),
+                    "documentation": p.documentation,
+                })
+            }));
+            let is_patient = resource_type == "Patient";
+            let interactions: Vec<Value> = if is_patient {
+                ["read", "vread", "update", "create", "search-type", "history-instance"]
+                    .iter()
+                    .map(|code| json!({"code": code}))
+                    .collect()
+            } else {
+                [
+                    "read",
+                    "vread",
+                    "update",
+                    "delete",
+                    "history-instance",
+                    "history-type",
+                    "create",
+                    "search-type",
+                ]
+                .iter()
+                .map(|code| json!({"code": code}))
+                .collect()
+            };
+            json!({
+                "type": resource_type,
+                "interaction": interactions,
+                "versioning": "versioned-update",
+                "readHistory": !is_patient,
+                "updateCreate": false,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+                "searchInclude": if is_patient { json!([]) } else { json!([format!("{resource_type}:patient")]) },
+                "searchParam": search,
+            })
+        })
+        .collect();
+    fhir_json(&json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-26",
+        "kind": "instance",
+        "software": {"name": "Haven", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Haven telemedicine server", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Every resource is sealed at rest and every access is audited. Sessions and API tokens are bearer credentials (Authorization: Bearer).",
+            "security": {
+                "cors": false,
+                "description": "Bearer tokens: a session from /api/v1/auth or an operator's API token."
+            },
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+        }],
+    }))
+}
+
+pub(crate) async fn search(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let params = search_params(query.as_deref())?;
+    let page = state
+        .app
+        .fhir_search(
+            &context,
+            &resource_type,
+            &SearchRequest {
+                params: params.clone(),
+            },
+        )
+        .await?;
+    let base = base_url(&headers, &state);
+    Ok(fhir_json(&searchset(&base, &resource_type, &params, &page)))
+}
+
+pub(crate) async fn create(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let body = read_body(body)?;
+    let resource = body_resource(&headers, &body, &resource_type)?;
+    let if_none_exist = headers
+        .get("if-none-exist")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (status, view) = state
+        .app
+        .fhir_create_conditional(&context, resource, if_none_exist.as_deref())
+        .await?;
+    let status = if status == 201 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(resource_response(status, &view))
+}
+
+pub(crate) async fn read(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let view = state.app.fhir_read(&context, &resource_type, &id).await?;
+    Ok(resource_response(StatusCode::OK, &view))
+}
+
+pub(crate) async fn vread(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path((resource_type, id, version)): Path<(String, String, String)>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let version = version
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| FhirError::new(StatusCode::NOT_FOUND, "not-found", "no such version"))?;
+    let view = state
+        .app
+        .fhir_vread(&context, &resource_type, &id, version)
+        .await?;
+    Ok(resource_response(StatusCode::OK, &view))
+}
+
+pub(crate) async fn update(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let body = read_body(body)?;
+    let resource = body_resource(&headers, &body, &resource_type)?;
+    let if_match = if_match(&headers)?;
+    let view = state
+        .app
+        .fhir_update(&context, &id, resource, if_match)
+        .await?;
+    Ok(resource_response(StatusCode::OK, &view))
+}
+
+pub(crate) async fn remove(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    state.app.fhir_delete(&context, &resource_type, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn instance_history(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let (before, count) = history_params(query.as_deref())?;
+    let page = state
+        .app
+        .fhir_history(&context, &resource_type, &id, before, count)
+        .await?;
+    let base = base_url(&headers, &state);
+    Ok(fhir_json(&history_bundle(
+        &base,
+        &format!("{resource_type}/{id}/_history"),
+        &page,
+    )))
+}
+
+pub(crate) async fn type_history(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let (before, count) = history_params(query.as_deref())?;
+    let page = state
+        .app
+        .fhir_type_history(&context, &resource_type, before, count)
+        .await?;
+    let base = base_url(&headers, &state);
+    Ok(fhir_json(&history_bundle(
+        &base,
+        &format!("{resource_type}/_history"),
+        &page,
+    )))
+}
+
+pub(crate) async fn bundle(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let body = read_body(body)?;
+    check_content_type(&headers)?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        FhirError::invalid(
+            "",
+            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+        )
+    })?;
+    let request = haven_fhir::bundle::parse_request(value).map_err(AppError::from)?;
+    let outcome = state.app.fhir_bundle(&context, request).await?;
+    let base = base_url(&headers, &state);
+    Ok(fhir_json(&bundle_response(&base, outcome)))
+}
+
+fn bundle_response(base: &str, outcome: BundleOutcome) -> Value {
+    let entries: Vec<Value> = outcome
+        .entries
+        .into_iter()
+        .map(|entry| match entry {
+            EntryOutcome::Resource { status, view } => {
+                let mut entry = if view.resource.is_some() {
+                    entry_of(base, &view, None)
+                } else {
+                    json!({})
+                };
+                let reason = match status {
+                    201 => "201 Created",
+                    204 => "204 No Content",
+                    _ => "200 OK",
+                };
+                let mut response = json!({"status": reason});
+                if view.resource.is_some() {
+                    response["location"] =
+                        json!(format!("{}/{}/_history/{}", view.resource_type, view.id, view.version));
+                    response["etag"] = json!(format!("W/\"{}\"", view.version));
+                    response["lastModified"] = json!(instant(view.updated_at_ms));
+                }
+                entry["response"] = response;
+                entry
+            }
+            EntryOutcome::Search(page) => json!({
+                "resource": searchset(base, "", &[], &page),
+                "response": {"status": "200 OK"},
+            }),
+            EntryOutcome::Failed(error) => {
+                let error = FhirError::from(error);
+                json!({
+                    "response": {
+                        "status": format!("{} {}", error.status.as_u16(), error.status.canonical_reason().unwrap_or("")),
+                        "outcome": error.outcome(),
+                    }
+                })
+            }
+        })
+        .collect();
+    json!({
+        "resourceType": "Bundle",
+        "type": outcome.kind.response_type(),
+        "entry": entries,
+    })
+}

@@ -1,0 +1,1124 @@
+//! The FHIR R4 REST API as a client sees it: CRUD with versions and ETags, conflicts (409,
+//! 412), history, search with prefixes, sorting, paging and `_include`, transactions that
+//! apply whole or not at all, batches, validation answered by an `OperationOutcome` naming
+//! the element, the chart's access policy, and no plaintext of any resource type in the
+//! database. On SQLite and on PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use haven_domain::{PatientId, Role};
+use haven_test_support::{Backend, TestServer, TestUser};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+haven_test_support::on_every_backend!(
+    resources_are_created_read_versioned_and_deleted,
+    invalid_resources_are_refused_at_the_element_and_nothing_is_stored,
+    search_narrows_by_code_date_and_status_and_pages,
+    a_transaction_applies_whole_or_not_at_all,
+    a_batch_answers_each_entry_on_its_own,
+    the_chart_is_open_to_its_care_team_and_its_patient_only,
+    the_patient_resource_is_the_demographic_record,
+    planted_markers_in_every_resource_type_never_reach_the_database,
+);
+
+const FHIR: &str = "application/fhir+json";
+
+/// A clinician on `patient`'s care team.
+async fn clinician_for(server: &TestServer, patient: PatientId) -> TestUser {
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(patient, clinician.id).await;
+    clinician
+}
+
+fn heart_rate(patient: PatientId, bpm: i64, at: &str) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": at,
+        "valueQuantity": {"value": bpm, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+    })
+}
+
+async fn send(
+    server: &TestServer,
+    method: reqwest::Method,
+    token: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = server
+        .client
+        .request(method, server.endpoint(path))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", FHIR)
+            .body(serde_json::to_vec(body).unwrap());
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn post(server: &TestServer, token: &str, path: &str, body: &Value) -> reqwest::Response {
+    send(server, reqwest::Method::POST, token, path, Some(body), &[]).await
+}
+
+async fn get(server: &TestServer, token: &str, path: &str) -> reqwest::Response {
+    send(server, reqwest::Method::GET, token, path, None, &[]).await
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(FHIR)),
+        "FHIR answers are application/fhir+json"
+    );
+    response.json().await.unwrap()
+}
+
+/// The issue of an OperationOutcome: (code, expression, diagnostics).
+async fn issue(response: reqwest::Response) -> (String, String, String) {
+    let body = json_of(response).await;
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    let issue = &body["issue"][0];
+    (
+        issue["code"].as_str().unwrap_or_default().to_owned(),
+        issue["expression"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        issue["diagnostics"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn ids_found(server: &TestServer, token: &str, path: &str) -> Vec<String> {
+    let response = get(server, token, path).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    let bundle = json_of(response).await;
+    assert_eq!(bundle["type"], "searchset");
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn resources_are_created_read_versioned_and_deleted(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+
+    let created = post(
+        &server,
+        &doctor.token,
+        "/fhir/Observation",
+        &heart_rate(ada, 72, "2024-03-15T10:30:00Z"),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.headers()["etag"], "W/\"1\"");
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let body = json_of(created).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/fhir/Observation/{id}/_history/1"));
+    assert_eq!(body["meta"]["versionId"], "1");
+    assert_eq!(body["valueQuantity"]["value"], 72);
+
+    let path = format!("/fhir/Observation/{id}");
+    let read = get(&server, &doctor.token, &path).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert!(read.headers().contains_key("last-modified"));
+    assert_eq!(json_of(read).await, body, "a read answers what was created");
+
+    // Update with the current ETag; a second update with the same, now stale, ETag fails.
+    let mut changed = body.clone();
+    changed["valueQuantity"]["value"] = json!(75);
+    let updated = send(
+        &server,
+        reqwest::Method::PUT,
+        &doctor.token,
+        &path,
+        Some(&changed),
+        &[("if-match", "W/\"1\"")],
+    )
+    .await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(updated.headers()["etag"], "W/\"2\"");
+    let stale = send(
+        &server,
+        reqwest::Method::PUT,
+        &doctor.token,
+        &path,
+        Some(&changed),
+        &[("if-match", "W/\"1\"")],
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(issue(stale).await.0, "conflict");
+
+    // An update without If-Match applies to whatever is current.
+    changed["valueQuantity"]["value"] = json!(77);
+    let blind = send(
+        &server,
+        reqwest::Method::PUT,
+        &doctor.token,
+        &path,
+        Some(&changed),
+        &[],
+    )
+    .await;
+    assert_eq!(blind.status(), StatusCode::OK);
+    assert_eq!(json_of(blind).await["meta"]["versionId"], "3");
+
+    let first = json_of(get(&server, &doctor.token, &format!("{path}/_history/1")).await).await;
+    assert_eq!(
+        first["valueQuantity"]["value"], 72,
+        "vread answers the old version"
+    );
+    assert_eq!(
+        get(&server, &doctor.token, &format!("{path}/_history/9"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let deleted = send(
+        &server,
+        reqwest::Method::DELETE,
+        &doctor.token,
+        &path,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = get(&server, &doctor.token, &path).await;
+    assert_eq!(gone.status(), StatusCode::GONE);
+    assert_eq!(issue(gone).await.0, "deleted");
+    let again = send(
+        &server,
+        reqwest::Method::DELETE,
+        &doctor.token,
+        &path,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        again.status(),
+        StatusCode::NO_CONTENT,
+        "deleting twice changes nothing"
+    );
+
+    let history = json_of(get(&server, &doctor.token, &format!("{path}/_history")).await).await;
+    assert_eq!(history["type"], "history");
+    let methods: Vec<&str> = history["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["DELETE", "PUT", "PUT", "POST"], "newest first");
+    let paged =
+        json_of(get(&server, &doctor.token, &format!("{path}/_history?_count=2")).await).await;
+    assert_eq!(paged["entry"].as_array().unwrap().len(), 2);
+    let next = paged["link"][1]["url"].as_str().unwrap();
+    let rest = next.split_once("/fhir").unwrap().1;
+    let second = json_of(get(&server, &doctor.token, &format!("/fhir{rest}")).await).await;
+    assert_eq!(second["entry"].as_array().unwrap().len(), 2);
+    assert_eq!(second["entry"][1]["request"]["method"], "POST");
+
+    // Type history lists the versions of every Observation the caller may read.
+    let type_history =
+        json_of(get(&server, &doctor.token, "/fhir/Observation/_history").await).await;
+    assert_eq!(type_history["entry"].as_array().unwrap().len(), 4);
+
+    // Every step was audited with the resource named.
+    let entries = server.audit_entries().await;
+    let about: Vec<_> = entries
+        .iter()
+        .filter(|e| e.event.resource_id.as_deref() == Some(id.as_str()))
+        .collect();
+    assert!(
+        about.len() >= 8,
+        "create, reads, updates, deletes: {}",
+        about.len()
+    );
+    assert!(about.iter().all(|e| e.event.patient == Some(ada)));
+    server.stop().await;
+}
+
+async fn invalid_resources_are_refused_at_the_element_and_nothing_is_stored(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let good = heart_rate(ada, 72, "2024-03-15T10:30:00Z");
+    let with = |pointer: &str, value: Value| {
+        let mut bad = good.clone();
+        *bad.pointer_mut(pointer).unwrap() = value;
+        bad
+    };
+    let mut unknown = good.clone();
+    unknown["colour"] = json!("red");
+    let cases = [
+        (with("/status", json!("done")), "Observation.status"),
+        (
+            with("/effectiveDateTime", json!("2024-02-30")),
+            "Observation.effectiveDateTime",
+        ),
+        (
+            with("/code/coding/0/system", json!("http://lo inc.org")),
+            "Observation.code.coding[0].system",
+        ),
+        (unknown, "Observation.colour"),
+        (
+            with("/subject/reference", json!("Patient/not-a-patient")),
+            "Observation.subject.reference",
+        ),
+        (with("/resourceType", json!("Condition")), "resourceType"),
+    ];
+    for (body, expression) in cases {
+        let response = post(&server, &doctor.token, "/fhir/Observation", &body).await;
+        let status = response.status();
+        let (code, at, diagnostics) = issue(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {diagnostics}");
+        assert_eq!(
+            (code.as_str(), at.as_str()),
+            ("invalid", expression),
+            "{diagnostics}"
+        );
+    }
+    // A patient who does not exist is refused like a stranger: nothing tells it apart.
+    let nobody = with(
+        "/subject/reference",
+        json!(format!("Patient/{}", PatientId::generate())),
+    );
+    let refused = post(&server, &doctor.token, "/fhir/Observation", &nobody).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // Not JSON, the wrong media type, and too large.
+    let garbled = server
+        .client
+        .post(server.endpoint("/fhir/Observation"))
+        .bearer_auth(&doctor.token)
+        .header("content-type", FHIR)
+        .body("{\"resourceType\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbled.status(), StatusCode::BAD_REQUEST);
+    let plain = server
+        .client
+        .post(server.endpoint("/fhir/Observation"))
+        .bearer_auth(&doctor.token)
+        .header("content-type", "text/plain")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut huge = good.clone();
+    huge["note"] = json!([{"text": "x".repeat(2 * 1024 * 1024)}]);
+    let too_large = post(&server, &doctor.token, "/fhir/Observation", &huge).await;
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(issue(too_large).await.0, "too-long");
+
+    assert!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Observation?patient={ada}")
+        )
+        .await
+        .is_empty(),
+        "nothing was stored"
+    );
+    server.stop().await;
+}
+
+async fn search_narrows_by_code_date_and_status_and_pages(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let bob = server.create_patient("Babbage").await;
+    let doctor = clinician_for(&server, ada).await;
+    server.add_to_care_team(bob, doctor.id).await;
+    let mut ids = Vec::new();
+    for (i, at) in [
+        "2023-12-31T23:00:00Z",
+        "2024-01-15",
+        "2024-02-10T08:00:00+02:00",
+        "2024-03-01",
+        "2024-03-20",
+        "2025-06",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = heart_rate(ada, 60 + i as i64, at);
+        let created = json_of(post(&server, &doctor.token, "/fhir/Observation", &body).await).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let mut weight = heart_rate(ada, 70, "2024-03-05");
+    weight["code"] = json!({"coding": [{"system": "http://loinc.org", "code": "29463-7"}]});
+    weight["status"] = json!("preliminary");
+    let weight_id = json_of(post(&server, &doctor.token, "/fhir/Observation", &weight).await).await
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    post(
+        &server,
+        &doctor.token,
+        "/fhir/Observation",
+        &heart_rate(bob, 90, "2024-03-02"),
+    )
+    .await;
+
+    let search = |query: &str| format!("/fhir/Observation?patient=Patient/{ada}&{query}");
+    let found = ids_found(
+        &server,
+        &doctor.token,
+        &search("code=http://loinc.org|8867-4&_count=100"),
+    )
+    .await;
+    assert_eq!(found.len(), 6);
+    assert!(!found.contains(&weight_id));
+    assert_eq!(
+        ids_found(&server, &doctor.token, &search("code=29463-7")).await,
+        [weight_id.clone()]
+    );
+    assert!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &search("code=http://snomed.info/sct|29463-7")
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        ids_found(&server, &doctor.token, &search("status=preliminary")).await,
+        [weight_id.clone()]
+    );
+
+    // Date prefixes, at the precision given.
+    let mut march = ids_found(&server, &doctor.token, &search("date=2024-03")).await;
+    march.sort();
+    let mut expected = vec![ids[3].clone(), ids[4].clone(), weight_id.clone()];
+    expected.sort();
+    assert_eq!(march, expected);
+    let january = ids_found(
+        &server,
+        &doctor.token,
+        &search("date=ge2024-01-01&date=lt2024-02"),
+    )
+    .await;
+    assert_eq!(
+        january,
+        [ids[1].clone()],
+        "23:00 UTC on 31 December is not January"
+    );
+    let sorted = ids_found(
+        &server,
+        &doctor.token,
+        &search("code=8867-4&date=ge2024-02-10&_sort=-date"),
+    )
+    .await;
+    assert_eq!(
+        sorted,
+        [
+            ids[5].clone(),
+            ids[4].clone(),
+            ids[3].clone(),
+            ids[2].clone()
+        ]
+    );
+    let before = ids_found(
+        &server,
+        &doctor.token,
+        &search("date=le2024-01-15&_sort=date"),
+    )
+    .await;
+    assert_eq!(before, [ids[0].clone(), ids[1].clone()]);
+
+    // Paging follows the next link until it ends, without repeats.
+    let mut seen = Vec::new();
+    let mut next = Some(search("_count=3&_sort=date"));
+    while let Some(path) = next {
+        let bundle = json_of(get(&server, &doctor.token, &path).await).await;
+        assert_eq!(bundle["total"], 7);
+        seen.extend(
+            bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
+        );
+        next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| {
+                format!(
+                    "/fhir{}",
+                    l["url"].as_str().unwrap().split_once("/fhir").unwrap().1
+                )
+            });
+    }
+    assert_eq!(seen.len(), 7);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7);
+    let mut keyset = Vec::new();
+    let mut next = Some(search("_count=4"));
+    while let Some(path) = next {
+        let bundle = json_of(get(&server, &doctor.token, &path).await).await;
+        keyset.extend(
+            bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
+        );
+        next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| {
+                format!(
+                    "/fhir{}",
+                    l["url"].as_str().unwrap().split_once("/fhir").unwrap().1
+                )
+            });
+    }
+    assert_eq!(keyset.len(), 7);
+
+    // Across patients: the clinician sees both of their patients' results.
+    assert_eq!(
+        ids_found(&server, &doctor.token, "/fhir/Observation?date=2024-03-02")
+            .await
+            .len(),
+        1
+    );
+
+    // _include brings the patient along, once.
+    let bundle = json_of(
+        get(
+            &server,
+            &doctor.token,
+            &search("date=2024-03&_include=Observation:patient"),
+        )
+        .await,
+    )
+    .await;
+    let included: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .collect();
+    assert_eq!(included.len(), 1);
+    assert_eq!(included[0]["resource"]["resourceType"], "Patient");
+    assert_eq!(included[0]["resource"]["id"], ada.to_string());
+
+    // Bad searches are answered clearly.
+    for (query, code) in [
+        ("colour=red", "not-supported"),
+        ("date=sa2024", "not-supported"),
+        ("date=2024-13", "invalid"),
+        ("_count=1000", "invalid"),
+        ("_sort=status", "not-supported"),
+    ] {
+        let response = get(&server, &doctor.token, &search(query)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(issue(response).await.0, code, "{query}");
+    }
+    server.stop().await;
+}
+
+async fn a_transaction_applies_whole_or_not_at_all(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:6f1c2d7e-0000-4000-8000-000000000001",
+                "resource": heart_rate(ada, 71, "2024-05-01T09:00:00Z"),
+                "request": {"method": "POST", "url": "Observation"}
+            },
+            {
+                "fullUrl": "urn:uuid:6f1c2d7e-0000-4000-8000-000000000002",
+                "resource": {
+                    "resourceType": "DiagnosticReport",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                    "subject": {"reference": format!("Patient/{ada}")},
+                    "effectiveDateTime": "2024-05-01",
+                    "result": [{"reference": "urn:uuid:6f1c2d7e-0000-4000-8000-000000000001"}]
+                },
+                "request": {"method": "POST", "url": "DiagnosticReport"}
+            }
+        ]
+    });
+    let answer = post(&server, &doctor.token, "/fhir", &bundle).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = json_of(answer).await;
+    assert_eq!(answer["type"], "transaction-response");
+    assert_eq!(answer["entry"][0]["response"]["status"], "201 Created");
+    let observation = answer["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report = json_of(
+        get(
+            &server,
+            &doctor.token,
+            &format!(
+                "/fhir/DiagnosticReport/{}",
+                answer["entry"][1]["resource"]["id"].as_str().unwrap()
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        report["result"][0]["reference"],
+        format!("Observation/{observation}"),
+        "urn:uuid references resolved"
+    );
+
+    // One stale entry: nothing of the transaction is applied.
+    let current = json_of(
+        get(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Observation/{observation}"),
+        )
+        .await,
+    )
+    .await;
+    let before = ids_found(
+        &server,
+        &doctor.token,
+        &format!("/fhir/Observation?patient={ada}"),
+    )
+    .await;
+    let failing = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": heart_rate(ada, 99, "2024-05-02"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": current, "request": {"method": "PUT", "url": format!("Observation/{observation}"), "ifMatch": "W/\"7\""}},
+        ]
+    });
+    let refused = post(&server, &doctor.token, "/fhir", &failing).await;
+    assert_eq!(refused.status(), StatusCode::PRECONDITION_FAILED);
+    let (_, at, diagnostics) = issue(refused).await;
+    assert_eq!(at, "Bundle.entry[1]");
+    assert!(diagnostics.contains("nothing of the transaction was applied"));
+    // One invalid entry: the same.
+    let invalid = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": heart_rate(ada, 99, "2024-05-02"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": heart_rate(ada, 98, "2024-05-32"), "request": {"method": "POST", "url": "Observation"}},
+        ]
+    });
+    let refused = post(&server, &doctor.token, "/fhir", &invalid).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        issue(refused).await.1,
+        "Bundle.entry[1].Observation.effectiveDateTime"
+    );
+    let after = ids_found(
+        &server,
+        &doctor.token,
+        &format!("/fhir/Observation?patient={ada}"),
+    )
+    .await;
+    assert_eq!(before, after, "no entry of a failed transaction was stored");
+    let unchanged = json_of(
+        get(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Observation/{observation}"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(unchanged["meta"]["versionId"], "1");
+
+    // A stranger's entry refuses the whole transaction too.
+    let bob = server.create_patient("Babbage").await;
+    let mixed = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": heart_rate(ada, 99, "2024-05-02"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": heart_rate(bob, 99, "2024-05-02"), "request": {"method": "POST", "url": "Observation"}},
+        ]
+    });
+    assert_eq!(
+        post(&server, &doctor.token, "/fhir", &mixed).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Observation?patient={ada}")
+        )
+        .await,
+        before
+    );
+    server.stop().await;
+}
+
+async fn a_batch_answers_each_entry_on_its_own(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let batch = json!({
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": heart_rate(ada, 70, "2024-05-01"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": heart_rate(ada, 70, "2024-05-45"), "request": {"method": "POST", "url": "Observation"}},
+            {"request": {"method": "GET", "url": format!("Observation?patient={ada}")}},
+            {"request": {"method": "GET", "url": format!("Patient/{ada}")}},
+        ]
+    });
+    let answer = json_of(post(&server, &doctor.token, "/fhir", &batch).await).await;
+    assert_eq!(answer["type"], "batch-response");
+    assert_eq!(answer["entry"][0]["response"]["status"], "201 Created");
+    assert!(
+        answer["entry"][1]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("400")
+    );
+    assert_eq!(
+        answer["entry"][1]["response"]["outcome"]["issue"][0]["expression"][0],
+        "Observation.effectiveDateTime"
+    );
+    assert_eq!(answer["entry"][2]["resource"]["type"], "searchset");
+    assert_eq!(
+        answer["entry"][2]["resource"]["entry"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(answer["entry"][3]["resource"]["resourceType"], "Patient");
+
+    // Conditional create: the second time, the existing resource is answered.
+    let mut tagged = heart_rate(ada, 66, "2024-06-01");
+    tagged["identifier"] = json!([{"system": "urn:example:device", "value": "reading-42"}]);
+    let first = send(
+        &server,
+        reqwest::Method::POST,
+        &doctor.token,
+        "/fhir/Observation",
+        Some(&tagged),
+        &[],
+    )
+    .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    server.stop().await;
+}
+
+async fn the_chart_is_open_to_its_care_team_and_its_patient_only(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let bob = server.create_patient("Babbage").await;
+    let doctor = clinician_for(&server, ada).await;
+    let created = json_of(
+        post(
+            &server,
+            &doctor.token,
+            "/fhir/Observation",
+            &heart_rate(ada, 72, "2024-03-15"),
+        )
+        .await,
+    )
+    .await;
+    let path = format!("/fhir/Observation/{}", created["id"].as_str().unwrap());
+    let missing = format!("/fhir/Observation/{}", uuid::Uuid::now_v7());
+
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
+    let bob_self = server.user(Role::Patient, Some(bob)).await;
+    let nurse = server.user(Role::Nurse, None).await;
+    let desk = server.user(Role::FrontDesk, None).await;
+    let auditor = server.user(Role::Auditor, None).await;
+
+    assert_eq!(
+        get(&server, &ada_self.token, &path).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        ids_found(&server, &ada_self.token, "/fhir/Observation")
+            .await
+            .len(),
+        1,
+        "a patient's search is their own record"
+    );
+    for (user, reason) in [
+        (&bob_self, "not_their_record"),
+        (&nurse, "no_care_relationship"),
+        (&desk, "role_not_permitted"),
+        (&auditor, "role_not_permitted"),
+    ] {
+        for target in [&path, &missing] {
+            let refused = get(&server, &user.token, target).await;
+            assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{target}");
+            let (code, _, diagnostics) = issue(refused).await;
+            assert_eq!(code, "forbidden");
+            assert!(
+                diagnostics.contains(reason),
+                "{diagnostics}: whether it exists is not revealed"
+            );
+        }
+    }
+    // Bob cannot reach Ada's chart by naming her.
+    assert_eq!(
+        get(
+            &server,
+            &bob_self.token,
+            &format!("/fhir/Observation?patient={ada}")
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&server, &bob_self.token, &format!("{path}/_history"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&server, &bob_self.token, &format!("{path}/_history/1"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(
+        ids_found(&server, &bob_self.token, "/fhir/Observation?date=2024")
+            .await
+            .is_empty()
+    );
+    // Nor write into it, nor edit or delete what is there.
+    assert_eq!(
+        post(
+            &server,
+            &bob_self.token,
+            "/fhir/Observation",
+            &heart_rate(ada, 1, "2024")
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::DELETE,
+            &nurse.token,
+            &path,
+            None,
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::PUT,
+            &bob_self.token,
+            &path,
+            Some(&created),
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    // A patient does not write clinical results, even their own; they fill in their forms.
+    assert_eq!(
+        post(
+            &server,
+            &ada_self.token,
+            "/fhir/Observation",
+            &heart_rate(ada, 1, "2024")
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    let form = haven_fhir::examples::example("QuestionnaireResponse", &ada.to_string()).unwrap();
+    assert_eq!(
+        post(
+            &server,
+            &ada_self.token,
+            "/fhir/QuestionnaireResponse",
+            &form
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    // The front desk books visits but reads no results.
+    let visit = haven_fhir::examples::example("Appointment", &ada.to_string()).unwrap();
+    assert_eq!(
+        post(&server, &desk.token, "/fhir/Appointment", &visit)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        get(
+            &server,
+            &desk.token,
+            &format!("/fhir/Observation?patient={ada}")
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    // Anonymous and ended sessions get 401 as an OperationOutcome.
+    let anonymous = server
+        .client
+        .get(server.endpoint(&path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(issue(anonymous).await.0, "login");
+    let signed_out = server
+        .post_as(Some(&nurse.token), "/api/v1/auth/sign-out", json!({}))
+        .await;
+    assert!(signed_out.status().is_success());
+    assert_eq!(
+        get(&server, &nurse.token, &path).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // The metadata is public.
+    let metadata = server
+        .client
+        .get(server.endpoint("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metadata.status(), StatusCode::OK);
+    let capability = json_of(metadata).await;
+    assert_eq!(capability["fhirVersion"], "4.0.1");
+    let types: Vec<&str> = capability["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"Observation") && types.contains(&"Patient"));
+    // Every refusal was audited.
+    let denied = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event.outcome == haven_audit::Outcome::Denied
+                && e.event.resource_type.as_deref() == Some("Observation")
+        })
+        .count();
+    assert!(denied >= 12, "{denied} denials audited");
+    server.stop().await;
+}
+
+async fn the_patient_resource_is_the_demographic_record(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let desk = server.user(Role::FrontDesk, None).await;
+    let patient = json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "MRN-77"}],
+        "name": [{"family": "Hopper", "given": ["Grace", "Brewster"]}],
+        "telecom": [{"system": "phone", "value": "+1 555 0100"}],
+        "birthDate": "1906-12-09"
+    });
+    let created = post(&server, &desk.token, "/fhir/Patient", &patient).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = json_of(created).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], patient["name"]);
+    // The same record through the demographic API.
+    let plain: Value = server
+        .get_as(&desk.token, &format!("/api/v1/patients/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain["name"]["family"], "Hopper");
+    // Found by FHIR search.
+    assert_eq!(
+        ids_found(
+            &server,
+            &desk.token,
+            "/fhir/Patient?family=hopper&birthdate=1906-12-09"
+        )
+        .await,
+        [id.clone()]
+    );
+    assert_eq!(
+        ids_found(
+            &server,
+            &desk.token,
+            "/fhir/Patient?identifier=urn:oid:1.2.36.146.595.217.0.1|MRN-77"
+        )
+        .await,
+        [id.clone()]
+    );
+    // What the record does not keep is refused, not dropped.
+    let mut with_address = patient.clone();
+    with_address["address"] = json!([{"city": "Arlington"}]);
+    let refused = post(&server, &desk.token, "/fhir/Patient", &with_address).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(refused).await.1, "Patient.address");
+    // Updated with its ETag.
+    let mut renamed = created.clone();
+    renamed["name"][0]["family"] = json!("Hopper-Murray");
+    let updated = send(
+        &server,
+        reqwest::Method::PUT,
+        &desk.token,
+        &format!("/fhir/Patient/{id}"),
+        Some(&renamed),
+        &[("if-match", "W/\"1\"")],
+    )
+    .await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    let stale = send(
+        &server,
+        reqwest::Method::PUT,
+        &desk.token,
+        &format!("/fhir/Patient/{id}"),
+        Some(&renamed),
+        &[("if-match", "W/\"1\"")],
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    // A clinician who is not on the care team finds the patient, masked.
+    let stranger = server.user(Role::Clinician, None).await;
+    let found = json_of(
+        get(
+            &server,
+            &stranger.token,
+            "/fhir/Patient?family=Hopper-Murray",
+        )
+        .await,
+    )
+    .await;
+    let masked = &found["entry"][0]["resource"];
+    assert_eq!(masked["meta"]["security"][0]["code"], "REDACTED");
+    assert!(masked.get("identifier").is_none() && masked.get("telecom").is_none());
+    assert_eq!(
+        get(&server, &stranger.token, &format!("/fhir/Patient/{id}"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::DELETE,
+            &desk.token,
+            &format!("/fhir/Patient/{id}"),
+            None,
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::BAD_REQUEST
+    );
+    server.stop().await;
+}
+
+async fn planted_markers_in_every_resource_type_never_reach_the_database(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let marker = "Qv8Zmarker";
+    let mut kept = Vec::new();
+    for resource_type in haven_app::fhir::served_types().filter(|t| *t != "Patient") {
+        let example = haven_fhir::examples::example(resource_type, &ada.to_string()).unwrap();
+        // The display of the patient reference and the narrative carry the marker.
+        let mut text = example
+            .to_string()
+            .replace("Ana Rivera", &format!("{marker} Rivera"));
+        text = text.replacen(
+            '{',
+            &format!(
+                "{{\"text\": {{\"status\": \"generated\", \"div\": \"<div>{marker} note</div>\"}},"
+            ),
+            1,
+        );
+        let body: Value = serde_json::from_str(&text).unwrap();
+        let created = post(
+            &server,
+            &doctor.token,
+            &format!("/fhir/{resource_type}"),
+            &body,
+        )
+        .await;
+        assert_eq!(
+            created.status(),
+            StatusCode::CREATED,
+            "{resource_type}: {}",
+            created.text().await.unwrap()
+        );
+        kept.push(resource_type);
+    }
+    assert!(kept.len() >= 11, "every chart type was stored: {kept:?}");
+    // The control: the marker is there for an authorised reader.
+    let read = get(
+        &server,
+        &doctor.token,
+        &format!("/fhir/Condition?patient={ada}"),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(read.contains(marker));
+    let haystack = server.raw_database_bytes().await;
+    let text = String::from_utf8_lossy(&haystack);
+    for needle in [
+        marker.to_owned(),
+        marker.to_lowercase(),
+        "8867-4".to_owned(),
+        "Rivera".to_owned(),
+    ] {
+        assert!(
+            !text.contains(&needle),
+            "found `{needle}` in the raw database"
+        );
+    }
+    server.stop().await;
+}
