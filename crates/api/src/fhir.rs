@@ -222,14 +222,20 @@ fn body_resource(
     resource_type: &str,
 ) -> Result<haven_fhir::AnyResource, FhirError> {
     check_content_type(headers)?;
-    let resource = haven_fhir::parse(body).map_err(AppError::from)?;
-    if resource.resource_type() != resource_type {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        FhirError::invalid(
+            "",
+            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+        )
+    })?;
+    // The type first: a resource of another type is refused as such, not by its elements.
+    if value.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
         return Err(FhirError::invalid(
             "resourceType",
             format!("must be {resource_type}, the type in the URL"),
         ));
     }
-    Ok(resource)
+    Ok(haven_fhir::from_value(value).map_err(AppError::from)?)
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), FhirError> {
