@@ -28,9 +28,22 @@ const SELF_SERVICE_ROUTES: &[&str] = &[
     "/api/v1/auth/passkeys/registration",
 ];
 
-/// A route with every `{placeholder}` and any query left out, for comparing.
+/// A route with every `{placeholder}` and any query left out, for comparing. A FHIR type
+/// name (a capitalised segment, `/fhir/Observation`) stands for the router's `{type}`.
 fn shape(route: &str) -> String {
     let route = route.split('?').next().unwrap_or(route);
+    let typed: Vec<String> = route
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with(|c: char| c.is_ascii_uppercase()) {
+                "{type}".to_owned()
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect();
+    let typed = typed.join("/");
+    let route = typed.as_str();
     let mut shaped = String::new();
     let mut rest = route;
     while let Some(start) = rest.find('{') {
@@ -72,6 +85,8 @@ const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/auth/enrol",
     "/api/v1/auth/passkeys/sign-in/options",
     "/api/v1/auth/passkeys/sign-in",
+    // The CapabilityStatement: what the server offers, no data.
+    "/fhir/metadata",
 ];
 
 /// Every route path the router declares, read from its source so that a new route is
@@ -151,9 +166,11 @@ enum Target {
     Missing,
 }
 
-/// One request; `{id}` stands for the target patient, `{member}` for a clinician who may
-/// join a care team, `{stranger}` for someone on no care team, `{glass}` for a pending
-/// break-the-glass access, `{notice}` for a notification that is not the caller's.
+/// One request; `{id}` stands for the target patient, `{obs}` for an Observation in the
+/// target patient's chart (`{doomed}` for one that may be deleted; `{first}` for its first version), `{member}` for a
+/// clinician who may join a care team, `{stranger}` for someone on no care team, `{glass}`
+/// for a pending break-the-glass access, `{notice}` for a notification that is not the
+/// caller's. Placeholders in the body are replaced too.
 struct Endpoint {
     method: Method,
     path: &'static str,
@@ -337,6 +354,95 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/api/v1/audit/vkey",
             body: None,
         },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Patient/{id}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::PUT,
+            path: "/fhir/Patient/{id}",
+            body: Some(json!({
+                "resourceType": "Patient", "id": "{id}",
+                "name": [{"family": "Matrix"}], "birthDate": "1970-01-01"
+            })),
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/fhir/Patient/{id}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Patient?family=Own",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/fhir/Patient",
+            body: Some(json!({
+                "resourceType": "Patient", "name": [{"family": "Matrix"}], "birthDate": "1970-01-01"
+            })),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Observation/{obs}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::PUT,
+            path: "/fhir/Observation/{obs}",
+            body: Some(observation_body(Some("{obs}"))),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Observation/{obs}/_history",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Observation/{obs}/_history/{first}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Observation?patient={id}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Observation?patient={id}&date=ge2020&_include=Observation:patient",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/fhir/Observation",
+            body: Some(observation_body(None)),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Observation/_history",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Appointment?patient={id}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/fhir",
+            body: Some(json!({
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": observation_body(None), "request": {"method": "POST", "url": "Observation"}}]
+            })),
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/fhir/Observation/{doomed}",
+            body: None,
+        },
         // Last: a granted emergency access opens the record for the rest of the run.
         Endpoint {
             method: Method::POST,
@@ -344,6 +450,22 @@ fn endpoints() -> Vec<Endpoint> {
             body: Some(json!({ "reason": "Unconscious in the emergency department" })),
         },
     ]
+}
+
+/// A heart rate in the target patient's chart, with `id` for an update.
+fn observation_body(id: Option<&str>) -> Value {
+    let mut body = json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/{id}"},
+        "effectiveDateTime": "2024-03-15",
+        "valueQuantity": {"value": 72, "unit": "/min"}
+    });
+    if let Some(id) = id {
+        body["id"] = json!(id);
+    }
+    body
 }
 
 /// What the policy allows, as the status a caller sees. A clinical caller signed in as a
@@ -486,6 +608,68 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             _ => forbidden,
         },
         ("GET", "/api/v1/me") => StatusCode::OK,
+        ("GET", "/fhir/Patient/{id}") => match role {
+            Administrator | FrontDesk => allowed_read(StatusCode::OK),
+            _ if clinical && person && target == Target::Own => StatusCode::OK,
+            Patient if target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("PUT", "/fhir/Patient/{id}") => match role {
+            Administrator | FrontDesk => allowed_read(StatusCode::OK),
+            _ => forbidden,
+        },
+        // A patient is erased by crypto-shredding, never through the API: for everyone.
+        ("DELETE", "/fhir/Patient/{id}") => StatusCode::BAD_REQUEST,
+        ("GET", "/fhir/Patient?family=Own") => match role {
+            Administrator | FrontDesk | Clinician | Nurse => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("POST", "/fhir/Patient") => match role {
+            Administrator | FrontDesk => StatusCode::CREATED,
+            _ => forbidden,
+        },
+        // The clinical chart: the care team (in person) and the patient themself. A missing
+        // resource is refused like a stranger's, to everyone: nothing tells them apart.
+        ("GET", "/fhir/Observation/{obs}")
+        | ("GET", "/fhir/Observation/{obs}/_history")
+        | ("GET", "/fhir/Observation/{obs}/_history/{first}")
+        | ("GET", "/fhir/Observation?patient={id}")
+        | ("GET", "/fhir/Observation?patient={id}&date=ge2020&_include=Observation:patient") => {
+            match role {
+                _ if clinical && person && target == Target::Own => StatusCode::OK,
+                Patient if target == Target::Own => StatusCode::OK,
+                _ => forbidden,
+            }
+        }
+        ("PUT", "/fhir/Observation/{obs}") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
+        ("POST", "/fhir/Observation") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::CREATED,
+            _ => forbidden,
+        },
+        ("POST", "/fhir") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
+        // Deleting is a clinician's call; a deleted resource deleted again is no change.
+        ("DELETE", "/fhir/Observation/{doomed}") => match role {
+            Clinician if person && target == Target::Own => StatusCode::NO_CONTENT,
+            _ => forbidden,
+        },
+        // The history of every Observation the caller may read: possibly none.
+        ("GET", "/fhir/Observation/_history") => match role {
+            Clinician | Nurse | Patient => StatusCode::OK,
+            _ => forbidden,
+        },
+        // Appointments: the front desk books them for anyone.
+        ("GET", "/fhir/Appointment?patient={id}") => match role {
+            Administrator | FrontDesk => StatusCode::OK,
+            _ if clinical && person && target == Target::Own => StatusCode::OK,
+            Patient if target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
         other => panic!("no expectation for {other:?}"),
     }
 }
@@ -516,6 +700,38 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
     let other = server.create_patient("Other").await;
     let missing = PatientId::generate();
     let member = server.user(Role::Clinician, None).await;
+    // An Observation in each patient's chart (one to read and update, one to delete),
+    // written by a clinician on both care teams.
+    let author = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(own, author.id).await;
+    server.add_to_care_team(other, author.id).await;
+    let mut charted = Vec::new();
+    for patient in [own, other, own, other] {
+        let body = observation_body(None)
+            .to_string()
+            .replace("{id}", &patient.to_string());
+        let created = server
+            .client
+            .post(server.endpoint("/fhir/Observation"))
+            .bearer_auth(&author.token)
+            .header("content-type", "application/fhir+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let created: Value = created.json().await.unwrap();
+        charted.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let missing_resource = uuid::Uuid::now_v7().to_string();
+    let per_target = PerTarget {
+        obs: [
+            charted[0].clone(),
+            charted[1].clone(),
+            missing_resource.clone(),
+        ],
+        doomed: [charted[2].clone(), charted[3].clone(), missing_resource],
+    };
     // One pending break-the-glass access for the privacy officer to review.
     let responder = server.user(Role::Nurse, None).await;
     let glass = server
@@ -561,7 +777,9 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
                     ("{stranger}", PatientId::generate().to_string()),
                     ("{glass}", glass.clone()),
                     ("{notice}", PatientId::generate().to_string()),
+                    ("{first}", "1".to_owned()),
                 ],
+                &per_target,
                 &mut mismatches,
                 &mut undenied,
             )
@@ -582,6 +800,12 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
     );
 }
 
+/// Placeholders whose value depends on the target: `[own, other, missing]`.
+struct PerTarget {
+    obs: [String; 3],
+    doomed: [String; 3],
+}
+
 struct Caller<'a> {
     role: Role,
     credential: Credential,
@@ -594,6 +818,7 @@ async fn check_every_endpoint(
     caller: &Caller<'_>,
     [own, other, missing]: [PatientId; 3],
     placeholders: &[(&str, String)],
+    per_target: &PerTarget,
     mismatches: &mut Vec<String>,
     undenied: &mut Vec<String>,
 ) -> usize {
@@ -606,23 +831,36 @@ async fn check_every_endpoint(
     let mut cursor = 0;
     {
         for endpoint in endpoints() {
-            for (target, id) in [
+            for (index, (target, id)) in [
                 (Target::Own, own),
                 (Target::Other, other),
                 (Target::Missing, missing),
-            ] {
-                if !endpoint.path.contains("{id}") && target != Target::Own {
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let targeted = ["{id}", "{obs}", "{doomed}"]
+                    .iter()
+                    .any(|p| endpoint.path.contains(p));
+                if !targeted && target != Target::Own {
                     continue;
                 }
-                let mut path = endpoint.path.replace("{id}", &id.to_string());
-                for (placeholder, value) in placeholders {
-                    path = path.replace(placeholder, value);
-                }
+                let fill = |text: &str| {
+                    let mut text = text
+                        .replace("{id}", &id.to_string())
+                        .replace("{obs}", &per_target.obs[index])
+                        .replace("{doomed}", &per_target.doomed[index]);
+                    for (placeholder, value) in placeholders {
+                        text = text.replace(placeholder, value);
+                    }
+                    text
+                };
+                let path = fill(endpoint.path);
                 let mut request = server
                     .client
                     .request(endpoint.method.clone(), server.endpoint(&path))
                     .bearer_auth(token);
-                if endpoint.method == Method::PUT {
+                if endpoint.method == Method::PUT && endpoint.path.starts_with("/api/") {
                     // The current version (as an administrator sees it), so an allowed update
                     // succeeds; for a missing record any version will do.
                     let etag = current_etag(server, &id)
@@ -631,7 +869,8 @@ async fn check_every_endpoint(
                     request = request.header("if-match", etag);
                 }
                 if let Some(body) = &endpoint.body {
-                    request = request.json(body);
+                    let body: Value = serde_json::from_str(&fill(&body.to_string())).unwrap();
+                    request = request.json(&body);
                 }
                 denied_since(server, &mut cursor).await;
                 let mut status = request.send().await.unwrap().status();
