@@ -1,6 +1,7 @@
 //! Python tools some tests use as independent implementations to check Haven against
-//! (today `pyotp`, an RFC 6238 TOTP implementation that is not Haven's), installed into a
-//! virtual environment under the target directory, pinned, from PyPI.
+//! (`pyotp`, an RFC 6238 TOTP implementation that is not Haven's, and `requests`, the HTTP
+//! client the FHIR API is checked with from the specification), installed into a virtual
+//! environment under the target directory, pinned, from PyPI.
 //!
 //! The tests find the interpreter through `HAVEN_TEST_PYTHON`; they fail, not skip, when it
 //! cannot import what they need.
@@ -15,7 +16,7 @@ use crate::workspace::{Workspace, run_checked};
 /// The variable that tells the tests which Python to run.
 pub const PYTHON_VAR: &str = "HAVEN_TEST_PYTHON";
 /// What the tests import, pinned.
-const REQUIREMENTS: &[&str] = &["pyotp==2.9.0"];
+const REQUIREMENTS: &[&str] = &["pyotp==2.9.0", "requests==2.32.3"];
 
 fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")
@@ -23,7 +24,7 @@ fn venv_python(venv: &Path) -> PathBuf {
 
 fn imports_ok(python: &Path) -> bool {
     Command::new(python)
-        .args(["-c", "import pyotp"])
+        .args(["-c", "import pyotp, requests"])
         .output()
         .is_ok_and(|output| output.status.success())
 }
@@ -51,7 +52,7 @@ pub fn ensure(workspace: &Workspace) -> Result<PathBuf> {
     )?;
     if !imports_ok(&python) {
         bail!(
-            "{} cannot import pyotp after installing it",
+            "{} cannot import pyotp and requests after installing them",
             python.display()
         );
     }
