@@ -20,6 +20,7 @@ pub mod examples;
 pub mod primitives;
 pub mod resources;
 pub mod search;
+pub mod synthetic;
 
 use std::fmt;
 

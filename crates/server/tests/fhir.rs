@@ -666,6 +666,26 @@ async fn a_transaction_applies_whole_or_not_at_all(backend: Backend) {
     .await;
     assert_eq!(unchanged["meta"]["versionId"], "1");
 
+    // A whole synthetic chart (about a hundred resources, references between them) at once.
+    let chart = haven_fhir::synthetic::chart(&ada.to_string(), 1, 2026);
+    let count = chart["entry"].as_array().unwrap().len();
+    let loaded = post(&server, &doctor.token, "/fhir", &chart).await;
+    assert_eq!(loaded.status(), StatusCode::OK);
+    let loaded = json_of(loaded).await;
+    let created = loaded["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["response"]["status"] == "201 Created")
+        .count();
+    assert_eq!(created, count);
+    let before = ids_found(
+        &server,
+        &doctor.token,
+        &format!("/fhir/Observation?patient={ada}&_count=100"),
+    )
+    .await;
+
     // A stranger's entry refuses the whole transaction too.
     let bob = server.create_patient("Babbage").await;
     let mixed = json!({
@@ -684,7 +704,7 @@ async fn a_transaction_applies_whole_or_not_at_all(backend: Backend) {
         ids_found(
             &server,
             &doctor.token,
-            &format!("/fhir/Observation?patient={ada}")
+            &format!("/fhir/Observation?patient={ada}&_count=100")
         )
         .await,
         before
