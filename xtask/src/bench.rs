@@ -40,6 +40,8 @@ const SHUTDOWN_POLL_INTERVAL_MILLIS: u64 = 100;
 const LOG_TAIL_LINES: usize = 30;
 
 const LISTENING_PREFIX: &str = "listening on http://";
+/// The database the PostgreSQL part of the bench creates afresh each run.
+const BENCH_DATABASE: &str = "haven_bench";
 
 #[derive(Debug)]
 pub struct Options {
@@ -174,7 +176,55 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
         Err(error) => println!("server memory: unavailable ({error:#})"),
     }
     stopped?;
-    verify_audit_log(haven, &data_dir)
+    verify_audit_log(haven, &data_dir)?;
+    println!();
+    bench_fhir_on_postgres(haven, scratch, options)
+}
+
+/// The FHIR phases again, with the server on PostgreSQL (a fresh local database).
+fn bench_fhir_on_postgres(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
+    let url = crate::postgres::fresh_database(BENCH_DATABASE)?;
+    println!("FHIR on PostgreSQL ({url})");
+    let data_dir = scratch.join("data-postgres");
+    std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let env = [("HAVEN_DATABASE_URL", url.as_str())];
+    let token = mint_token_with(haven, &data_dir, "administrator", &env)?;
+    let log_path = scratch.join("server-postgres.log");
+    let mut server = Server::start_with(haven, &data_dir, &log_path, &env)?;
+    let plan = LoadPlan {
+        address: server.address,
+        token: token.clone(),
+        auditor_token: String::new(),
+        connections: options.connections,
+        duration: Duration::from_secs(options.seconds),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let reports = runtime.block_on(async {
+        let patients =
+            crate::fhir_load::register_patients(plan.address, &token, crate::fhir_load::PATIENTS)
+                .await
+                .context("registering the patients")?;
+        let (clinician, team) = crate::clinician::prepare(plan.address, &token, &patients)
+            .await
+            .context("signing in a clinician and building their care team")?;
+        crate::fhir_load::run(&plan, &clinician, &team).await
+    });
+    let memory = server.memory();
+    let stopped = server.stop();
+    for report in reports? {
+        println!();
+        print!("{report}");
+    }
+    if let Ok(memory) = memory {
+        println!(
+            "server memory (PostgreSQL): peak RSS {:.1} MiB",
+            kib_to_mib(memory.peak_rss_kib)
+        );
+    }
+    stopped
 }
 
 /// Verifies the audit log the load produced (every create and read appended an entry):
@@ -328,11 +378,21 @@ fn last_line_of(haven: &Path, data_dir: &Path, args: &[&str]) -> Result<String> 
 }
 
 fn mint_token(haven: &Path, data_dir: &Path, role: &str) -> Result<String> {
+    mint_token_with(haven, data_dir, role, &[])
+}
+
+fn mint_token_with(
+    haven: &Path,
+    data_dir: &Path,
+    role: &str,
+    env: &[(&str, &str)],
+) -> Result<String> {
     let mut command = Command::new(haven);
     command
         .args(["admin", "token", "--data-dir"])
         .arg(data_dir)
-        .args(["--role", role, "--label", "bench"]);
+        .args(["--role", role, "--label", "bench"])
+        .envs(env.iter().copied());
     let output = command
         .output()
         .context("could not run `haven admin token`")?;
@@ -371,9 +431,19 @@ struct Memory {
 
 impl Server {
     fn start(haven: &Path, data_dir: &Path, log_path: &Path) -> Result<Self> {
+        Self::start_with(haven, data_dir, log_path, &[])
+    }
+
+    fn start_with(
+        haven: &Path,
+        data_dir: &Path,
+        log_path: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let log = std::fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut child = Command::new(haven)
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)

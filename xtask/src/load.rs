@@ -50,12 +50,20 @@ pub struct LoadPlan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Create,
     Read,
     CareTeamRead,
     Search,
     AccessLog,
+    /// Transaction Bundles of whole synthetic charts (`fhir_load`).
+    FhirImport,
+    /// `POST /fhir/Observation`, one vital sign each.
+    FhirCreate,
+    /// `GET /fhir/Observation/{id}`.
+    FhirRead,
+    /// A patient's vital signs since a date, newest first.
+    FhirSearch,
 }
 
 /// Patients the bench clinician is put on the care team of (one request each).
@@ -78,6 +86,10 @@ impl Phase {
             Phase::CareTeamRead => "care-team read",
             Phase::Search => "search",
             Phase::AccessLog => "access-log",
+            Phase::FhirImport => "fhir import (transactions)",
+            Phase::FhirCreate => "fhir create",
+            Phase::FhirRead => "fhir read",
+            Phase::FhirSearch => "fhir search",
         }
     }
 }
@@ -85,7 +97,7 @@ impl Phase {
 /// What one phase did, as the bench prints it.
 #[derive(Debug)]
 pub struct PhaseReport {
-    phase: Phase,
+    pub(crate) phase: Phase,
     connections: usize,
     elapsed: Duration,
     requests: u64,
@@ -94,11 +106,37 @@ pub struct PhaseReport {
     /// Successful requests only, in microseconds, sorted.
     latencies_micros: Vec<u32>,
     latency_samples_dropped: u64,
+    /// For an import: resources written, to report resources per second.
+    pub(crate) resources: Option<u64>,
 }
 
 impl PhaseReport {
-    fn successes(&self) -> u64 {
+    pub(crate) fn successes(&self) -> u64 {
         self.requests - self.errors
+    }
+
+    /// A report of work done outside `run_phase` (the FHIR import).
+    pub(crate) fn of(
+        phase: Phase,
+        connections: usize,
+        elapsed: Duration,
+        mut latencies_micros: Vec<u32>,
+        errors: u64,
+        first_error: Option<String>,
+        resources: u64,
+    ) -> PhaseReport {
+        latencies_micros.sort_unstable();
+        PhaseReport {
+            phase,
+            connections,
+            elapsed,
+            requests: latencies_micros.len() as u64 + errors,
+            errors,
+            first_error,
+            latencies_micros,
+            latency_samples_dropped: 0,
+            resources: Some(resources),
+        }
     }
 }
 
@@ -129,11 +167,17 @@ pub fn run(plan: &LoadPlan) -> Result<LoadOutcome> {
         let (clinician, team) = crate::clinician::prepare(plan.address, &plan.token, &ids)
             .await
             .context("signing in a clinician and building their care team")?;
-        let (care_team_read, _) =
-            run_phase(plan, Phase::CareTeamRead, Arc::new(team), &clinician).await;
+        let (care_team_read, _) = run_phase(
+            plan,
+            Phase::CareTeamRead,
+            Arc::new(team.clone()),
+            &clinician,
+        )
+        .await;
         if care_team_read.successes() == 0 {
             anyhow::bail!("no care-team read succeeded\n{care_team_read}");
         }
+        let fhir = crate::fhir_load::run(plan, &clinician, &team).await?;
         let (search, _) = run_phase(plan, Phase::Search, ids.clone(), &plan.token).await;
         if search.successes() == 0 {
             anyhow::bail!("no search succeeded\n{search}");
@@ -144,7 +188,10 @@ pub fn run(plan: &LoadPlan) -> Result<LoadOutcome> {
             anyhow::bail!("no access log was read\n{access_log}");
         }
         Ok(LoadOutcome {
-            reports: vec![create, read, care_team_read, search, access_log],
+            reports: [create, read, care_team_read, search, access_log]
+                .into_iter()
+                .chain(fhir)
+                .collect(),
             access_log_samples: samples,
         })
     })
@@ -185,7 +232,7 @@ impl Tally {
     }
 }
 
-async fn run_phase(
+pub(crate) async fn run_phase(
     plan: &LoadPlan,
     phase: Phase,
     ids: Arc<Vec<String>>,
@@ -233,6 +280,7 @@ async fn run_phase(
         first_error: (lost_tasks > 0).then(|| format!("{lost_tasks} connection tasks panicked")),
         latencies_micros: Vec::new(),
         latency_samples_dropped: 0,
+        resources: None,
     };
     let mut first_error_at: Option<Instant> = None;
     let mut ids = Vec::new();
@@ -330,7 +378,9 @@ async fn connection_loop(setup: Arc<PhaseSetup>, index: usize) -> Tally {
     tally
 }
 
-async fn connect(address: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+pub(crate) async fn connect(
+    address: SocketAddr,
+) -> Result<http1::SendRequest<Full<Bytes>>, String> {
     let stream = TcpStream::connect(address)
         .await
         .map_err(|error| error.to_string())?;
@@ -381,6 +431,18 @@ fn build_request(
                 .header(CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(patient.to_string())))?
         }
+        Phase::FhirImport => anyhow::bail!("the import is run by fhir_load, not by run_phase"),
+        Phase::FhirCreate | Phase::FhirRead | Phase::FhirSearch => {
+            let id = pick(setup, random)?;
+            let (method, uri, body) = crate::fhir_load::request(setup.phase, id, sequence);
+            let builder = builder.method(method).uri(uri);
+            match body {
+                Some(body) => builder
+                    .header(CONTENT_TYPE, "application/fhir+json")
+                    .body(Full::new(Bytes::from(body)))?,
+                None => builder.body(Full::new(Bytes::new()))?,
+            }
+        }
         Phase::Read | Phase::CareTeamRead | Phase::AccessLog => {
             let count = setup.ids.len();
             let pick = usize::try_from(random.next() % u64::try_from(count.max(1))?)?;
@@ -402,7 +464,18 @@ fn build_request(
     Ok(request)
 }
 
-async fn exchange(
+/// A random recorded id.
+fn pick<'a>(setup: &'a PhaseSetup, random: &mut XorShift) -> Result<&'a str> {
+    let count = setup.ids.len();
+    let at = usize::try_from(random.next() % u64::try_from(count.max(1))?)?;
+    setup
+        .ids
+        .get(at)
+        .map(String::as_str)
+        .context("no recorded ids to use")
+}
+
+pub(crate) async fn exchange(
     connection: &mut http1::SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Bytes), String> {
@@ -426,9 +499,15 @@ async fn exchange(
 /// Ok with the new patient's id for `create`, Ok(None) for `read`, Err with a description
 /// of anything unexpected.
 fn check_response(phase: Phase, status: StatusCode, body: &[u8]) -> Result<Option<String>, String> {
+    if matches!(
+        phase,
+        Phase::FhirImport | Phase::FhirCreate | Phase::FhirRead | Phase::FhirSearch
+    ) {
+        return crate::fhir_load::check(phase, status, body);
+    }
     let expected = match phase {
         Phase::Create => StatusCode::CREATED,
-        Phase::Read | Phase::CareTeamRead | Phase::Search | Phase::AccessLog => StatusCode::OK,
+        _ => StatusCode::OK,
     };
     if status != expected {
         return Err(format!(
@@ -513,7 +592,7 @@ fn record_latency(tally: &mut Tally, latency: Duration, samples_max: usize) {
     }
 }
 
-fn body_excerpt(body: &[u8]) -> String {
+pub(crate) fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {
@@ -573,6 +652,18 @@ impl fmt::Display for PhaseReport {
             writeln!(f, "  first error {first_error}")?;
         }
         writeln!(f, "  throughput  {throughput:.1} ok req/s")?;
+        if let Some(resources) = self.resources {
+            #[allow(clippy::cast_precision_loss, reason = "resource counts far below 2^52")]
+            let per_second = if secs > 0.0 {
+                resources as f64 / secs
+            } else {
+                0.0
+            };
+            writeln!(
+                f,
+                "  resources   {resources} written, {per_second:.0} resources/s durable"
+            )?;
+        }
         if self.phase == Phase::Search {
             #[allow(clippy::cast_precision_loss, reason = "a small constant")]
             let appends = throughput * SEARCH_PAGE_PATIENTS as f64;

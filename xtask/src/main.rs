@@ -11,6 +11,7 @@ mod advisories;
 mod bench;
 mod browser_tools;
 mod clinician;
+mod fhir_load;
 mod load;
 mod postgres;
 mod python_tools;

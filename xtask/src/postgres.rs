@@ -320,6 +320,28 @@ fn with_trust_rule(hba: &str) -> Option<String> {
     Some(format!("{TRUST_RULE_COMMENT}\n{TRUST_RULE}\n\n{hba}"))
 }
 
+/// A new, empty database `name` on the local server (an existing one of that name is
+/// dropped first), for the bench; its URL.
+pub fn fresh_database(name: &str) -> Result<String> {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        bail!("a database name of lower-case letters and underscores, not {name:?}");
+    }
+    ensure()?;
+    for sql in [
+        format!("drop database if exists {name} with (force)"),
+        format!("create database {name}"),
+    ] {
+        let output = capture(&mut psql("postgres", &sql))?;
+        if !output.status.success() {
+            bail!(
+                "`{sql}` failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+    }
+    Ok(format!("postgres://postgres@{HOST}:{PORT}/{name}"))
+}
+
 fn ensure_test_database() -> Result<()> {
     if test_database_exists()? {
         return Ok(());

@@ -47,49 +47,114 @@ const ALLERGENS: &[(&str, &str, &str, &str)] = &[
     (RXNORM, "10831", "Sulfamethoxazole", "medication"),
 ];
 
-/// Vital signs: (LOINC code, display, unit, UCUM code, mean, spread).
-const VITALS: &[(&str, &str, &str, &str, f64, f64)] = &[
-    ("8867-4", "Heart rate", "beats/minute", "/min", 74.0, 12.0),
-    ("8310-5", "Body temperature", "°C", "Cel", 36.8, 0.5),
-    (
+/// A measurement a chart records: its LOINC code and name, unit (as written and in UCUM),
+/// typical value and spread, and for a laboratory result its reference range.
+struct Measure {
+    code: &'static str,
+    display: &'static str,
+    unit: &'static str,
+    ucum: &'static str,
+    mean: f64,
+    spread: f64,
+    range: (f64, f64),
+}
+
+const fn measure(
+    code: &'static str,
+    display: &'static str,
+    unit: &'static str,
+    ucum: &'static str,
+    (mean, spread): (f64, f64),
+    range: (f64, f64),
+) -> Measure {
+    Measure {
+        code,
+        display,
+        unit,
+        ucum,
+        mean,
+        spread,
+        range,
+    }
+}
+
+const VITALS: &[Measure] = &[
+    measure(
+        "8867-4",
+        "Heart rate",
+        "beats/minute",
+        "/min",
+        (74.0, 12.0),
+        (60.0, 100.0),
+    ),
+    measure(
+        "8310-5",
+        "Body temperature",
+        "°C",
+        "Cel",
+        (36.8, 0.5),
+        (36.1, 37.2),
+    ),
+    measure(
         "9279-1",
         "Respiratory rate",
         "breaths/minute",
         "/min",
-        15.0,
-        3.0,
+        (15.0, 3.0),
+        (12.0, 20.0),
     ),
-    ("59408-5", "Oxygen saturation", "%", "%", 97.0, 2.0),
-    ("29463-7", "Body weight", "kg", "kg", 76.0, 14.0),
+    measure(
+        "59408-5",
+        "Oxygen saturation",
+        "%",
+        "%",
+        (97.0, 2.0),
+        (95.0, 100.0),
+    ),
+    measure(
+        "29463-7",
+        "Body weight",
+        "kg",
+        "kg",
+        (76.0, 14.0),
+        (0.0, 0.0),
+    ),
 ];
 
-/// Laboratory results: (LOINC code, display, unit, UCUM code, mean, spread, low, high).
-const LABS: &[(&str, &str, &str, &str, f64, f64, f64, f64)] = &[
-    ("4548-4", "Hemoglobin A1c", "%", "%", 6.1, 0.9, 4.0, 5.6),
-    (
-        "2345-7", "Glucose", "mg/dL", "mg/dL", 104.0, 18.0, 70.0, 99.0,
+const LABS: &[Measure] = &[
+    measure("4548-4", "Hemoglobin A1c", "%", "%", (6.1, 0.9), (4.0, 5.6)),
+    measure(
+        "2345-7",
+        "Glucose",
+        "mg/dL",
+        "mg/dL",
+        (104.0, 18.0),
+        (70.0, 99.0),
     ),
-    (
+    measure(
         "2093-3",
         "Cholesterol",
         "mg/dL",
         "mg/dL",
-        196.0,
-        30.0,
-        125.0,
-        200.0,
+        (196.0, 30.0),
+        (125.0, 200.0),
     ),
-    (
+    measure(
         "2160-0",
         "Creatinine",
         "mg/dL",
         "mg/dL",
-        0.95,
-        0.2,
-        0.6,
-        1.2,
+        (0.95, 0.2),
+        (0.6, 1.2),
     ),
-    ("718-7", "Hemoglobin", "g/dL", "g/dL", 14.0, 1.4, 12.0, 17.5),
+    measure(
+        "718-7",
+        "Hemoglobin",
+        "g/dL",
+        "g/dL",
+        (14.0, 1.4),
+        (12.0, 17.5),
+    ),
 ];
 
 /// xorshift64*, seeded per patient: deterministic and dependency-free.
@@ -219,16 +284,16 @@ pub fn chart(patient: &str, seed: u64, year_now: i32) -> Value {
             "period": {"start": at, "end": at}
         })));
         let encounter = json!({"reference": encounter_urn});
-        for (code, display, unit, ucum, mean, spread) in VITALS {
+        for m in VITALS {
             entries.push(post(urn(), json!({
                 "resourceType": "Observation",
                 "status": "final",
                 "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "vital-signs"}]}],
-                "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+                "code": {"coding": [{"system": LOINC, "code": m.code, "display": m.display}]},
                 "subject": reference(patient),
                 "encounter": encounter,
                 "effectiveDateTime": at,
-                "valueQuantity": {"value": random.around(*mean, *spread), "unit": unit, "system": UCUM, "code": ucum}
+                "valueQuantity": {"value": random.around(m.mean, m.spread), "unit": m.unit, "system": UCUM, "code": m.ucum}
             })));
         }
         entries.push(post(urn(), json!({
@@ -248,20 +313,21 @@ pub fn chart(patient: &str, seed: u64, year_now: i32) -> Value {
         })));
         if visit % 2 == 1 {
             let mut results = Vec::new();
-            for (code, display, unit, ucum, mean, spread, low, high) in LABS {
+            for m in LABS {
                 let result_urn = urn();
                 results.push(json!({"reference": result_urn}));
+                let (low, high) = m.range;
                 entries.push(post(result_urn, json!({
                     "resourceType": "Observation",
                     "status": "final",
                     "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
-                    "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+                    "code": {"coding": [{"system": LOINC, "code": m.code, "display": m.display}]},
                     "subject": reference(patient),
                     "encounter": encounter,
                     "effectiveDateTime": at,
-                    "valueQuantity": {"value": random.around(*mean, *spread), "unit": unit, "system": UCUM, "code": ucum},
-                    "referenceRange": [{"low": {"value": low, "unit": unit, "system": UCUM, "code": ucum},
-                                        "high": {"value": high, "unit": unit, "system": UCUM, "code": ucum}}]
+                    "valueQuantity": {"value": random.around(m.mean, m.spread), "unit": m.unit, "system": UCUM, "code": m.ucum},
+                    "referenceRange": [{"low": {"value": low, "unit": m.unit, "system": UCUM, "code": m.ucum},
+                                        "high": {"value": high, "unit": m.unit, "system": UCUM, "code": m.ucum}}]
                 })));
             }
             entries.push(post(urn(), json!({

@@ -396,7 +396,7 @@ async fn search_narrows_by_code_date_and_status_and_pages(backend: Backend) {
     assert!(!found.contains(&weight_id));
     assert_eq!(
         ids_found(&server, &doctor.token, &search("code=29463-7")).await,
-        [weight_id.clone()]
+        vec![weight_id.clone()]
     );
     assert!(
         ids_found(
@@ -409,7 +409,7 @@ async fn search_narrows_by_code_date_and_status_and_pages(backend: Backend) {
     );
     assert_eq!(
         ids_found(&server, &doctor.token, &search("status=preliminary")).await,
-        [weight_id.clone()]
+        vec![weight_id.clone()]
     );
 
     // Date prefixes, at the precision given.
@@ -1004,7 +1004,7 @@ async fn the_patient_resource_is_the_demographic_record(backend: Backend) {
             "/fhir/Patient?family=hopper&birthdate=1906-12-09"
         )
         .await,
-        [id.clone()]
+        vec![id.clone()]
     );
     assert_eq!(
         ids_found(
@@ -1013,7 +1013,7 @@ async fn the_patient_resource_is_the_demographic_record(backend: Backend) {
             "/fhir/Patient?identifier=urn:oid:1.2.36.146.595.217.0.1|MRN-77"
         )
         .await,
-        [id.clone()]
+        vec![id.clone()]
     );
     // What the record does not keep is refused, not dropped.
     let mut with_address = patient.clone();

@@ -20,7 +20,10 @@ use crate::{App, AppError, AppResult, RequestContext};
 #[derive(Debug)]
 pub enum EntryOutcome {
     /// A resource created (`201`), updated or read (`200`), or deleted (`204`).
-    Resource { status: u16, view: ResourceView },
+    Resource {
+        status: u16,
+        view: Box<ResourceView>,
+    },
     /// A search's page.
     Search(SearchPage),
     /// A refused entry of a batch.
@@ -169,7 +172,7 @@ impl App {
         match (entry.method, target(&entry.url)?) {
             (Method::Get, Target::Instance { resource_type, id }) => Ok(EntryOutcome::Resource {
                 status: 200,
-                view: self.fhir_read(context, &resource_type, &id).await?,
+                view: Box::new(self.fhir_read(context, &resource_type, &id).await?),
             }),
             (Method::Get, Target::Type { resource_type, query }) => Ok(EntryOutcome::Search(
                 self.fhir_search(context, &resource_type, &SearchRequest { params: query })
@@ -180,27 +183,30 @@ impl App {
                 let (status, view) = self
                     .fhir_create_conditional(context, resource, entry.if_none_exist.as_deref())
                     .await?;
-                Ok(EntryOutcome::Resource { status, view })
+                Ok(EntryOutcome::Resource {
+                    status,
+                    view: Box::new(view),
+                })
             }
             (Method::Put, Target::Instance { resource_type, id }) => {
                 let resource = entry_resource(entry.resource, &resource_type)?;
                 let if_match = entry.if_match.as_deref().map(parse_if_match).transpose()?;
                 Ok(EntryOutcome::Resource {
                     status: 200,
-                    view: self.fhir_update(context, &id, resource, if_match).await?,
+                    view: Box::new(self.fhir_update(context, &id, resource, if_match).await?),
                 })
             }
             (Method::Delete, Target::Instance { resource_type, id }) => {
                 self.fhir_delete(context, &resource_type, &id).await?;
                 Ok(EntryOutcome::Resource {
                     status: 204,
-                    view: ResourceView {
+                    view: Box::new(ResourceView {
                         resource_type: served_type(&resource_type)?,
                         id,
                         version: 0,
                         updated_at_ms: self.clock.now_ms(),
                         resource: None,
-                    },
+                    }),
                 })
             }
             _ => Err(AppError::NotSupported(
@@ -267,7 +273,7 @@ impl App {
                         {
                             outcomes[index] = Some(EntryOutcome::Resource {
                                 status: 200,
-                                view: existing,
+                                view: Box::new(existing),
                             });
                             return Ok(None);
                         }
@@ -317,7 +323,7 @@ impl App {
         for (index, write, status) in prepared {
             outcomes[index] = Some(EntryOutcome::Resource {
                 status,
-                view: write.view,
+                view: Box::new(write.view),
             });
         }
         for (index, entry) in gets {
