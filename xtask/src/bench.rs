@@ -189,6 +189,8 @@ fn bench_fhir_on_postgres(haven: &Path, scratch: &Path, options: &Options) -> Re
     std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let env = [("HAVEN_DATABASE_URL", url.as_str())];
     let token = mint_token_with(haven, &data_dir, "administrator", &env)?;
+    // The organisation the clinician is invited into.
+    last_line_of_with(haven, &data_dir, &["admin", "bootstrap"], &env)?;
     let log_path = scratch.join("server-postgres.log");
     let mut server = Server::start_with(haven, &data_dir, &log_path, &env)?;
     let plan = LoadPlan {
@@ -355,7 +357,17 @@ fn scratch_dir() -> Result<PathBuf> {
 
 /// Runs `haven ARGS --data-dir DIR` and returns the last line it printed (a secret).
 fn last_line_of(haven: &Path, data_dir: &Path, args: &[&str]) -> Result<String> {
+    last_line_of_with(haven, data_dir, args, &[])
+}
+
+fn last_line_of_with(
+    haven: &Path,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String> {
     let output = Command::new(haven)
+        .envs(env.iter().copied())
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)

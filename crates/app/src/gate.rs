@@ -53,6 +53,17 @@ fn grant(patient: PatientId, decision: Decision) -> Option<Grant> {
     })
 }
 
+/// One access to a chart resource in a batch ([`AccessGate::authorize_chart_batch`]).
+#[derive(Debug, Clone)]
+pub struct ChartAccess {
+    pub action: Action,
+    /// The patient whose chart it is, or `None` when there is no such resource or patient.
+    pub patient: Option<PatientId>,
+    pub part: ChartPart,
+    pub resource_type: &'static str,
+    pub resource_id: Option<String>,
+}
+
 /// How an access to something other than a patient's demographics is named in the audit
 /// trail.
 #[derive(Debug, Clone)]
@@ -467,6 +478,58 @@ impl AccessGate {
                 reason: reason.as_str(),
             }),
         }
+    }
+
+    /// Decides and audits several accesses to chart resources at once (a transaction's
+    /// entries): one relationship look-up for their patients, one durable append for all
+    /// their entries, then a grant or a refusal for each, in order. An access whose patient
+    /// is `None` (the resource or patient does not exist) is decided as a stranger's, and
+    /// is `NotFound` when that would be allowed.
+    pub async fn authorize_chart_batch(
+        &self,
+        context: &RequestContext,
+        accesses: &[ChartAccess],
+    ) -> AppResult<Vec<AppResult<Grant>>> {
+        let mut patients: Vec<PatientId> = accesses.iter().filter_map(|a| a.patient).collect();
+        patients.sort();
+        patients.dedup();
+        let relations = self.contexts(&context.actor, &patients).await?;
+        let mut events = Vec::with_capacity(accesses.len());
+        let mut outcomes = Vec::with_capacity(accesses.len());
+        for access in accesses {
+            let (resource, relation) = match access.patient {
+                Some(patient) => {
+                    let at = patients.binary_search(&patient).ok();
+                    (
+                        Resource::Chart(patient, access.part),
+                        at.and_then(|i| relations.get(i).copied())
+                            .unwrap_or_default(),
+                    )
+                }
+                None => (
+                    Resource::Chart(PatientId::generate(), access.part),
+                    Context::default(),
+                ),
+            };
+            let decision = decide(&context.actor, access.action, &resource, &relation);
+            let mut event = self.event(context, access.action, access.patient, decision);
+            event.resource_type = Some(access.resource_type.to_owned());
+            event.resource_id = access.resource_id.clone();
+            events.push(event);
+            outcomes.push(match (decision, access.patient) {
+                (Decision::Deny(reason), _) => Err(AppError::Forbidden {
+                    reason: reason.as_str(),
+                }),
+                (Decision::Allow { .. }, None) => Err(AppError::NotFound),
+                (Decision::Allow { .. }, Some(patient)) => {
+                    grant(patient, decision).ok_or_else(|| {
+                        AppError::Unexpected("an allowed decision without obligations".into())
+                    })
+                }
+            });
+        }
+        self.append(events).await?;
+        Ok(outcomes)
     }
 
     /// Decides about `action` on one part of each patient's chart, audits one entry per

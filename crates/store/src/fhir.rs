@@ -159,18 +159,28 @@ impl ResourceQuery {
                 sql.push_str(" AND 1 = 0");
                 continue;
             };
-            let kind = next(ResourceBind::Text(self.resource_type.clone()), &mut binds);
             let param = next(ResourceBind::Text(first.param.clone()), &mut binds);
             let tokens: Vec<String> = filter
                 .iter()
                 .take(crate::limits::FILTER_TOKENS_MAX)
                 .map(|t| next(ResourceBind::Blob(t.token.clone()), &mut binds))
                 .collect();
-            sql.push_str(&format!(
-                " AND c.id IN (SELECT s.id FROM fhir_search s WHERE s.resource_type = {kind}
-                   AND s.param = {param} AND s.token IN ({}))",
-                tokens.join(", ")
-            ));
+            if self.patient.is_some() {
+                // One patient's resources are few: check each against the index, rather
+                // than gather every resource of every patient that has the token.
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM fhir_search s WHERE s.resource_type = c.resource_type
+                       AND s.id = c.id AND s.param = {param} AND s.token IN ({}))",
+                    tokens.join(", ")
+                ));
+            } else {
+                let kind = next(ResourceBind::Text(self.resource_type.clone()), &mut binds);
+                sql.push_str(&format!(
+                    " AND c.id IN (SELECT s.id FROM fhir_search s WHERE s.resource_type = {kind}
+                       AND s.param = {param} AND s.token IN ({}))",
+                    tokens.join(", ")
+                ));
+            }
         }
         if let Some(after) = &self.after {
             let a = next(ResourceBind::Text(after.clone()), &mut binds);
@@ -261,4 +271,61 @@ pub(crate) fn precondition_fails(
         (Precondition::Exists | Precondition::Version(_), None) => false,
     };
     (!holds).then_some(conflict)
+}
+
+/// Rows per multi-row `INSERT` of a batch: few statements for a large transaction, with
+/// bind counts well under both engines' limits.
+pub(crate) const ROWS_PER_STATEMENT: usize = 100;
+
+/// The statements that apply a checked batch, with `placeholder(n)` the engine's n-th
+/// parameter: the versions (returning their `seq`), the current pointers (guarded, so a
+/// write that lost a race changes nothing and is counted), and the tokens.
+pub(crate) mod statements {
+    /// `INSERT` of `rows` versions, returning `resource_type, id, seq`.
+    pub(crate) fn versions(rows: usize, placeholder: &dyn Fn(usize) -> String) -> String {
+        let values: Vec<String> = (0..rows)
+            .map(|row| {
+                let cells: Vec<String> = (1..=7).map(|c| placeholder(row * 7 + c)).collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO fhir_resources (resource_type, id, version, subject_id, patient_id, \
+             sealed, updated_at_ms) VALUES {} RETURNING resource_type, id, seq",
+            values.join(", ")
+        )
+    }
+
+    /// Upsert of `rows` current pointers; a row only replaces the version before it, and a
+    /// create never replaces anything.
+    pub(crate) fn current(rows: usize, placeholder: &dyn Fn(usize) -> String) -> String {
+        let values: Vec<String> = (0..rows)
+            .map(|row| {
+                let cells: Vec<String> = (1..=6).map(|c| placeholder(row * 6 + c)).collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO fhir_current (resource_type, id, version, seq, patient_id, deleted) \
+             VALUES {} ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, \
+             seq = excluded.seq, patient_id = excluded.patient_id, deleted = excluded.deleted \
+             WHERE fhir_current.version = excluded.version - 1",
+            values.join(", ")
+        )
+    }
+
+    /// `INSERT` of `rows` search tokens.
+    pub(crate) fn tokens(rows: usize, placeholder: &dyn Fn(usize) -> String) -> String {
+        let values: Vec<String> = (0..rows)
+            .map(|row| {
+                let cells: Vec<String> = (1..=4).map(|c| placeholder(row * 4 + c)).collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO fhir_search (resource_type, param, token, id) VALUES {} \
+             ON CONFLICT DO NOTHING",
+            values.join(", ")
+        )
+    }
 }

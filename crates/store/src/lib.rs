@@ -108,6 +108,10 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("the record already exists")]
     AlreadyExists,
+    /// A batch of resource writes lost a precondition while it was being applied; nothing
+    /// of it was kept.
+    #[error("a resource changed while the batch was applied")]
+    ResourceConflict(fhir::WriteConflict),
     /// A caller asked for more than a named limit allows (a bug in the caller).
     #[error("{what} exceeds the limit of {max}")]
     LimitExceeded { what: &'static str, max: usize },

@@ -251,6 +251,9 @@ impl App {
         let mut outcomes: Vec<Option<EntryOutcome>> = (0..entries.len()).map(|_| None).collect();
         let mut prepared: Vec<(usize, PreparedWrite, u16)> = Vec::new();
         let mut gets = Vec::new();
+        // Creates are prepared together once every entry has been read: one audit append
+        // and one look-up per patient for all of them.
+        let mut creates = Vec::new();
         let mut entries: Vec<Option<EntryRequest>> = entries.into_iter().map(Some).collect();
         for &index in &order {
             let Some(mut entry) = entries[index].take() else {
@@ -277,10 +280,8 @@ impl App {
                             });
                             return Ok(None);
                         }
-                        let write = self
-                            .prepare_create_with_id(context, resource, new_ids[index].clone())
-                            .await?;
-                        Ok(Some((write, 201)))
+                        creates.push((index, resource, new_ids[index].clone()));
+                        Ok(None)
                     }
                     (Method::Put, Target::Instance { resource_type, id }) => {
                         let resource = entry_resource(entry.resource, &resource_type)?;
@@ -305,6 +306,20 @@ impl App {
             }
         }
 
+        let (positions, batch): (Vec<usize>, Vec<_>) = creates
+            .into_iter()
+            .map(|(index, resource, id)| (index, (resource, id)))
+            .unzip();
+        let created = self
+            .prepare_creates(context, batch)
+            .await
+            .map_err(|(at, error)| in_entry(positions.get(at).copied().unwrap_or(0))(error))?;
+        prepared.extend(
+            positions
+                .into_iter()
+                .zip(created)
+                .map(|(index, write)| (index, write, 201)),
+        );
         let mut writes = Vec::with_capacity(prepared.len());
         let mut write_entries = Vec::with_capacity(prepared.len());
         for (index, write, _) in &mut prepared {

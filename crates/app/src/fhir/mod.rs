@@ -22,7 +22,9 @@ use haven_fhir::{AnyResource, Compartment, Id, RESOURCE_TYPES, SearchValue};
 use haven_store::fhir::{HistoryQuery, Precondition, ResourceToken, ResourceWrite, StoredResource};
 use zeroize::Zeroizing;
 
-use crate::gate::{AuditedResource, Grant};
+use std::collections::HashMap;
+
+use crate::gate::{AuditedResource, ChartAccess, Grant};
 use crate::{App, AppError, AppResult, RequestContext};
 
 /// The table named in every seal's binding.
@@ -148,7 +150,8 @@ impl App {
     ) -> AppResult<Vec<u8>> {
         let record_id = format!("{}/{id}", resource.resource_type());
         let plaintext = Zeroizing::new(
-            serde_json::to_vec(&resource.to_value())
+            resource
+                .to_stored()
                 .map_err(|e| AppError::Unexpected(format!("encoding a resource: {e}")))?,
         );
         Ok(
@@ -168,9 +171,9 @@ impl App {
                 let record_id = format!("{}/{}", stored.resource_type, stored.id);
                 let sealed = Sealed::<AnyResource>::from_bytes(sealed.clone())?;
                 let plaintext = sealed.open(&key, &binding(&record_id, stored.version)?)?;
-                let resource = haven_fhir::parse(plaintext.expose_secret()).map_err(|e| {
-                    AppError::Unexpected(format!("a stored resource no longer validates: {e}"))
-                })?;
+                let resource =
+                    AnyResource::from_stored(resource_type, plaintext.expose_secret())
+                        .map_err(|e| AppError::Unexpected(format!("a stored resource: {e}")))?;
                 Some(resource)
             }
         };
@@ -488,68 +491,115 @@ impl App {
     pub(crate) async fn prepare_create_with_id(
         &self,
         context: &RequestContext,
-        mut resource: AnyResource,
+        resource: AnyResource,
         id: Option<String>,
     ) -> AppResult<PreparedWrite> {
-        let resource_type = served_type(resource.resource_type())?;
-        let part = chart_part(resource_type)
-            .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not kept yet")))?;
-        let patient = self.compartment_of(&resource)?;
-        let stored_patient = self.store.get_patient(patient).await?;
-        let Some(stored_patient) = stored_patient else {
-            // Decided as for a stranger: an actor who may not write there learns nothing.
-            self.gate
-                .authorize_missing(context, Action::Create, part, resource_type, None)
-                .await?;
-            return Err(self.missing_patient(&resource));
-        };
-        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let grant = self
-            .gate
-            .authorize_resource(
-                context,
-                Action::Create,
-                AuditedResource {
-                    resource: haven_domain::Resource::Chart(patient, part),
-                    patient: None,
-                    resource_type,
-                    resource_id: Some(id.clone()),
-                },
-                false,
-            )
-            .await?
-            .ok_or_else(|| AppError::Unexpected("an allowed create without a grant".into()))?;
-        let stored_key = stored_patient
-            .subject_key
-            .as_ref()
-            .ok_or(AppError::Erased)?;
-        let key = self.gate.open_subject_key(&grant, stored_key)?;
-        let now_ms = self.clock.now_ms();
-        let server_id =
-            Id::parse(id.clone()).map_err(|e| AppError::Unexpected(format!("new id: {e}")))?;
-        resource.set_server_fields(server_id, 1, now_ms);
-        let sealed = self.seal_resource(&key, &resource, &id, 1)?;
-        let search = self.resource_tokens(&resource);
-        Ok(PreparedWrite {
-            write: Some(ResourceWrite {
-                resource_type: resource_type.to_owned(),
-                id: id.clone(),
-                precondition: Precondition::Absent,
-                version: 1,
-                subject: patient,
-                patient: Some(patient),
-                sealed: Some(sealed),
-                search,
-                now_ms,
-            }),
-            view: ResourceView {
+        self.prepare_creates(context, vec![(resource, id)])
+            .await
+            .map_err(|(_, error)| error)?
+            .pop()
+            .ok_or_else(|| AppError::Unexpected("a prepared create went missing".into()))
+    }
+
+    /// Checks, authorizes and seals several creates at once (a transaction's): each
+    /// patient is looked up once, every decision is audited in one durable append, and each
+    /// patient's key is unwrapped once. The error names the position of the create at fault.
+    pub(crate) async fn prepare_creates(
+        &self,
+        context: &RequestContext,
+        creates: Vec<(AnyResource, Option<String>)>,
+    ) -> Result<Vec<PreparedWrite>, (usize, AppError)> {
+        let mut planned = Vec::with_capacity(creates.len());
+        let mut patients: HashMap<PatientId, Option<haven_store::StoredPatient>> = HashMap::new();
+        for (at, (resource, id)) in creates.into_iter().enumerate() {
+            let resource_type = served_type(resource.resource_type()).map_err(|e| (at, e))?;
+            let part = chart_part(resource_type)
+                .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not kept yet")))
+                .map_err(|e| (at, e))?;
+            let patient = self.compartment_of(&resource).map_err(|e| (at, e))?;
+            if let std::collections::hash_map::Entry::Vacant(slot) = patients.entry(patient) {
+                slot.insert(
+                    self.store
+                        .get_patient(patient)
+                        .await
+                        .map_err(|e| (at, e.into()))?,
+                );
+            }
+            let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            planned.push((resource, resource_type, part, patient, id));
+        }
+        let accesses: Vec<ChartAccess> = planned
+            .iter()
+            .map(|(_, resource_type, part, patient, id)| ChartAccess {
+                action: Action::Create,
+                // A patient who does not exist is decided as a stranger: an actor who may
+                // not write there learns nothing.
+                patient: patients.get(patient).and_then(|p| p.as_ref()).map(|p| p.id),
+                part: *part,
                 resource_type,
-                id,
-                version: 1,
-                updated_at_ms: now_ms,
-                resource: Some(resource),
-            },
-        })
+                resource_id: Some(id.clone()),
+            })
+            .collect();
+        let decisions = self
+            .gate
+            .authorize_chart_batch(context, &accesses)
+            .await
+            .map_err(|e| (0, e))?;
+        let now_ms = self.clock.now_ms();
+        let mut keys: HashMap<PatientId, SubjectKey> = HashMap::new();
+        let mut prepared = Vec::with_capacity(planned.len());
+        for (at, ((mut resource, resource_type, _, patient, id), decision)) in
+            planned.into_iter().zip(decisions).enumerate()
+        {
+            let grant = match decision {
+                Ok(grant) => grant,
+                Err(AppError::NotFound) => return Err((at, self.missing_patient(&resource))),
+                Err(other) => return Err((at, other)),
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(patient) {
+                let stored_key = patients
+                    .get(&patient)
+                    .and_then(|p| p.as_ref())
+                    .and_then(|p| p.subject_key.as_ref())
+                    .ok_or((at, AppError::Erased))?;
+                slot.insert(
+                    self.gate
+                        .open_subject_key(&grant, stored_key)
+                        .map_err(|e| (at, e))?,
+                );
+            }
+            let key = keys
+                .get(&patient)
+                .ok_or_else(|| (at, AppError::Unexpected("a key went missing".into())))?;
+            let server_id = Id::parse(id.clone())
+                .map_err(|e| (at, AppError::Unexpected(format!("new id: {e}"))))?;
+            resource.set_server_fields(server_id, 1, now_ms);
+            let sealed = self
+                .seal_resource(key, &resource, &id, 1)
+                .map_err(|e| (at, e))?;
+            let search = self.resource_tokens(&resource);
+            prepared.push(PreparedWrite {
+                write: Some(ResourceWrite {
+                    resource_type: resource_type.to_owned(),
+                    id: id.clone(),
+                    precondition: Precondition::Absent,
+                    version: 1,
+                    subject: patient,
+                    patient: Some(patient),
+                    sealed: Some(sealed),
+                    search,
+                    now_ms,
+                }),
+                view: ResourceView {
+                    resource_type,
+                    id,
+                    version: 1,
+                    updated_at_ms: now_ms,
+                    resource: Some(resource),
+                },
+            });
+        }
+        Ok(prepared)
     }
 
     fn missing_patient(&self, resource: &AnyResource) -> AppError {

@@ -218,6 +218,23 @@ macro_rules! any_resource {
                 match self { $(AnyResource::$variant(_) => $variant::TYPE,)* }
             }
 
+            /// The resource as Haven stores it inside a seal: its JSON without
+            /// `resourceType`, which the row names.
+            pub fn to_stored(&self) -> Result<Vec<u8>, serde_json::Error> {
+                match self { $(AnyResource::$variant(r) => serde_json::to_vec(r),)* }
+            }
+
+            /// Reads what [`AnyResource::to_stored`] wrote. It was validated when it was
+            /// written and is authenticated by its seal, so it is read straight into its
+            /// type without checking it again; JSON that does not fit is still an error.
+            pub fn from_stored(resource_type: &str, bytes: &[u8]) -> Result<AnyResource, Invalid> {
+                let refused = |e: serde_json::Error| Invalid::new(resource_type, format!("stored JSON does not fit: {e}"));
+                match resource_type {
+                    $(t if t == $variant::TYPE => serde_json::from_slice::<$variant>(bytes).map(AnyResource::$variant).map_err(refused),)*
+                    other => Err(Invalid::new("resourceType", format!("`{other}` is not a resource type this server keeps"))),
+                }
+            }
+
             pub fn compartment(&self) -> Compartment<'_> {
                 match self { $(AnyResource::$variant(r) => r.compartment(),)* }
             }

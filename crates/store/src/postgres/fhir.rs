@@ -6,10 +6,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::fhir::precondition_fails;
 use crate::fhir::{
-    HistoryQuery, Precondition, ResourceBind, ResourceQuery, ResourceWrite, StoredResource,
-    WriteConflict,
+    HistoryQuery, Precondition, ROWS_PER_STATEMENT, ResourceBind, ResourceQuery, ResourceWrite,
+    StoredResource, WriteConflict, precondition_fails, statements,
 };
 use crate::{StoreResult, StoredSubjectKey};
 
@@ -20,98 +19,116 @@ pub(super) async fn write_resources(
     let mut transaction = pool.begin().await?;
     let mut seen = std::collections::HashSet::new();
     for (index, write) in writes.iter().enumerate() {
-        let current: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT version, deleted FROM fhir_current
-             WHERE resource_type = $1 AND id = $2 FOR UPDATE",
-        )
-        .bind(&write.resource_type)
-        .bind(&write.id)
-        .fetch_optional(&mut *transaction)
-        .await?;
         let fresh = seen.insert((write.resource_type.as_str(), write.id.as_str()));
+        // A create's id is new (UUIDv7); the guarded upsert below catches a reused one.
+        let current: Option<(i64, i64)> = if write.precondition == Precondition::Absent {
+            None
+        } else {
+            sqlx::query_as(
+                "SELECT version, deleted FROM fhir_current
+                 WHERE resource_type = $1 AND id = $2 FOR UPDATE",
+            )
+            .bind(&write.resource_type)
+            .bind(&write.id)
+            .fetch_optional(&mut *transaction)
+            .await?
+        };
         if let Some(conflict) = precondition_fails(index, write, current, fresh) {
             transaction.rollback().await?;
             return Ok(Err(conflict));
         }
     }
-    let mut seqs = Vec::with_capacity(writes.len());
-    for (index, write) in writes.iter().enumerate() {
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO fhir_resources (resource_type, id, version, subject_id, patient_id,
-                 sealed, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING seq",
-        )
-        .bind(&write.resource_type)
-        .bind(&write.id)
-        .bind(write.version)
-        .bind(write.subject.as_uuid())
-        .bind(write.patient.map(|p| p.as_uuid()))
-        .bind(&write.sealed)
-        .bind(write.now_ms)
-        .fetch_optional(&mut *transaction)
-        .await?
-        .unwrap_or(-1);
-        // A create that lost a race to the same id, or an update that lost one to the
-        // same version, changes nothing here: the whole batch goes back.
-        let moved = if seq < 0 {
-            0
-        } else {
-            let sql = if write.precondition == Precondition::Absent {
-                "INSERT INTO fhir_current (resource_type, id, version, seq, patient_id, deleted)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
-            } else {
-                "INSERT INTO fhir_current (resource_type, id, version, seq, patient_id, deleted)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version,
-                     seq = excluded.seq, patient_id = excluded.patient_id,
-                     deleted = excluded.deleted
-                 WHERE fhir_current.version = excluded.version - 1"
-            };
-            sqlx::query(sql)
+    let mut seqs = std::collections::HashMap::with_capacity(writes.len());
+    for chunk in writes.chunks(ROWS_PER_STATEMENT) {
+        let sql = statements::versions(chunk.len(), &|n| format!("${n}"));
+        let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
+        for write in chunk {
+            query = query
+                .bind(&write.resource_type)
+                .bind(&write.id)
+                .bind(write.version)
+                .bind(write.subject.as_uuid())
+                .bind(write.patient.map(|p| p.as_uuid()))
+                .bind(&write.sealed)
+                .bind(write.now_ms);
+        }
+        // A version that already exists (a write that lost a race) fails the statement and
+        // with it the transaction.
+        let rows = match query.fetch_all(&mut *transaction).await {
+            Ok(rows) => rows,
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                transaction.rollback().await?;
+                return Ok(Err(WriteConflict {
+                    index: 0,
+                    current: None,
+                    deleted: false,
+                }));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        for (resource_type, id, seq) in rows {
+            seqs.insert((resource_type, id), seq);
+        }
+    }
+    for (offset, chunk) in writes.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let sql = statements::current(chunk.len(), &|n| format!("${n}"));
+        let mut query = sqlx::query(&sql);
+        for write in chunk {
+            let seq = seqs
+                .get(&(write.resource_type.clone(), write.id.clone()))
+                .copied()
+                .unwrap_or(-1);
+            query = query
                 .bind(&write.resource_type)
                 .bind(&write.id)
                 .bind(write.version)
                 .bind(seq)
                 .bind(write.patient.map(|p| p.as_uuid()))
-                .bind(i64::from(write.sealed.is_none()))
-                .execute(&mut *transaction)
-                .await?
-                .rows_affected()
-        };
-        if moved != 1 {
+                .bind(i64::from(write.sealed.is_none()));
+        }
+        let moved = query.execute(&mut *transaction).await?.rows_affected();
+        if moved != chunk.len() as u64 {
             transaction.rollback().await?;
             return Ok(Err(WriteConflict {
-                index,
+                index: offset * ROWS_PER_STATEMENT,
                 current: None,
                 deleted: false,
             }));
         }
-        if write.version > 1 {
-            sqlx::query("DELETE FROM fhir_search WHERE resource_type = $1 AND id = $2")
+    }
+    for write in writes.iter().filter(|w| w.version > 1) {
+        sqlx::query("DELETE FROM fhir_search WHERE resource_type = $1 AND id = $2")
+            .bind(&write.resource_type)
+            .bind(&write.id)
+            .execute(&mut *transaction)
+            .await?;
+    }
+    let tokens: Vec<(&ResourceWrite, &crate::fhir::ResourceToken)> = writes
+        .iter()
+        .filter(|w| w.sealed.is_some())
+        .flat_map(|w| w.search.iter().map(move |t| (w, t)))
+        .collect();
+    for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
+        let sql = statements::tokens(chunk.len(), &|n| format!("${n}"));
+        let mut query = sqlx::query(&sql);
+        for (write, token) in chunk {
+            query = query
                 .bind(&write.resource_type)
-                .bind(&write.id)
-                .execute(&mut *transaction)
-                .await?;
+                .bind(&token.param)
+                .bind(&token.token)
+                .bind(&write.id);
         }
-        if write.sealed.is_some() {
-            for chunk in write.search.chunks(100) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO fhir_search (resource_type, param, token, id) ",
-                );
-                insert.push_values(chunk, |mut row, token| {
-                    row.push_bind(&write.resource_type)
-                        .push_bind(&token.param)
-                        .push_bind(&token.token)
-                        .push_bind(&write.id);
-                });
-                insert.push(" ON CONFLICT DO NOTHING");
-                insert.build().execute(&mut *transaction).await?;
-            }
-        }
-        seqs.push(seq);
+        query.execute(&mut *transaction).await?;
     }
     transaction.commit().await?;
-    Ok(Ok(seqs))
+    Ok(Ok(writes
+        .iter()
+        .map(|w| {
+            seqs.get(&(w.resource_type.clone(), w.id.clone()))
+                .copied()
+                .unwrap_or(-1)
+        })
+        .collect()))
 }
 
 fn resource_from_row(row: &PgRow) -> StoreResult<StoredResource> {

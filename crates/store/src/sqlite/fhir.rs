@@ -8,88 +8,126 @@ use sqlx::SqliteConnection;
 use super::WriteOutcome;
 use super::readers::{Readers, uuid_from};
 use crate::fhir::{
-    HistoryQuery, RESOURCE_COLUMNS, ResourceBind, ResourceQuery, ResourceWrite, StoredResource,
-    precondition_fails,
+    HistoryQuery, Precondition, RESOURCE_COLUMNS, ROWS_PER_STATEMENT, ResourceBind, ResourceQuery,
+    ResourceWrite, StoredResource, WriteConflict, precondition_fails, statements,
 };
-use crate::{StoreResult, StoredSubjectKey};
+use crate::{StoreError, StoreResult, StoredSubjectKey};
 
-/// Checks every precondition first, so that a conflict leaves nothing written, then writes.
-/// The writer is the only one writing, so nothing can change between the check and the
-/// write.
+/// Checks every precondition first, so that a conflict leaves nothing written, then writes
+/// the batch in a few multi-row statements. The writer is the only one writing, so nothing
+/// can change between the check and the write; the guarded upsert of the current pointers
+/// would still catch it (and the whole job is rolled back).
 pub(super) async fn apply_resource_writes(
     connection: &mut SqliteConnection,
     writes: &[ResourceWrite],
 ) -> StoreResult<WriteOutcome> {
     let mut seen = std::collections::HashSet::new();
     for (index, write) in writes.iter().enumerate() {
-        let current: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT version, deleted FROM fhir_current WHERE resource_type = ? AND id = ?",
-        )
-        .bind(&write.resource_type)
-        .bind(&write.id)
-        .fetch_optional(&mut *connection)
-        .await?;
         let fresh = seen.insert((write.resource_type.as_str(), write.id.as_str()));
+        // A create's id is new (UUIDv7); the unique version key refuses a reused one.
+        let current: Option<(i64, i64)> = if write.precondition == Precondition::Absent {
+            None
+        } else {
+            sqlx::query_as(
+                "SELECT version, deleted FROM fhir_current WHERE resource_type = ? AND id = ?",
+            )
+            .bind(&write.resource_type)
+            .bind(&write.id)
+            .fetch_optional(&mut *connection)
+            .await?
+        };
         if let Some(conflict) = precondition_fails(index, write, current, fresh) {
             return Ok(WriteOutcome::Resources(Err(conflict)));
         }
     }
-    let mut seqs = Vec::with_capacity(writes.len());
-    for write in writes {
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO fhir_resources (resource_type, id, version, subject_id, patient_id,
-                 sealed, updated_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(&write.resource_type)
-        .bind(&write.id)
-        .bind(write.version)
-        .bind(write.subject.as_uuid())
-        .bind(write.patient.map(|p| p.as_uuid()))
-        .bind(&write.sealed)
-        .bind(write.now_ms)
-        .fetch_one(&mut *connection)
-        .await?;
-        sqlx::query(
-            "INSERT INTO fhir_current (resource_type, id, version, seq, patient_id, deleted)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version,
-                 seq = excluded.seq, patient_id = excluded.patient_id, deleted = excluded.deleted",
-        )
-        .bind(&write.resource_type)
-        .bind(&write.id)
-        .bind(write.version)
-        .bind(seq)
-        .bind(write.patient.map(|p| p.as_uuid()))
-        .bind(i64::from(write.sealed.is_none()))
-        .execute(&mut *connection)
-        .await?;
-        if write.version > 1 {
-            sqlx::query("DELETE FROM fhir_search WHERE resource_type = ? AND id = ?")
+    let mut seqs = std::collections::HashMap::with_capacity(writes.len());
+    for chunk in writes.chunks(ROWS_PER_STATEMENT) {
+        let sql = statements::versions(chunk.len(), &|n| format!("?{n}"));
+        let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
+        for write in chunk {
+            query = query
                 .bind(&write.resource_type)
                 .bind(&write.id)
-                .execute(&mut *connection)
-                .await?;
+                .bind(write.version)
+                .bind(write.subject.as_uuid())
+                .bind(write.patient.map(|p| p.as_uuid()))
+                .bind(&write.sealed)
+                .bind(write.now_ms);
         }
-        if write.sealed.is_some() {
-            // One statement per chunk of tokens: a resource carries a dozen or more.
-            for chunk in write.search.chunks(100) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO fhir_search (resource_type, param, token, id) ",
-                );
-                insert.push_values(chunk, |mut row, token| {
-                    row.push_bind(&write.resource_type)
-                        .push_bind(&token.param)
-                        .push_bind(&token.token)
-                        .push_bind(&write.id);
-                });
-                insert.push(" ON CONFLICT DO NOTHING");
-                insert.build().execute(&mut *connection).await?;
+        // A version that already exists (an id reused by a create) fails the statement, and
+        // the writer rolls the whole job back.
+        let rows = match query.fetch_all(&mut *connection).await {
+            Ok(rows) => rows,
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                return Err(StoreError::ResourceConflict(WriteConflict {
+                    index: 0,
+                    current: None,
+                    deleted: false,
+                }));
             }
+            Err(other) => return Err(other.into()),
+        };
+        for (resource_type, id, seq) in rows {
+            seqs.insert((resource_type, id), seq);
         }
-        seqs.push(seq);
     }
-    Ok(WriteOutcome::Resources(Ok(seqs)))
+    for (offset, chunk) in writes.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let sql = statements::current(chunk.len(), &|n| format!("?{n}"));
+        let mut query = sqlx::query(&sql);
+        for write in chunk {
+            let seq = seqs
+                .get(&(write.resource_type.clone(), write.id.clone()))
+                .copied()
+                .unwrap_or(-1);
+            query = query
+                .bind(&write.resource_type)
+                .bind(&write.id)
+                .bind(write.version)
+                .bind(seq)
+                .bind(write.patient.map(|p| p.as_uuid()))
+                .bind(i64::from(write.sealed.is_none()));
+        }
+        let moved = query.execute(&mut *connection).await?.rows_affected();
+        if moved != chunk.len() as u64 {
+            return Err(StoreError::ResourceConflict(WriteConflict {
+                index: offset * ROWS_PER_STATEMENT,
+                current: None,
+                deleted: false,
+            }));
+        }
+    }
+    for write in writes.iter().filter(|w| w.version > 1) {
+        sqlx::query("DELETE FROM fhir_search WHERE resource_type = ? AND id = ?")
+            .bind(&write.resource_type)
+            .bind(&write.id)
+            .execute(&mut *connection)
+            .await?;
+    }
+    let tokens: Vec<(&ResourceWrite, &crate::fhir::ResourceToken)> = writes
+        .iter()
+        .filter(|w| w.sealed.is_some())
+        .flat_map(|w| w.search.iter().map(move |t| (w, t)))
+        .collect();
+    for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
+        let sql = statements::tokens(chunk.len(), &|n| format!("?{n}"));
+        let mut query = sqlx::query(&sql);
+        for (write, token) in chunk {
+            query = query
+                .bind(&write.resource_type)
+                .bind(&token.param)
+                .bind(&token.token)
+                .bind(&write.id);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(WriteOutcome::Resources(Ok(writes
+        .iter()
+        .map(|w| {
+            seqs.get(&(w.resource_type.clone(), w.id.clone()))
+                .copied()
+                .unwrap_or(-1)
+        })
+        .collect())))
 }
 
 fn resource(row: &Row<'_>) -> rusqlite::Result<StoredResource> {

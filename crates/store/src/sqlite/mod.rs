@@ -1205,9 +1205,12 @@ impl Store for SqliteStore {
         writes: Vec<crate::fhir::ResourceWrite>,
     ) -> StoreResult<Result<Vec<i64>, crate::fhir::WriteConflict>> {
         crate::fhir::check_writes(&writes)?;
-        match self.write(WriteOp::Resources(writes)).await? {
-            WriteOutcome::Resources(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
+        match self.write(WriteOp::Resources(writes)).await {
+            Ok(WriteOutcome::Resources(outcome)) => Ok(outcome),
+            Ok(other) => Err(unexpected(other)),
+            // Rolled back whole by the writer.
+            Err(StoreError::ResourceConflict(conflict)) => Ok(Err(conflict)),
+            Err(error) => Err(error),
         }
     }
 

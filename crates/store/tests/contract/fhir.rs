@@ -201,11 +201,14 @@ pub(crate) async fn a_resource_batch_applies_whole_or_not_at_all(engine: &Engine
 
     // Creating an id that exists, or writing one resource twice in a batch, conflicts.
     let again = store
-        .write_resources(vec![write("a", patient, 1, Vec::new())])
+        .write_resources(vec![
+            write("e", patient, 1, Vec::new()),
+            write("a", patient, 1, Vec::new()),
+        ])
         .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(again.current, Some(1));
+        .unwrap();
+    assert!(again.is_err(), "a create of an id that exists conflicts");
+    assert!(store.resource("Observation", "e").await.unwrap().is_none());
     let twice = store
         .write_resources(vec![
             write("d", patient, 1, Vec::new()),
@@ -233,6 +236,34 @@ pub(crate) async fn a_resource_batch_applies_whole_or_not_at_all(engine: &Engine
             .current,
         None
     );
+
+    // A large batch spans several multi-row statements and comes back whole.
+    let many: Vec<ResourceWrite> = (0..250)
+        .map(|i| {
+            write(
+                &format!("m{i:03}"),
+                patient,
+                1,
+                vec![
+                    token("code", "many"),
+                    token("date", &format!("d{i}")),
+                    token("status", "final"),
+                ],
+            )
+        })
+        .collect();
+    store.write_resources(many).await.unwrap().unwrap();
+    let mut found = Vec::new();
+    let mut page = query(Some(patient), vec![vec![token("code", "many")]]);
+    loop {
+        let ids = ids(&store, page.clone()).await;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        found.extend(ids);
+        page.after = Some(last);
+    }
+    assert_eq!(found.len(), 250);
 
     // Batches are bounded.
     let too_many = (0..=haven_store::limits::RESOURCE_WRITES_MAX)
