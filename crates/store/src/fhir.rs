@@ -190,7 +190,14 @@ impl ResourceQuery {
             ResourceBind::Int(i64::from(self.limit.min(crate::limits::RESOURCE_ROWS_MAX))),
             &mut binds,
         );
-        sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
+        // For one patient, the order of the patient index (whose first columns are fixed
+        // here), so the planner walks that patient's resources instead of every one.
+        let order = if self.patient.is_some() {
+            "c.patient_id, c.resource_type, c.id"
+        } else {
+            "c.id"
+        };
+        sql.push_str(&format!(" ORDER BY {order} LIMIT {limit}"));
         (sql, binds)
     }
 }
