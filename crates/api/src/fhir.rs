@@ -668,6 +668,36 @@ pub(crate) async fn type_history(
     )))
 }
 
+/// `GET /fhir/{type}/{id}/{operation}`: today `Patient/{id}/$everything`.
+pub(crate) async fn operation(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path((resource_type, id, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    if resource_type != "Patient" || operation != "$everything" {
+        return Err(FhirError::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "the only operation offered is Patient/{id}/$everything",
+        ));
+    }
+    let everything = state.app.fhir_everything(&context, &id).await?;
+    let base = base_url(&headers, &state);
+    let entries: Vec<Value> = everything
+        .iter()
+        .map(|view| entry_of(&base, view, Some("match")))
+        .collect();
+    Ok(fhir_json(&json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": entries.len(),
+        "link": [{"relation": "self", "url": format!("{base}/Patient/{id}/$everything")}],
+        "entry": entries,
+    })))
+}
+
 pub(crate) async fn bundle(
     State(state): State<ApiState>,
     caller: Result<Caller, ApiError>,

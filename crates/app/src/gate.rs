@@ -101,6 +101,7 @@ fn audit_action(action: Action) -> AuditAction {
         Action::Update => AuditAction::Update,
         Action::Delete => AuditAction::Delete,
         Action::BreakGlass => AuditAction::BreakGlass,
+        Action::Export => AuditAction::Export,
     }
 }
 

@@ -61,6 +61,8 @@ pub enum Action {
     Delete,
     /// Emergency access to a record outside the actor's care relationships.
     BreakGlass,
+    /// A copy of a whole chart taken out (`Patient/$everything`, the right of access).
+    Export,
 }
 
 /// What they want to do it to.
@@ -445,8 +447,8 @@ fn patient_chart(
     let own = actor.patient == Some(patient);
     let proxy = context.proxy.is_some_and(|p| p.record);
     match action {
-        Read | Search if own => allow("patient_own_record", PatientRequest),
-        Read | Search if proxy => allow("proxy_delegation", FamilyRequest),
+        Read | Search | Export if own => allow("patient_own_record", PatientRequest),
+        Read | Search | Export if proxy => allow("proxy_delegation", FamilyRequest),
         Create | Update if own && part == ChartPart::PatientAuthored => {
             allow("patient_own_record", PatientRequest)
         }
@@ -471,7 +473,7 @@ fn clinical_staff(
         }
         // The care team keeps the chart; a clinician who broke the glass may write what the
         // emergency needs, under the same review.
-        (Read | Search | Create | Update, Resource::Chart(..)) if context.care_team => {
+        (Read | Search | Create | Update | Export, Resource::Chart(..)) if context.care_team => {
             allow("care_team", Treatment)
         }
         // Removing an entry (rather than marking it entered-in-error) is a clinician's call.
@@ -501,7 +503,7 @@ fn clinical_staff(
         (Read, Resource::Patient(_) | Resource::CareTeam(_)) => {
             Decision::Deny(DenyReason::NoCareRelationship)
         }
-        (Read | Search | Create | Update | Delete, Resource::Chart(..)) => {
+        (Read | Search | Create | Update | Delete | Export, Resource::Chart(..)) => {
             Decision::Deny(DenyReason::NoCareRelationship)
         }
         // Emergency access carries a person's stated reason and their accountability.

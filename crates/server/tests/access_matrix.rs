@@ -439,6 +439,11 @@ fn endpoints() -> Vec<Endpoint> {
             })),
         },
         Endpoint {
+            method: Method::GET,
+            path: "/fhir/Patient/{id}/{everything}",
+            body: None,
+        },
+        Endpoint {
             method: Method::DELETE,
             path: "/fhir/Observation/{doomed}",
             body: None,
@@ -653,6 +658,12 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             _ if clinical && person && target == Target::Own => StatusCode::OK,
             _ => forbidden,
         },
+        // The whole chart: the care team (in person) and the patient themself.
+        ("GET", "/fhir/Patient/{id}/{everything}") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::OK,
+            Patient if target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
         // Deleting is a clinician's call; a deleted resource deleted again is no change.
         ("DELETE", "/fhir/Observation/{doomed}") => match role {
             Clinician if person && target == Target::Own => StatusCode::NO_CONTENT,
@@ -778,6 +789,7 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
                     ("{glass}", glass.clone()),
                     ("{notice}", PatientId::generate().to_string()),
                     ("{first}", "1".to_owned()),
+                    ("{everything}", "$everything".to_owned()),
                 ],
                 &per_target,
                 &mut mismatches,

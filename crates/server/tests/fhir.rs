@@ -19,6 +19,7 @@ haven_test_support::on_every_backend!(
     a_batch_answers_each_entry_on_its_own,
     the_chart_is_open_to_its_care_team_and_its_patient_only,
     the_patient_resource_is_the_demographic_record,
+    everything_is_the_whole_chart_audited_as_one_export,
     planted_markers_in_every_resource_type_never_reach_the_database,
 );
 
@@ -1140,5 +1141,65 @@ async fn planted_markers_in_every_resource_type_never_reach_the_database(backend
             "found `{needle}` in the raw database"
         );
     }
+    server.stop().await;
+}
+
+async fn everything_is_the_whole_chart_audited_as_one_export(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let chart = haven_fhir::synthetic::chart(&ada.to_string(), 3, 2026);
+    let count = chart["entry"].as_array().unwrap().len();
+    assert_eq!(
+        post(&server, &doctor.token, "/fhir", &chart).await.status(),
+        StatusCode::OK
+    );
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
+    let path = format!("/fhir/Patient/{ada}/$everything");
+    let everything = json_of(get(&server, &ada_self.token, &path).await).await;
+    assert_eq!(everything["total"], count + 1);
+    let entries = everything["entry"].as_array().unwrap();
+    assert_eq!(entries[0]["resource"]["resourceType"], "Patient");
+    let mut types: Vec<&str> = entries
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    types.sort();
+    types.dedup();
+    assert!(types.len() >= 10, "{types:?}");
+    let exports = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event.action == haven_audit::AuditAction::Export && e.event.patient == Some(ada)
+        })
+        .count();
+    assert_eq!(exports, 1, "one export entry for the whole chart");
+    assert_eq!(
+        get(&server, &doctor.token, &path).await.status(),
+        StatusCode::OK
+    );
+    for role in [Role::FrontDesk, Role::Clinician, Role::Auditor] {
+        let outsider = server.user(role, None).await;
+        assert_eq!(
+            get(&server, &outsider.token, &path).await.status(),
+            StatusCode::FORBIDDEN,
+            "{role}"
+        );
+    }
+    let other = server.create_patient("Other").await;
+    let other_self = server.user(Role::Patient, Some(other)).await;
+    assert_eq!(
+        get(&server, &other_self.token, &path).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let unknown = get(
+        &server,
+        &ada_self.token,
+        &format!("/fhir/Patient/{ada}/$expunge"),
+    )
+    .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }

@@ -748,3 +748,82 @@ fn compartment_element(resource: &AnyResource) -> &'static str {
         _ => "id",
     }
 }
+
+/// The most resources `Patient/$everything` answers at once; a larger chart is refused as
+/// too costly (a bulk export will take it).
+pub const EVERYTHING_RESOURCES_MAX: usize = 10_000;
+
+impl App {
+    /// `Patient/$everything`: the patient and every resource of their chart, for the
+    /// patient's right of access or their care team, audited as one export of the chart.
+    pub async fn fhir_everything(
+        &self,
+        context: &RequestContext,
+        patient_id: &str,
+    ) -> AppResult<Vec<ResourceView>> {
+        // Decided first, so that someone who may not export the chart reads nothing of it.
+        let Ok(id) = patient_id.parse::<PatientId>() else {
+            self.gate
+                .authorize_missing(
+                    context,
+                    Action::Export,
+                    ChartPart::Clinical,
+                    "Patient",
+                    None,
+                )
+                .await?;
+            return Err(AppError::NotFound);
+        };
+        let grant = self
+            .gate
+            .authorize_resource(
+                context,
+                Action::Export,
+                AuditedResource {
+                    resource: haven_domain::Resource::Chart(id, ChartPart::Clinical),
+                    patient: None,
+                    resource_type: "Patient",
+                    resource_id: Some(patient_id.to_owned()),
+                },
+                false,
+            )
+            .await?
+            .ok_or_else(|| AppError::Unexpected("an allowed export without a grant".into()))?;
+        let patient = self.fhir_read_patient(context, patient_id).await?;
+        let mut everything = vec![patient];
+        for resource_type in served_types().filter(|t| *t != "Patient") {
+            let mut after = None;
+            loop {
+                let rows = self
+                    .store
+                    .search_resources(&haven_store::fhir::ResourceQuery {
+                        resource_type: resource_type.to_owned(),
+                        patient: Some(id),
+                        ids: None,
+                        filters: Vec::new(),
+                        after: after.take(),
+                        limit: haven_store::limits::RESOURCE_ROWS_MAX,
+                    })
+                    .await?;
+                if everything.len() + rows.len() > EVERYTHING_RESOURCES_MAX + 1 {
+                    return Err(AppError::TooCostly(format!(
+                        "the chart holds more than {EVERYTHING_RESOURCES_MAX} resources; export it in parts by type"
+                    )));
+                }
+                let full = rows.len() == haven_store::limits::RESOURCE_ROWS_MAX as usize;
+                after = rows.last().map(|r| r.id.clone());
+                for row in &rows {
+                    match self.open_resource(&grant, row) {
+                        Ok(view) => everything.push(view),
+                        Err(AppError::Erased) => {}
+                        Err(other) => return Err(other),
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(everything)
+    }
+}
