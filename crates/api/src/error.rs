@@ -172,6 +172,16 @@ impl From<AppError> for ApiError {
             AppError::TooCostly(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "too_costly", message)
             }
+            AppError::TooLarge { limit_bytes } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("larger than the {limit_bytes} bytes this server accepts"),
+            ),
+            AppError::UnsupportedMedia(message) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            ),
             AppError::BundleEntry { index, source } => {
                 let inner = ApiError::from(*source);
                 ApiError {

@@ -77,6 +77,7 @@ impl From<ApiError> for FhirError {
             StatusCode::FORBIDDEN => "forbidden",
             StatusCode::NOT_FOUND => "not-found",
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::URI_TOO_LONG => "too-long",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "not-supported",
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => "transient",
             s if s.is_server_error() => "exception",
             _ => "invalid",
@@ -666,6 +667,95 @@ pub(crate) async fn type_history(
         &format!("{resource_type}/_history"),
         &page,
     )))
+}
+
+/// `POST /fhir/Binary`: the file itself as the body (its media type in `Content-Type`), the
+/// patient it belongs to in `X-Security-Context: Patient/{id}` (FHIR R4 §3.1.0.1.9), read
+/// and sealed chunk by chunk as it arrives.
+pub(crate) async fn upload_binary(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> FhirResult {
+    use http_body_util::BodyExt;
+    let Caller(context) = caller?;
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let patient = text("x-security-context").ok_or_else(|| {
+        FhirError::invalid(
+            "X-Security-Context",
+            "required: the patient the file belongs to, as Patient/{id}",
+        )
+    })?;
+    let content_type = text("content-type").unwrap_or_default();
+    let mut writer = state
+        .app
+        .begin_attachment(&context, &patient, &content_type)
+        .await?;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            FhirError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "the upload was interrupted",
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            writer.write(&data).await?;
+        }
+    }
+    let view = writer.finish().await?;
+    let binary = json!({
+        "resourceType": "Binary",
+        "id": view.id.to_string(),
+        "meta": {"versionId": "1", "lastUpdated": instant(view.created_at_ms)},
+        "contentType": view.content_type,
+        "securityContext": {"reference": format!("Patient/{}", view.patient)},
+    });
+    let mut response = (StatusCode::CREATED, fhir_json(&binary)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/fhir/Binary/{}", view.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `GET /fhir/Binary/{id}`: the file as it was uploaded, streamed, opened chunk by chunk.
+pub(crate) async fn download_binary(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    let (view, reader) = state.app.read_attachment(&context, &id).await?;
+    let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+        match reader.next_chunk().await {
+            Ok(Some(chunk)) => Some((Ok(Bytes::from(chunk.to_vec())), reader)),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%error, "an attachment could not be read to the end");
+                Some((Err(std::io::Error::other("attachment unreadable")), reader))
+            }
+        }
+    });
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    if let Ok(kind) = HeaderValue::from_str(&view.content_type) {
+        headers.insert(header::CONTENT_TYPE, kind);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(view.size_bytes));
+    // Downloaded, never shown inside Haven's own origin.
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment"),
+    );
+    headers.insert(header::ETAG, HeaderValue::from_static("W/\"1\""));
+    Ok(response)
 }
 
 /// `GET /fhir/{type}/{id}/{operation}`: today `Patient/{id}/$everything`.

@@ -158,6 +158,8 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/api/v1/auth/passkeys/sign-in", post(auth::passkey_sign_in))
         .route("/fhir", post(fhir::bundle))
         .route("/fhir/metadata", get(fhir::metadata))
+        .route("/fhir/Binary", post(fhir::upload_binary))
+        .route("/fhir/Binary/{id}", get(fhir::download_binary))
         .route("/fhir/{type}", get(fhir::search).post(fhir::create))
         .route("/fhir/{type}/_history", get(fhir::type_history))
         .route(

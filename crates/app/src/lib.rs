@@ -17,6 +17,7 @@ use haven_crypto::{BlindIndexKey, KeyProvider};
 use haven_domain::{Actor, ValidationError};
 use haven_store::{Store, StoreError};
 
+pub mod attachments;
 pub mod audit_log;
 pub mod care;
 pub mod clock;
@@ -92,6 +93,12 @@ pub enum AppError {
     /// A search would look at more than its cost limit allows: narrow it.
     #[error("too costly: {0}")]
     TooCostly(String),
+    /// The content is larger than `limit_bytes` allows.
+    #[error("larger than {limit_bytes} bytes")]
+    TooLarge { limit_bytes: u64 },
+    /// A media type Haven does not keep.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMedia(String),
     /// One entry of a Bundle failed; in a transaction, nothing of it was applied.
     #[error("Bundle entry {index}: {source}")]
     BundleEntry { index: usize, source: Box<AppError> },

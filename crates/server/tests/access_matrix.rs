@@ -443,6 +443,17 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/fhir/Patient/{id}/{everything}",
             body: None,
         },
+        // The body of an upload is the file itself (see `check_every_endpoint`).
+        Endpoint {
+            method: Method::POST,
+            path: "/fhir/Binary",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Binary/{file}",
+            body: None,
+        },
         Endpoint {
             method: Method::DELETE,
             path: "/fhir/Observation/{doomed}",
@@ -658,6 +669,17 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             _ if clinical && person && target == Target::Own => StatusCode::OK,
             _ => forbidden,
         },
+        // Files: added and read by the care team and by the patient themself.
+        ("POST", "/fhir/Binary") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::CREATED,
+            Patient if target == Target::Own => StatusCode::CREATED,
+            _ => forbidden,
+        },
+        ("GET", "/fhir/Binary/{file}") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::OK,
+            Patient if target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
         // The whole chart: the care team (in person) and the patient themself.
         ("GET", "/fhir/Patient/{id}/{everything}") => match role {
             _ if clinical && person && target == Target::Own => StatusCode::OK,
@@ -734,6 +756,22 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
         let created: Value = created.json().await.unwrap();
         charted.push(created["id"].as_str().unwrap().to_owned());
     }
+    let mut files = Vec::new();
+    for patient in [own, other] {
+        let uploaded = server
+            .client
+            .post(server.endpoint("/fhir/Binary"))
+            .bearer_auth(&author.token)
+            .header("content-type", "text/plain")
+            .header("x-security-context", format!("Patient/{patient}"))
+            .body("Visit summary.")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(uploaded.status(), StatusCode::CREATED);
+        let uploaded: Value = uploaded.json().await.unwrap();
+        files.push(uploaded["id"].as_str().unwrap().to_owned());
+    }
     let missing_resource = uuid::Uuid::now_v7().to_string();
     let per_target = PerTarget {
         obs: [
@@ -741,7 +779,12 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
             charted[1].clone(),
             missing_resource.clone(),
         ],
-        doomed: [charted[2].clone(), charted[3].clone(), missing_resource],
+        doomed: [
+            charted[2].clone(),
+            charted[3].clone(),
+            missing_resource.clone(),
+        ],
+        file: [files[0].clone(), files[1].clone(), missing_resource],
     };
     // One pending break-the-glass access for the privacy officer to review.
     let responder = server.user(Role::Nurse, None).await;
@@ -816,6 +859,7 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
 struct PerTarget {
     obs: [String; 3],
     doomed: [String; 3],
+    file: [String; 3],
 }
 
 struct Caller<'a> {
@@ -851,9 +895,11 @@ async fn check_every_endpoint(
             .into_iter()
             .enumerate()
             {
-                let targeted = ["{id}", "{obs}", "{doomed}"]
+                // An upload names its patient in a header, not in the path.
+                let targeted = ["{id}", "{obs}", "{doomed}", "{file}"]
                     .iter()
-                    .any(|p| endpoint.path.contains(p));
+                    .any(|p| endpoint.path.contains(p))
+                    || endpoint.path == "/fhir/Binary";
                 if !targeted && target != Target::Own {
                     continue;
                 }
@@ -861,7 +907,8 @@ async fn check_every_endpoint(
                     let mut text = text
                         .replace("{id}", &id.to_string())
                         .replace("{obs}", &per_target.obs[index])
-                        .replace("{doomed}", &per_target.doomed[index]);
+                        .replace("{doomed}", &per_target.doomed[index])
+                        .replace("{file}", &per_target.file[index]);
                     for (placeholder, value) in placeholders {
                         text = text.replace(placeholder, value);
                     }
@@ -883,6 +930,12 @@ async fn check_every_endpoint(
                 if let Some(body) = &endpoint.body {
                     let body: Value = serde_json::from_str(&fill(&body.to_string())).unwrap();
                     request = request.json(&body);
+                }
+                if endpoint.path == "/fhir/Binary" {
+                    request = request
+                        .header("content-type", "text/plain")
+                        .header("x-security-context", format!("Patient/{id}"))
+                        .body("Results discussed by video.");
                 }
                 denied_since(server, &mut cursor).await;
                 let mut status = request.send().await.unwrap().status();

@@ -20,6 +20,7 @@ haven_test_support::on_every_backend!(
     the_chart_is_open_to_its_care_team_and_its_patient_only,
     the_patient_resource_is_the_demographic_record,
     everything_is_the_whole_chart_audited_as_one_export,
+    attachments_stream_in_and_out_sealed_in_chunks,
     planted_markers_in_every_resource_type_never_reach_the_database,
 );
 
@@ -1117,6 +1118,17 @@ async fn planted_markers_in_every_resource_type_never_reach_the_database(backend
         kept.push(resource_type);
     }
     assert!(kept.len() >= 11, "every chart type was stored: {kept:?}");
+    // And in a file: a transcript as plain text, over more than one chunk.
+    let transcript = format!("{marker} transcript of the visit. ").repeat(20_000);
+    let uploaded = upload(
+        &server,
+        &doctor.token,
+        &format!("Patient/{ada}"),
+        "text/plain",
+        transcript.into_bytes(),
+    )
+    .await;
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
     // The control: the marker is there for an authorised reader.
     let read = get(
         &server,
@@ -1135,6 +1147,7 @@ async fn planted_markers_in_every_resource_type_never_reach_the_database(backend
         marker.to_lowercase(),
         "8867-4".to_owned(),
         "Rivera".to_owned(),
+        "transcript of the visit".to_owned(),
     ] {
         assert!(
             !text.contains(&needle),
@@ -1201,5 +1214,164 @@ async fn everything_is_the_whole_chart_audited_as_one_export(backend: Backend) {
     )
     .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+async fn upload(
+    server: &TestServer,
+    token: &str,
+    patient: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    server
+        .client
+        .post(server.endpoint("/fhir/Binary"))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .header("x-security-context", patient)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn attachments_stream_in_and_out_sealed_in_chunks(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    // A "PDF" of a little under three chunks, every byte position distinct enough that a
+    // chunk out of place would show.
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let created = upload(
+        &server,
+        &doctor.token,
+        &format!("Patient/{ada}"),
+        "application/pdf",
+        pdf.clone(),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let binary = json_of(created).await;
+    assert_eq!(binary["resourceType"], "Binary");
+    assert_eq!(
+        binary["securityContext"]["reference"],
+        format!("Patient/{ada}")
+    );
+    assert_eq!(
+        location,
+        format!("/fhir/Binary/{}", binary["id"].as_str().unwrap())
+    );
+
+    let read = get(&server, &doctor.token, &location).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers()["content-type"], "application/pdf");
+    assert_eq!(read.headers()["content-disposition"], "attachment");
+    assert_eq!(
+        read.bytes().await.unwrap().to_vec(),
+        pdf,
+        "the file comes back byte for byte"
+    );
+
+    // The patient reads their own file; nobody else does, whether it exists or not.
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
+    assert_eq!(
+        get(&server, &ada_self.token, &location).await.status(),
+        StatusCode::OK
+    );
+    let missing = format!("/fhir/Binary/{}", uuid::Uuid::now_v7());
+    for role in [Role::FrontDesk, Role::Nurse, Role::Auditor] {
+        let outsider = server.user(role, None).await;
+        assert_eq!(
+            get(&server, &outsider.token, &location).await.status(),
+            StatusCode::FORBIDDEN,
+            "{role}"
+        );
+        assert_eq!(
+            get(&server, &outsider.token, &missing).await.status(),
+            StatusCode::FORBIDDEN,
+            "{role}"
+        );
+    }
+    // A patient adds a photograph to their own chart, not to anyone else's.
+    let photo = b"\x89PNG\r\n\x1a\nrest of the image".to_vec();
+    assert_eq!(
+        upload(
+            &server,
+            &ada_self.token,
+            &format!("Patient/{ada}"),
+            "image/png",
+            photo.clone()
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    let bob = server.create_patient("Babbage").await;
+    assert_eq!(
+        upload(
+            &server,
+            &ada_self.token,
+            &format!("Patient/{bob}"),
+            "image/png",
+            photo
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // What is not a file Haven keeps, or not what it claims to be, is refused.
+    let script = upload(
+        &server,
+        &doctor.token,
+        &format!("Patient/{ada}"),
+        "image/png",
+        b"<script>alert(1)</script>".to_vec(),
+    )
+    .await;
+    assert_eq!(script.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(script).await.1, "Binary.contentType");
+    let html = upload(
+        &server,
+        &doctor.token,
+        &format!("Patient/{ada}"),
+        "text/html",
+        b"<p>hi</p>".to_vec(),
+    )
+    .await;
+    assert_eq!(html.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let empty = upload(
+        &server,
+        &doctor.token,
+        &format!("Patient/{ada}"),
+        "text/plain",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    let nobody = server
+        .client
+        .post(server.endpoint("/fhir/Binary"))
+        .bearer_auth(&doctor.token)
+        .header("content-type", "text/plain")
+        .body("no patient named")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nobody.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(nobody).await.1, "X-Security-Context");
+
+    let audited = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event.resource_type.as_deref() == Some("Binary") && e.event.patient == Some(ada)
+        })
+        .count();
+    assert!(audited >= 4, "uploads and downloads are audited: {audited}");
     server.stop().await;
 }

@@ -336,3 +336,17 @@ pub(crate) mod statements {
         )
     }
 }
+
+/// An attachment (FHIR `Binary`) whose chunks are all stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttachment {
+    pub id: uuid::Uuid,
+    pub patient: PatientId,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub chunks: i64,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    /// The patient's key, `None` once shredded (filled in by reads).
+    pub subject_key: Option<StoredSubjectKey>,
+}

@@ -827,6 +827,23 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         query: &fhir::HistoryQuery,
     ) -> StoreResult<Vec<fhir::StoredResource>>;
+    /// Stores one sealed chunk of an attachment being written (durable when it returns).
+    async fn put_attachment_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u32,
+        sealed: Vec<u8>,
+    ) -> StoreResult<()>;
+    /// One sealed chunk of an attachment.
+    async fn attachment_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u32,
+    ) -> StoreResult<Option<Vec<u8>>>;
+    /// Records a whole attachment, once all its chunks are stored.
+    async fn insert_attachment(&self, attachment: fhir::StoredAttachment) -> StoreResult<()>;
+    /// An attachment with its patient's key.
+    async fn attachment(&self, id: uuid::Uuid) -> StoreResult<Option<fhir::StoredAttachment>>;
     /// The accepted, unrevoked, unexpired delegations to `proxy`.
     async fn proxy_delegations(
         &self,

@@ -1102,6 +1102,95 @@ impl Store for PostgresStore {
         fhir::resource(&self.pool, resource_type, id).await
     }
 
+    async fn put_attachment_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u32,
+        sealed: Vec<u8>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO attachment_chunks (attachment_id, idx, sealed) VALUES ($1, $2, $3)",
+        )
+        .bind(attachment)
+        .bind(i64::from(index))
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn attachment_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u32,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT sealed FROM attachment_chunks WHERE attachment_id = $1 AND idx = $2",
+        )
+        .bind(attachment)
+        .bind(i64::from(index))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn insert_attachment(
+        &self,
+        attachment: crate::fhir::StoredAttachment,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO attachments (id, patient_id, content_type, size_bytes, chunks,
+                 created_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(attachment.id)
+        .bind(attachment.patient.as_uuid())
+        .bind(&attachment.content_type)
+        .bind(attachment.size_bytes)
+        .bind(attachment.chunks)
+        .bind(&attachment.created_by)
+        .bind(attachment.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn attachment(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<crate::fhir::StoredAttachment>> {
+        let row = sqlx::query(
+            "SELECT a.id, a.patient_id, a.content_type, a.size_bytes, a.chunks, a.created_by,
+                    a.created_at_ms, k.key_id, k.root_key_id, k.wrapped
+             FROM attachments a LEFT JOIN subject_keys k ON k.subject_id = a.patient_id
+             WHERE a.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let patient = PatientId::from_uuid(row.try_get::<Uuid, _>("patient_id")?);
+        let key_id: Option<Vec<u8>> = row.try_get("key_id")?;
+        Ok(Some(crate::fhir::StoredAttachment {
+            id: row.try_get("id")?,
+            patient,
+            content_type: row.try_get("content_type")?,
+            size_bytes: row.try_get("size_bytes")?,
+            chunks: row.try_get("chunks")?,
+            created_by: row.try_get("created_by")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            subject_key: match key_id {
+                Some(key_id) => Some(StoredSubjectKey {
+                    subject: patient,
+                    key_id,
+                    root_key_id: row.try_get("root_key_id")?,
+                    wrapped: row.try_get("wrapped")?,
+                }),
+                None => None,
+            },
+        }))
+    }
+
     async fn resource_version(
         &self,
         resource_type: &str,

@@ -7,6 +7,7 @@ use sqlx::SqliteConnection;
 
 use super::WriteOutcome;
 use super::readers::{Readers, uuid_from};
+use crate::fhir::StoredAttachment;
 use crate::fhir::{
     HistoryQuery, Precondition, RESOURCE_COLUMNS, ROWS_PER_STATEMENT, ResourceBind, ResourceQuery,
     ResourceWrite, StoredResource, WriteConflict, precondition_fails, statements,
@@ -169,6 +170,57 @@ fn sqlite_values(binds: Vec<ResourceBind>) -> Vec<rusqlite::types::Value> {
 }
 
 impl Readers {
+    pub(super) fn attachment_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u32,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT sealed FROM attachment_chunks WHERE attachment_id = ?1 AND idx = ?2",
+            )?
+            .query_row(
+                params![attachment.as_bytes().as_slice(), i64::from(index)],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+    }
+
+    pub(super) fn attachment(&self, id: uuid::Uuid) -> StoreResult<Option<StoredAttachment>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT a.id, a.patient_id, a.content_type, a.size_bytes, a.chunks, a.created_by,
+                        a.created_at_ms, k.key_id, k.root_key_id, k.wrapped
+                 FROM attachments a LEFT JOIN subject_keys k ON k.subject_id = a.patient_id
+                 WHERE a.id = ?1",
+            )?
+            .query_row([id.as_bytes().as_slice()], |row| {
+                let patient = PatientId::from_uuid(uuid_from(row.get(1)?)?);
+                let key_id: Option<Vec<u8>> = row.get(7)?;
+                Ok(StoredAttachment {
+                    id: uuid_from(row.get(0)?)?,
+                    patient,
+                    content_type: row.get(2)?,
+                    size_bytes: row.get(3)?,
+                    chunks: row.get(4)?,
+                    created_by: row.get(5)?,
+                    created_at_ms: row.get(6)?,
+                    subject_key: match key_id {
+                        Some(key_id) => Some(StoredSubjectKey {
+                            subject: patient,
+                            key_id,
+                            root_key_id: row.get(8)?,
+                            wrapped: row.get(9)?,
+                        }),
+                        None => None,
+                    },
+                })
+            })
+            .optional()
+        })
+    }
+
     pub(super) fn resource(
         &self,
         resource_type: &str,

@@ -135,6 +135,12 @@ enum WriteOp {
     Identity(Box<identity::IdentityOp>),
     Care(Box<care::CareOp>),
     Resources(Vec<crate::fhir::ResourceWrite>),
+    PutChunk {
+        attachment: uuid::Uuid,
+        index: u32,
+        sealed: Vec<u8>,
+    },
+    InsertAttachment(crate::fhir::StoredAttachment),
 }
 
 #[derive(Debug)]
@@ -516,6 +522,37 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
         WriteOp::Identity(op) => identity::apply_identity(connection, op).await,
         WriteOp::Care(op) => care::apply_care(connection, op).await,
         WriteOp::Resources(writes) => fhir::apply_resource_writes(connection, writes).await,
+        WriteOp::PutChunk {
+            attachment,
+            index,
+            sealed,
+        } => {
+            sqlx::query(
+                "INSERT INTO attachment_chunks (attachment_id, idx, sealed) VALUES (?, ?, ?)",
+            )
+            .bind(attachment)
+            .bind(i64::from(*index))
+            .bind(sealed)
+            .execute(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::InsertAttachment(attachment) => {
+            sqlx::query(
+                "INSERT INTO attachments (id, patient_id, content_type, size_bytes, chunks,
+                     created_by, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(attachment.id)
+            .bind(attachment.patient.as_uuid())
+            .bind(&attachment.content_type)
+            .bind(attachment.size_bytes)
+            .bind(attachment.chunks)
+            .bind(&attachment.created_by)
+            .bind(attachment.created_at_ms)
+            .execute(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::SetSiemCursor {
             name,
             after_seq,
@@ -1220,6 +1257,50 @@ impl Store for SqliteStore {
         id: &str,
     ) -> StoreResult<Option<crate::fhir::StoredResource>> {
         self.readers.resource(resource_type, id)
+    }
+
+    async fn put_attachment_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u32,
+        sealed: Vec<u8>,
+    ) -> StoreResult<()> {
+        match self
+            .write(WriteOp::PutChunk {
+                attachment,
+                index,
+                sealed,
+            })
+            .await?
+        {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn attachment_chunk(
+        &self,
+        attachment: uuid::Uuid,
+        index: u32,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        self.readers.attachment_chunk(attachment, index)
+    }
+
+    async fn insert_attachment(
+        &self,
+        attachment: crate::fhir::StoredAttachment,
+    ) -> StoreResult<()> {
+        match self.write(WriteOp::InsertAttachment(attachment)).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn attachment(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<crate::fhir::StoredAttachment>> {
+        self.readers.attachment(id)
     }
 
     async fn resource_version(
