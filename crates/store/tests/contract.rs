@@ -121,6 +121,7 @@ contracts! {
         resources_keep_every_version_and_search_only_the_current,
         a_resource_batch_applies_whole_or_not_at_all,
         resource_searches_and_filters_and_or_and_page,
+        attachments_become_visible_whole_with_their_chunks,
     ],
     sqlite_only: [
         acknowledged_writes_are_in_the_files_before_shutdown,
@@ -130,7 +131,9 @@ contracts! {
 #[path = "contract/fhir.rs"]
 mod fhir_contracts;
 use fhir_contracts::{
-    a_resource_batch_applies_whole_or_not_at_all, resource_searches_and_filters_and_or_and_page,
+    a_resource_batch_applies_whole_or_not_at_all,
+    attachments_become_visible_whole_with_their_chunks,
+    resource_searches_and_filters_and_or_and_page,
     resources_keep_every_version_and_search_only_the_current,
 };
 

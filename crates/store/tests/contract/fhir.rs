@@ -331,3 +331,61 @@ pub(crate) async fn resource_searches_and_filters_and_or_and_page(engine: &Engin
     let shredded = store.resource("Observation", "r0").await.unwrap().unwrap();
     assert!(shredded.subject_key.is_none());
 }
+
+pub(crate) async fn attachments_become_visible_whole_with_their_chunks(engine: &Engine) {
+    use haven_store::fhir::StoredAttachment;
+    let store = engine.store();
+    let patient = insert_patient_row(&*store).await;
+    let id = uuid::Uuid::now_v7();
+    let chunks: Vec<Vec<u8>> = (0..3).map(|_| random_bytes(1000)).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        store
+            .put_attachment_chunk(id, u32::try_from(index).unwrap(), chunk.clone())
+            .await
+            .unwrap();
+    }
+    // Chunks alone are no attachment.
+    assert!(store.attachment(id).await.unwrap().is_none());
+    let attachment = StoredAttachment {
+        id,
+        patient,
+        content_type: "application/pdf".to_owned(),
+        size_bytes: 2_500,
+        chunks: 3,
+        created_by: "someone".to_owned(),
+        created_at_ms: T0_MS,
+        subject_key: None,
+    };
+    store.insert_attachment(attachment.clone()).await.unwrap();
+    let found = store.attachment(id).await.unwrap().unwrap();
+    assert_eq!(found.subject_key.as_ref().unwrap().subject, patient);
+    assert_eq!(
+        StoredAttachment {
+            subject_key: None,
+            ..found
+        },
+        attachment
+    );
+    for (index, chunk) in chunks.iter().enumerate() {
+        let stored = store
+            .attachment_chunk(id, u32::try_from(index).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored.as_ref(), Some(chunk));
+    }
+    assert!(store.attachment_chunk(id, 3).await.unwrap().is_none());
+    // A chunk is written once.
+    assert!(
+        store
+            .put_attachment_chunk(id, 0, random_bytes(10))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .attachment(uuid::Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
