@@ -127,17 +127,30 @@ impl ResourceQuery {
             binds.push(value);
             placeholder(binds.len())
         };
-        let mut sql = format!(
-            "SELECT {RESOURCE_COLUMNS} FROM fhir_current c
-             JOIN fhir_resources r ON r.seq = c.seq
-             LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
-             WHERE c.resource_type = {} AND c.deleted = 0",
-            next(ResourceBind::Text(self.resource_type.clone()), &mut binds)
-        );
-        if let Some(patient) = self.patient {
-            let p = next(ResourceBind::Uuid(patient.as_uuid()), &mut binds);
-            sql.push_str(&format!(" AND c.patient_id = {p}"));
-        }
+        let kind = next(ResourceBind::Text(self.resource_type.clone()), &mut binds);
+        let mut sql = match self.patient {
+            // One patient's resources are few: gather them first, through the patient
+            // index, then filter. Left to themselves, both planners preferred walking every
+            // resource of the type in id order (the primary key) to find that patient's.
+            Some(patient) => {
+                let p = next(ResourceBind::Uuid(patient.as_uuid()), &mut binds);
+                format!(
+                    "WITH c AS MATERIALIZED (
+                         SELECT resource_type, id, seq FROM fhir_current
+                         WHERE patient_id = {p} AND resource_type = {kind} AND deleted = 0)
+                     SELECT {RESOURCE_COLUMNS} FROM c
+                     JOIN fhir_resources r ON r.seq = c.seq
+                     LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+                     WHERE 1 = 1"
+                )
+            }
+            None => format!(
+                "SELECT {RESOURCE_COLUMNS} FROM fhir_current c
+                 JOIN fhir_resources r ON r.seq = c.seq
+                 LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+                 WHERE c.resource_type = {kind} AND c.deleted = 0"
+            ),
+        };
         if let Some(ids) = &self.ids {
             let list: Vec<String> = ids
                 .iter()
@@ -190,14 +203,7 @@ impl ResourceQuery {
             ResourceBind::Int(i64::from(self.limit.min(crate::limits::RESOURCE_ROWS_MAX))),
             &mut binds,
         );
-        // For one patient, the order of the patient index (whose first columns are fixed
-        // here), so the planner walks that patient's resources instead of every one.
-        let order = if self.patient.is_some() {
-            "c.patient_id, c.resource_type, c.id"
-        } else {
-            "c.id"
-        };
-        sql.push_str(&format!(" ORDER BY {order} LIMIT {limit}"));
+        sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
         (sql, binds)
     }
 }
