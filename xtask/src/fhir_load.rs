@@ -6,7 +6,9 @@
 //!   durable resources per second;
 //! - `fhir create`: one vital sign per request (`POST /fhir/Observation`);
 //! - `fhir read`: a random imported Observation by id;
-//! - `fhir search`: a patient's vital signs of the last two years, newest first, 20 a page.
+//! - `fhir search`: a patient's vital signs of the last two years, newest first, 20 a page;
+//!   once with every connection (throughput), once with [`SEARCH_LATENCY_CONNECTIONS`] (the
+//!   latency of a search on a server that is not saturated).
 //!
 //! Every request is authorized, audited (durably, before anything is opened) and sealed or
 //! opened by the server, as in production.
@@ -25,6 +27,8 @@ use crate::load::{LoadPlan, Phase, PhaseReport, body_excerpt, connect, exchange,
 
 /// Patients whose charts are imported and used by the other phases.
 pub const PATIENTS: usize = 1000;
+/// Connections of the second search phase, which measures latency rather than throughput.
+const SEARCH_LATENCY_CONNECTIONS: usize = 4;
 /// Transactions in flight during the import.
 const IMPORT_CONNECTIONS: usize = 8;
 const REQUEST_TIMEOUT_SECS: u64 = 60;
@@ -314,11 +318,20 @@ pub async fn run(
     let patients = Arc::new(patients);
     let (create, _) = run_phase(plan, Phase::FhirCreate, Arc::clone(&patients), clinician).await;
     let (read, _) = run_phase(plan, Phase::FhirRead, Arc::new(observations), clinician).await;
-    let (search, _) = run_phase(plan, Phase::FhirSearch, patients, clinician).await;
-    for report in [&create, &read, &search] {
+    let (search, _) = run_phase(plan, Phase::FhirSearch, Arc::clone(&patients), clinician).await;
+    // The latency a person waiting for a search sees, with the server not saturated.
+    let few = LoadPlan {
+        address: plan.address,
+        token: plan.token.clone(),
+        auditor_token: plan.auditor_token.clone(),
+        connections: SEARCH_LATENCY_CONNECTIONS,
+        duration: plan.duration,
+    };
+    let (search_latency, _) = run_phase(&few, Phase::FhirSearch, patients, clinician).await;
+    for report in [&create, &read, &search, &search_latency] {
         if report.successes() == 0 {
             bail!("a FHIR phase did nothing\n{report}");
         }
     }
-    Ok(vec![import, create, read, search])
+    Ok(vec![import, create, read, search, search_latency])
 }

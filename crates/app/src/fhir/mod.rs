@@ -162,15 +162,30 @@ impl App {
 
     /// Opens one stored version under `grant`.
     fn open_resource(&self, grant: &Grant, stored: &StoredResource) -> AppResult<ResourceView> {
+        self.open_resource_cached(grant, stored, &mut HashMap::new())
+    }
+
+    /// As [`App::open_resource`], unwrapping each patient's key once for many resources.
+    pub(crate) fn open_resource_cached(
+        &self,
+        grant: &Grant,
+        stored: &StoredResource,
+        keys: &mut HashMap<PatientId, SubjectKey>,
+    ) -> AppResult<ResourceView> {
         let resource_type = served_type(&stored.resource_type)?;
         let resource = match &stored.sealed {
             None => None,
             Some(sealed) => {
                 let stored_key = stored.subject_key.as_ref().ok_or(AppError::Erased)?;
-                let key = self.gate.open_subject_key(grant, stored_key)?;
+                let key = match keys.entry(stored_key.subject) {
+                    std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(self.gate.open_subject_key(grant, stored_key)?)
+                    }
+                };
                 let record_id = format!("{}/{}", stored.resource_type, stored.id);
                 let sealed = Sealed::<AnyResource>::from_bytes(sealed.clone())?;
-                let plaintext = sealed.open(&key, &binding(&record_id, stored.version)?)?;
+                let plaintext = sealed.open(key, &binding(&record_id, stored.version)?)?;
                 let resource =
                     AnyResource::from_stored(resource_type, plaintext.expose_secret())
                         .map_err(|e| AppError::Unexpected(format!("a stored resource: {e}")))?;
@@ -370,9 +385,10 @@ impl App {
         let next = (rows.len() == limit as usize)
             .then(|| rows.last().map(|r| r.seq))
             .flatten();
+        let mut keys = HashMap::new();
         let items = rows
             .iter()
-            .map(|row| self.open_resource(&grant, row))
+            .map(|row| self.open_resource_cached(&grant, row, &mut keys))
             .collect::<AppResult<Vec<_>>>()?;
         Ok(HistoryPage { items, next })
     }
@@ -791,6 +807,7 @@ impl App {
             .ok_or_else(|| AppError::Unexpected("an allowed export without a grant".into()))?;
         let patient = self.fhir_read_patient(context, patient_id).await?;
         let mut everything = vec![patient];
+        let mut keys = HashMap::new();
         for resource_type in served_types().filter(|t| *t != "Patient") {
             let mut after = None;
             loop {
@@ -813,7 +830,7 @@ impl App {
                 let full = rows.len() == haven_store::limits::RESOURCE_ROWS_MAX as usize;
                 after = rows.last().map(|r| r.id.clone());
                 for row in &rows {
-                    match self.open_resource(&grant, row) {
+                    match self.open_resource_cached(&grant, row, &mut keys) {
                         Ok(view) => everything.push(view),
                         Err(AppError::Erased) => {}
                         Err(other) => return Err(other),

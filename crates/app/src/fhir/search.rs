@@ -698,7 +698,7 @@ impl App {
         let (matches, total, next) = if counted {
             match parsed.sort {
                 Sort::Date { param, descending } => {
-                    found.sort_by_key(|view| {
+                    found.sort_by_cached_key(|view| {
                         view.resource.as_ref().and_then(|r| sort_key(r, param))
                     });
                     if descending {
@@ -748,11 +748,12 @@ impl App {
         filters: &[Filter],
     ) -> AppResult<Vec<ResourceView>> {
         let mut found = Vec::with_capacity(rows.len());
+        let mut keys = std::collections::HashMap::new();
         for row in rows {
             let Some(grant) = grants.iter().find(|g| Some(g.patient()) == row.patient) else {
                 continue;
             };
-            let view = match self.open_resource(grant, row) {
+            let view = match self.open_resource_cached(grant, row, &mut keys) {
                 Ok(view) => view,
                 Err(AppError::Erased) => continue,
                 Err(other) => return Err(other),
