@@ -481,6 +481,36 @@ impl AccessGate {
         }
     }
 
+    /// Decides and audits an action on the shared directory (practitioners, organisations,
+    /// questionnaires), and grants access to the directory's own key, `subject`.
+    pub async fn authorize_directory(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        subject: PatientId,
+        resource_type: &'static str,
+        resource_id: Option<String>,
+    ) -> AppResult<Grant> {
+        let decision = decide(
+            &context.actor,
+            action,
+            &Resource::Directory,
+            &Context::default(),
+        );
+        let mut event = self.event(context, action, None, decision);
+        event.resource_type = Some(resource_type.to_owned());
+        event.resource_id = resource_id;
+        self.append(vec![event]).await?;
+        match decision {
+            Decision::Allow { .. } => grant(subject, decision).ok_or_else(|| {
+                AppError::Unexpected("an allowed decision without obligations".into())
+            }),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
     /// Decides and audits several accesses to chart resources at once (a transaction's
     /// entries): one relationship look-up for their patients, one durable append for all
     /// their entries, then a grant or a refusal for each, in order. An access whose patient

@@ -443,6 +443,16 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/fhir/Patient/{id}/{everything}",
             body: None,
         },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/Organization?name=Clinic",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/fhir/Organization",
+            body: Some(json!({"resourceType": "Organization", "name": "Matrix Clinic"})),
+        },
         // The body of an upload is the file itself (see `check_every_endpoint`).
         Endpoint {
             method: Method::POST,
@@ -667,6 +677,12 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
         },
         ("POST", "/fhir") => match role {
             _ if clinical && person && target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
+        // The directory: read by everyone signed in, kept by administrators.
+        ("GET", "/fhir/Organization?name=Clinic") => StatusCode::OK,
+        ("POST", "/fhir/Organization") => match role {
+            Administrator => StatusCode::CREATED,
             _ => forbidden,
         },
         // Files: added and read by the care team and by the patient themself.

@@ -21,6 +21,7 @@ haven_test_support::on_every_backend!(
     the_patient_resource_is_the_demographic_record,
     everything_is_the_whole_chart_audited_as_one_export,
     attachments_stream_in_and_out_sealed_in_chunks,
+    the_directory_is_kept_by_administrators_and_read_by_everyone,
     planted_markers_in_every_resource_type_never_reach_the_database,
 );
 
@@ -1093,6 +1094,7 @@ async fn planted_markers_in_every_resource_type_never_reach_the_database(backend
     let ada = server.create_patient("Lovelace").await;
     let doctor = clinician_for(&server, ada).await;
     let marker = "Qv8Zmarker";
+    let admin = server.user(Role::Administrator, None).await;
     let mut kept = Vec::new();
     for resource_type in haven_app::fhir::served_types().filter(|t| *t != "Patient") {
         let example = haven_fhir::examples::example(resource_type, &ada.to_string()).unwrap();
@@ -1108,13 +1110,13 @@ async fn planted_markers_in_every_resource_type_never_reach_the_database(backend
             1,
         );
         let body: Value = serde_json::from_str(&text).unwrap();
-        let created = post(
-            &server,
-            &doctor.token,
-            &format!("/fhir/{resource_type}"),
-            &body,
-        )
-        .await;
+        // The directory is kept by administrators; the chart by the care team.
+        let writer = if haven_app::fhir::is_directory(resource_type) {
+            &admin.token
+        } else {
+            &doctor.token
+        };
+        let created = post(&server, writer, &format!("/fhir/{resource_type}"), &body).await;
         assert_eq!(
             created.status(),
             StatusCode::CREATED,
@@ -1379,5 +1381,113 @@ async fn attachments_stream_in_and_out_sealed_in_chunks(backend: Backend) {
         })
         .count();
     assert!(audited >= 4, "uploads and downloads are audited: {audited}");
+    server.stop().await;
+}
+
+async fn the_directory_is_kept_by_administrators_and_read_by_everyone(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.user(Role::Administrator, None).await;
+    let doctor = server.user(Role::Clinician, None).await;
+    let ada = server.create_patient("Lovelace").await;
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
+    let mut created = Vec::new();
+    for resource_type in [
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Questionnaire",
+    ] {
+        let example = haven_fhir::examples::example(resource_type, &ada.to_string()).unwrap();
+        let path = format!("/fhir/{resource_type}");
+        assert_eq!(
+            post(&server, &doctor.token, &path, &example).await.status(),
+            StatusCode::FORBIDDEN,
+            "{resource_type}"
+        );
+        let response = post(&server, &admin.token, &path, &example).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{resource_type}");
+        let body = json_of(response).await;
+        created.push((resource_type, body["id"].as_str().unwrap().to_owned(), body));
+    }
+    for (resource_type, id, body) in &created {
+        let path = format!("/fhir/{resource_type}/{id}");
+        for reader in [&doctor, &ada_self, &admin] {
+            let read = get(&server, &reader.token, &path).await;
+            assert_eq!(read.status(), StatusCode::OK, "{resource_type}");
+            assert_eq!(&json_of(read).await, body);
+        }
+        assert_eq!(
+            ids_found(&server, &ada_self.token, &format!("/fhir/{resource_type}")).await,
+            vec![id.clone()]
+        );
+    }
+    // Found by name; kept by administrators only.
+    let (_, practitioner, body) = &created[0];
+    let family = body["name"][0]["family"].as_str().unwrap();
+    assert_eq!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Practitioner?family={family}")
+        )
+        .await,
+        vec![practitioner.clone()]
+    );
+    let path = format!("/fhir/Practitioner/{practitioner}");
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::PUT,
+            &doctor.token,
+            &path,
+            Some(body),
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::PUT,
+            &admin.token,
+            &path,
+            Some(body),
+            &[("if-match", "W/\"1\"")]
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::DELETE,
+            &admin.token,
+            &path,
+            None,
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get(&server, &doctor.token, &path).await.status(),
+        StatusCode::GONE
+    );
+    let history = json_of(get(&server, &doctor.token, &format!("{path}/_history")).await).await;
+    assert_eq!(history["entry"].as_array().unwrap().len(), 3);
+    // No patient's access log shows directory reads.
+    let directory_entries_with_patient = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event.resource_type.as_deref() == Some("Practitioner") && e.event.patient.is_some()
+        })
+        .count();
+    assert_eq!(directory_entries_with_patient, 0);
     server.stop().await;
 }

@@ -827,6 +827,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         query: &fhir::HistoryQuery,
     ) -> StoreResult<Vec<fhir::StoredResource>>;
+    /// Stores a subject key for a subject that is not a patient (the shared directory),
+    /// unless it has one; the key it has, either way. Two instances racing agree on one.
+    async fn put_subject_key_if_absent(
+        &self,
+        key: StoredSubjectKey,
+        now_ms: i64,
+    ) -> StoreResult<StoredSubjectKey>;
     /// Stores one sealed chunk of an attachment being written (durable when it returns).
     async fn put_attachment_chunk(
         &self,

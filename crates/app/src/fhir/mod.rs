@@ -35,14 +35,30 @@ pub const HISTORY_PAGE_MAX: u32 = 100;
 /// The history page size when the caller does not say.
 pub const HISTORY_PAGE_DEFAULT: u32 = 20;
 
-/// The resource types Haven serves today, each in a patient's compartment. The shared
-/// directory (Practitioner, PractitionerRole, Organization, Questionnaire) is validated by
-/// `haven_fhir` but not yet kept.
+/// The resource types Haven serves: Patient, those in a patient's compartment, and the
+/// shared directory.
 pub fn served_types() -> impl Iterator<Item = &'static str> {
     RESOURCE_TYPES
         .iter()
         .copied()
-        .filter(|t| *t == "Patient" || chart_part(t).is_some())
+        .filter(|t| *t == "Patient" || chart_part(t).is_some() || is_directory(t))
+}
+
+/// Whether a type belongs to the shared directory (no patient's compartment): who works
+/// here and which forms exist. Sealed under the directory's own key.
+pub fn is_directory(resource_type: &str) -> bool {
+    matches!(
+        resource_type,
+        "Practitioner" | "PractitionerRole" | "Organization" | "Questionnaire"
+    )
+}
+
+/// The subject whose key seals the shared directory: a fixed id no patient is ever given
+/// (patients' ids are UUIDv7; this one is version 8).
+pub fn directory_subject() -> PatientId {
+    PatientId::from_uuid(uuid::Uuid::from_u128(
+        0x4841_5645_4e00_8000_8000_0000_d1ec_0001,
+    ))
 }
 
 /// Which part of the chart a type is, or `None` for a type outside any patient's chart.
@@ -211,6 +227,23 @@ impl App {
         id: &str,
         stored: Option<&StoredResource>,
     ) -> AppResult<Grant> {
+        if is_directory(resource_type) {
+            // The directory is no one's health data: whether an entry exists is no secret.
+            let grant = self
+                .gate
+                .authorize_directory(
+                    context,
+                    action,
+                    directory_subject(),
+                    resource_type,
+                    Some(id.to_owned()),
+                )
+                .await?;
+            return match stored {
+                Some(_) => Ok(grant),
+                None => Err(AppError::NotFound),
+            };
+        }
         let part = chart_part(resource_type)
             .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not served")))?;
         let Some(patient) = stored.and_then(|s| s.patient) else {
@@ -404,10 +437,41 @@ impl App {
         count: u32,
     ) -> AppResult<HistoryPage> {
         let resource_type = served_type(resource_type)?;
+        let limit = count.clamp(1, HISTORY_PAGE_MAX);
+        if is_directory(resource_type) {
+            let grant = self
+                .gate
+                .authorize_directory(
+                    context,
+                    Action::Read,
+                    directory_subject(),
+                    resource_type,
+                    None,
+                )
+                .await?;
+            let rows = self
+                .store
+                .resource_history(&HistoryQuery {
+                    resource_type: resource_type.to_owned(),
+                    id: None,
+                    patient: None,
+                    before,
+                    limit,
+                })
+                .await?;
+            let next = (rows.len() == limit as usize)
+                .then(|| rows.last().map(|r| r.seq))
+                .flatten();
+            let mut keys = HashMap::new();
+            let items = rows
+                .iter()
+                .map(|row| self.open_resource_cached(&grant, row, &mut keys))
+                .collect::<AppResult<Vec<_>>>()?;
+            return Ok(HistoryPage { items, next });
+        }
         let part = chart_part(resource_type).ok_or_else(|| {
             AppError::NotSupported("the history of every Patient is not offered".into())
         })?;
-        let limit = count.clamp(1, HISTORY_PAGE_MAX);
         let rows = self
             .store
             .resource_history(&HistoryQuery {
@@ -525,6 +589,25 @@ impl App {
         context: &RequestContext,
         creates: Vec<(AnyResource, Option<String>)>,
     ) -> Result<Vec<PreparedWrite>, (usize, AppError)> {
+        if creates.iter().any(|(r, _)| is_directory(r.resource_type())) {
+            let mut prepared = Vec::with_capacity(creates.len());
+            for (at, (resource, id)) in creates.into_iter().enumerate() {
+                let one = if is_directory(resource.resource_type()) {
+                    self.prepare_directory_create(context, resource, id).await
+                } else {
+                    Box::pin(self.prepare_creates(context, vec![(resource, id)]))
+                        .await
+                        .map_err(|(_, e)| e)
+                        .and_then(|mut v| {
+                            v.pop().ok_or_else(|| {
+                                AppError::Unexpected("a prepared create went missing".into())
+                            })
+                        })
+                };
+                prepared.push(one.map_err(|e| (at, e))?);
+            }
+            return Ok(prepared);
+        }
         let mut planned = Vec::with_capacity(creates.len());
         let mut patients: HashMap<PatientId, Option<haven_store::StoredPatient>> = HashMap::new();
         for (at, (resource, id)) in creates.into_iter().enumerate() {
@@ -657,8 +740,13 @@ impl App {
             .authorize_stored(context, Action::Update, resource_type, id, stored.as_ref())
             .await?;
         let stored = stored.ok_or(AppError::NotFound)?;
-        let patient = self.compartment_of(&resource)?;
-        if Some(patient) != stored.patient {
+        let (subject, patient) = if is_directory(resource_type) {
+            (directory_subject(), None)
+        } else {
+            let patient = self.compartment_of(&resource)?;
+            (patient, Some(patient))
+        };
+        if patient != stored.patient {
             return Err(AppError::InvalidResource {
                 path: format!("{resource_type}.{}", compartment_element(&resource)),
                 message: "a resource cannot move to another patient's record; create a new one"
@@ -690,8 +778,8 @@ impl App {
                     None => Precondition::Exists,
                 },
                 version,
-                subject: patient,
-                patient: Some(patient),
+                subject,
+                patient,
                 sealed: Some(sealed),
                 search,
                 now_ms,
@@ -734,17 +822,24 @@ impl App {
         if stored.sealed.is_none() {
             return Ok(PreparedWrite { write: None, view });
         }
-        let patient = stored
-            .patient
-            .ok_or_else(|| AppError::Unexpected("a chart resource without a patient".into()))?;
+        let patient = stored.patient;
+        let subject = match patient {
+            Some(patient) => patient,
+            None if is_directory(resource_type) => directory_subject(),
+            None => {
+                return Err(AppError::Unexpected(
+                    "a chart resource without a patient".into(),
+                ));
+            }
+        };
         Ok(PreparedWrite {
             write: Some(ResourceWrite {
                 resource_type: resource_type.to_owned(),
                 id: id.to_owned(),
                 precondition: Precondition::Exists,
                 version: stored.version + 1,
-                subject: patient,
-                patient: Some(patient),
+                subject,
+                patient,
                 sealed: None,
                 search: Vec::new(),
                 now_ms,
@@ -842,5 +937,67 @@ impl App {
             }
         }
         Ok(everything)
+    }
+}
+
+impl App {
+    /// Checks, authorizes and seals a create in the shared directory, under the directory's
+    /// key (made on first use).
+    async fn prepare_directory_create(
+        &self,
+        context: &RequestContext,
+        mut resource: AnyResource,
+        id: Option<String>,
+    ) -> AppResult<PreparedWrite> {
+        let resource_type = served_type(resource.resource_type())?;
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let subject = directory_subject();
+        let grant = self
+            .gate
+            .authorize_directory(
+                context,
+                Action::Create,
+                subject,
+                resource_type,
+                Some(id.clone()),
+            )
+            .await?;
+        let (fresh, stored_fresh) = self.gate.new_subject_key(&grant)?;
+        let fresh_id = stored_fresh.key_id.clone();
+        let stored = self
+            .store
+            .put_subject_key_if_absent(stored_fresh, self.clock.now_ms())
+            .await?;
+        let key = if stored.key_id == fresh_id {
+            fresh
+        } else {
+            self.gate.open_subject_key(&grant, &stored)?
+        };
+        let now_ms = self.clock.now_ms();
+        let server_id =
+            Id::parse(id.clone()).map_err(|e| AppError::Unexpected(format!("new id: {e}")))?;
+        resource.set_server_fields(server_id, 1, now_ms);
+        let sealed = self.seal_resource(&key, &resource, &id, 1)?;
+        let search = self.resource_tokens(&resource);
+        Ok(PreparedWrite {
+            write: Some(ResourceWrite {
+                resource_type: resource_type.to_owned(),
+                id: id.clone(),
+                precondition: Precondition::Absent,
+                version: 1,
+                subject,
+                patient: None,
+                sealed: Some(sealed),
+                search,
+                now_ms,
+            }),
+            view: ResourceView {
+                resource_type,
+                id,
+                version: 1,
+                updated_at_ms: now_ms,
+                resource: Some(resource),
+            },
+        })
     }
 }

@@ -594,13 +594,21 @@ impl App {
         if resource_type == "Patient" {
             return self.fhir_search_patients(context, request).await;
         }
-        let part = chart_part(resource_type)
-            .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not kept yet")))?;
-        let own = (context.actor.role == Role::Patient)
+        let directory = super::is_directory(resource_type);
+        let part = match chart_part(resource_type) {
+            Some(part) => part,
+            None if directory => haven_domain::ChartPart::Clinical,
+            None => {
+                return Err(AppError::NotSupported(format!(
+                    "{resource_type} is not kept yet"
+                )));
+            }
+        };
+        let own = (context.actor.role == Role::Patient && !directory)
             .then_some(context.actor.patient)
             .flatten();
         let parsed = parse_request(resource_type, request, own)?;
-        if context.actor.role == Role::Patient && parsed.patient.is_none() {
+        if context.actor.role == Role::Patient && parsed.patient.is_none() && !directory {
             return Err(invalid(
                 "name the patient (patient=Patient/id): this account has no record of its own",
             ));
@@ -641,6 +649,18 @@ impl App {
             _ => return Err(invalid("`_page` is not a page of this search")),
         };
         let single_patient_grant = match parsed.patient {
+            // The directory has one key and one decision for every entry.
+            _ if directory => Some(
+                self.gate
+                    .authorize_directory(
+                        context,
+                        Action::Search,
+                        super::directory_subject(),
+                        resource_type,
+                        None,
+                    )
+                    .await?,
+            ),
             Some(patient) => Some(
                 self.gate
                     .authorize_resource(
@@ -750,7 +770,8 @@ impl App {
         let mut found = Vec::with_capacity(rows.len());
         let mut keys = std::collections::HashMap::new();
         for row in rows {
-            let Some(grant) = grants.iter().find(|g| Some(g.patient()) == row.patient) else {
+            let owner = row.patient.unwrap_or_else(super::directory_subject);
+            let Some(grant) = grants.iter().find(|g| g.patient() == owner) else {
                 continue;
             };
             let view = match self.open_resource_cached(grant, row, &mut keys) {

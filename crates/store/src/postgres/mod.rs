@@ -1102,6 +1102,31 @@ impl Store for PostgresStore {
         fhir::resource(&self.pool, resource_type, id).await
     }
 
+    async fn put_subject_key_if_absent(
+        &self,
+        key: StoredSubjectKey,
+        now_ms: i64,
+    ) -> StoreResult<StoredSubjectKey> {
+        sqlx::query(
+            "INSERT INTO subject_keys (subject_id, key_id, root_key_id, wrapped, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject_id) DO NOTHING",
+        )
+        .bind(key.subject.as_uuid())
+        .bind(&key.key_id)
+        .bind(&key.root_key_id)
+        .bind(&key.wrapped)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT subject_id, key_id, root_key_id, wrapped FROM subject_keys WHERE subject_id = $1",
+        )
+        .bind(key.subject.as_uuid())
+        .fetch_one(&self.pool)
+        .await?;
+        subject_key_from_row(&row)
+    }
+
     async fn put_attachment_chunk(
         &self,
         attachment: uuid::Uuid,

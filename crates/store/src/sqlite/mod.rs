@@ -141,6 +141,10 @@ enum WriteOp {
         sealed: Vec<u8>,
     },
     InsertAttachment(crate::fhir::StoredAttachment),
+    PutSubjectKeyIfAbsent {
+        key: StoredSubjectKey,
+        now_ms: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -153,6 +157,7 @@ enum WriteOutcome {
     Redeemed(crate::Redeemed),
     Challenge(Option<crate::StoredChallenge>),
     Resources(Result<Vec<i64>, crate::fhir::WriteConflict>),
+    SubjectKey(StoredSubjectKey),
 }
 
 #[derive(Debug)]
@@ -536,6 +541,31 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             .execute(&mut *connection)
             .await?;
             Ok(WriteOutcome::Done)
+        }
+        WriteOp::PutSubjectKeyIfAbsent { key, now_ms } => {
+            sqlx::query(
+                "INSERT INTO subject_keys (subject_id, key_id, root_key_id, wrapped, created_at_ms)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (subject_id) DO NOTHING",
+            )
+            .bind(key.subject.as_uuid())
+            .bind(&key.key_id)
+            .bind(&key.root_key_id)
+            .bind(&key.wrapped)
+            .bind(now_ms)
+            .execute(&mut *connection)
+            .await?;
+            let row = sqlx::query(
+                "SELECT key_id, root_key_id, wrapped FROM subject_keys WHERE subject_id = ?",
+            )
+            .bind(key.subject.as_uuid())
+            .fetch_one(&mut *connection)
+            .await?;
+            Ok(WriteOutcome::SubjectKey(StoredSubjectKey {
+                subject: key.subject,
+                key_id: row.try_get("key_id")?,
+                root_key_id: row.try_get("root_key_id")?,
+                wrapped: row.try_get("wrapped")?,
+            }))
         }
         WriteOp::InsertAttachment(attachment) => {
             sqlx::query(
@@ -1257,6 +1287,20 @@ impl Store for SqliteStore {
         id: &str,
     ) -> StoreResult<Option<crate::fhir::StoredResource>> {
         self.readers.resource(resource_type, id)
+    }
+
+    async fn put_subject_key_if_absent(
+        &self,
+        key: StoredSubjectKey,
+        now_ms: i64,
+    ) -> StoreResult<StoredSubjectKey> {
+        match self
+            .write(WriteOp::PutSubjectKeyIfAbsent { key, now_ms })
+            .await?
+        {
+            WriteOutcome::SubjectKey(key) => Ok(key),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn put_attachment_chunk(
