@@ -370,7 +370,7 @@ fn csv(entries: &[StoredAuditEvent]) -> String {
 }
 
 /// An entry as a FHIR R4 `AuditEvent`.
-fn fhir_audit_event(stored: &StoredAuditEvent) -> serde_json::Value {
+pub(crate) fn fhir_audit_event(stored: &StoredAuditEvent) -> serde_json::Value {
     use haven_audit::{AuditAction, Outcome};
     let event = &stored.event;
     let action = match event.action {

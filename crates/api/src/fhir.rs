@@ -499,6 +499,18 @@ pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) 
                 "searchParam": search,
             })
         })
+        .chain(std::iter::once(json!({
+            "type": "AuditEvent",
+            "documentation": "The audit log, read-only, for auditors and privacy officers; each search is itself audited.",
+            "interaction": [{"code": "search-type"}],
+            "searchParam": [
+                {"name": "date", "type": "date"},
+                {"name": "patient", "type": "reference"},
+                {"name": "agent", "type": "token"},
+                {"name": "subtype", "type": "token"},
+                {"name": "outcome", "type": "token"}
+            ],
+        })))
         .collect();
     fhir_json(&json!({
         "resourceType": "CapabilityStatement",
@@ -522,6 +534,122 @@ pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) 
     }))
 }
 
+/// `AuditEvent` searches: the audit log seen as FHIR, for those who review it. Each search
+/// is itself audited as an audit query.
+async fn audit_events(
+    state: &ApiState,
+    context: &haven_app::RequestContext,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> FhirResult {
+    let mut query = haven_app::audit_log::AuditQuery {
+        limit: 20,
+        descending: true,
+        ..haven_app::audit_log::AuditQuery::default()
+    };
+    for (name, value) in params {
+        match name.as_str() {
+            "date" => {
+                let (prefix, text) = match value.get(..2) {
+                    Some(p @ ("ge" | "gt" | "le" | "lt" | "eq")) => (p, &value[2..]),
+                    _ => ("eq", value.as_str()),
+                };
+                let range = haven_fhir::DateTime::parse(text)
+                    .map_err(|why| FhirError::invalid("search", format!("`date`: {why}")))?
+                    .range();
+                match prefix {
+                    "ge" => query.from_ms = Some(range.start_ms),
+                    "gt" => query.from_ms = Some(range.end_ms),
+                    "le" => query.to_ms = Some(range.end_ms),
+                    "lt" => query.to_ms = Some(range.start_ms),
+                    _ => {
+                        query.from_ms = Some(range.start_ms);
+                        query.to_ms = Some(range.end_ms);
+                    }
+                }
+            }
+            "patient" => {
+                let id = value.strip_prefix("Patient/").unwrap_or(value);
+                query.patient = Some(id.parse().map_err(|_| {
+                    FhirError::invalid("search", "`patient` is Patient/id or a patient's id")
+                })?);
+            }
+            "agent" => query.actor = Some(value.chars().take(200).collect()),
+            "subtype" => {
+                query.action = Some(value.parse().map_err(|_| {
+                    FhirError::invalid("search", format!("`subtype`: unknown action `{value}`"))
+                })?);
+            }
+            "outcome" => {
+                query.outcome = Some(match value.as_str() {
+                    "0" => haven_audit::Outcome::Allowed,
+                    "4" => haven_audit::Outcome::Denied,
+                    _ => return Err(FhirError::invalid("search", "`outcome` is 0 or 4")),
+                });
+            }
+            "_count" => {
+                query.limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|c| (1..=100).contains(c))
+                    .ok_or_else(|| FhirError::invalid("search", "`_count` is 1 to 100"))?;
+            }
+            "_page" => {
+                query.offset = value
+                    .strip_prefix("o.")
+                    .and_then(|o| o.parse().ok())
+                    .filter(|o| *o <= haven_app::audit_log::AUDIT_REPORT_OFFSET_MAX)
+                    .ok_or_else(|| {
+                        FhirError::invalid("search", "`_page` is not a page of this search")
+                    })?;
+            }
+            other => {
+                return Err(FhirError::new(
+                    StatusCode::BAD_REQUEST,
+                    "not-supported",
+                    format!(
+                        "`{}` is not a search parameter of AuditEvent; use date, patient, agent, subtype, outcome, _count",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    let entries = state.app.audit_report(context, &query).await?;
+    let base = base_url(headers, state);
+    let next = (entries.len() == query.limit as usize).then(|| {
+        let mut url = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in params.iter().filter(|(n, _)| n != "_page") {
+            url.append_pair(name, value);
+        }
+        url.append_pair(
+            "_page",
+            &format!("o.{}", query.offset + u64::from(query.limit)),
+        );
+        format!("{base}/AuditEvent?{}", url.finish())
+    });
+    let mut links = vec![json!({"relation": "self", "url": format!("{base}/AuditEvent")})];
+    if let Some(next) = next {
+        links.push(json!({"relation": "next", "url": next}));
+    }
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "fullUrl": format!("{base}/AuditEvent/{}", e.seq),
+                "resource": crate::audit::fhir_audit_event(e),
+                "search": {"mode": "match"},
+            })
+        })
+        .collect();
+    Ok(fhir_json(&json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": links,
+        "entry": entries,
+    })))
+}
+
 pub(crate) async fn search(
     State(state): State<ApiState>,
     caller: Result<Caller, ApiError>,
@@ -531,6 +659,9 @@ pub(crate) async fn search(
 ) -> FhirResult {
     let Caller(context) = caller?;
     let params = search_params(query.as_deref())?;
+    if resource_type == "AuditEvent" {
+        return audit_events(&state, &context, &headers, &params).await;
+    }
     let page = state
         .app
         .fhir_search(

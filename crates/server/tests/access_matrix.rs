@@ -453,6 +453,11 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/fhir/Organization",
             body: Some(json!({"resourceType": "Organization", "name": "Matrix Clinic"})),
         },
+        Endpoint {
+            method: Method::GET,
+            path: "/fhir/AuditEvent?patient={id}",
+            body: None,
+        },
         // The body of an upload is the file itself (see `check_every_endpoint`).
         Endpoint {
             method: Method::POST,
@@ -677,6 +682,11 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
         },
         ("POST", "/fhir") => match role {
             _ if clinical && person && target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
+        // The audit log as FHIR: for reviewers, whoever the patient is.
+        ("GET", "/fhir/AuditEvent?patient={id}") => match role {
+            Auditor | PrivacyOfficer => StatusCode::OK,
             _ => forbidden,
         },
         // The directory: read by everyone signed in, kept by administrators.

@@ -22,6 +22,7 @@ haven_test_support::on_every_backend!(
     everything_is_the_whole_chart_audited_as_one_export,
     attachments_stream_in_and_out_sealed_in_chunks,
     the_directory_is_kept_by_administrators_and_read_by_everyone,
+    reviewers_read_the_audit_log_as_audit_events,
     planted_markers_in_every_resource_type_never_reach_the_database,
 );
 
@@ -1489,5 +1490,105 @@ async fn the_directory_is_kept_by_administrators_and_read_by_everyone(backend: B
         })
         .count();
     assert_eq!(directory_entries_with_patient, 0);
+    server.stop().await;
+}
+
+async fn reviewers_read_the_audit_log_as_audit_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let created = json_of(
+        post(
+            &server,
+            &doctor.token,
+            "/fhir/Observation",
+            &heart_rate(ada, 70, "2024-03-15"),
+        )
+        .await,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        get(&server, &doctor.token, &format!("/fhir/Observation/{id}")).await;
+    }
+    let auditor = server.user(Role::Auditor, None).await;
+    let search = format!("/fhir/AuditEvent?patient=Patient/{ada}&subtype=read&date=ge2020-01-01");
+    let bundle = json_of(get(&server, &auditor.token, &search).await).await;
+    let events = bundle["entry"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{bundle}");
+    for event in events {
+        let event = &event["resource"];
+        assert_eq!(event["resourceType"], "AuditEvent");
+        assert_eq!(event["subtype"][0]["code"], "read");
+        assert_eq!(
+            event["entity"][0]["what"]["reference"],
+            format!("Patient/{ada}")
+        );
+        assert_eq!(
+            event["agent"][0]["who"]["identifier"]["value"],
+            doctor.id.to_string()
+        );
+    }
+    // Paging and the other filters.
+    let paged = json_of(
+        get(
+            &server,
+            &auditor.token,
+            &format!("/fhir/AuditEvent?patient={ada}&_count=2"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(paged["entry"].as_array().unwrap().len(), 2);
+    assert!(
+        paged["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "next")
+    );
+    let none = json_of(
+        get(
+            &server,
+            &auditor.token,
+            &format!("/fhir/AuditEvent?patient={ada}&date=lt2000"),
+        )
+        .await,
+    )
+    .await;
+    assert!(none["entry"].as_array().unwrap().is_empty());
+    let denied = json_of(
+        get(
+            &server,
+            &auditor.token,
+            &format!("/fhir/AuditEvent?patient={ada}&outcome=4"),
+        )
+        .await,
+    )
+    .await;
+    assert!(denied["entry"].as_array().unwrap().is_empty());
+    // The log is for reviewers only, and reading it is itself audited.
+    assert_eq!(
+        get(&server, &doctor.token, &search).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
+    assert_eq!(
+        get(&server, &ada_self.token, &search).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let queries = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| e.event.action == haven_audit::AuditAction::AuditQuery)
+        .count();
+    assert!(queries >= 4, "{queries} audit queries recorded");
+    assert_eq!(
+        get(&server, &auditor.token, "/fhir/AuditEvent?flavour=x")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
     server.stop().await;
 }
