@@ -360,7 +360,7 @@ fn last_line_of(haven: &Path, data_dir: &Path, args: &[&str]) -> Result<String> 
     last_line_of_with(haven, data_dir, args, &[])
 }
 
-fn last_line_of_with(
+pub(crate) fn last_line_of_with(
     haven: &Path,
     data_dir: &Path,
     args: &[&str],
@@ -393,7 +393,7 @@ fn mint_token(haven: &Path, data_dir: &Path, role: &str) -> Result<String> {
     mint_token_with(haven, data_dir, role, &[])
 }
 
-fn mint_token_with(
+pub(crate) fn mint_token_with(
     haven: &Path,
     data_dir: &Path,
     role: &str,
@@ -429,10 +429,10 @@ fn mint_token_with(
 
 /// The running server; killed on drop if it was not stopped.
 #[derive(Debug)]
-struct Server {
+pub(crate) struct Server {
     child: Child,
     pid: u32,
-    address: SocketAddr,
+    pub(crate) address: SocketAddr,
 }
 
 #[derive(Debug)]
@@ -446,7 +446,7 @@ impl Server {
         Self::start_with(haven, data_dir, log_path, &[])
     }
 
-    fn start_with(
+    pub(crate) fn start_with(
         haven: &Path,
         data_dir: &Path,
         log_path: &Path,
@@ -525,7 +525,7 @@ impl Server {
 
     /// SIGTERM, then a bounded wait; a server that does not stop in time is killed and the
     /// bench fails, because a stuck shutdown is a bug worth seeing.
-    fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         run_checked(Command::new("kill").args(["-TERM", &self.pid.to_string()]))?;
         let deadline = Instant::now() + Duration::from_secs(SHUTDOWN_WAIT_SECS_MAX);
         loop {

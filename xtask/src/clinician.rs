@@ -84,6 +84,17 @@ fn text<'a>(value: &'a Value, field: &str) -> Result<&'a str> {
         .with_context(|| format!("an answer without `{field}`: {value}"))
 }
 
+/// A clinician the bench or the seed made, with what a person needs to sign in as them.
+#[derive(Debug)]
+pub struct Clinician {
+    pub token: String,
+    pub team: Vec<String>,
+    pub login: String,
+    pub password: &'static str,
+    /// Base32, for an authenticator app.
+    pub totp_secret: String,
+}
+
 /// Signs a clinician in and puts them on the care team of up to
 /// `load::CARE_TEAM_PATIENTS_MAX` of `ids`; their session token and those patients' ids.
 pub async fn prepare(
@@ -91,6 +102,12 @@ pub async fn prepare(
     admin_token: &str,
     ids: &[String],
 ) -> Result<(String, Vec<String>)> {
+    let clinician = enrol(address, admin_token, ids).await?;
+    Ok((clinician.token, clinician.team))
+}
+
+/// As [`prepare`], keeping the clinician's credentials.
+pub async fn enrol(address: SocketAddr, admin_token: &str, ids: &[String]) -> Result<Clinician> {
     let mut client = Client::connect(address).await?;
     let (status, invited) = client
         .call(
@@ -107,6 +124,7 @@ pub async fn prepare(
         .duration_since(UNIX_EPOCH)
         .map(|since| since.as_nanos())
         .unwrap_or(0);
+    let login = format!("clinician-{nanos}@haven.invalid");
     let (status, enrolled) = client
         .call(
             Method::POST,
@@ -114,7 +132,7 @@ pub async fn prepare(
             None,
             Some(json!({
                 "invitation": text(&invited, "invitation")?,
-                "login": format!("bench-clinician-{nanos}@haven.invalid"),
+                "login": login.clone(),
                 "password": PASSWORD,
                 "transport": "bearer",
             })),
@@ -135,7 +153,8 @@ pub async fn prepare(
     if status != StatusCode::OK {
         bail!("setting up TOTP answered {status}: {setup}");
     }
-    let secret = totp_rs::Secret::Encoded(text(&setup, "secret")?.to_owned())
+    let totp_secret = text(&setup, "secret")?.to_owned();
+    let secret = totp_rs::Secret::Encoded(totp_secret.clone())
         .to_bytes()
         .map_err(|e| anyhow::anyhow!("the TOTP secret is not base32: {e:?}"))?;
     let code = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, secret)
@@ -175,5 +194,11 @@ pub async fn prepare(
             bail!("adding the clinician to a care team answered {status}: {answer}");
         }
     }
-    Ok((token, team))
+    Ok(Clinician {
+        token,
+        team,
+        login,
+        password: PASSWORD,
+        totp_secret,
+    })
 }

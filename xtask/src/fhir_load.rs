@@ -262,25 +262,14 @@ pub async fn register_patients(
     Ok(ids)
 }
 
-/// Imports a chart for each of `patients` (on `clinician`'s care team), then runs the
-/// timed phases; the reports in order.
-pub async fn run(
-    plan: &LoadPlan,
+/// Imports a synthetic chart for each of `patients` as `clinician` (on their care teams),
+/// [`IMPORT_CONNECTIONS`] transactions at a time; the report and the Observations' ids.
+pub async fn import_charts(
+    address: std::net::SocketAddr,
     clinician: &str,
     patients: &[String],
-) -> Result<Vec<PhaseReport>> {
-    let patients: Vec<String> = patients.iter().take(PATIENTS).cloned().collect();
-    if patients.len() < PATIENTS {
-        bail!(
-            "the FHIR phases need {PATIENTS} patients on the clinician's care team, not {}",
-            patients.len()
-        );
-    }
-    let shared = Arc::new((
-        plan.address,
-        format!("Bearer {clinician}"),
-        patients.clone(),
-    ));
+) -> Result<(PhaseReport, Vec<String>)> {
+    let shared = Arc::new((address, format!("Bearer {clinician}"), patients.to_vec()));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -312,6 +301,24 @@ pub async fn run(
         first_error,
         resources,
     );
+    Ok((import, observations))
+}
+
+/// Imports a chart for each of `patients` (on `clinician`'s care team), then runs the
+/// timed phases; the reports in order.
+pub async fn run(
+    plan: &LoadPlan,
+    clinician: &str,
+    patients: &[String],
+) -> Result<Vec<PhaseReport>> {
+    let patients: Vec<String> = patients.iter().take(PATIENTS).cloned().collect();
+    if patients.len() < PATIENTS {
+        bail!(
+            "the FHIR phases need {PATIENTS} patients on the clinician's care team, not {}",
+            patients.len()
+        );
+    }
+    let (import, observations) = import_charts(plan.address, clinician, &patients).await?;
     if observations.is_empty() {
         bail!("the import stored no Observation\n{import}");
     }

@@ -2,7 +2,7 @@
 //!
 //! Everything a contributor or CI needs goes through here so that a fresh machine needs
 //! nothing but a Rust toolchain: `run` starts the server with zero configuration, `test`
-//! installs what the tests need and runs all of them, `bench` measures the patient API.
+//! installs what the tests need and runs all of them, `bench` measures the patient API, `seed` loads demonstration data.
 
 // xtask is a command-line tool: printing to stdout is its job.
 #![allow(clippy::print_stdout)]
@@ -16,6 +16,7 @@ mod load;
 mod postgres;
 mod python_tools;
 mod run;
+mod seed;
 mod sign_in_load;
 mod test_suite;
 mod workspace;
@@ -53,6 +54,12 @@ Commands:
       connections (default 64) for N seconds each (default 10). Prints requests,
       errors, throughput, latency percentiles and the server's peak memory.
 
+  seed [--patients N]
+      Build the server (debug) and fill the default data directory (./haven-data)
+      with N synthetic patients (default 100), each with a chart of about a hundred
+      FHIR resources, and a clinician on their care teams whose login, password and
+      TOTP secret it prints. The server must not be running.
+
   help
       Print this message.
 ";
@@ -87,6 +94,11 @@ fn dispatch(args: Vec<OsString>) -> Result<ExitCode> {
         "test" => {
             let options = test_suite::Options::parse(&rest)?;
             test_suite::test(&Workspace::locate()?, &options)
+        }
+        "seed" => {
+            let options = seed::Options::parse(&utf8_args(&rest)?)?;
+            seed::seed(&Workspace::locate()?, &options)?;
+            Ok(ExitCode::SUCCESS)
         }
         "bench" => {
             let options = bench::Options::parse(&utf8_args(&rest)?)?;
