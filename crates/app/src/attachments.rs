@@ -302,14 +302,11 @@ impl App {
         context: &RequestContext,
         id: &str,
     ) -> AppResult<(AttachmentView, AttachmentReader)> {
-        let parsed = id.parse::<uuid::Uuid>().ok();
-        let stored = match parsed {
-            Some(id) => self.store.attachment(id).await?,
-            None => None,
-        };
-        let Some(stored) = stored else {
+        // Not an id Haven issues: it names nothing, and its text is not recorded.
+        let id = id.parse::<uuid::Uuid>().map_err(|_| AppError::NotFound)?;
+        let Some(stored) = self.store.attachment(id).await? else {
             self.gate
-                .authorize_missing(context, Action::Read, PART, "Binary", Some(id.to_owned()))
+                .authorize_missing(context, Action::Read, PART, "Binary", None)
                 .await?;
             return Err(AppError::NotFound);
         };

@@ -53,6 +53,15 @@ fn grant(patient: PatientId, decision: Decision) -> Option<Grant> {
     })
 }
 
+/// How far a caller's access to one part of the chart reaches ([`AccessGate::chart_scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartScope {
+    /// Every patient's, whatever the relationship.
+    Everyone,
+    /// Only patients the caller is related to, decided patient by patient.
+    Related,
+}
+
 /// One access to a chart resource in a batch ([`AccessGate::authorize_chart_batch`]).
 #[derive(Debug, Clone)]
 pub struct ChartAccess {
@@ -561,6 +570,44 @@ impl AccessGate {
         }
         self.append(events).await?;
         Ok(outcomes)
+    }
+
+    /// Whether `action` on a part of the chart may span patients for this caller, decided
+    /// (and a refusal audited) before anything is looked up: `Everyone` when the policy
+    /// allows it whatever the patient (the front desk and appointments), `Related` when it
+    /// depends on a relationship to each patient, which a search over all patients would
+    /// reveal (by its paging, its counts, its refusals), so such a search must name one.
+    pub async fn chart_scope(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        part: ChartPart,
+        resource_type: &'static str,
+    ) -> AppResult<ChartScope> {
+        let favourable = Context {
+            care_team: true,
+            break_glass: true,
+            proxy: Some(ProxyScopes {
+                record: true,
+                access_log: true,
+            }),
+        };
+        let unknown = Resource::Chart(PatientId::generate(), part);
+        let at_best = decide(&context.actor, action, &unknown, &favourable);
+        if let Decision::Deny(reason) = at_best {
+            let mut event = self.event(context, action, None, at_best);
+            event.resource_type = Some(resource_type.to_owned());
+            self.append(vec![event]).await?;
+            return Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            });
+        }
+        let stranger = decide(&context.actor, action, &unknown, &Context::default());
+        Ok(if stranger.is_allowed() {
+            ChartScope::Everyone
+        } else {
+            ChartScope::Related
+        })
     }
 
     /// Decides about `action` on one part of each patient's chart, audits one entry per

@@ -449,7 +449,9 @@ fn patient_chart(
     match action {
         Read | Search | Export if own => allow("patient_own_record", PatientRequest),
         Read | Search | Export if proxy => allow("proxy_delegation", FamilyRequest),
-        Create | Update if own && part == ChartPart::PatientAuthored => {
+        // A patient adds what they author; changing what is in their chart (possibly
+        // written by staff) is not theirs to do.
+        Create if own && part == ChartPart::PatientAuthored => {
             allow("patient_own_record", PatientRequest)
         }
         _ if own || proxy => Decision::Deny(DenyReason::RoleNotPermitted),

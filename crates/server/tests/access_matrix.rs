@@ -718,8 +718,11 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             _ => forbidden,
         },
         // The history of every Observation the caller may read: possibly none.
+        // A patient's own chart; for clinical staff it would span patients, so it must be
+        // read resource by resource (a request error, not a refusal); for others, refused.
         ("GET", "/fhir/Observation/_history") => match role {
-            Clinician | Nurse | Patient => StatusCode::OK,
+            Patient => StatusCode::OK,
+            Clinician | Nurse => StatusCode::BAD_REQUEST,
             _ => forbidden,
         },
         // Appointments: the front desk books them for anyone.

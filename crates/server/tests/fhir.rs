@@ -244,10 +244,19 @@ async fn resources_are_created_read_versioned_and_deleted(backend: Backend) {
     assert_eq!(second["entry"].as_array().unwrap().len(), 2);
     assert_eq!(second["entry"][1]["request"]["method"], "POST");
 
-    // Type history lists the versions of every Observation the caller may read.
+    // A patient's type history lists the versions of every Observation of their chart; a
+    // clinician's would have to span patients, and is refused (their care team would show
+    // in its paging).
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
     let type_history =
-        json_of(get(&server, &doctor.token, "/fhir/Observation/_history").await).await;
+        json_of(get(&server, &ada_self.token, "/fhir/Observation/_history").await).await;
     assert_eq!(type_history["entry"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        get(&server, &doctor.token, "/fhir/Observation/_history")
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
 
     // Every step was audited with the resource named.
     let entries = server.audit_entries().await;
@@ -517,13 +526,10 @@ async fn search_narrows_by_code_date_and_status_and_pages(backend: Backend) {
     }
     assert_eq!(keyset.len(), 7);
 
-    // Across patients: the clinician sees both of their patients' results.
-    assert_eq!(
-        ids_found(&server, &doctor.token, "/fhir/Observation?date=2024-03-02")
-            .await
-            .len(),
-        1
-    );
+    // Not across patients: which ones are on the care team would show in the paging.
+    let across = get(&server, &doctor.token, "/fhir/Observation?date=2024-03-02").await;
+    assert_eq!(across.status(), StatusCode::BAD_REQUEST);
+    assert!(issue(across).await.2.contains("name the patient"));
 
     // _include brings the patient along, once.
     let bundle = json_of(
@@ -676,6 +682,45 @@ async fn a_transaction_applies_whole_or_not_at_all(backend: Backend) {
     .await;
     assert_eq!(unchanged["meta"]["versionId"], "1");
 
+    // A transaction only writes.
+    let reading = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": format!("Patient/{ada}")}}
+    ]});
+    assert_eq!(
+        post(&server, &doctor.token, "/fhir", &reading)
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    // A reference to an entry whose condition matched leads to the resource it matched.
+    let visit = json_of(post(&server, &doctor.token, "/fhir/Encounter", &json!({
+        "resourceType": "Encounter", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"},
+        "subject": {"reference": format!("Patient/{ada}")}
+    })).await).await;
+    let conditional = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:3c1e6f0a-0000-4000-8000-00000000000e",
+         "resource": {"resourceType": "Encounter", "status": "in-progress",
+                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"},
+                      "subject": {"reference": format!("Patient/{ada}")}},
+         "request": {"method": "POST", "url": "Encounter", "ifNoneExist": format!("patient={ada}&status=in-progress")}},
+        {"resource": {"resourceType": "Observation", "status": "final",
+                      "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                      "subject": {"reference": format!("Patient/{ada}")},
+                      "encounter": {"reference": "urn:uuid:3c1e6f0a-0000-4000-8000-00000000000e"},
+                      "valueQuantity": {"value": 61}},
+         "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let answer = json_of(post(&server, &doctor.token, "/fhir", &conditional).await).await;
+    assert_eq!(
+        answer["entry"][0]["response"]["status"], "200 OK",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["entry"][1]["resource"]["encounter"]["reference"],
+        format!("Encounter/{}", visit["id"].as_str().unwrap())
+    );
+
     // A whole synthetic chart (about a hundred resources, references between them) at once.
     let chart = haven_fhir::synthetic::chart(&ada.to_string(), 1, 2026);
     let count = chart["entry"].as_array().unwrap().len();
@@ -758,6 +803,15 @@ async fn a_batch_answers_each_entry_on_its_own(backend: Backend) {
         1
     );
     assert_eq!(answer["entry"][3]["resource"]["resourceType"], "Patient");
+
+    // Reads in a batch are bounded: each search may open many resources.
+    let reads: Vec<Value> = (0..21)
+        .map(|_| json!({"request": {"method": "GET", "url": format!("Observation?patient={ada}")}}))
+        .collect();
+    let many = json!({"resourceType": "Bundle", "type": "batch", "entry": reads});
+    let refused = post(&server, &doctor.token, "/fhir", &many).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(refused).await.0, "too-costly");
 
     // Conditional create: the second time, the existing resource is answered.
     let mut tagged = heart_rate(ada, 66, "2024-06-01");
@@ -906,17 +960,58 @@ async fn the_chart_is_open_to_its_care_team_and_its_patient_only(backend: Backen
         StatusCode::FORBIDDEN
     );
     let form = haven_fhir::examples::example("QuestionnaireResponse", &ada.to_string()).unwrap();
+    // What a patient wrote stays as written; what they write is in their own name.
+    let written = post(
+        &server,
+        &ada_self.token,
+        "/fhir/QuestionnaireResponse",
+        &form,
+    )
+    .await;
+    assert_eq!(written.status(), StatusCode::CREATED);
+    let written = json_of(written).await;
+    let form_path = format!(
+        "/fhir/QuestionnaireResponse/{}",
+        written["id"].as_str().unwrap()
+    );
     assert_eq!(
-        post(
+        send(
             &server,
+            reqwest::Method::PUT,
             &ada_self.token,
-            "/fhir/QuestionnaireResponse",
-            &form
+            &form_path,
+            Some(&written),
+            &[]
         )
         .await
         .status(),
-        StatusCode::CREATED
+        StatusCode::FORBIDDEN
     );
+    let mut impersonating =
+        haven_fhir::examples::example("Communication", &ada.to_string()).unwrap();
+    impersonating["sender"] = json!({"reference": "Practitioner/dr-lopez"});
+    let refused = post(
+        &server,
+        &ada_self.token,
+        "/fhir/Communication",
+        &impersonating,
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(refused).await.1, "Communication.sender");
+    // An id that is no FHIR id names nothing, and its text is not recorded.
+    assert_eq!(
+        get(&server, &doctor.token, "/fhir/Observation/secret%20text")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(!server.audit_entries().await.iter().any(|e| {
+        e.event
+            .resource_id
+            .as_deref()
+            .is_some_and(|id| id.contains("secret"))
+    }));
     // The front desk books visits but reads no results.
     let visit = haven_fhir::examples::example("Appointment", &ada.to_string()).unwrap();
     assert_eq!(

@@ -3,8 +3,10 @@
 //! A transaction is prepared entry by entry, each authorized, audited and sealed exactly as
 //! if it had come alone, and then written as one store batch, so it is applied whole or not
 //! at all: one entry refused, invalid or in conflict, and nothing of it is written. Entries
-//! are handled in FHIR's order (DELETE, POST, PUT, then GET, which sees the result), and a
-//! POST's `urn:uuid:` full URL is resolved to its new `Type/id` in every other entry first.
+//! are handled in FHIR's order (DELETE, POST, PUT); a transaction only writes (reads go in
+//! a batch, so that no answer can come after writes were committed). A POST's `urn:uuid:`
+//! full URL is resolved to its new `Type/id`, or to the resource its condition matched, in
+//! every other entry first.
 //! A batch runs each entry on its own and answers each with its own status.
 
 use std::collections::HashMap;
@@ -15,6 +17,9 @@ use serde_json::Value;
 use super::search::{SearchPage, SearchRequest};
 use super::{PreparedWrite, ResourceView, served_type};
 use crate::{App, AppError, AppResult, RequestContext};
+
+/// The most reads and searches one batch runs (each search may open many resources).
+pub const BATCH_READS_MAX: usize = 20;
 
 /// What one entry came to.
 #[derive(Debug)]
@@ -147,6 +152,16 @@ impl App {
     ) -> AppResult<BundleOutcome> {
         match request.kind {
             BundleKind::Batch => {
+                let reads = request
+                    .entries
+                    .iter()
+                    .filter(|e| e.method == Method::Get)
+                    .count();
+                if reads > BATCH_READS_MAX {
+                    return Err(AppError::TooCostly(format!(
+                        "at most {BATCH_READS_MAX} reads and searches in one batch"
+                    )));
+                }
                 let mut entries = Vec::with_capacity(request.entries.len());
                 for entry in request.entries {
                     entries.push(match self.run_entry(context, entry).await {
@@ -220,11 +235,19 @@ impl App {
         context: &RequestContext,
         entries: Vec<EntryRequest>,
     ) -> AppResult<BundleOutcome> {
-        // New ids for every POST first, so references between entries can be resolved.
+        // Conditional creates are matched first, so that references to an entry that matched
+        // an existing resource lead to that resource; then every other POST gets its new id,
+        // so references between entries can be resolved.
         let mut assigned: HashMap<String, String> = HashMap::new();
+        let mut matched: Vec<Option<ResourceView>> = Vec::with_capacity(entries.len());
         let mut new_ids: Vec<Option<String>> = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
-            let id = match (entry.method, target(&entry.url).map_err(in_entry(index))?) {
+            let (found, id) = match (entry.method, target(&entry.url).map_err(in_entry(index))?) {
+                (Method::Get, _) => {
+                    return Err(in_entry(index)(AppError::NotSupported(
+                        "a transaction only writes; send reads in a batch, or on their own".into(),
+                    )));
+                }
                 (Method::Post, Target::Type { resource_type, .. }) => {
                     if resource_type == "Patient" {
                         return Err(in_entry(index)(AppError::NotSupported(
@@ -232,16 +255,27 @@ impl App {
                                 .into(),
                         )));
                     }
-                    let id = uuid::Uuid::now_v7().to_string();
+                    let found = self
+                        .conditional_match(context, &resource_type, entry.if_none_exist.as_deref())
+                        .await
+                        .map_err(in_entry(index))?;
+                    let (target, id) = match &found {
+                        Some(existing) => (format!("{resource_type}/{}", existing.id), None),
+                        None => {
+                            let id = uuid::Uuid::now_v7().to_string();
+                            (format!("{resource_type}/{id}"), Some(id))
+                        }
+                    };
                     if let Some(full_url) = entry.full_url.as_deref()
                         && full_url.starts_with("urn:uuid:")
                     {
-                        assigned.insert(full_url.to_owned(), format!("{resource_type}/{id}"));
+                        assigned.insert(full_url.to_owned(), target);
                     }
-                    Some(id)
+                    (found, id)
                 }
-                _ => None,
+                _ => (None, None),
             };
+            matched.push(found);
             new_ids.push(id);
         }
         let resolve = |reference: &str| assigned.get(reference).cloned();
@@ -250,7 +284,6 @@ impl App {
         order.sort_by_key(|&i| entries[i].method.order());
         let mut outcomes: Vec<Option<EntryOutcome>> = (0..entries.len()).map(|_| None).collect();
         let mut prepared: Vec<(usize, PreparedWrite, u16)> = Vec::new();
-        let mut gets = Vec::new();
         // Creates are prepared together once every entry has been read: one audit append
         // and one look-up per patient for all of them.
         let mut creates = Vec::new();
@@ -264,22 +297,15 @@ impl App {
             }
             let step = async {
                 match (entry.method, target(&entry.url)?) {
-                    (Method::Get, _) => {
-                        gets.push((index, entry));
-                        Ok(None)
-                    }
                     (Method::Post, Target::Type { resource_type, .. }) => {
-                        let resource = entry_resource(entry.resource, &resource_type)?;
-                        if let Some(existing) = self
-                            .conditional_match(context, &resource_type, entry.if_none_exist.as_deref())
-                            .await?
-                        {
+                        if let Some(existing) = matched[index].take() {
                             outcomes[index] = Some(EntryOutcome::Resource {
                                 status: 200,
                                 view: Box::new(existing),
                             });
                             return Ok(None);
                         }
+                        let resource = entry_resource(entry.resource, &resource_type)?;
                         creates.push((index, resource, new_ids[index].clone()));
                         Ok(None)
                     }
@@ -340,13 +366,6 @@ impl App {
                 status,
                 view: Box::new(write.view),
             });
-        }
-        for (index, entry) in gets {
-            let outcome = self
-                .run_entry(context, entry)
-                .await
-                .map_err(in_entry(index))?;
-            outcomes[index] = Some(outcome);
         }
         Ok(BundleOutcome {
             kind: BundleKind::Transaction,

@@ -74,6 +74,12 @@ pub fn chart_part(resource_type: &str) -> Option<ChartPart> {
     }
 }
 
+/// An id from a URL, checked before anything is decided or audited: one that is no FHIR id
+/// names nothing, and its text (which could be anything) never reaches the audit log.
+pub(crate) fn known_id(id: &str) -> AppResult<&str> {
+    Id::parse(id).map(|_| id).map_err(|_| AppError::NotFound)
+}
+
 /// The `'static` name of a served type, or why it is not served.
 pub fn served_type(resource_type: &str) -> AppResult<&'static str> {
     served_types().find(|t| *t == resource_type).ok_or_else(|| {
@@ -134,8 +140,9 @@ impl App {
         }
     }
 
-    /// Blind-index tokens of a resource's search values (see [`search`]).
-    fn resource_tokens(&self, resource: &AnyResource) -> Vec<ResourceToken> {
+    /// Blind-index tokens of a resource's search values (see [`search`]); a resource with
+    /// more than the store keeps is refused rather than left partly unsearchable.
+    fn resource_tokens(&self, resource: &AnyResource) -> AppResult<Vec<ResourceToken>> {
         let resource_type = resource.resource_type();
         let index = resource.index();
         let mut tokens = Vec::new();
@@ -152,8 +159,16 @@ impl App {
         }
         tokens.sort_by(|a, b| (&a.param, &a.token).cmp(&(&b.param, &b.token)));
         tokens.dedup();
-        tokens.truncate(haven_store::limits::RESOURCE_TOKENS_MAX);
-        tokens
+        if tokens.len() > haven_store::limits::RESOURCE_TOKENS_MAX {
+            return Err(AppError::InvalidResource {
+                path: resource_type.to_owned(),
+                message: format!(
+                    "too many searchable values (codes, dates, references): at most {} index entries",
+                    haven_store::limits::RESOURCE_TOKENS_MAX
+                ),
+            });
+        }
+        Ok(tokens)
     }
 
     /// Seals `resource` (with its server fields set) as `version`.
@@ -229,6 +244,7 @@ impl App {
     ) -> AppResult<Grant> {
         if is_directory(resource_type) {
             // The directory is no one's health data: whether an entry exists is no secret.
+            // A missing entry's id is the caller's text: it is not recorded.
             let grant = self
                 .gate
                 .authorize_directory(
@@ -236,7 +252,7 @@ impl App {
                     action,
                     directory_subject(),
                     resource_type,
-                    Some(id.to_owned()),
+                    stored.map(|_| id.to_owned()),
                 )
                 .await?;
             return match stored {
@@ -247,8 +263,9 @@ impl App {
         let part = chart_part(resource_type)
             .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not served")))?;
         let Some(patient) = stored.and_then(|s| s.patient) else {
+            // A missing resource's id is the caller's text: it is not recorded.
             self.gate
-                .authorize_missing(context, action, part, resource_type, Some(id.to_owned()))
+                .authorize_missing(context, action, part, resource_type, None)
                 .await?;
             return Err(AppError::NotFound);
         };
@@ -294,6 +311,7 @@ impl App {
         id: &str,
     ) -> AppResult<ResourceView> {
         let resource_type = served_type(resource_type)?;
+        let id = known_id(id)?;
         if resource_type == "Patient" {
             return self.fhir_read_patient(context, id).await;
         }
@@ -320,6 +338,7 @@ impl App {
         version: i64,
     ) -> AppResult<ResourceView> {
         let resource_type = served_type(resource_type)?;
+        let id = known_id(id)?;
         if resource_type == "Patient" {
             let view = self.fhir_read_patient(context, id).await?;
             return if view.version == version {
@@ -393,6 +412,7 @@ impl App {
         count: u32,
     ) -> AppResult<HistoryPage> {
         let resource_type = served_type(resource_type)?;
+        let id = known_id(id)?;
         if resource_type == "Patient" {
             let view = self.fhir_read_patient(context, id).await?;
             return Ok(HistoryPage {
@@ -472,6 +492,24 @@ impl App {
         let part = chart_part(resource_type).ok_or_else(|| {
             AppError::NotSupported("the history of every Patient is not offered".into())
         })?;
+        let own = (context.actor.role == haven_domain::Role::Patient)
+            .then_some(context.actor.patient)
+            .flatten();
+        // As for searches: across patients only for those who may see every patient's.
+        if own.is_none()
+            && self
+                .gate
+                .chart_scope(context, Action::Read, part, resource_type)
+                .await?
+                == crate::gate::ChartScope::Related
+        {
+            return Err(AppError::InvalidResource {
+                path: "history".into(),
+                message: format!(
+                    "for your role the history of {resource_type} is read resource by resource, or searched by patient"
+                ),
+            });
+        }
         let rows = self
             .store
             .resource_history(&HistoryQuery {
@@ -616,6 +654,9 @@ impl App {
                 .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not kept yet")))
                 .map_err(|e| (at, e))?;
             let patient = self.compartment_of(&resource).map_err(|e| (at, e))?;
+            if context.actor.role == haven_domain::Role::Patient {
+                authored_by(&resource, patient).map_err(|e| (at, e))?;
+            }
             if let std::collections::hash_map::Entry::Vacant(slot) = patients.entry(patient) {
                 slot.insert(
                     self.store
@@ -676,7 +717,7 @@ impl App {
             let sealed = self
                 .seal_resource(key, &resource, &id, 1)
                 .map_err(|e| (at, e))?;
-            let search = self.resource_tokens(&resource);
+            let search = self.resource_tokens(&resource).map_err(|e| (at, e))?;
             prepared.push(PreparedWrite {
                 write: Some(ResourceWrite {
                     resource_type: resource_type.to_owned(),
@@ -720,6 +761,7 @@ impl App {
         if_match: Option<i64>,
     ) -> AppResult<PreparedWrite> {
         let resource_type = served_type(resource.resource_type())?;
+        let id = known_id(id)?;
         match resource.id() {
             Some(given) if given.as_str() == id => {}
             Some(_) => {
@@ -768,7 +810,7 @@ impl App {
             Id::parse(id.to_owned()).map_err(|e| AppError::Unexpected(format!("id: {e}")))?;
         resource.set_server_fields(server_id, version, now_ms);
         let sealed = self.seal_resource(&key, &resource, id, version)?;
-        let search = self.resource_tokens(&resource);
+        let search = self.resource_tokens(&resource)?;
         Ok(PreparedWrite {
             write: Some(ResourceWrite {
                 resource_type: resource_type.to_owned(),
@@ -802,6 +844,7 @@ impl App {
         id: &str,
     ) -> AppResult<PreparedWrite> {
         let resource_type = served_type(resource_type)?;
+        let id = known_id(id)?;
         if resource_type == "Patient" {
             return Err(AppError::NotSupported(
                 "a Patient is not deleted: an operator erases a patient by crypto-shredding (haven keys shred)".into(),
@@ -978,7 +1021,7 @@ impl App {
             Id::parse(id.clone()).map_err(|e| AppError::Unexpected(format!("new id: {e}")))?;
         resource.set_server_fields(server_id, 1, now_ms);
         let sealed = self.seal_resource(&key, &resource, &id, 1)?;
-        let search = self.resource_tokens(&resource);
+        let search = self.resource_tokens(&resource)?;
         Ok(PreparedWrite {
             write: Some(ResourceWrite {
                 resource_type: resource_type.to_owned(),
@@ -999,5 +1042,29 @@ impl App {
                 resource: Some(resource),
             },
         })
+    }
+}
+
+/// What a patient writes must say it is theirs: a message they send, a form they fill in,
+/// never one in a clinician's name.
+fn authored_by(resource: &AnyResource, patient: PatientId) -> AppResult<()> {
+    let own = format!("Patient/{patient}");
+    let check =
+        |element: &str, reference: Option<&haven_fhir::datatypes::Reference>| match reference
+            .and_then(|r| r.reference.as_ref())
+        {
+            Some(text) if text.as_str() != own => Err(AppError::InvalidResource {
+                path: format!("{}.{element}", resource.resource_type()),
+                message: "a patient writes in their own name: this must be their Patient".into(),
+            }),
+            _ => Ok(()),
+        };
+    match resource {
+        AnyResource::Communication(message) => check("sender", message.sender.as_ref()),
+        AnyResource::QuestionnaireResponse(form) => {
+            check("author", form.author.as_ref())?;
+            check("source", form.source.as_ref())
+        }
+        _ => Ok(()),
     }
 }

@@ -292,8 +292,7 @@ impl App {
         id: &str,
     ) -> AppResult<ResourceView> {
         let Ok(id) = id.parse::<PatientId>() else {
-            // Not an id Haven issues: decided like any unknown patient, then not found.
-            self.get_patient(context, PatientId::generate()).await?;
+            // Not an id Haven issues: it names no one, and nothing is looked at.
             return Err(AppError::NotFound);
         };
         resource_view(&self.get_patient(context, id).await?)
@@ -315,7 +314,6 @@ impl App {
         }
         let record = to_record(&patient, self.clock.today())?;
         let Ok(patient_id) = id.parse::<PatientId>() else {
-            self.get_patient(context, PatientId::generate()).await?;
             return Err(AppError::NotFound);
         };
         let expected = match if_match {

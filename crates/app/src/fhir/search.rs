@@ -613,6 +613,21 @@ impl App {
                 "name the patient (patient=Patient/id): this account has no record of its own",
             ));
         }
+        // Decided before anything is looked up. A search across patients is open only to
+        // those the policy lets see every patient's part of the chart: over related
+        // patients only, its paging and counts would tell of the others.
+        if parsed.patient.is_none()
+            && !directory
+            && self
+                .gate
+                .chart_scope(context, Action::Search, part, resource_type)
+                .await?
+                == crate::gate::ChartScope::Related
+        {
+            return Err(invalid(format!(
+                "name the patient (patient=Patient/id): for your role a search of {resource_type} spans one patient's chart"
+            )));
+        }
         let mut filters = Vec::new();
         for filter in &parsed.filters {
             let mut tokens = Vec::new();

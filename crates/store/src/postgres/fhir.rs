@@ -16,9 +16,36 @@ pub(super) async fn write_resources(
     pool: &PgPool,
     writes: &[ResourceWrite],
 ) -> StoreResult<Result<Vec<i64>, WriteConflict>> {
+    match write_batch(pool, writes).await {
+        // A deadlock or serialization failure with a concurrent batch: nothing of this one
+        // was kept, and the caller may try again.
+        Err(crate::StoreError::Database(sqlx::Error::Database(error)))
+            if matches!(error.code().as_deref(), Some("40P01" | "40001")) =>
+        {
+            Ok(Err(WriteConflict {
+                index: 0,
+                current: None,
+                deleted: false,
+            }))
+        }
+        other => other,
+    }
+}
+
+async fn write_batch(
+    pool: &PgPool,
+    writes: &[ResourceWrite],
+) -> StoreResult<Result<Vec<i64>, WriteConflict>> {
     let mut transaction = pool.begin().await?;
     let mut seen = std::collections::HashSet::new();
-    for (index, write) in writes.iter().enumerate() {
+    // Rows are locked in one order (type, then id) whatever the batch's order, so two
+    // batches touching the same resources cannot deadlock.
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&writes[a].resource_type, &writes[a].id).cmp(&(&writes[b].resource_type, &writes[b].id))
+    });
+    for index in order {
+        let write = &writes[index];
         let fresh = seen.insert((write.resource_type.as_str(), write.id.as_str()));
         // A create's id is new (UUIDv7); the guarded upsert below catches a reused one.
         let current: Option<(i64, i64)> = if write.precondition == Precondition::Absent {
