@@ -156,6 +156,8 @@ async fn import_loop(
             .header(HOST, address.to_string())
             .header(AUTHORIZATION, authorization)
             .header(CONTENT_TYPE, "application/fhir+json")
+            // Ids and locations are enough: the import does not read its resources back.
+            .header("prefer", "return=minimal")
             .body(Full::new(Bytes::from(bundle.to_string())));
         let Ok(request) = request else {
             fail(&mut done, "building a request".to_owned());

@@ -192,12 +192,21 @@ fn instant(ms: i64) -> String {
 
 /// One resource with its ETag, Last-Modified and, for a create, Location.
 fn resource_response(status: StatusCode, view: &ResourceView) -> Response {
-    let body = view
-        .resource
-        .as_ref()
-        .map(|r| r.to_value())
-        .unwrap_or(Value::Null);
-    let mut response = (status, fhir_json(&body)).into_response();
+    resource_response_as(status, view, false)
+}
+
+/// As [`resource_response`]; with `minimal`, the headers only.
+fn resource_response_as(status: StatusCode, view: &ResourceView, minimal: bool) -> Response {
+    let mut response = if minimal {
+        status.into_response()
+    } else {
+        let body = view
+            .resource
+            .as_ref()
+            .map(|r| r.to_value())
+            .unwrap_or(Value::Null);
+        (status, fhir_json(&body)).into_response()
+    };
     let headers = response.headers_mut();
     if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", view.version)) {
         headers.insert(header::ETAG, etag);
@@ -699,7 +708,7 @@ pub(crate) async fn create(
     } else {
         StatusCode::OK
     };
-    Ok(resource_response(status, &view))
+    Ok(resource_response_as(status, &view, wants_minimal(&headers)))
 }
 
 pub(crate) async fn read(
@@ -745,7 +754,11 @@ pub(crate) async fn update(
         .app
         .fhir_update(&context, &id, resource, if_match)
         .await?;
-    Ok(resource_response(StatusCode::OK, &view))
+    Ok(resource_response_as(
+        StatusCode::OK,
+        &view,
+        wants_minimal(&headers),
+    ))
 }
 
 pub(crate) async fn remove(
@@ -937,16 +950,31 @@ pub(crate) async fn bundle(
     let request = haven_fhir::bundle::parse_request(value).map_err(AppError::from)?;
     let outcome = state.app.fhir_bundle(&context, request).await?;
     let base = base_url(&headers, &state);
-    Ok(fhir_json(&bundle_response(&base, outcome)))
+    Ok(fhir_json(&bundle_response(
+        &base,
+        outcome,
+        wants_minimal(&headers),
+    )))
 }
 
-fn bundle_response(base: &str, outcome: BundleOutcome) -> Value {
+/// Whether the client asked for no resource bodies in the answer (`Prefer: return=minimal`,
+/// FHIR R4 §3.1.0.1.8): ids, versions and locations only.
+fn wants_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+}
+
+fn bundle_response(base: &str, outcome: BundleOutcome, minimal: bool) -> Value {
     let entries: Vec<Value> = outcome
         .entries
         .into_iter()
         .map(|entry| match entry {
             EntryOutcome::Resource { status, view } => {
-                let mut entry = if view.resource.is_some() {
+                let mut entry = if view.resource.is_some() && !minimal {
                     entry_of(base, &view, None)
                 } else {
                     json!({})

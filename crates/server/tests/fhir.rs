@@ -804,6 +804,42 @@ async fn a_batch_answers_each_entry_on_its_own(backend: Backend) {
     );
     assert_eq!(answer["entry"][3]["resource"]["resourceType"], "Patient");
 
+    // `Prefer: return=minimal`: headers and locations, no resource bodies.
+    let quiet = send(
+        &server,
+        reqwest::Method::POST,
+        &doctor.token,
+        "/fhir/Observation",
+        Some(&heart_rate(ada, 64, "2024-05-03")),
+        &[("prefer", "return=minimal")],
+    )
+    .await;
+    assert_eq!(quiet.status(), StatusCode::CREATED);
+    assert!(quiet.headers().contains_key("location"));
+    assert!(quiet.bytes().await.unwrap().is_empty());
+    let quiet_bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": heart_rate(ada, 65, "2024-05-04"), "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let answer = json_of(
+        send(
+            &server,
+            reqwest::Method::POST,
+            &doctor.token,
+            "/fhir",
+            Some(&quiet_bundle),
+            &[("prefer", "return=minimal")],
+        )
+        .await,
+    )
+    .await;
+    assert!(answer["entry"][0].get("resource").is_none());
+    assert!(
+        answer["entry"][0]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("Observation/")
+    );
+
     // Reads in a batch are bounded: each search may open many resources.
     let reads: Vec<Value> = (0..21)
         .map(|_| json!({"request": {"method": "GET", "url": format!("Observation?patient={ada}")}}))

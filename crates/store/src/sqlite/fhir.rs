@@ -42,8 +42,10 @@ pub(super) async fn apply_resource_writes(
         }
     }
     let mut seqs = std::collections::HashMap::with_capacity(writes.len());
+    // Anonymous placeholders, bound in order: the driver looks a numbered one up by name,
+    // which for hundreds of values per statement showed in profiles.
     for chunk in writes.chunks(ROWS_PER_STATEMENT) {
-        let sql = statements::versions(chunk.len(), &|n| format!("?{n}"));
+        let sql = statements::versions(chunk.len(), &|_| "?".to_owned());
         let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
         for write in chunk {
             query = query
@@ -73,7 +75,7 @@ pub(super) async fn apply_resource_writes(
         }
     }
     for (offset, chunk) in writes.chunks(ROWS_PER_STATEMENT).enumerate() {
-        let sql = statements::current(chunk.len(), &|n| format!("?{n}"));
+        let sql = statements::current(chunk.len(), &|_| "?".to_owned());
         let mut query = sqlx::query(&sql);
         for write in chunk {
             let seq = seqs
@@ -110,7 +112,7 @@ pub(super) async fn apply_resource_writes(
         .flat_map(|w| w.search.iter().map(move |t| (w, t)))
         .collect();
     for chunk in tokens.chunks(ROWS_PER_STATEMENT) {
-        let sql = statements::tokens(chunk.len(), &|n| format!("?{n}"));
+        let sql = statements::tokens(chunk.len(), &|_| "?".to_owned());
         let mut query = sqlx::query(&sql);
         for (write, token) in chunk {
             query = query
