@@ -78,6 +78,7 @@ impl From<ApiError> for FhirError {
             StatusCode::NOT_FOUND => "not-found",
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::URI_TOO_LONG => "too-long",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "not-supported",
+            StatusCode::CONFLICT => "conflict",
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => "transient",
             s if s.is_server_error() => "exception",
             _ => "invalid",

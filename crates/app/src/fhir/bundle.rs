@@ -278,6 +278,20 @@ impl App {
             matched.push(found);
             new_ids.push(id);
         }
+        // One resource at most once (FHIR §3.1.0.11.2): two entries changing it would leave
+        // it to their order.
+        let mut touched = std::collections::HashSet::new();
+        for (index, entry) in entries.iter().enumerate() {
+            if let Target::Instance { resource_type, id } =
+                target(&entry.url).map_err(in_entry(index))?
+                && !touched.insert((resource_type, id))
+            {
+                return Err(in_entry(index)(AppError::Conflict {
+                    code: "duplicate_entry",
+                    message: "a resource appears in a transaction only once".into(),
+                }));
+            }
+        }
         let resolve = |reference: &str| assigned.get(reference).cloned();
 
         let mut order: Vec<usize> = (0..entries.len()).collect();

@@ -341,12 +341,11 @@ impl App {
         let id = known_id(id)?;
         if resource_type == "Patient" {
             let view = self.fhir_read_patient(context, id).await?;
+            // Earlier versions of a Patient are not kept: only the current one exists.
             return if view.version == version {
                 Ok(view)
             } else {
-                Err(AppError::NotSupported(
-                    "earlier versions of a Patient are not kept; read the current one".into(),
-                ))
+                Err(AppError::NotFound)
             };
         }
         let current = self.store.resource(resource_type, id).await?;
