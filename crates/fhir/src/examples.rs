@@ -456,3 +456,22 @@ pub fn example(resource_type: &str, patient: &str) -> Option<Value> {
     let text = found.to_string().replace(PATIENT, patient);
     serde_json::from_str(&text).ok()
 }
+
+/// `value` with the element at the JSON pointer `pointer` replaced, added, or (for `null`)
+/// removed: a variant of an example, to show what is refused. `None` when the pointer's
+/// parent is not in `value`.
+pub fn with(mut value: Value, pointer: &str, replacement: Value) -> Option<Value> {
+    let (parent, key) = pointer.rsplit_once('/')?;
+    match value.pointer_mut(parent)? {
+        Value::Object(map) => {
+            if replacement.is_null() {
+                map.remove(key);
+            } else {
+                map.insert(key.to_owned(), replacement);
+            }
+        }
+        Value::Array(items) => *items.get_mut(key.parse::<usize>().ok()?)? = replacement,
+        _ => return None,
+    }
+    Some(value)
+}

@@ -33,30 +33,9 @@ fn refused(value: Value) -> Invalid {
     }
 }
 
-fn with(mut value: Value, pointer: &str, replacement: Value) -> Value {
-    let (parent, key) = pointer
-        .rsplit_once('/')
-        .unwrap_or_else(|| panic!("{pointer} is not a JSON pointer"));
-    let target = value
-        .pointer_mut(parent)
-        .unwrap_or_else(|| panic!("no {parent}"));
-    match target {
-        Value::Object(map) => {
-            if replacement.is_null() {
-                map.remove(key);
-            } else {
-                map.insert(key.to_owned(), replacement);
-            }
-        }
-        Value::Array(items) => {
-            let at: usize = key
-                .parse()
-                .unwrap_or_else(|_| panic!("{key} is not an index"));
-            items[at] = replacement;
-        }
-        _ => panic!("{pointer} is not in an object or array"),
-    }
-    value
+fn with(value: Value, pointer: &str, replacement: Value) -> Value {
+    haven_fhir::examples::with(value, pointer, replacement)
+        .unwrap_or_else(|| panic!("{pointer} is not in the example"))
 }
 
 #[test]

@@ -119,6 +119,37 @@ async fn ids_found(server: &TestServer, token: &str, path: &str) -> Vec<String> 
         .collect()
 }
 
+/// Every resource id a search finds, following its `next` links to the end, and each
+/// page's `total`.
+async fn every_page(server: &TestServer, token: &str, first: &str) -> (Vec<String>, Vec<Value>) {
+    let mut ids = Vec::new();
+    let mut totals = Vec::new();
+    let mut next = Some(first.to_owned());
+    while let Some(path) = next {
+        let bundle = json_of(get(server, token, &path).await).await;
+        totals.push(bundle["total"].clone());
+        ids.extend(
+            bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
+        );
+        next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| {
+                format!(
+                    "/fhir{}",
+                    l["url"].as_str().unwrap().split_once("/fhir").unwrap().1
+                )
+            });
+    }
+    (ids, totals)
+}
+
 async fn resources_are_created_read_versioned_and_deleted(backend: Backend) {
     let server = TestServer::start(backend).await;
     let ada = server.create_patient("Lovelace").await;
@@ -471,59 +502,16 @@ async fn search_narrows_by_code_date_and_status_and_pages(backend: Backend) {
     .await;
     assert_eq!(before, [ids[0].clone(), ids[1].clone()]);
 
-    // Paging follows the next link until it ends, without repeats.
-    let mut seen = Vec::new();
-    let mut next = Some(search("_count=3&_sort=date"));
-    while let Some(path) = next {
-        let bundle = json_of(get(&server, &doctor.token, &path).await).await;
-        assert_eq!(bundle["total"], 7);
-        seen.extend(
-            bundle["entry"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
-        );
-        next = bundle["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["relation"] == "next")
-            .map(|l| {
-                format!(
-                    "/fhir{}",
-                    l["url"].as_str().unwrap().split_once("/fhir").unwrap().1
-                )
-            });
-    }
+    // Paging follows the next link until it ends, without repeats: counted (sorted) and by
+    // keyset (the id order).
+    let (seen, totals) = every_page(&server, &doctor.token, &search("_count=3&_sort=date")).await;
+    assert!(totals.iter().all(|t| *t == json!(7)), "{totals:?}");
     assert_eq!(seen.len(), 7);
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), 7);
-    let mut keyset = Vec::new();
-    let mut next = Some(search("_count=4"));
-    while let Some(path) = next {
-        let bundle = json_of(get(&server, &doctor.token, &path).await).await;
-        keyset.extend(
-            bundle["entry"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
-        );
-        next = bundle["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["relation"] == "next")
-            .map(|l| {
-                format!(
-                    "/fhir{}",
-                    l["url"].as_str().unwrap().split_once("/fhir").unwrap().1
-                )
-            });
-    }
+    let (keyset, _) = every_page(&server, &doctor.token, &search("_count=4")).await;
     assert_eq!(keyset.len(), 7);
 
     // Not across patients: which ones are on the care team would show in the paging.
