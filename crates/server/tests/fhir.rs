@@ -514,10 +514,43 @@ async fn search_narrows_by_code_date_and_status_and_pages(backend: Backend) {
     let (keyset, _) = every_page(&server, &doctor.token, &search("_count=4")).await;
     assert_eq!(keyset.len(), 7);
 
-    // Not across patients: which ones are on the care team would show in the paging.
-    let across = get(&server, &doctor.token, "/fhir/Observation?date=2024-03-02").await;
-    assert_eq!(across.status(), StatusCode::BAD_REQUEST);
-    assert!(issue(across).await.2.contains("name the patient"));
+    // Across patients: only those the clinician is related to, and nothing of the others,
+    // not even in the paging.
+    let carl = server.create_patient("Carl").await;
+    let carls_doctor = clinician_for(&server, carl).await;
+    post(
+        &server,
+        &carls_doctor.token,
+        "/fhir/Observation",
+        &heart_rate(carl, 88, "2024-03-02"),
+    )
+    .await;
+    let across = ids_found(&server, &doctor.token, "/fhir/Observation?date=2024-03-02").await;
+    assert_eq!(across.len(), 1, "Bob's, not Carl's");
+    let first = json_of(
+        get(
+            &server,
+            &doctor.token,
+            "/fhir/Observation?date=2024-03-02&_count=1",
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        !first["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "next"),
+        "no next page: Carl's result is not counted"
+    );
+    let everything_of_bob = ids_found(
+        &server,
+        &doctor.token,
+        "/fhir/Observation?code=8867-4&_count=100",
+    )
+    .await;
+    assert_eq!(everything_of_bob.len(), 7, "Ada's six and Bob's one");
 
     // _include brings the patient along, once.
     let bundle = json_of(

@@ -90,6 +90,9 @@ pub struct StoredResource {
 pub struct ResourceQuery {
     pub resource_type: String,
     pub patient: Option<PatientId>,
+    /// Only these patients' resources (those a caller is related to); ignored with
+    /// `patient`.
+    pub patients: Option<Vec<PatientId>>,
     pub ids: Option<Vec<String>>,
     pub filters: Vec<Vec<ResourceToken>>,
     pub after: Option<String>,
@@ -151,6 +154,20 @@ impl ResourceQuery {
                  WHERE c.resource_type = {kind} AND c.deleted = 0"
             ),
         };
+        if self.patient.is_none()
+            && let Some(patients) = &self.patients
+        {
+            let list: Vec<String> = patients
+                .iter()
+                .take(crate::limits::RELATED_PATIENTS_MAX as usize)
+                .map(|p| next(ResourceBind::Uuid(p.as_uuid()), &mut binds))
+                .collect();
+            if list.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                sql.push_str(&format!(" AND c.patient_id IN ({})", list.join(", ")));
+            }
+        }
         if let Some(ids) = &self.ids {
             let list: Vec<String> = ids
                 .iter()

@@ -84,6 +84,8 @@ pub mod limits {
     pub const FILTER_TOKENS_MAX: usize = 256;
     /// The most search filters one resource query may combine.
     pub const RESOURCE_FILTERS_MAX: usize = 6;
+    /// The most patients a search across a caller's related patients covers.
+    pub const RELATED_PATIENTS_MAX: u32 = 1000;
     /// The most rows one resource search or history read returns.
     pub const RESOURCE_ROWS_MAX: u32 = 1001;
     /// How long expired WebAuthn challenges are kept before they are swept.
@@ -827,6 +829,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         query: &fhir::HistoryQuery,
     ) -> StoreResult<Vec<fhir::StoredResource>>;
+    /// The patients `user` is related to now: on their care team, under an unexpired
+    /// break-the-glass grant, or acting for them by a live delegation with the `record`
+    /// scope; at most `limit`.
+    async fn related_patients(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<PatientId>>;
     /// Stores a subject key for a subject that is not a patient (the shared directory),
     /// unless it has one; the key it has, either way. Two instances racing agree on one.
     async fn put_subject_key_if_absent(

@@ -2701,6 +2701,29 @@ async fn care_teams_and_break_glass_grants_make_relations_that_expire(engine: &E
         Some(grant.clone())
     );
 
+    // The patients the nurse is related to: the care team's, and the broken glass while it
+    // lasts.
+    let mut related = store.related_patients(nurse, T0_MS + 1, 10).await.unwrap();
+    related.sort();
+    let mut expected = vec![ours, stranger];
+    expected.sort();
+    assert_eq!(related, expected);
+    assert_eq!(
+        store
+            .related_patients(nurse, T0_MS + 3_600_000, 10)
+            .await
+            .unwrap(),
+        vec![ours]
+    );
+    assert_eq!(
+        store
+            .related_patients(nurse, T0_MS + 1, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
     let mut found = store
         .relations(nurse, &[ours, stranger, unrelated], T0_MS + 1)
         .await

@@ -953,6 +953,7 @@ impl App {
                     .search_resources(&haven_store::fhir::ResourceQuery {
                         resource_type: resource_type.to_owned(),
                         patient: Some(id),
+                        patients: None,
                         ids: None,
                         filters: Vec::new(),
                         after: after.take(),

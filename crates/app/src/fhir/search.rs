@@ -613,9 +613,11 @@ impl App {
                 "name the patient (patient=Patient/id): this account has no record of its own",
             ));
         }
-        // Decided before anything is looked up. A search across patients is open only to
-        // those the policy lets see every patient's part of the chart: over related
-        // patients only, its paging and counts would tell of the others.
+        // Decided before anything is looked up. A search across patients covers every
+        // patient only for those the policy lets see every patient's part of the chart;
+        // anyone else searches only the patients they are related to, so that nothing of
+        // the others (not even in the paging or a count) enters the answer.
+        let mut related = None;
         if parsed.patient.is_none()
             && !directory
             && self
@@ -624,9 +626,26 @@ impl App {
                 .await?
                 == crate::gate::ChartScope::Related
         {
-            return Err(invalid(format!(
-                "name the patient (patient=Patient/id): for your role a search of {resource_type} spans one patient's chart"
-            )));
+            let patients = match context.actor.principal {
+                haven_domain::Principal::User { user, .. } => {
+                    self.store
+                        .related_patients(
+                            user,
+                            self.clock.now_ms(),
+                            haven_store::limits::RELATED_PATIENTS_MAX + 1,
+                        )
+                        .await?
+                }
+                // A token is related to no one.
+                haven_domain::Principal::ApiToken(_) => Vec::new(),
+            };
+            if patients.len() > haven_store::limits::RELATED_PATIENTS_MAX as usize {
+                return Err(AppError::TooCostly(format!(
+                    "you are related to more than {} patients: name the patient (patient=Patient/id)",
+                    haven_store::limits::RELATED_PATIENTS_MAX
+                )));
+            }
+            related = Some(patients);
         }
         let mut filters = Vec::new();
         for filter in &parsed.filters {
@@ -701,6 +720,7 @@ impl App {
             .search_resources(&ResourceQuery {
                 resource_type: resource_type.to_owned(),
                 patient: parsed.patient,
+                patients: related,
                 ids: parsed.ids.clone(),
                 filters,
                 after,

@@ -1102,6 +1102,30 @@ impl Store for PostgresStore {
         fhir::resource(&self.pool, resource_type, id).await
     }
 
+    async fn related_patients(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<PatientId>> {
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT patient_id FROM care_team_members WHERE user_id = $1
+                 UNION SELECT patient_id FROM break_glass_grants
+                     WHERE user_id = $1 AND expires_at_ms > $2
+                 UNION SELECT patient_id FROM delegations
+                     WHERE proxy_user_id = $1 AND accepted_at_ms IS NOT NULL
+                       AND revoked_at_ms IS NULL AND expires_at_ms > $2
+                       AND scopes LIKE '%record%'
+                 LIMIT $3",
+        )
+        .bind(user.as_uuid())
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(PatientId::from_uuid).collect())
+    }
+
     async fn put_subject_key_if_absent(
         &self,
         key: StoredSubjectKey,

@@ -289,6 +289,31 @@ impl Readers {
         })
     }
 
+    pub(super) fn related_patients(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<PatientId>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT patient_id FROM care_team_members WHERE user_id = ?1
+                 UNION SELECT patient_id FROM break_glass_grants
+                     WHERE user_id = ?1 AND expires_at_ms > ?2
+                 UNION SELECT patient_id FROM delegations
+                     WHERE proxy_user_id = ?1 AND accepted_at_ms IS NOT NULL
+                       AND revoked_at_ms IS NULL AND expires_at_ms > ?2
+                       AND scopes LIKE '%record%'
+                 LIMIT ?3",
+            )?
+            .query_map(
+                params![bytes(user.as_uuid()), now_ms, i64::from(limit)],
+                |row| Ok(PatientId::from_uuid(uuid_from(row.get(0)?)?)),
+            )?
+            .collect()
+        })
+    }
+
     pub(super) fn relations(
         &self,
         user: UserId,

@@ -1289,6 +1289,15 @@ impl Store for SqliteStore {
         self.readers.resource(resource_type, id)
     }
 
+    async fn related_patients(
+        &self,
+        user: UserId,
+        now_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<PatientId>> {
+        self.readers.related_patients(user, now_ms, limit)
+    }
+
     async fn put_subject_key_if_absent(
         &self,
         key: StoredSubjectKey,

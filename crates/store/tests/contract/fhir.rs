@@ -49,6 +49,7 @@ fn query(patient: Option<PatientId>, filters: Vec<Vec<ResourceToken>>) -> Resour
     ResourceQuery {
         resource_type: "Observation".to_owned(),
         patient,
+        patients: None,
         ids: None,
         filters,
         after: None,
@@ -318,6 +319,11 @@ pub(crate) async fn resource_searches_and_filters_and_or_and_page(engine: &Engin
     let mut by_id = query(None, Vec::new());
     by_id.ids = Some(vec!["r5".to_owned(), "r0".to_owned(), "nope".to_owned()]);
     assert_eq!(ids(&store, by_id).await, ["r0", "r5"]);
+    let mut some = query(None, Vec::new());
+    some.patients = Some(vec![bob]);
+    assert_eq!(ids(&store, some.clone()).await, ["r1", "r3", "r5"]);
+    some.patients = Some(Vec::new());
+    assert!(ids(&store, some).await.is_empty());
     let mut other_type = query(None, Vec::new());
     other_type.resource_type = "Condition".to_owned();
     assert!(ids(&store, other_type).await.is_empty());
