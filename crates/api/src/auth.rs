@@ -513,6 +513,7 @@ fn organisation_output(organisation: &haven_app::identity::Organisation) -> serd
         "absolute_timeout_secs": organisation.absolute_timeout_secs,
         "patient_mfa_required": organisation.patient_mfa_required,
         "break_glass_secs": organisation.break_glass_secs,
+        "result_release": if organisation.results_after_review { "after_review" } else { "immediate" },
     })
 }
 
@@ -533,6 +534,16 @@ pub(crate) struct OrganisationPolicyInput {
     /// Left out: unchanged.
     #[serde(default)]
     break_glass_secs: Option<i64>,
+    /// `immediate` or `after_review`; left out: unchanged.
+    #[serde(default)]
+    result_release: Option<ResultRelease>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ResultRelease {
+    Immediate,
+    AfterReview,
 }
 
 pub(crate) async fn update_organisation(
@@ -549,6 +560,9 @@ pub(crate) async fn update_organisation(
                 absolute_timeout_secs: input.absolute_timeout_secs,
                 patient_mfa_required: input.patient_mfa_required,
                 break_glass_secs: input.break_glass_secs,
+                results_after_review: input
+                    .result_release
+                    .map(|r| matches!(r, ResultRelease::AfterReview)),
             },
         )
         .await?;

@@ -903,7 +903,7 @@ pub(crate) async fn download_binary(
     Ok(response)
 }
 
-/// `GET /fhir/{type}/{id}/{operation}`: today `Patient/{id}/$everything`.
+/// `GET /fhir/{type}/{id}/{operation}`: `Patient/{id}/$everything`.
 pub(crate) async fn operation(
     State(state): State<ApiState>,
     caller: Result<Caller, ApiError>,
@@ -915,7 +915,7 @@ pub(crate) async fn operation(
         return Err(FhirError::new(
             StatusCode::NOT_FOUND,
             "not-supported",
-            "the only operation offered is Patient/{id}/$everything",
+            "the operations offered are GET Patient/{id}/$everything and POST {type}/{id}/$release",
         ));
     }
     let everything = state.app.fhir_everything(&context, &id).await?;
@@ -931,6 +931,28 @@ pub(crate) async fn operation(
         "link": [{"relation": "self", "url": format!("{base}/Patient/{id}/$everything")}],
         "entry": entries,
     })))
+}
+
+/// `POST /fhir/{type}/{id}/{operation}`: `$release`, which releases a laboratory result
+/// held for review to the patient.
+pub(crate) async fn post_operation(
+    State(state): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    Path((resource_type, id, operation)): Path<(String, String, String)>,
+) -> FhirResult {
+    let Caller(context) = caller?;
+    if operation != "$release" {
+        return Err(FhirError::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "the operations offered are GET Patient/{id}/$everything and POST {type}/{id}/$release",
+        ));
+    }
+    state
+        .app
+        .fhir_release(&context, &resource_type, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn bundle(

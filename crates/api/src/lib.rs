@@ -167,7 +167,10 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             get(fhir::read).put(fhir::update).delete(fhir::remove),
         )
         .route("/fhir/{type}/{id}/_history", get(fhir::instance_history))
-        .route("/fhir/{type}/{id}/{operation}", get(fhir::operation))
+        .route(
+            "/fhir/{type}/{id}/{operation}",
+            get(fhir::operation).post(fhir::post_operation),
+        )
         .route("/fhir/{type}/{id}/_history/{version}", get(fhir::vread))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

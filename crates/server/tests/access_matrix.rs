@@ -444,6 +444,11 @@ fn endpoints() -> Vec<Endpoint> {
             body: None,
         },
         Endpoint {
+            method: Method::POST,
+            path: "/fhir/Observation/{obs}/{release}",
+            body: None,
+        },
+        Endpoint {
             method: Method::GET,
             path: "/fhir/Organization?name=Clinic",
             body: None,
@@ -706,6 +711,11 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             Patient if target == Target::Own => StatusCode::OK,
             _ => forbidden,
         },
+        // Releasing a result to the patient: a change to the chart, by the care team.
+        ("POST", "/fhir/Observation/{obs}/{release}") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::NO_CONTENT,
+            _ => forbidden,
+        },
         // The whole chart: the care team (in person) and the patient themself.
         ("GET", "/fhir/Patient/{id}/{everything}") => match role {
             _ if clinical && person && target == Target::Own => StatusCode::OK,
@@ -862,6 +872,7 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
                     ("{notice}", PatientId::generate().to_string()),
                     ("{first}", "1".to_owned()),
                     ("{everything}", "$everything".to_owned()),
+                    ("{release}", "$release".to_owned()),
                 ],
                 &per_target,
                 &mut mismatches,

@@ -23,6 +23,7 @@ haven_test_support::on_every_backend!(
     attachments_stream_in_and_out_sealed_in_chunks,
     the_directory_is_kept_by_administrators_and_read_by_everyone,
     reviewers_read_the_audit_log_as_audit_events,
+    lab_results_wait_for_review_when_the_organisation_asks,
     planted_markers_in_every_resource_type_never_reach_the_database,
 );
 
@@ -1741,6 +1742,148 @@ async fn reviewers_read_the_audit_log_as_audit_events(backend: Backend) {
             .await
             .status(),
         StatusCode::BAD_REQUEST
+    );
+    server.stop().await;
+}
+
+async fn lab_results_wait_for_review_when_the_organisation_asks(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.user(Role::Administrator, None).await;
+    let policy = server
+        .client
+        .put(server.endpoint("/api/v1/organisation"))
+        .bearer_auth(&admin.token)
+        .json(&json!({
+            "idle_timeout_secs": 900,
+            "absolute_timeout_secs": 43200,
+            "patient_mfa_required": false,
+            "result_release": "after_review",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(policy.status(), StatusCode::OK);
+    let policy: Value = policy.json().await.unwrap();
+    assert_eq!(policy["result_release"], "after_review");
+
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
+    let mut glucose = heart_rate(ada, 104, "2024-06-01");
+    glucose["category"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]);
+    glucose["code"] = json!({"coding": [{"system": "http://loinc.org", "code": "2345-7"}]});
+    let lab = json_of(post(&server, &doctor.token, "/fhir/Observation", &glucose).await).await;
+    let vital = json_of(
+        post(
+            &server,
+            &doctor.token,
+            "/fhir/Observation",
+            &heart_rate(ada, 70, "2024-06-01"),
+        )
+        .await,
+    )
+    .await;
+    let lab_path = format!("/fhir/Observation/{}", lab["id"].as_str().unwrap());
+
+    // Held: the care team sees it, the patient does not yet.
+    assert_eq!(
+        get(&server, &doctor.token, &lab_path).await.status(),
+        StatusCode::OK
+    );
+    let held = get(&server, &ada_self.token, &lab_path).await;
+    assert_eq!(held.status(), StatusCode::FORBIDDEN);
+    assert!(issue(held).await.2.contains("result_not_released"));
+    assert_eq!(
+        ids_found(&server, &ada_self.token, "/fhir/Observation").await,
+        vec![vital["id"].as_str().unwrap().to_owned()]
+    );
+    let everything = json_of(
+        get(
+            &server,
+            &ada_self.token,
+            &format!("/fhir/Patient/{ada}/$everything"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(everything["total"], 2, "the patient and the vital sign");
+
+    // Released by the care team, not by anyone else.
+    let release = format!("{lab_path}/$release");
+    let nurse = server.user(Role::Nurse, None).await;
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::POST,
+            &nurse.token,
+            &release,
+            None,
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::POST,
+            &ada_self.token,
+            &release,
+            None,
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::POST,
+            &doctor.token,
+            &release,
+            None,
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get(&server, &ada_self.token, &lab_path).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        ids_found(&server, &ada_self.token, "/fhir/Observation")
+            .await
+            .len(),
+        2
+    );
+    // GET never releases.
+    assert_eq!(
+        get(&server, &doctor.token, &release).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // A changed result is reviewed again.
+    let current = json_of(get(&server, &doctor.token, &lab_path).await).await;
+    assert_eq!(
+        send(
+            &server,
+            reqwest::Method::PUT,
+            &doctor.token,
+            &lab_path,
+            Some(&current),
+            &[]
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&server, &ada_self.token, &lab_path).await.status(),
+        StatusCode::FORBIDDEN
     );
     server.stop().await;
 }

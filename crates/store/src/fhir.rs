@@ -56,6 +56,8 @@ pub struct ResourceWrite {
     pub sealed: Option<Vec<u8>>,
     /// Tokens of this version; they replace the previous version's.
     pub search: Vec<ResourceToken>,
+    /// A laboratory result waiting for a clinician to release it to the patient.
+    pub held: bool,
     pub now_ms: i64,
 }
 
@@ -82,6 +84,9 @@ pub struct StoredResource {
     pub sealed: Option<Vec<u8>>,
     pub subject_key: Option<StoredSubjectKey>,
     pub updated_at_ms: i64,
+    /// Whether the resource (its current version) is a result not yet released to the
+    /// patient.
+    pub held: bool,
 }
 
 /// Current resources of one type: every filter must match (AND), each filter any of its
@@ -111,7 +116,7 @@ pub struct HistoryQuery {
 }
 
 pub(crate) const RESOURCE_COLUMNS: &str = "r.resource_type, r.id, r.version, r.seq, r.patient_id, \
-     r.sealed, r.updated_at_ms, k.subject_id, k.key_id, k.root_key_id, k.wrapped";
+     r.sealed, r.updated_at_ms, k.subject_id, k.key_id, k.root_key_id, k.wrapped, h.held";
 
 /// A value bound to a resource query, mapped to each engine's types.
 #[derive(Debug, Clone)]
@@ -144,6 +149,7 @@ impl ResourceQuery {
                      SELECT {RESOURCE_COLUMNS} FROM c
                      JOIN fhir_resources r ON r.seq = c.seq
                      LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
                      WHERE 1 = 1"
                 )
             }
@@ -151,6 +157,7 @@ impl ResourceQuery {
                 "SELECT {RESOURCE_COLUMNS} FROM fhir_current c
                  JOIN fhir_resources r ON r.seq = c.seq
                  LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
                  WHERE c.resource_type = {kind} AND c.deleted = 0"
             ),
         };
@@ -232,6 +239,7 @@ impl HistoryQuery {
         let mut sql = format!(
             "SELECT {RESOURCE_COLUMNS} FROM fhir_resources r
              LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
              WHERE r.resource_type = {}",
             placeholder(1)
         );
@@ -331,14 +339,15 @@ pub(crate) mod statements {
     pub(crate) fn current(rows: usize, placeholder: &dyn Fn(usize) -> String) -> String {
         let values: Vec<String> = (0..rows)
             .map(|row| {
-                let cells: Vec<String> = (1..=6).map(|c| placeholder(row * 6 + c)).collect();
+                let cells: Vec<String> = (1..=7).map(|c| placeholder(row * 7 + c)).collect();
                 format!("({})", cells.join(", "))
             })
             .collect();
         format!(
-            "INSERT INTO fhir_current (resource_type, id, version, seq, patient_id, deleted) \
+            "INSERT INTO fhir_current (resource_type, id, version, seq, patient_id, deleted, held) \
              VALUES {} ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, \
-             seq = excluded.seq, patient_id = excluded.patient_id, deleted = excluded.deleted \
+             seq = excluded.seq, patient_id = excluded.patient_id, deleted = excluded.deleted, \
+             held = excluded.held \
              WHERE fhir_current.version = excluded.version - 1",
             values.join(", ")
         )

@@ -17,6 +17,9 @@ pub struct StoredOrganisation {
     pub patient_mfa_required: bool,
     /// How long a break-the-glass grant lasts.
     pub break_glass_secs: i64,
+    /// Whether laboratory results wait for a clinician's review before the patient sees
+    /// them (`result_release = 'after_review'`), rather than being released at once.
+    pub results_after_review: bool,
     pub created_at_ms: i64,
 }
 
@@ -135,4 +138,13 @@ pub struct StoredChallenge {
     /// `register` or `sign_in`.
     pub purpose: String,
     pub expires_at_ms: i64,
+}
+
+/// The stored form of an organisation's result-release policy.
+pub(crate) fn result_release_text(after_review: bool) -> &'static str {
+    if after_review {
+        "after_review"
+    } else {
+        "immediate"
+    }
 }

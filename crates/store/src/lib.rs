@@ -829,6 +829,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         query: &fhir::HistoryQuery,
     ) -> StoreResult<Vec<fhir::StoredResource>>;
+    /// Releases a held result to the patient; whether it was held.
+    async fn release_resource(&self, resource_type: &str, id: &str) -> StoreResult<bool>;
     /// The patients `user` is related to now: on their care team, under an unexpired
     /// break-the-glass grant, or acting for them by a live delegation with the `record`
     /// scope; at most `limit`.

@@ -2058,6 +2058,7 @@ fn organisation() -> haven_store::StoredOrganisation {
         absolute_timeout_secs: 43_200,
         patient_mfa_required: false,
         break_glass_secs: 3600,
+        results_after_review: true,
         created_at_ms: T0_MS,
     }
 }

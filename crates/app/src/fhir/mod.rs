@@ -74,6 +74,32 @@ pub fn chart_part(resource_type: &str) -> Option<ChartPart> {
     }
 }
 
+/// Whether a resource is a laboratory result, which an organisation may hold back from the
+/// patient until a clinician has reviewed it: a DiagnosticReport, or an Observation in the
+/// `laboratory` category.
+pub fn is_lab_result(resource: &AnyResource) -> bool {
+    match resource {
+        AnyResource::DiagnosticReport(_) => true,
+        AnyResource::Observation(observation) => observation
+            .category
+            .iter()
+            .flat_map(|c| c.iter())
+            .flat_map(|c| c.codings())
+            .any(|coding| {
+                coding
+                    .code
+                    .as_ref()
+                    .is_some_and(|c| c.as_str() == "laboratory")
+            }),
+        _ => false,
+    }
+}
+
+/// Whether the caller sees only released results: a patient, or a proxy acting for one.
+fn sees_released_only(context: &RequestContext) -> bool {
+    context.actor.role == haven_domain::Role::Patient
+}
+
 /// An id from a URL, checked before anything is decided or audited: one that is no FHIR id
 /// names nothing, and its text (which could be anything) never reaches the audit log.
 pub(crate) fn known_id(id: &str) -> AppResult<&str> {
@@ -127,6 +153,46 @@ fn parse_patient_id(element: &str, id: &str, resource_type: &str) -> AppResult<P
 }
 
 impl App {
+    /// Whether results written now by this caller wait for review: their organisation's
+    /// policy (a token, deployment-wide, writes released results).
+    async fn holds_results(&self, context: &RequestContext) -> AppResult<bool> {
+        Ok(match context.actor.organisation {
+            Some(organisation) => self
+                .store
+                .organisation(organisation)
+                .await?
+                .is_some_and(|o| o.results_after_review),
+            None => false,
+        })
+    }
+
+    /// Refuses a patient a result not yet released to them.
+    fn check_released(context: &RequestContext, stored: &StoredResource) -> AppResult<()> {
+        if stored.held && sees_released_only(context) {
+            return Err(AppError::Forbidden {
+                reason: "result_not_released",
+            });
+        }
+        Ok(())
+    }
+
+    /// Releases a held laboratory result to the patient (a change to the chart, by the
+    /// care team); releasing one that is not held changes nothing.
+    pub async fn fhir_release(
+        &self,
+        context: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> AppResult<()> {
+        let resource_type = served_type(resource_type)?;
+        let id = known_id(id)?;
+        let stored = self.store.resource(resource_type, id).await?;
+        self.authorize_stored(context, Action::Update, resource_type, id, stored.as_ref())
+            .await?;
+        self.store.release_resource(resource_type, id).await?;
+        Ok(())
+    }
+
     /// The patient whose compartment holds `resource`, checked to be one this server keeps.
     fn compartment_of(&self, resource: &AnyResource) -> AppResult<PatientId> {
         match resource.compartment() {
@@ -320,6 +386,7 @@ impl App {
             .authorize_stored(context, Action::Read, resource_type, id, stored.as_ref())
             .await?;
         let stored = stored.ok_or(AppError::NotFound)?;
+        Self::check_released(context, &stored)?;
         let view = self.open_resource(&grant, &stored)?;
         if view.resource.is_none() {
             return Err(AppError::Gone {
@@ -352,6 +419,9 @@ impl App {
         let grant = self
             .authorize_stored(context, Action::Read, resource_type, id, current.as_ref())
             .await?;
+        if let Some(current) = &current {
+            Self::check_released(context, current)?;
+        }
         let stored = self
             .store
             .resource_version(resource_type, id, version)
@@ -423,6 +493,9 @@ impl App {
         let grant = self
             .authorize_stored(context, Action::Read, resource_type, id, current.as_ref())
             .await?;
+        if let Some(current) = &current {
+            Self::check_released(context, current)?;
+        }
         let limit = count.clamp(1, HISTORY_PAGE_MAX);
         let rows = self
             .store
@@ -534,6 +607,9 @@ impl App {
             .await?;
         let mut items = Vec::with_capacity(rows.len());
         for row in &rows {
+            if row.held && sees_released_only(context) {
+                continue;
+            }
             let Some(grant) = grants.iter().find(|g| Some(g.patient()) == row.patient) else {
                 continue;
             };
@@ -684,6 +760,7 @@ impl App {
             .authorize_chart_batch(context, &accesses)
             .await
             .map_err(|e| (0, e))?;
+        let holds = self.holds_results(context).await.map_err(|e| (0, e))?;
         let now_ms = self.clock.now_ms();
         let mut keys: HashMap<PatientId, SubjectKey> = HashMap::new();
         let mut prepared = Vec::with_capacity(planned.len());
@@ -727,6 +804,7 @@ impl App {
                     patient: Some(patient),
                     sealed: Some(sealed),
                     search,
+                    held: holds && is_lab_result(&resource),
                     now_ms,
                 }),
                 view: ResourceView {
@@ -810,6 +888,8 @@ impl App {
         resource.set_server_fields(server_id, version, now_ms);
         let sealed = self.seal_resource(&key, &resource, id, version)?;
         let search = self.resource_tokens(&resource)?;
+        // A changed result is reviewed again before the patient sees it.
+        let held = is_lab_result(&resource) && self.holds_results(context).await?;
         Ok(PreparedWrite {
             write: Some(ResourceWrite {
                 resource_type: resource_type.to_owned(),
@@ -823,6 +903,7 @@ impl App {
                 patient,
                 sealed: Some(sealed),
                 search,
+                held,
                 now_ms,
             }),
             view: ResourceView {
@@ -884,6 +965,7 @@ impl App {
                 patient,
                 sealed: None,
                 search: Vec::new(),
+                held: false,
                 now_ms,
             }),
             view: ResourceView {
@@ -968,6 +1050,9 @@ impl App {
                 let full = rows.len() == haven_store::limits::RESOURCE_ROWS_MAX as usize;
                 after = rows.last().map(|r| r.id.clone());
                 for row in &rows {
+                    if row.held && sees_released_only(context) {
+                        continue;
+                    }
                     match self.open_resource_cached(&grant, row, &mut keys) {
                         Ok(view) => everything.push(view),
                         Err(AppError::Erased) => {}
@@ -1032,6 +1117,7 @@ impl App {
                 patient: None,
                 sealed: Some(sealed),
                 search,
+                held: false,
                 now_ms,
             }),
             view: ResourceView {

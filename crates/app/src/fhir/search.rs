@@ -749,7 +749,12 @@ impl App {
                     .await?
             }
         };
-        let mut found = self.open_matching(&grants, rows, &parsed.filters)?;
+        let mut found = self.open_matching(
+            &grants,
+            rows,
+            &parsed.filters,
+            context.actor.role == Role::Patient,
+        )?;
         let (matches, total, next) = if counted {
             match parsed.sort {
                 Sort::Date { param, descending } => {
@@ -801,10 +806,15 @@ impl App {
         grants: &[Grant],
         rows: &[StoredResource],
         filters: &[Filter],
+        released_only: bool,
     ) -> AppResult<Vec<ResourceView>> {
         let mut found = Vec::with_capacity(rows.len());
         let mut keys = std::collections::HashMap::new();
         for row in rows {
+            // A result not yet released to the patient is not theirs to see yet.
+            if released_only && row.held {
+                continue;
+            }
             let owner = row.patient.unwrap_or_else(super::directory_subject);
             let Some(grant) = grants.iter().find(|g| g.patient() == owner) else {
                 continue;

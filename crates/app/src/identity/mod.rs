@@ -195,6 +195,9 @@ pub struct OrganisationPolicy {
     pub patient_mfa_required: bool,
     /// `None` keeps the current setting.
     pub break_glass_secs: Option<i64>,
+    /// Whether laboratory results wait for a clinician's review before the patient sees
+    /// them; `None` keeps the current setting.
+    pub results_after_review: Option<bool>,
 }
 
 /// A login name, normalised: an e-mail address, compared case-insensitively.
@@ -1194,6 +1197,7 @@ impl App {
             absolute_timeout_secs,
             patient_mfa_required,
             break_glass_secs,
+            results_after_review,
         } = policy;
         self.authorize_sensitive_administration(context, haven_domain::Action::Update)
             .await?;
@@ -1224,11 +1228,13 @@ impl App {
         }
         let current = self.my_organisation(context).await?;
         let break_glass_secs = break_glass_secs.unwrap_or(current.break_glass_secs);
+        let results_after_review = results_after_review.unwrap_or(current.results_after_review);
         let updated = StoredOrganisation {
             idle_timeout_secs,
             absolute_timeout_secs,
             patient_mfa_required,
             break_glass_secs,
+            results_after_review,
             ..current
         };
         let mut event = crate::keys::system_event(
@@ -1553,6 +1559,7 @@ pub async fn bootstrap_organisation(
         absolute_timeout_secs: ABSOLUTE_TIMEOUT_SECS_DEFAULT,
         patient_mfa_required: false,
         break_glass_secs: crate::care::BREAK_GLASS_SECS_DEFAULT,
+        results_after_review: false,
         created_at_ms: now_ms,
     };
     let mut event = crate::keys::system_event(

@@ -111,7 +111,8 @@ async fn write_batch(
                 .bind(write.version)
                 .bind(seq)
                 .bind(write.patient.map(|p| p.as_uuid()))
-                .bind(i64::from(write.sealed.is_none()));
+                .bind(i64::from(write.sealed.is_none()))
+                .bind(i64::from(write.held));
         }
         let moved = query.execute(&mut *transaction).await?.rows_affected();
         if moved != chunk.len() as u64 {
@@ -180,6 +181,7 @@ fn resource_from_row(row: &PgRow) -> StoreResult<StoredResource> {
         sealed: row.try_get("sealed")?,
         subject_key,
         updated_at_ms: row.try_get("updated_at_ms")?,
+        held: row.try_get::<Option<i64>, _>("held")?.unwrap_or(0) != 0,
     })
 }
 
@@ -210,6 +212,7 @@ pub(super) async fn resource(
         "SELECT {} FROM fhir_current c
          JOIN fhir_resources r ON r.seq = c.seq
          LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
          WHERE c.resource_type = $1 AND c.id = $2",
         crate::fhir::RESOURCE_COLUMNS
     );
@@ -234,6 +237,7 @@ pub(super) async fn resource_version(
     let sql = format!(
         "SELECT {} FROM fhir_resources r
          LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
          WHERE r.resource_type = $1 AND r.id = $2 AND r.version = $3",
         crate::fhir::RESOURCE_COLUMNS
     );

@@ -1102,6 +1102,17 @@ impl Store for PostgresStore {
         fhir::resource(&self.pool, resource_type, id).await
     }
 
+    async fn release_resource(&self, resource_type: &str, id: &str) -> StoreResult<bool> {
+        let changed = sqlx::query(
+            "UPDATE fhir_current SET held = 0 WHERE resource_type = $1 AND id = $2 AND held = 1",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(changed.rows_affected() > 0)
+    }
+
     async fn related_patients(
         &self,
         user: UserId,

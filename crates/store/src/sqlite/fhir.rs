@@ -88,7 +88,8 @@ pub(super) async fn apply_resource_writes(
                 .bind(write.version)
                 .bind(seq)
                 .bind(write.patient.map(|p| p.as_uuid()))
-                .bind(i64::from(write.sealed.is_none()));
+                .bind(i64::from(write.sealed.is_none()))
+                .bind(i64::from(write.held));
         }
         let moved = query.execute(&mut *connection).await?.rows_affected();
         if moved != chunk.len() as u64 {
@@ -156,6 +157,7 @@ fn resource(row: &Row<'_>) -> rusqlite::Result<StoredResource> {
         sealed: row.get(5)?,
         subject_key,
         updated_at_ms: row.get(6)?,
+        held: row.get::<_, Option<i64>>(11)?.unwrap_or(0) != 0,
     })
 }
 
@@ -233,6 +235,7 @@ impl Readers {
                 "SELECT {RESOURCE_COLUMNS} FROM fhir_current c
                  JOIN fhir_resources r ON r.seq = c.seq
                  LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
                  WHERE c.resource_type = ?1 AND c.id = ?2"
             ))?
             .query_row(params![resource_type, id], resource)
@@ -250,6 +253,7 @@ impl Readers {
             c.prepare_cached(&format!(
                 "SELECT {RESOURCE_COLUMNS} FROM fhir_resources r
                  LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
+             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
                  WHERE r.resource_type = ?1 AND r.id = ?2 AND r.version = ?3"
             ))?
             .query_row(params![resource_type, id, version], resource)

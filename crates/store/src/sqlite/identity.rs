@@ -165,8 +165,8 @@ pub(super) async fn apply_identity(
         IdentityOp::InsertOrganisation(o) => {
             sqlx::query(
                 "INSERT INTO organisations (id, name, idle_timeout_secs, absolute_timeout_secs,
-                     patient_mfa_required, break_glass_secs, created_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     patient_mfa_required, break_glass_secs, created_at_ms, result_release)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(o.id.as_uuid())
             .bind(&o.name)
@@ -175,6 +175,7 @@ pub(super) async fn apply_identity(
             .bind(o.patient_mfa_required)
             .bind(o.break_glass_secs)
             .bind(o.created_at_ms)
+            .bind(crate::identity::result_release_text(o.results_after_review))
             .execute(&mut *connection)
             .await?;
             WriteOutcome::Done
@@ -182,7 +183,8 @@ pub(super) async fn apply_identity(
         IdentityOp::UpdateOrganisation(o) => changed(
             sqlx::query(
                 "UPDATE organisations SET name = ?, idle_timeout_secs = ?,
-                     absolute_timeout_secs = ?, patient_mfa_required = ?, break_glass_secs = ?
+                     absolute_timeout_secs = ?, patient_mfa_required = ?, break_glass_secs = ?,
+                     result_release = ?
                  WHERE id = ?",
             )
             .bind(&o.name)
@@ -190,6 +192,7 @@ pub(super) async fn apply_identity(
             .bind(o.absolute_timeout_secs)
             .bind(o.patient_mfa_required)
             .bind(o.break_glass_secs)
+            .bind(crate::identity::result_release_text(o.results_after_review))
             .bind(o.id.as_uuid())
             .execute(&mut *connection)
             .await?,
@@ -593,9 +596,10 @@ fn session(row: &Row<'_>) -> rusqlite::Result<StoredSession> {
 }
 
 const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute_timeout_secs,
-        patient_mfa_required, created_at_ms, break_glass_secs FROM organisations";
+        patient_mfa_required, created_at_ms, break_glass_secs, result_release FROM organisations";
 
 fn organisation(row: &Row<'_>) -> rusqlite::Result<StoredOrganisation> {
+    let release: String = row.get(7)?;
     Ok(StoredOrganisation {
         id: OrganisationId::from_uuid(uuid_from(row.get(0)?)?),
         name: row.get(1)?,
@@ -604,6 +608,7 @@ fn organisation(row: &Row<'_>) -> rusqlite::Result<StoredOrganisation> {
         patient_mfa_required: row.get(4)?,
         created_at_ms: row.get(5)?,
         break_glass_secs: row.get(6)?,
+        results_after_review: release == "after_review",
     })
 }
 

@@ -145,6 +145,10 @@ enum WriteOp {
         key: StoredSubjectKey,
         now_ms: i64,
     },
+    ReleaseResource {
+        resource_type: String,
+        id: String,
+    },
 }
 
 #[derive(Debug)]
@@ -542,6 +546,17 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             .await?;
             Ok(WriteOutcome::Done)
         }
+        WriteOp::ReleaseResource { resource_type, id } => Ok(WriteOutcome::Changed(
+            sqlx::query(
+                "UPDATE fhir_current SET held = 0 WHERE resource_type = ? AND id = ? AND held = 1",
+            )
+            .bind(resource_type)
+            .bind(id)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected()
+                > 0,
+        )),
         WriteOp::PutSubjectKeyIfAbsent { key, now_ms } => {
             sqlx::query(
                 "INSERT INTO subject_keys (subject_id, key_id, root_key_id, wrapped, created_at_ms)
@@ -1287,6 +1302,19 @@ impl Store for SqliteStore {
         id: &str,
     ) -> StoreResult<Option<crate::fhir::StoredResource>> {
         self.readers.resource(resource_type, id)
+    }
+
+    async fn release_resource(&self, resource_type: &str, id: &str) -> StoreResult<bool> {
+        match self
+            .write(WriteOp::ReleaseResource {
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+            })
+            .await?
+        {
+            WriteOutcome::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn related_patients(

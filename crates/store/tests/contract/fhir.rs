@@ -31,6 +31,7 @@ fn write(id: &str, patient: PatientId, version: i64, tokens: Vec<ResourceToken>)
         patient: Some(patient),
         sealed: Some(random_bytes(64)),
         search: tokens,
+        held: false,
         now_ms: T0_MS + version,
     }
 }
@@ -153,6 +154,39 @@ pub(crate) async fn resources_keep_every_version_and_search_only_the_current(eng
         .await
         .unwrap();
     assert_eq!(older.iter().map(|r| r.version).collect::<Vec<_>>(), [2]);
+
+    // A result held for review is released once.
+    let mut held = write("held-1", patient, 1, Vec::new());
+    held.held = true;
+    store.write_resources(vec![held]).await.unwrap().unwrap();
+    assert!(
+        store
+            .resource("Observation", "held-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .held
+    );
+    assert!(
+        store
+            .release_resource("Observation", "held-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .release_resource("Observation", "held-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .resource("Observation", "held-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .held
+    );
 
     // Versions are never rewritten, even by SQL around the store.
     assert!(
