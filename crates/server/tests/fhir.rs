@@ -1587,6 +1587,38 @@ async fn the_directory_is_kept_by_administrators_and_read_by_everyone(backend: B
         .await,
         vec![practitioner.clone()]
     );
+    // `:exact` is equal as written, case included.
+    let folded = family.to_lowercase();
+    assert_ne!(folded, family);
+    assert_eq!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Practitioner?family={folded}")
+        )
+        .await
+        .len(),
+        1
+    );
+    assert!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Practitioner?family:exact={folded}")
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &format!("/fhir/Practitioner?family:exact={family}")
+        )
+        .await
+        .len(),
+        1
+    );
     let path = format!("/fhir/Practitioner/{practitioner}");
     assert_eq!(
         send(

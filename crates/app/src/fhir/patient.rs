@@ -346,9 +346,15 @@ impl App {
             limit: super::search::PAGE_DEFAULT,
             ..PatientSearch::default()
         };
+        // `:exact` is checked on the opened records: the index folds case and accents.
+        let mut exact_family = None;
         for (name, value) in &request.params {
             match name.as_str() {
-                "family" | "family:exact" => search.family = Some(value.clone()),
+                "family" => search.family = Some(value.clone()),
+                "family:exact" => {
+                    search.family = Some(value.clone());
+                    exact_family = Some(value.clone());
+                }
                 "birthdate" => {
                     let date = haven_fhir::Date::parse(value.strip_prefix("eq").unwrap_or(value))
                         .ok()
@@ -403,6 +409,11 @@ impl App {
             matches: page
                 .items
                 .iter()
+                .filter(|view| {
+                    exact_family
+                        .as_ref()
+                        .is_none_or(|family| view.record.name().family == *family)
+                })
                 .map(resource_view)
                 .collect::<AppResult<Vec<_>>>()?,
             included: Vec::new(),

@@ -5,7 +5,8 @@
 //!
 //! - a token (`code`, `status`, …) as `s:system|code` (with its system), `n:code` (without
 //!   one) and `a:code` (any system), matching FHIR's `system|code`, `|code` and `code`;
-//! - a string (a name) whole, after NFKC and lower-casing;
+//! - a string (a name) whole, after NFKC and lower-casing (`:exact` compares the opened
+//!   value as written);
 //! - a reference as `Type/id`;
 //! - a date as calendar buckets ([`date_tokens`]): the months, years, decades and centuries
 //!   it touches, so that a range query becomes a short list of buckets ([`date_cover`]).
@@ -73,7 +74,11 @@ enum Wanted {
         system: Option<Option<String>>,
         code: String,
     },
-    String(String),
+    /// A whole name; with `exact` (`:exact`), equal as written, case and accents included.
+    String {
+        text: String,
+        exact: bool,
+    },
     Reference {
         resource_type: String,
         id: String,
@@ -144,7 +149,12 @@ fn parse_prefix(value: &str) -> (Prefix, &str) {
     (Prefix::Eq, value)
 }
 
-fn parse_value(name: &str, kind: ParamKind, value: &str) -> AppResult<Wanted> {
+fn parse_value(name: &str, kind: ParamKind, value: &str, exact: bool) -> AppResult<Wanted> {
+    if exact && kind != ParamKind::String {
+        return Err(AppError::NotSupported(format!(
+            "`{name}:exact`: the modifier applies to names (string parameters) only"
+        )));
+    }
     match kind {
         ParamKind::Token => match value.split_once('|') {
             Some((_, "")) => Err(AppError::NotSupported(format!(
@@ -167,7 +177,10 @@ fn parse_value(name: &str, kind: ParamKind, value: &str) -> AppResult<Wanted> {
             if value.trim().is_empty() {
                 return Err(invalid(format!("`{name}` needs a value")));
             }
-            Ok(Wanted::String(value.to_owned()))
+            Ok(Wanted::String {
+                text: value.to_owned(),
+                exact,
+            })
         }
         ParamKind::Reference => {
             let (resource_type, id) = value.split_once('/').unwrap_or(("", value));
@@ -215,6 +228,7 @@ fn parse_request(
         return Err(invalid(format!("at most {PARAMS_MAX} search parameters")));
     }
     for (name, value) in &request.params {
+        let exact = name.ends_with(":exact");
         let name = name.strip_suffix(":exact").unwrap_or(name);
         match name {
             "_count" => {
@@ -310,7 +324,7 @@ fn parse_request(
                 };
                 let values = value
                     .split(',')
-                    .map(|v| parse_value(param.name, param.kind, v))
+                    .map(|v| parse_value(param.name, param.kind, v, exact))
                     .collect::<AppResult<Vec<_>>>()?;
                 if values.is_empty() || values.len() > VALUES_MAX {
                     return Err(invalid(format!(
@@ -405,7 +419,7 @@ fn wanted_tokens(
                 None => format!("a:{code}"),
             },
         )],
-        Wanted::String(text) => vec![blind(key, resource_type, param, text)],
+        Wanted::String { text, .. } => vec![blind(key, resource_type, param, text)],
         Wanted::Reference {
             resource_type: target,
             id,
@@ -536,7 +550,8 @@ fn value_matches(wanted: &Wanted, value: &SearchValue<'_>) -> bool {
                     Some(Some(wanted)) => *s == Some(wanted.as_str()),
                 }
         }
-        (Wanted::String(text), SearchValue::String(s)) => {
+        (Wanted::String { text, exact: true }, SearchValue::String(s)) => text == s,
+        (Wanted::String { text, exact: false }, SearchValue::String(s)) => {
             haven_crypto::blind::normalise(text) == haven_crypto::blind::normalise(s)
         }
         (
