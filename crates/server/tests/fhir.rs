@@ -573,6 +573,36 @@ async fn search_narrows_by_code_date_and_status_and_pages(backend: Backend) {
     assert_eq!(included[0]["resource"]["resourceType"], "Patient");
     assert_eq!(included[0]["resource"]["id"], ada.to_string());
 
+    // Counting only, and the ways of asking for a total.
+    let counted = json_of(
+        get(
+            &server,
+            &doctor.token,
+            &search("code=8867-4&_summary=count"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(counted["total"], 6);
+    assert!(counted["entry"].as_array().unwrap().is_empty());
+    assert!(
+        !counted["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "next")
+    );
+    assert_eq!(
+        ids_found(
+            &server,
+            &doctor.token,
+            &search("code=8867-4&_total=accurate&_count=100")
+        )
+        .await
+        .len(),
+        6
+    );
+
     // Bad searches are answered clearly.
     for (query, code) in [
         ("colour=red", "not-supported"),

@@ -117,6 +117,8 @@ struct Parsed {
     count: u32,
     include_patient: bool,
     page: Page,
+    /// `_summary=count`: the number of matches only.
+    count_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +225,7 @@ fn parse_request(
         count: PAGE_DEFAULT,
         include_patient: false,
         page: Page::First,
+        count_only: false,
     };
     if request.params.len() > PARAMS_MAX * 2 {
         return Err(invalid(format!("at most {PARAMS_MAX} search parameters")));
@@ -275,6 +278,14 @@ fn parse_request(
                         }
                     },
                 };
+            }
+            // The total is always exact when it is given: every way of asking is accepted.
+            "_total" if ["none", "estimate", "accurate"].contains(&value.as_str()) => {}
+            "_summary" if value == "count" => parsed.count_only = true,
+            "_summary" => {
+                return Err(AppError::NotSupported(
+                    "`_summary` supports count only".into(),
+                ));
             }
             "_include" => {
                 let wanted_patient = [
@@ -686,7 +697,8 @@ impl App {
         }
         // With a sort, or a filter the tokens cannot decide, every candidate is opened;
         // otherwise pages follow the id order and only a page is opened.
-        let counted = parsed.sort != Sort::Id
+        let counted = parsed.count_only
+            || parsed.sort != Sort::Id
             || parsed
                 .filters
                 .iter()
@@ -793,9 +805,14 @@ impl App {
                 Page::Offset(offset) => offset as usize,
                 _ => 0,
             };
-            let end = (offset + parsed.count as usize).min(total);
+            let shown = if parsed.count_only {
+                0
+            } else {
+                parsed.count as usize
+            };
+            let end = (offset + shown).min(total);
             let page: Vec<ResourceView> = found.drain(offset.min(total)..end).collect();
-            let next = (end < total).then(|| format!("o.{end}"));
+            let next = (!parsed.count_only && end < total).then(|| format!("o.{end}"));
             (page, Some(total as u64), next)
         } else {
             let next = has_more
