@@ -298,6 +298,26 @@ impl App {
         })
     }
 
+    /// A page of versions, newest first, and the cursor of the next page if there may be one.
+    async fn history_rows(
+        &self,
+        query: HistoryQuery,
+    ) -> AppResult<(Vec<StoredResource>, Option<i64>)> {
+        let rows = self.store.resource_history(&query).await?;
+        let next = (rows.len() == query.limit as usize)
+            .then(|| rows.last().map(|r| r.seq))
+            .flatten();
+        Ok((rows, next))
+    }
+
+    /// Opens versions that one grant covers, each key unwrapped once.
+    fn open_page(&self, grant: &Grant, rows: &[StoredResource]) -> AppResult<Vec<ResourceView>> {
+        let mut keys = HashMap::new();
+        rows.iter()
+            .map(|row| self.open_resource_cached(grant, row, &mut keys))
+            .collect()
+    }
+
     /// Decides and audits `action` on a stored resource's patient, or, for a missing one,
     /// as if it were a stranger's (answering not found when that would be allowed).
     async fn authorize_stored(
@@ -497,9 +517,8 @@ impl App {
             Self::check_released(context, current)?;
         }
         let limit = count.clamp(1, HISTORY_PAGE_MAX);
-        let rows = self
-            .store
-            .resource_history(&HistoryQuery {
+        let (rows, next) = self
+            .history_rows(HistoryQuery {
                 resource_type: resource_type.to_owned(),
                 id: Some(id.to_owned()),
                 patient: None,
@@ -507,14 +526,7 @@ impl App {
                 limit,
             })
             .await?;
-        let next = (rows.len() == limit as usize)
-            .then(|| rows.last().map(|r| r.seq))
-            .flatten();
-        let mut keys = HashMap::new();
-        let items = rows
-            .iter()
-            .map(|row| self.open_resource_cached(&grant, row, &mut keys))
-            .collect::<AppResult<Vec<_>>>()?;
+        let items = self.open_page(&grant, &rows)?;
         Ok(HistoryPage { items, next })
     }
 
@@ -541,9 +553,8 @@ impl App {
                     None,
                 )
                 .await?;
-            let rows = self
-                .store
-                .resource_history(&HistoryQuery {
+            let (rows, next) = self
+                .history_rows(HistoryQuery {
                     resource_type: resource_type.to_owned(),
                     id: None,
                     patient: None,
@@ -551,14 +562,7 @@ impl App {
                     limit,
                 })
                 .await?;
-            let next = (rows.len() == limit as usize)
-                .then(|| rows.last().map(|r| r.seq))
-                .flatten();
-            let mut keys = HashMap::new();
-            let items = rows
-                .iter()
-                .map(|row| self.open_resource_cached(&grant, row, &mut keys))
-                .collect::<AppResult<Vec<_>>>()?;
+            let items = self.open_page(&grant, &rows)?;
             return Ok(HistoryPage { items, next });
         }
         let part = chart_part(resource_type).ok_or_else(|| {
@@ -582,9 +586,8 @@ impl App {
                 ),
             });
         }
-        let rows = self
-            .store
-            .resource_history(&HistoryQuery {
+        let (rows, next) = self
+            .history_rows(HistoryQuery {
                 resource_type: resource_type.to_owned(),
                 id: None,
                 patient: context
@@ -595,9 +598,6 @@ impl App {
                 limit,
             })
             .await?;
-        let next = (rows.len() == limit as usize)
-            .then(|| rows.last().map(|r| r.seq))
-            .flatten();
         let mut patients: Vec<PatientId> = rows.iter().filter_map(|r| r.patient).collect();
         patients.sort();
         patients.dedup();
@@ -760,7 +760,12 @@ impl App {
             .authorize_chart_batch(context, &accesses)
             .await
             .map_err(|e| (0, e))?;
-        let holds = self.holds_results(context).await.map_err(|e| (0, e))?;
+        // The organisation's policy matters only when a laboratory result is written.
+        let holds = if planned.iter().any(|(resource, ..)| is_lab_result(resource)) {
+            self.holds_results(context).await.map_err(|e| (0, e))?
+        } else {
+            false
+        };
         let now_ms = self.clock.now_ms();
         let mut keys: HashMap<PatientId, SubjectKey> = HashMap::new();
         let mut prepared = Vec::with_capacity(planned.len());
