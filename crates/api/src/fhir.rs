@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use haven_app::AppError;
+use haven_app::fhir::amendment::AmendmentDecision;
 use haven_app::fhir::bundle::{BundleOutcome, EntryOutcome, parse_if_match};
 use haven_app::fhir::search::{SearchPage, SearchRequest};
 use haven_app::fhir::{HISTORY_PAGE_DEFAULT, HistoryPage, ResourceView, served_types};
@@ -495,7 +496,7 @@ pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) 
                 .map(|code| json!({"code": code}))
                 .collect()
             };
-            json!({
+            let mut resource = json!({
                 "type": resource_type,
                 "interaction": interactions,
                 "versioning": "versioned-update",
@@ -507,7 +508,12 @@ pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) 
                 "conditionalDelete": "not-supported",
                 "searchInclude": if is_patient { json!([]) } else { json!([format!("{resource_type}:patient")]) },
                 "searchParam": search,
-            })
+            });
+            let operations = operations_of(resource_type);
+            if !operations.is_empty() {
+                resource["operation"] = json!(operations);
+            }
+            resource
         })
         .chain(std::iter::once(json!({
             "type": "AuditEvent",
@@ -542,6 +548,37 @@ pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) 
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
         }],
     }))
+}
+
+/// The operations a type offers, for the CapabilityStatement. Haven's own operations are
+/// named by a URN of Haven's, as no published OperationDefinition describes them.
+fn operations_of(resource_type: &str) -> Vec<Value> {
+    let operation = |name: &str, definition: &str, documentation: &str| json!({"name": name, "definition": definition, "documentation": documentation});
+    match resource_type {
+        "Patient" => vec![operation(
+            "everything",
+            "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            "GET: the patient and their whole chart, audited as one export",
+        )],
+        "Task" => vec![
+            operation(
+                "accept",
+                "urn:haven:operation:Task-accept",
+                "POST the corrected record: it becomes the record's next version and the amendment request is completed, linking it",
+            ),
+            operation(
+                "deny",
+                "urn:haven:operation:Task-deny",
+                "POST a Parameters with a `reason`: the request is rejected with that reason, kept with the record",
+            ),
+        ],
+        "Observation" | "DiagnosticReport" => vec![operation(
+            "release",
+            "urn:haven:operation:release",
+            "POST: releases a laboratory result held for review to the patient",
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// `AuditEvent` searches: the audit log seen as FHIR, for those who review it. Each search
@@ -915,7 +952,7 @@ pub(crate) async fn operation(
         return Err(FhirError::new(
             StatusCode::NOT_FOUND,
             "not-supported",
-            "the operations offered are GET Patient/{id}/$everything and POST {type}/{id}/$release",
+            OPERATIONS_OFFERED,
         ));
     }
     let everything = state.app.fhir_everything(&context, &id).await?;
@@ -934,25 +971,113 @@ pub(crate) async fn operation(
 }
 
 /// `POST /fhir/{type}/{id}/{operation}`: `$release`, which releases a laboratory result
-/// held for review to the patient.
+/// held for review to the patient; `Task/{id}/$accept` (the body is the corrected record)
+/// and `Task/{id}/$deny` (a `Parameters` with a `reason`), which answer an amendment request.
 pub(crate) async fn post_operation(
     State(state): State<ApiState>,
     caller: Result<Caller, ApiError>,
     Path((resource_type, id, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> FhirResult {
     let Caller(context) = caller?;
-    if operation != "$release" {
-        return Err(FhirError::new(
+    match (resource_type.as_str(), operation.as_str()) {
+        (_, "$release") => {
+            state
+                .app
+                .fhir_release(&context, &resource_type, &id)
+                .await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        ("Task", "$accept") => {
+            let body = read_body(body)?;
+            check_content_type(&headers)?;
+            let value = json_body(&body)?;
+            let corrected = haven_fhir::from_value(value).map_err(AppError::from)?;
+            let view = state
+                .app
+                .fhir_decide_amendment(
+                    &context,
+                    &id,
+                    AmendmentDecision::Accept(Box::new(corrected)),
+                )
+                .await?;
+            Ok(resource_response(StatusCode::OK, &view))
+        }
+        ("Task", "$deny") => {
+            let body = read_body(body)?;
+            check_content_type(&headers)?;
+            let reason = denial_reason(json_body(&body)?)?;
+            let view = state
+                .app
+                .fhir_decide_amendment(&context, &id, AmendmentDecision::Deny(reason))
+                .await?;
+            Ok(resource_response(StatusCode::OK, &view))
+        }
+        _ => Err(FhirError::new(
             StatusCode::NOT_FOUND,
             "not-supported",
-            "the operations offered are GET Patient/{id}/$everything and POST {type}/{id}/$release",
-        ));
+            OPERATIONS_OFFERED,
+        )),
     }
-    state
-        .app
-        .fhir_release(&context, &resource_type, &id)
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What an unknown operation's error lists.
+const OPERATIONS_OFFERED: &str = "the operations offered are GET Patient/{id}/$everything, POST {type}/{id}/$release, POST Task/{id}/$accept and POST Task/{id}/$deny";
+
+fn json_body(body: &Bytes) -> Result<Value, FhirError> {
+    serde_json::from_slice(body).map_err(|e| {
+        FhirError::invalid(
+            "",
+            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+        )
+    })
+}
+
+/// The `reason` of a `$deny`: a `Parameters` resource with one `reason` string and nothing
+/// else, read as strictly as every other resource.
+fn denial_reason(value: Value) -> Result<String, FhirError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Parameters {
+        resource_type: String,
+        parameter: Vec<Parameter>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Parameter {
+        name: String,
+        value_string: String,
+    }
+    let parameters: Parameters = serde_json::from_value(value).map_err(|e| {
+        FhirError::invalid(
+            "Parameters",
+            format!("expected {{\"resourceType\": \"Parameters\", \"parameter\": [{{\"name\": \"reason\", \"valueString\": …}}]}} ({e})"),
+        )
+    })?;
+    if parameters.resource_type != "Parameters" {
+        return Err(FhirError::invalid("resourceType", "must be Parameters"));
+    }
+    match parameters.parameter.as_slice() {
+        [only] if only.name == "reason" => {
+            if only.value_string.chars().count()
+                > haven_app::fhir::amendment::DENIAL_REASON_CHARS_MAX
+            {
+                return Err(FhirError::invalid(
+                    "Parameters.parameter[0].valueString",
+                    format!(
+                        "at most {} characters",
+                        haven_app::fhir::amendment::DENIAL_REASON_CHARS_MAX
+                    ),
+                ));
+            }
+            Ok(only.value_string.clone())
+        }
+        _ => Err(FhirError::invalid(
+            "Parameters.parameter",
+            "exactly one parameter, `reason` (valueString)",
+        )),
+    }
 }
 
 pub(crate) async fn bundle(

@@ -345,6 +345,23 @@ pub fn communication() -> Value {
     })
 }
 
+/// A patient's request to correct a record (an amendment request). The focus names an
+/// Observation of the demonstration clinic; a test points it at one it has created.
+pub fn task() -> Value {
+    json!({
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "proposal",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "change", "display": "Change the focal resource"}]},
+        "description": "The heart rate recorded on 15 March was taken after I climbed the stairs; please note it was not at rest.",
+        "focus": {"reference": "Observation/obs-1"},
+        "for": patient_ref(),
+        "authoredOn": "2024-03-20T09:00:00Z",
+        "requester": {"reference": format!("Patient/{PATIENT}")},
+        "input": [{"type": {"text": "Requested correction"}, "valueString": "Add that the reading was taken after exertion."}]
+    })
+}
+
 pub fn practitioner() -> Value {
     json!({
         "resourceType": "Practitioner",
@@ -439,6 +456,7 @@ pub fn examples() -> Vec<Value> {
         questionnaire_response(),
         consent(),
         communication(),
+        task(),
         practitioner(),
         practitioner_role(),
         organization(),

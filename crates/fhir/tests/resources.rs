@@ -20,6 +20,10 @@ fn expected_compartment(resource_type: &str) -> Compartment<'static> {
             element: "participant.actor",
             id: PATIENT,
         },
+        "Task" => Compartment::Patient {
+            element: "for",
+            id: PATIENT,
+        },
         "Practitioner" | "PractitionerRole" | "Organization" | "Questionnaire" => Compartment::None,
         _ => Compartment::Patient {
             element: "subject",
@@ -706,6 +710,41 @@ fn invalid_resources_name_the_element() {
             with(communication(), "/sent", json!("16/03/2024")),
             "Communication.sent",
             "dateTime",
+        ),
+        // Task (an amendment request)
+        (
+            with(task(), "/status", json!("done")),
+            "Task.status",
+            "not an allowed code",
+        ),
+        (
+            with(task(), "/for/reference", json!("Practitioner/dr-lopez")),
+            "Task.for.reference",
+            "Patient",
+        ),
+        (
+            with(task(), "/input/0/valueCode", json!("amend")),
+            "Task.input[0].value[x]",
+            "only one",
+        ),
+        (
+            with(task(), "/input/0/valueString", json!(null)),
+            "Task.input[0].value[x]",
+            "required",
+        ),
+        (
+            with(task(), "/lastModified", json!("2024-03-19")),
+            "Task.lastModified",
+            "inv-1",
+        ),
+        (
+            with(
+                task(),
+                "/focus/reference",
+                json!("Observation/obs-1/_history/2"),
+            ),
+            "Task.focus.reference",
+            "Type/{id}",
         ),
         // Practitioner
         (

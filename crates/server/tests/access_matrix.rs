@@ -479,6 +479,20 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/fhir/Observation/{doomed}",
             body: None,
         },
+        // An amendment request about a record of the target's chart.
+        Endpoint {
+            method: Method::POST,
+            path: "/fhir/Task",
+            body: Some(json!({
+                "resourceType": "Task",
+                "status": "requested",
+                "intent": "proposal",
+                "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "change"}]},
+                "focus": {"reference": "Observation/{obs}"},
+                "for": {"reference": "Patient/{id}"},
+                "input": [{"type": {"text": "Requested correction"}, "valueString": "Taken after exercise."}]
+            })),
+        },
         // Last: a granted emergency access opens the record for the rest of the run.
         Endpoint {
             method: Method::POST,
@@ -720,6 +734,12 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
         ("GET", "/fhir/Patient/{id}/{everything}") => match role {
             _ if clinical && person && target == Target::Own => StatusCode::OK,
             Patient if target == Target::Own => StatusCode::OK,
+            _ => forbidden,
+        },
+        // An amendment request: the patient asks; the care team may record one for them.
+        ("POST", "/fhir/Task") => match role {
+            _ if clinical && person && target == Target::Own => StatusCode::CREATED,
+            Patient if target == Target::Own => StatusCode::CREATED,
             _ => forbidden,
         },
         // Deleting is a clinician's call; a deleted resource deleted again is no change.

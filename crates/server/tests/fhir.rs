@@ -24,6 +24,7 @@ haven_test_support::on_every_backend!(
     the_directory_is_kept_by_administrators_and_read_by_everyone,
     reviewers_read_the_audit_log_as_audit_events,
     lab_results_wait_for_review_when_the_organisation_asks,
+    a_patient_asks_for_a_correction_and_the_care_team_answers,
     planted_markers_in_every_resource_type_never_reach_the_database,
 );
 
@@ -1280,8 +1281,14 @@ async fn planted_markers_in_every_resource_type_never_reach_the_database(backend
     let marker = "Qv8Zmarker";
     let admin = server.user(Role::Administrator, None).await;
     let mut kept = Vec::new();
+    let mut observation = None;
     for resource_type in haven_app::fhir::served_types().filter(|t| *t != "Patient") {
-        let example = haven_fhir::examples::example(resource_type, &ada.to_string()).unwrap();
+        let mut example = haven_fhir::examples::example(resource_type, &ada.to_string()).unwrap();
+        if resource_type == "Task" {
+            // An amendment request names a record of the chart.
+            let focus: &String = observation.as_ref().expect("Observation comes first");
+            example["focus"] = json!({ "reference": format!("Observation/{focus}") });
+        }
         // The display of the patient reference and the narrative carry the marker.
         let mut text = example
             .to_string()
@@ -1301,12 +1308,13 @@ async fn planted_markers_in_every_resource_type_never_reach_the_database(backend
             &doctor.token
         };
         let created = post(&server, writer, &format!("/fhir/{resource_type}"), &body).await;
-        assert_eq!(
-            created.status(),
-            StatusCode::CREATED,
-            "{resource_type}: {}",
-            created.text().await.unwrap()
-        );
+        let status = created.status();
+        let created = created.text().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{resource_type}: {created}");
+        if resource_type == "Observation" {
+            let created: Value = serde_json::from_str(&created).unwrap();
+            observation = created["id"].as_str().map(str::to_owned);
+        }
         kept.push(resource_type);
     }
     assert!(kept.len() >= 11, "every chart type was stored: {kept:?}");
@@ -1947,5 +1955,304 @@ async fn lab_results_wait_for_review_when_the_organisation_asks(backend: Backend
         get(&server, &ada_self.token, &lab_path).await.status(),
         StatusCode::FORBIDDEN
     );
+    server.stop().await;
+}
+
+/// A patient's request to correct `focus`, as the patient portal sends it.
+fn amendment_request(patient: PatientId, focus: &str, wanted: &str) -> Value {
+    let mut request = haven_fhir::examples::example("Task", &patient.to_string()).unwrap();
+    request["focus"] = json!({"reference": focus});
+    request["input"][0]["valueString"] = json!(wanted);
+    request.as_object_mut().unwrap().remove("requester");
+    request
+}
+
+fn denial(reason: &str) -> Value {
+    json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]})
+}
+
+async fn a_patient_asks_for_a_correction_and_the_care_team_answers(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let bob = server.create_patient("Babbage").await;
+    let doctor = clinician_for(&server, ada).await;
+    let stranger = server.user(Role::Clinician, None).await;
+    let ada_self = server.user(Role::Patient, Some(ada)).await;
+    let bob_self = server.user(Role::Patient, Some(bob)).await;
+    let pulse = json_of(
+        post(
+            &server,
+            &doctor.token,
+            "/fhir/Observation",
+            &heart_rate(ada, 130, "2024-03-15"),
+        )
+        .await,
+    )
+    .await;
+    let pulse_ref = format!("Observation/{}", pulse["id"].as_str().unwrap());
+    let pulse_path = format!("/fhir/{pulse_ref}");
+
+    // Ada asks; the server records when and by whom.
+    let asked = post(
+        &server,
+        &ada_self.token,
+        "/fhir/Task",
+        &amendment_request(ada, &pulse_ref, "It was 80, not 130."),
+    )
+    .await;
+    assert_eq!(asked.status(), StatusCode::CREATED);
+    let request = json_of(asked).await;
+    assert_eq!(request["status"], "requested");
+    assert_eq!(request["requester"]["reference"], format!("Patient/{ada}"));
+    assert!(request["authoredOn"].is_string());
+    let task_path = format!("/fhir/Task/{}", request["id"].as_str().unwrap());
+
+    // Requests that are not Ada's to make, or not about her record, change nothing.
+    let bob_pulse = json_of(
+        post(
+            &server,
+            &clinician_for(&server, bob).await.token,
+            "/fhir/Observation",
+            &heart_rate(bob, 60, "2024-03-15"),
+        )
+        .await,
+    )
+    .await;
+    let bob_ref = format!("Observation/{}", bob_pulse["id"].as_str().unwrap());
+    let not_hers = post(
+        &server,
+        &ada_self.token,
+        "/fhir/Task",
+        &amendment_request(ada, &bob_ref, "x"),
+    )
+    .await;
+    assert_eq!(not_hers.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(not_hers).await.1, "Task.focus.reference");
+    let for_bob = post(
+        &server,
+        &ada_self.token,
+        "/fhir/Task",
+        &amendment_request(bob, &bob_ref, "x"),
+    )
+    .await;
+    assert_eq!(for_bob.status(), StatusCode::FORBIDDEN);
+    let mut answered = amendment_request(ada, &pulse_ref, "x");
+    answered["status"] = json!("completed");
+    let answered = post(&server, &ada_self.token, "/fhir/Task", &answered).await;
+    assert_eq!(answered.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(answered).await.1, "Task.status");
+    let mut not_a_change = amendment_request(ada, &pulse_ref, "x");
+    not_a_change["code"]["coding"][0]["code"] = json!("fulfill");
+    let not_a_change = post(&server, &ada_self.token, "/fhir/Task", &not_a_change).await;
+    assert_eq!(issue(not_a_change).await.1, "Task.code");
+    let mut in_doctors_name = amendment_request(ada, &pulse_ref, "x");
+    in_doctors_name["requester"] = json!({"reference": "Practitioner/dr-1"});
+    let in_doctors_name = post(&server, &ada_self.token, "/fhir/Task", &in_doctors_name).await;
+    assert_eq!(issue(in_doctors_name).await.1, "Task.requester");
+    assert_eq!(
+        ids_found(
+            &server,
+            &ada_self.token,
+            &format!("/fhir/Task?patient={ada}")
+        )
+        .await,
+        vec![request["id"].as_str().unwrap().to_owned()]
+    );
+
+    // Only someone who may change the record answers; the request is never edited or removed.
+    let mut corrected = pulse.clone();
+    corrected["valueQuantity"]["value"] = json!(80);
+    let accept = format!("{task_path}/$accept");
+    for (who, expected) in [
+        (&ada_self, StatusCode::FORBIDDEN),
+        (&bob_self, StatusCode::FORBIDDEN),
+        (&stranger, StatusCode::FORBIDDEN),
+    ] {
+        assert_eq!(
+            post(&server, &who.token, &accept, &corrected)
+                .await
+                .status(),
+            expected
+        );
+    }
+    let edited = send(
+        &server,
+        reqwest::Method::PUT,
+        &doctor.token,
+        &task_path,
+        Some(&request),
+        &[],
+    )
+    .await;
+    assert_eq!(edited.status(), StatusCode::CONFLICT);
+    let removed = send(
+        &server,
+        reqwest::Method::DELETE,
+        &doctor.token,
+        &task_path,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(removed.status(), StatusCode::CONFLICT);
+    let mut elsewhere = corrected.clone();
+    elsewhere["id"] = bob_pulse["id"].clone();
+    let elsewhere = post(&server, &doctor.token, &accept, &elsewhere).await;
+    assert_eq!(elsewhere.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(issue(elsewhere).await.1, "Observation.id");
+    assert_eq!(
+        json_of(get(&server, &doctor.token, &pulse_path).await).await["meta"]["versionId"],
+        "1",
+        "nothing was changed by the refused answers"
+    );
+
+    // Accepted: the record's next version, linked from the answered request.
+    let accepted = post(&server, &doctor.token, &accept, &corrected).await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let accepted = json_of(accepted).await;
+    assert_eq!(accepted["status"], "completed");
+    assert_eq!(
+        accepted["output"][0]["valueReference"]["reference"],
+        format!("{pulse_ref}/_history/2")
+    );
+    let amended = json_of(get(&server, &ada_self.token, &pulse_path).await).await;
+    assert_eq!(amended["valueQuantity"]["value"], 80);
+    assert_eq!(amended["meta"]["versionId"], "2");
+    let again = post(&server, &doctor.token, &accept, &corrected).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    // Denied: the reason stays with the record, for Ada to read.
+    let second = json_of(
+        post(
+            &server,
+            &ada_self.token,
+            "/fhir/Task",
+            &amendment_request(ada, &pulse_ref, "The reading was taken at home."),
+        )
+        .await,
+    )
+    .await;
+    let deny = format!("/fhir/Task/{}/$deny", second["id"].as_str().unwrap());
+    let empty = post(&server, &doctor.token, &deny, &denial("  ")).await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    let malformed = post(
+        &server,
+        &doctor.token,
+        &deny,
+        &json!({"resourceType": "Parameters", "parameter": [{"name": "why", "valueString": "x"}]}),
+    )
+    .await;
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post(&server, &ada_self.token, &deny, &denial("no"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN,
+        "a patient does not answer their own request"
+    );
+    let denied = post(
+        &server,
+        &doctor.token,
+        &deny,
+        &denial("The reading was taken in clinic on our monitor."),
+    )
+    .await;
+    assert_eq!(denied.status(), StatusCode::OK);
+    let about_pulse = json_of(
+        get(
+            &server,
+            &ada_self.token,
+            &format!("/fhir/Task?focus={pulse_ref}&_sort=authored-on"),
+        )
+        .await,
+    )
+    .await;
+    let answers: Vec<(&str, &str)> = about_pulse["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["resource"]["status"].as_str().unwrap(),
+                e["resource"]["statusReason"]["text"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            ("completed", ""),
+            (
+                "rejected",
+                "The reading was taken in clinic on our monitor."
+            ),
+        ]
+    );
+    // The request's history keeps what was asked as well as the answer.
+    let history =
+        json_of(get(&server, &ada_self.token, &format!("{task_path}/_history")).await).await;
+    let statuses: Vec<&str> = history["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["completed", "requested"]);
+
+    // Every answer was audited as a change to Ada's chart.
+    let auditor = server.user(Role::Auditor, None).await;
+    let updates = json_of(
+        get(
+            &server,
+            &auditor.token,
+            &format!(
+                "/fhir/AuditEvent?patient=Patient/{ada}&subtype=update&outcome=0&agent={}",
+                doctor.id
+            ),
+        )
+        .await,
+    )
+    .await;
+    let updated: Vec<String> = updates["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let what = &e["resource"]["entity"][1]["what"]["identifier"];
+            format!(
+                "{}/{}",
+                what["system"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("urn:haven:"),
+                what["value"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(updated.iter().any(|r| r.starts_with("Task/")), "{updates}");
+    assert!(updated.iter().any(|r| r == &pulse_ref), "{updates}");
+    // The CapabilityStatement offers both answers.
+    let metadata: Value = server
+        .client
+        .get(server.endpoint("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = metadata["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Task")
+        .unwrap();
+    let operations: Vec<&str> = task["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations, vec!["accept", "deny"]);
     server.stop().await;
 }

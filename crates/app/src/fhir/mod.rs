@@ -12,6 +12,7 @@
 //! column, never the content), decide and audit, then open. A resource that does not exist
 //! is decided as if it belonged to a stranger, so a refusal never reveals whether it exists.
 
+pub mod amendment;
 pub mod bundle;
 mod patient;
 pub mod search;
@@ -65,7 +66,7 @@ pub fn directory_subject() -> PatientId {
 pub fn chart_part(resource_type: &str) -> Option<ChartPart> {
     match resource_type {
         "Appointment" => Some(ChartPart::Scheduling),
-        "QuestionnaireResponse" | "Communication" => Some(ChartPart::PatientAuthored),
+        "QuestionnaireResponse" | "Communication" | "Task" => Some(ChartPart::PatientAuthored),
         "Observation" | "Condition" | "AllergyIntolerance" | "MedicationRequest" | "Encounter"
         | "DiagnosticReport" | "ImagingStudy" | "DocumentReference" | "Consent" => {
             Some(ChartPart::Clinical)
@@ -792,6 +793,11 @@ impl App {
             let key = keys
                 .get(&patient)
                 .ok_or_else(|| (at, AppError::Unexpected("a key went missing".into())))?;
+            if let AnyResource::Task(task) = &mut resource {
+                self.check_amendment_request(context, task, patient, now_ms)
+                    .await
+                    .map_err(|e| (at, e))?;
+            }
             let server_id = Id::parse(id.clone())
                 .map_err(|e| (at, AppError::Unexpected(format!("new id: {e}"))))?;
             resource.set_server_fields(server_id, 1, now_ms);
@@ -843,6 +849,7 @@ impl App {
         if_match: Option<i64>,
     ) -> AppResult<PreparedWrite> {
         let resource_type = served_type(resource.resource_type())?;
+        amendment::refuse_direct_change(resource_type)?;
         let id = known_id(id)?;
         match resource.id() {
             Some(given) if given.as_str() == id => {}
@@ -929,6 +936,7 @@ impl App {
         id: &str,
     ) -> AppResult<PreparedWrite> {
         let resource_type = served_type(resource_type)?;
+        amendment::refuse_direct_change(resource_type)?;
         let id = known_id(id)?;
         if resource_type == "Patient" {
             return Err(AppError::NotSupported(
@@ -1152,6 +1160,7 @@ fn authored_by(resource: &AnyResource, patient: PatientId) -> AppResult<()> {
         };
     match resource {
         AnyResource::Communication(message) => check("sender", message.sender.as_ref()),
+        AnyResource::Task(request) => check("requester", request.requester.as_ref()),
         AnyResource::QuestionnaireResponse(form) => {
             check("author", form.author.as_ref())?;
             check("source", form.source.as_ref())

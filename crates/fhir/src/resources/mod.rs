@@ -172,6 +172,7 @@ pub mod practitioner;
 pub mod practitioner_role;
 pub mod questionnaire;
 pub mod questionnaire_response;
+pub mod task;
 
 pub use allergy_intolerance::AllergyIntolerance;
 pub use appointment::Appointment;
@@ -190,6 +191,7 @@ pub use practitioner::Practitioner;
 pub use practitioner_role::PractitionerRole;
 pub use questionnaire::Questionnaire;
 pub use questionnaire_response::QuestionnaireResponse;
+pub use task::Task;
 
 /// Declares [`AnyResource`] over every supported type.
 macro_rules! any_resource {
@@ -282,6 +284,7 @@ any_resource!(
     QuestionnaireResponse,
     Consent,
     Communication,
+    Task,
     Practitioner,
     PractitionerRole,
     Organization,
