@@ -249,6 +249,8 @@ pub enum PurposeOfUse {
     Compliance,
     /// Running the system itself: keys, tokens, configuration (`HSYSADMIN`).
     SystemAdministration,
+    /// The clinic's operations, such as loading records kept elsewhere (`HOPERAT`).
+    Operations,
 }
 
 impl PurposeOfUse {
@@ -260,6 +262,7 @@ impl PurposeOfUse {
             PurposeOfUse::PatientRequest => "PATRQT",
             PurposeOfUse::FamilyRequest => "FAMRQT",
             PurposeOfUse::Compliance => "HCOMPL",
+            PurposeOfUse::Operations => "HOPERAT",
             PurposeOfUse::SystemAdministration => "HSYSADMIN",
         }
     }
@@ -411,6 +414,14 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
         }
         (Role::Patient, Resource::Chart(id, part)) => {
             patient_chart(actor, action, *id, *part, context)
+        }
+        // An interface or a migration adds patients and what their charts hold, written
+        // elsewhere; it reads nothing back. Only a token: no person signs in as a system.
+        (Role::Integration, Resource::Patient(_) | Resource::Chart(..)) if action == Create => {
+            match actor.principal {
+                Principal::ApiToken(_) => allow("records_import", Operations),
+                Principal::User { .. } => Decision::Deny(DenyReason::RoleNotPermitted),
+            }
         }
         // The front desk books and changes visits; the clinical record is not theirs to see.
         (Role::FrontDesk | Role::Administrator, Resource::Chart(_, ChartPart::Scheduling))
@@ -952,6 +963,54 @@ mod tests {
             for action in [Action::Read, Action::Search, Action::Create, Action::Update] {
                 let decision = decide_alone(&actor(role), action, &Resource::PatientDirectory);
                 assert_eq!(decision.reason(), "role_not_permitted");
+            }
+        }
+    }
+
+    #[test]
+    fn an_integration_token_adds_records_and_reads_none() {
+        let patient = PatientId::generate();
+        let integration = actor(Role::Integration);
+        let writes = [
+            Resource::Patient(patient),
+            Resource::Chart(patient, ChartPart::Clinical),
+            Resource::Chart(patient, ChartPart::Scheduling),
+            Resource::Chart(patient, ChartPart::PatientAuthored),
+        ];
+        for resource in writes {
+            let decision = decide_alone(&integration, Action::Create, &resource);
+            assert_eq!(decision.reason(), "records_import", "{resource:?}");
+            for action in [
+                Action::Read,
+                Action::Search,
+                Action::Update,
+                Action::Delete,
+                Action::Export,
+                Action::BreakGlass,
+            ] {
+                assert!(
+                    !decide_alone(&integration, action, &resource).is_allowed(),
+                    "{action:?} {resource:?}"
+                );
+            }
+            // A person holding the role is refused: it is for systems.
+            assert!(
+                !decide_alone(&user(Role::Integration), Action::Create, &resource).is_allowed()
+            );
+        }
+        for resource in [
+            Resource::PatientDirectory,
+            Resource::Directory,
+            Resource::AuditLog,
+            Resource::Users,
+            Resource::CareTeam(patient),
+            Resource::PatientAccessLog(patient),
+        ] {
+            for action in [Action::Read, Action::Search, Action::Create] {
+                assert!(
+                    !decide_alone(&integration, action, &resource).is_allowed(),
+                    "{action:?} {resource:?}"
+                );
             }
         }
     }

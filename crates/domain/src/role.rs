@@ -13,10 +13,13 @@ pub enum Role {
     PrivacyOfficer,
     Auditor,
     Administrator,
+    /// A system that loads records written elsewhere (a laboratory interface, a migration
+    /// with `haven import`): an API token only, never a person.
+    Integration,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Patient,
         Role::Clinician,
         Role::Nurse,
@@ -24,6 +27,7 @@ impl Role {
         Role::PrivacyOfficer,
         Role::Auditor,
         Role::Administrator,
+        Role::Integration,
     ];
 
     /// The stable name used in storage, the CLI and the audit trail.
@@ -36,6 +40,7 @@ impl Role {
             Role::PrivacyOfficer => "privacy_officer",
             Role::Auditor => "auditor",
             Role::Administrator => "administrator",
+            Role::Integration => "integration",
         }
     }
 }
@@ -48,7 +53,7 @@ impl fmt::Display for Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown role `{0}`; expected one of: patient, clinician, nurse, front_desk, privacy_officer, auditor, administrator"
+    "unknown role `{0}`; expected one of: patient, clinician, nurse, front_desk, privacy_officer, auditor, administrator, integration"
 )]
 pub struct UnknownRole(pub String);
 

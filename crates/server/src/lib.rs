@@ -21,6 +21,7 @@ use haven_store::{PostgresStore, SqliteStore, Store, TableAuditSink};
 use tokio::net::TcpListener;
 
 pub mod config;
+pub mod import;
 mod listener;
 mod siem_transport;
 

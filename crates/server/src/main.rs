@@ -47,6 +47,28 @@ enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Load FHIR data written elsewhere into a running Haven: Bundles (`.json`: transaction,
+    /// batch, collection) and resources one per line (`.ndjson`). Every resource gets a new
+    /// id and references between them follow. The token (of the `integration` role, from
+    /// `haven admin token --role integration`) is read from HAVEN_TOKEN or --token-file.
+    /// Exits 1 if anything was not imported, after saying what and why.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The files to import.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// The running server.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    url: String,
+    /// A file holding the token (instead of HAVEN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The server's certificate (PEM) to trust, for an https:// URL.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -493,6 +515,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(altered) => anyhow::bail!("audit log verification FAILED: {altered}"),
             }
         }
+        Command::Import(args) => import(args).await,
         Command::Keys(KeysCommand::Rotate { common }) => {
             let config = load_config(&common, &[])?;
             let _lock = DataDirLock::acquire(&config.data_dir)?;
@@ -564,4 +587,61 @@ async fn stored_audit_verifier(
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(signer.verifier())
+}
+
+/// `haven import`: the files into the server at `--url`, with a progress bar on a
+/// terminal and a summary on stdout.
+async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let token = match &args.token_file {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("--token-file {}", file.display()))?,
+        None => std::env::var("HAVEN_TOKEN").map_err(|_| {
+            anyhow::anyhow!(
+                "no token: set HAVEN_TOKEN or pass --token-file (mint one with `haven admin token --role integration`)"
+            )
+        })?,
+    };
+    let ca_pem = args
+        .ca_file
+        .as_ref()
+        .map(|file| std::fs::read(file).with_context(|| format!("--ca-file {}", file.display())))
+        .transpose()?;
+    let mut total_bytes = 0;
+    for file in &args.files {
+        total_bytes += std::fs::metadata(file)
+            .with_context(|| format!("{}", file.display()))?
+            .len();
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let shown = bar.clone();
+    let mut importer = haven_server::import::Importer::new(
+        haven_server::import::Target {
+            url: args.url.clone(),
+            token,
+            ca_pem,
+        },
+        Box::new(move |bytes, resources| {
+            shown.set_position(bytes);
+            shown.set_message(format!("{resources} resources read"));
+        }),
+    )?;
+    let outcome = importer.import(&args.files).await;
+    bar.finish_and_clear();
+    let mut stdout = std::io::stdout();
+    write!(stdout, "{}", importer.summary.render())?;
+    outcome?;
+    if importer.summary.failed > 0 {
+        anyhow::bail!(
+            "{} resource(s) were not imported (listed above)",
+            importer.summary.failed
+        );
+    }
+    Ok(())
 }

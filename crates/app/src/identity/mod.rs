@@ -1593,6 +1593,12 @@ pub async fn issue_invitation(
     invited_by: Option<UserId>,
     now_ms: i64,
 ) -> AppResult<IssuedInvitation> {
+    if role == Role::Integration {
+        return Err(invalid(
+            "role",
+            "an integration is a system, not a person: mint it a token (haven admin token --role integration)",
+        ));
+    }
     if ttl_hours == 0 || ttl_hours > INVITATION_TTL_HOURS_MAX {
         return Err(invalid(
             "ttl_hours",
