@@ -555,11 +555,18 @@ pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) 
 fn operations_of(resource_type: &str) -> Vec<Value> {
     let operation = |name: &str, definition: &str, documentation: &str| json!({"name": name, "definition": definition, "documentation": documentation});
     match resource_type {
-        "Patient" => vec![operation(
-            "everything",
-            "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-            "GET: the patient and their whole chart, audited as one export",
-        )],
+        "Patient" => vec![
+            operation(
+                "everything",
+                "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                "GET: the patient and their whole chart as a Bundle (at most 10,000 resources), audited as one export",
+            ),
+            operation(
+                "export",
+                "urn:haven:operation:Patient-export",
+                "GET: the patient and their whole chart as NDJSON, streamed at any size (the right of access), audited as one export",
+            ),
+        ],
         "Task" => vec![
             operation(
                 "accept",
@@ -948,6 +955,9 @@ pub(crate) async fn operation(
     headers: HeaderMap,
 ) -> FhirResult {
     let Caller(context) = caller?;
+    if resource_type == "Patient" && operation == "$export" {
+        return export(&state, &context, &id).await;
+    }
     if resource_type != "Patient" || operation != "$everything" {
         return Err(FhirError::new(
             StatusCode::NOT_FOUND,
@@ -968,6 +978,52 @@ pub(crate) async fn operation(
         "link": [{"relation": "self", "url": format!("{base}/Patient/{id}/$everything")}],
         "entry": entries,
     })))
+}
+
+/// `GET /fhir/Patient/{id}/$export`: the whole chart as NDJSON (`application/fhir+ndjson`,
+/// one resource per line, the Patient first), streamed page by page whatever its size: the
+/// patient's right of access, audited as one export before the first byte.
+async fn export(state: &ApiState, context: &haven_app::RequestContext, id: &str) -> FhirResult {
+    let export = state.app.fhir_export(context, id).await?;
+    let stream = futures_util::stream::unfold(Some(export), |export| async move {
+        let mut export = export?;
+        match export.next_page().await {
+            Ok(Some(page)) => {
+                let mut lines = Vec::new();
+                for view in &page {
+                    if let Some(resource) = &view.resource {
+                        // A `Value` always serialises.
+                        if serde_json::to_writer(&mut lines, &resource.to_value()).is_ok() {
+                            lines.push(b'\n');
+                        }
+                    }
+                }
+                Some((Ok::<_, std::io::Error>(Bytes::from(lines)), Some(export)))
+            }
+            Ok(None) => None,
+            Err(error) => {
+                // The status was sent with the first line: the stream is cut short, so the
+                // client sees an incomplete download rather than a complete-looking one.
+                tracing::error!(%error, "a chart export could not be read to the end");
+                Some((Err(std::io::Error::other("export unreadable")), None))
+            }
+        }
+    });
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/fhir+ndjson"),
+    );
+    if let Ok(disposition) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"haven-chart-{}.ndjson\"",
+        id.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect::<String>()
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    Ok(response)
 }
 
 /// `POST /fhir/{type}/{id}/{operation}`: `$release`, which releases a laboratory result
@@ -1023,7 +1079,7 @@ pub(crate) async fn post_operation(
 }
 
 /// What an unknown operation's error lists.
-const OPERATIONS_OFFERED: &str = "the operations offered are GET Patient/{id}/$everything, POST {type}/{id}/$release, POST Task/{id}/$accept and POST Task/{id}/$deny";
+const OPERATIONS_OFFERED: &str = "the operations offered are GET Patient/{id}/$everything, GET Patient/{id}/$export, POST {type}/{id}/$release, POST Task/{id}/$accept and POST Task/{id}/$deny";
 
 fn json_body(body: &Bytes) -> Result<Value, FhirError> {
     serde_json::from_slice(body).map_err(|e| {

@@ -444,6 +444,11 @@ fn endpoints() -> Vec<Endpoint> {
             body: None,
         },
         Endpoint {
+            method: Method::GET,
+            path: "/fhir/Patient/{id}/{export}",
+            body: None,
+        },
+        Endpoint {
             method: Method::POST,
             path: "/fhir/Observation/{obs}/{release}",
             body: None,
@@ -740,11 +745,13 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             _ => forbidden,
         },
         // The whole chart: the care team (in person) and the patient themself.
-        ("GET", "/fhir/Patient/{id}/{everything}") => match role {
-            _ if clinical && person && target == Target::Own => StatusCode::OK,
-            Patient if target == Target::Own => StatusCode::OK,
-            _ => forbidden,
-        },
+        ("GET", "/fhir/Patient/{id}/{everything}") | ("GET", "/fhir/Patient/{id}/{export}") => {
+            match role {
+                _ if clinical && person && target == Target::Own => StatusCode::OK,
+                Patient if target == Target::Own => StatusCode::OK,
+                _ => forbidden,
+            }
+        }
         // An amendment request: the patient asks; the care team may record one for them.
         ("POST", "/fhir/Task") => match role {
             _ if import => StatusCode::CREATED,
@@ -906,6 +913,7 @@ async fn every_role_gets_exactly_what_the_policy_allows(backend: Backend) {
                     ("{notice}", PatientId::generate().to_string()),
                     ("{first}", "1".to_owned()),
                     ("{everything}", "$everything".to_owned()),
+                    ("{export}", "$export".to_owned()),
                     ("{release}", "$release".to_owned()),
                 ],
                 &per_target,

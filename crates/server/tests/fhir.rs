@@ -1393,20 +1393,67 @@ async fn everything_is_the_whole_chart_audited_as_one_export(backend: Backend) {
         get(&server, &doctor.token, &path).await.status(),
         StatusCode::OK
     );
+
+    // The same chart as a download: NDJSON, one resource per line, the Patient first.
+    let download = format!("/fhir/Patient/{ada}/$export");
+    let exported = get(&server, &ada_self.token, &download).await;
+    assert_eq!(exported.status(), StatusCode::OK);
+    assert_eq!(
+        exported.headers()["content-type"],
+        "application/fhir+ndjson"
+    );
+    assert!(
+        exported.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let text = exported.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), count + 1);
+    assert_eq!(lines[0]["resourceType"], "Patient");
+    let mut exported_ids: Vec<&str> = lines.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let mut everything_ids: Vec<&str> = entries
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    exported_ids.sort();
+    everything_ids.sort();
+    assert_eq!(exported_ids, everything_ids);
+    let exports_now = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event.action == haven_audit::AuditAction::Export && e.event.patient == Some(ada)
+        })
+        .count();
+    assert_eq!(
+        exports_now, 3,
+        "one more export entry for each of the doctor's and the download"
+    );
+
     for role in [Role::FrontDesk, Role::Clinician, Role::Auditor] {
         let outsider = server.user(role, None).await;
-        assert_eq!(
-            get(&server, &outsider.token, &path).await.status(),
-            StatusCode::FORBIDDEN,
-            "{role}"
-        );
+        for path in [&path, &download] {
+            assert_eq!(
+                get(&server, &outsider.token, path).await.status(),
+                StatusCode::FORBIDDEN,
+                "{role} {path}"
+            );
+        }
     }
     let other = server.create_patient("Other").await;
     let other_self = server.user(Role::Patient, Some(other)).await;
-    assert_eq!(
-        get(&server, &other_self.token, &path).await.status(),
-        StatusCode::FORBIDDEN
-    );
+    for path in [&path, &download] {
+        assert_eq!(
+            get(&server, &other_self.token, path).await.status(),
+            StatusCode::FORBIDDEN
+        );
+    }
     let unknown = get(
         &server,
         &ada_self.token,

@@ -49,7 +49,9 @@ fn heart_rate(subject: &str, bpm: usize) -> Value {
 async fn patient_with(server: &TestServer, token: &str, identifier: &str) -> String {
     let found: Value = server
         .client
-        .get(server.endpoint(&format!("/fhir/Patient?identifier=urn:oid:1.2.3%7C{identifier}")))
+        .get(server.endpoint(&format!(
+            "/fhir/Patient?identifier=urn:oid:1.2.3%7C{identifier}"
+        )))
         .bearer_auth(token)
         .send()
         .await

@@ -998,8 +998,83 @@ fn compartment_element(resource: &AnyResource) -> &'static str {
 }
 
 /// The most resources `Patient/$everything` answers at once; a larger chart is refused as
-/// too costly (a bulk export will take it).
+/// too costly (`Patient/{id}/$export` streams any size).
 pub const EVERYTHING_RESOURCES_MAX: usize = 10_000;
+
+/// A whole chart read page by page under one export grant: the patient first, then every
+/// resource of every type the chart holds, as the caller may see them (a held result is
+/// left out for a patient or proxy; a resource whose key was shredded is skipped). Both
+/// `$everything` and the streamed `$export` read through it.
+pub struct ChartExport {
+    app: App,
+    grant: Grant,
+    patient: PatientId,
+    released_only: bool,
+    first: Option<ResourceView>,
+    types: std::vec::IntoIter<&'static str>,
+    current: Option<&'static str>,
+    after: Option<String>,
+    keys: HashMap<PatientId, SubjectKey>,
+}
+
+impl std::fmt::Debug for ChartExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChartExport")
+            .field("patient", &self.patient)
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChartExport {
+    /// The next page of the chart (at most the store's page of rows), or `None` at the end.
+    pub async fn next_page(&mut self) -> AppResult<Option<Vec<ResourceView>>> {
+        if let Some(patient) = self.first.take() {
+            return Ok(Some(vec![patient]));
+        }
+        loop {
+            let Some(resource_type) = self.current.or_else(|| self.types.next()) else {
+                return Ok(None);
+            };
+            self.current = Some(resource_type);
+            let rows = self
+                .app
+                .store
+                .search_resources(&haven_store::fhir::ResourceQuery {
+                    resource_type: resource_type.to_owned(),
+                    patient: Some(self.patient),
+                    patients: None,
+                    ids: None,
+                    filters: Vec::new(),
+                    after: self.after.take(),
+                    limit: haven_store::limits::RESOURCE_ROWS_MAX,
+                })
+                .await?;
+            if rows.len() == haven_store::limits::RESOURCE_ROWS_MAX as usize {
+                self.after = rows.last().map(|r| r.id.clone());
+            } else {
+                self.current = None;
+            }
+            let mut page = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if row.held && self.released_only {
+                    continue;
+                }
+                match self
+                    .app
+                    .open_resource_cached(&self.grant, row, &mut self.keys)
+                {
+                    Ok(view) if view.resource.is_some() => page.push(view),
+                    Ok(_) | Err(AppError::Erased) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            if !page.is_empty() {
+                return Ok(Some(page));
+            }
+        }
+    }
+}
 
 impl App {
     /// `Patient/$everything`: the patient and every resource of their chart, for the
@@ -1009,7 +1084,27 @@ impl App {
         context: &RequestContext,
         patient_id: &str,
     ) -> AppResult<Vec<ResourceView>> {
-        // Decided first, so that someone who may not export the chart reads nothing of it.
+        let mut export = self.fhir_export(context, patient_id).await?;
+        let mut everything = Vec::new();
+        while let Some(page) = export.next_page().await? {
+            if everything.len() + page.len() > EVERYTHING_RESOURCES_MAX + 1 {
+                return Err(AppError::TooCostly(format!(
+                    "the chart holds more than {EVERYTHING_RESOURCES_MAX} resources; download it whole with Patient/{patient_id}/$export"
+                )));
+            }
+            everything.extend(page);
+        }
+        Ok(everything)
+    }
+
+    /// The patient's whole chart, page by page (see [`ChartExport`]): decided and audited
+    /// as one export before anything is read, so someone who may not export it reads
+    /// nothing of it.
+    pub async fn fhir_export(
+        &self,
+        context: &RequestContext,
+        patient_id: &str,
+    ) -> AppResult<ChartExport> {
         let Ok(id) = patient_id.parse::<PatientId>() else {
             self.gate
                 .authorize_missing(
@@ -1038,46 +1133,20 @@ impl App {
             .await?
             .ok_or_else(|| AppError::Unexpected("an allowed export without a grant".into()))?;
         let patient = self.fhir_read_patient(context, patient_id).await?;
-        let mut everything = vec![patient];
-        let mut keys = HashMap::new();
-        for resource_type in served_types().filter(|t| *t != "Patient") {
-            let mut after = None;
-            loop {
-                let rows = self
-                    .store
-                    .search_resources(&haven_store::fhir::ResourceQuery {
-                        resource_type: resource_type.to_owned(),
-                        patient: Some(id),
-                        patients: None,
-                        ids: None,
-                        filters: Vec::new(),
-                        after: after.take(),
-                        limit: haven_store::limits::RESOURCE_ROWS_MAX,
-                    })
-                    .await?;
-                if everything.len() + rows.len() > EVERYTHING_RESOURCES_MAX + 1 {
-                    return Err(AppError::TooCostly(format!(
-                        "the chart holds more than {EVERYTHING_RESOURCES_MAX} resources; export it in parts by type"
-                    )));
-                }
-                let full = rows.len() == haven_store::limits::RESOURCE_ROWS_MAX as usize;
-                after = rows.last().map(|r| r.id.clone());
-                for row in &rows {
-                    if row.held && sees_released_only(context) {
-                        continue;
-                    }
-                    match self.open_resource_cached(&grant, row, &mut keys) {
-                        Ok(view) => everything.push(view),
-                        Err(AppError::Erased) => {}
-                        Err(other) => return Err(other),
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-        }
-        Ok(everything)
+        let types: Vec<&'static str> = served_types()
+            .filter(|t| *t != "Patient" && chart_part(t).is_some())
+            .collect();
+        Ok(ChartExport {
+            app: self.clone(),
+            grant,
+            patient: id,
+            released_only: sees_released_only(context),
+            first: Some(patient),
+            types: types.into_iter(),
+            current: None,
+            after: None,
+            keys: HashMap::new(),
+        })
     }
 }
 
