@@ -47,6 +47,8 @@ const BENCH_DATABASE: &str = "haven_bench";
 pub struct Options {
     seconds: u64,
     connections: usize,
+    /// Only the FHIR phases, on SQLite: for working on the FHIR paths.
+    fhir_only: bool,
 }
 
 impl Options {
@@ -54,6 +56,7 @@ impl Options {
         let mut options = Self {
             seconds: SECONDS_DEFAULT,
             connections: CONNECTIONS_DEFAULT,
+            fhir_only: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -85,6 +88,7 @@ impl Options {
                             )
                         })?;
                 }
+                "--fhir-only" => options.fhir_only = true,
                 other => bail!("unexpected argument `{other}` to `cargo xtask bench`"),
             }
         }
@@ -104,7 +108,12 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<()> {
     let haven = workspace.binary(Profile::Release, "haven");
 
     let scratch = scratch_dir()?;
-    match bench_in(&haven, &scratch, options) {
+    let outcome = if options.fhir_only {
+        bench_fhir(&haven, &scratch, options, None)
+    } else {
+        bench_in(&haven, &scratch, options)
+    };
+    match outcome {
         Ok(()) => {
             if let Err(error) = std::fs::remove_dir_all(&scratch) {
                 eprintln!("warning: could not remove {}: {error}", scratch.display());
@@ -178,20 +187,34 @@ fn bench_in(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
     stopped?;
     verify_audit_log(haven, &data_dir)?;
     println!();
-    bench_fhir_on_postgres(haven, scratch, options)
+    let url = crate::postgres::fresh_database(BENCH_DATABASE)?;
+    bench_fhir(haven, scratch, options, Some(&url))
 }
 
-/// The FHIR phases again, with the server on PostgreSQL (a fresh local database).
-fn bench_fhir_on_postgres(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
-    let url = crate::postgres::fresh_database(BENCH_DATABASE)?;
-    println!("FHIR on PostgreSQL ({url})");
-    let data_dir = scratch.join("data-postgres");
+/// The FHIR phases on their own: with `database_url`, the server on PostgreSQL (a fresh
+/// local database); without, on SQLite in a fresh data directory.
+fn bench_fhir(
+    haven: &Path,
+    scratch: &Path,
+    options: &Options,
+    database_url: Option<&str>,
+) -> Result<()> {
+    let engine = if database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!("FHIR on {engine}");
+    let data_dir = scratch.join(format!("data-fhir-{}", engine.to_lowercase()));
     std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let env = [("HAVEN_DATABASE_URL", url.as_str())];
+    let env: Vec<(&str, &str)> = database_url
+        .map(|url| ("HAVEN_DATABASE_URL", url))
+        .into_iter()
+        .collect();
     let token = mint_token_with(haven, &data_dir, "administrator", &env)?;
     // The organisation the clinician is invited into.
     last_line_of_with(haven, &data_dir, &["admin", "bootstrap"], &env)?;
-    let log_path = scratch.join("server-postgres.log");
+    let log_path = scratch.join(format!("server-fhir-{}.log", engine.to_lowercase()));
     let mut server = Server::start_with(haven, &data_dir, &log_path, &env)?;
     let plan = LoadPlan {
         address: server.address,
@@ -222,7 +245,7 @@ fn bench_fhir_on_postgres(haven: &Path, scratch: &Path, options: &Options) -> Re
     }
     if let Ok(memory) = memory {
         println!(
-            "server memory (PostgreSQL): peak RSS {:.1} MiB",
+            "server memory ({engine}): peak RSS {:.1} MiB",
             kib_to_mib(memory.peak_rss_kib)
         );
     }

@@ -127,9 +127,21 @@ pub(crate) enum ResourceBind {
     Int(i64),
 }
 
+/// How an engine is told to check a value against a list without seeking the index once
+/// per item of the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 impl ResourceQuery {
     /// The SQL of the query (with the engine's placeholders) and its values, in order.
-    pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<ResourceBind>) {
+    pub(crate) fn sql(
+        &self,
+        dialect: Dialect,
+        placeholder: impl Fn(usize) -> String,
+    ) -> (String, Vec<ResourceBind>) {
         let mut binds = Vec::new();
         let next = |value: ResourceBind, binds: &mut Vec<ResourceBind>| {
             binds.push(value);
@@ -204,10 +216,18 @@ impl ResourceQuery {
                 .collect();
             if self.patient.is_some() {
                 // One patient's resources are few: check each against the index, rather
-                // than gather every resource of every patient that has the token.
+                // than gather every resource of every patient that has the token. A
+                // resource has a handful of tokens per parameter while a date range's list
+                // can have a hundred buckets: SQLite is told (`+`, no index for this term)
+                // to read the resource's few tokens and look each up in the list, rather
+                // than seek the index once per bucket for every candidate.
+                let token = match dialect {
+                    Dialect::Sqlite => "+s.token",
+                    Dialect::Postgres => "s.token",
+                };
                 sql.push_str(&format!(
                     " AND EXISTS (SELECT 1 FROM fhir_search s WHERE s.resource_type = c.resource_type
-                       AND s.id = c.id AND s.param = {param} AND s.token IN ({}))",
+                       AND s.id = c.id AND s.param = {param} AND {token} IN ({}))",
                     tokens.join(", ")
                 ));
             } else {

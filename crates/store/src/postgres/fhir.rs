@@ -258,7 +258,7 @@ pub(super) async fn search_resources(
     pool: &PgPool,
     query: &ResourceQuery,
 ) -> StoreResult<Vec<StoredResource>> {
-    let (sql, binds) = query.sql(|n| format!("${n}"));
+    let (sql, binds) = query.sql(crate::fhir::Dialect::Postgres, |n| format!("${n}"));
     fetch(pool, &sql, binds).await
 }
 

@@ -265,7 +265,7 @@ impl Readers {
         &self,
         query: &ResourceQuery,
     ) -> StoreResult<Vec<StoredResource>> {
-        let (sql, binds) = query.sql(|n| format!("?{n}"));
+        let (sql, binds) = query.sql(crate::fhir::Dialect::Sqlite, |n| format!("?{n}"));
         self.with(|c| {
             c.prepare_cached(&sql)?
                 .query_map(params_from_iter(sqlite_values(binds)), resource)?
