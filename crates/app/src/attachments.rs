@@ -133,8 +133,8 @@ impl AttachmentWriter {
         let record_id = format!("{}/{}", self.id, self.chunks);
         let sealed = Sealed::<Vec<u8>>::seal(&self.key, &binding(&record_id), &self.pending);
         self.app
-            .store
-            .put_attachment_chunk(self.id, self.chunks, sealed.into_bytes())
+            .blobs
+            .put_chunk(self.id, self.chunks, sealed.into_bytes())
             .await?;
         self.chunks += 1;
         self.pending.clear();
@@ -203,8 +203,8 @@ impl AttachmentReader {
         }
         let sealed = self
             .app
-            .store
-            .attachment_chunk(self.id, self.next)
+            .blobs
+            .chunk(self.id, self.next)
             .await?
             .ok_or_else(|| AppError::Unexpected("an attachment chunk is missing".into()))?;
         let record_id = format!("{}/{}", self.id, self.next);
@@ -340,6 +340,66 @@ impl App {
                 chunks,
             },
         ))
+    }
+}
+
+/// How old the chunks of an unfinished upload must be before the sweep removes them: far
+/// longer than any upload of [`ATTACHMENT_BYTES_MAX`] takes.
+pub const ORPHAN_CHUNKS_AGE_MS: i64 = 24 * 60 * 60 * 1000;
+/// How often the sweep runs.
+pub const ORPHAN_SWEEP_INTERVAL_SECS: u64 = 60 * 60;
+/// Attachments looked at per page of a sweep.
+const SWEEP_PAGE_ATTACHMENTS: u32 = 100;
+
+/// The smallest UUIDv7 made at `ms`: every id made earlier sorts below it.
+fn first_id_at(ms: i64) -> uuid::Uuid {
+    let ms = u128::try_from(ms.max(0)).unwrap_or(0) & ((1 << 48) - 1);
+    uuid::Uuid::from_u128(ms << 80)
+}
+
+impl App {
+    /// Removes the chunks of uploads that never finished (the client went away, the
+    /// server stopped mid-way) once they are [`ORPHAN_CHUNKS_AGE_MS`] old. `cursor` keeps
+    /// the last attachment looked at, so each is looked at once however often this runs.
+    /// Chunks are ciphertext nobody can reach without an attachment row: removing them
+    /// opens nothing and is not an access to audit. Returns how many chunks were removed.
+    pub async fn sweep_orphan_chunks(&self, cursor: &mut Option<uuid::Uuid>) -> AppResult<u64> {
+        let before = first_id_at(self.clock.now_ms() - ORPHAN_CHUNKS_AGE_MS);
+        let mut removed = 0;
+        loop {
+            let page = self
+                .blobs
+                .attachments(*cursor, before, SWEEP_PAGE_ATTACHMENTS)
+                .await?;
+            for id in &page {
+                if self.store.attachment(*id).await?.is_none() {
+                    removed += self.blobs.delete(*id).await?;
+                }
+                *cursor = Some(*id);
+            }
+            if page.len() < SWEEP_PAGE_ATTACHMENTS as usize {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Sweeps unfinished uploads every [`ORPHAN_SWEEP_INTERVAL_SECS`] until `stop`.
+    pub async fn run_chunk_sweeper(&self, stop: impl std::future::Future<Output = ()>) {
+        let mut cursor = None;
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            match self.sweep_orphan_chunks(&mut cursor).await {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, "removed the chunks of unfinished uploads");
+                }
+                Err(error) => tracing::warn!(%error, "sweeping unfinished uploads failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(ORPHAN_SWEEP_INTERVAL_SECS)) => {}
+                () = &mut stop => return,
+            }
+        }
     }
 }
 

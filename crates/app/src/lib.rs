@@ -133,6 +133,8 @@ pub type AppResult<T> = Result<T, AppError>;
 #[derive(Clone)]
 pub struct App {
     store: Arc<dyn Store>,
+    /// Where attachments' sealed chunks live (the database unless configured otherwise).
+    blobs: Arc<dyn haven_store::blobs::BlobStore>,
     gate: Arc<AccessGate>,
     blind: Arc<BlindIndexKey>,
     clock: Arc<dyn Clock>,
@@ -171,6 +173,7 @@ impl App {
         let audit_verifier = checkpointer.verifier();
         let gate = Arc::new(AccessGate::new(keys, audit, clock.clone(), store.clone()));
         Ok(Self {
+            blobs: Arc::new(haven_store::blobs::DatabaseBlobs::new(store.clone())),
             store,
             gate,
             blind: Arc::new(blind),
@@ -186,6 +189,12 @@ impl App {
             checkpointer: Arc::new(tokio::sync::Mutex::new(checkpointer)),
             audit_verifier,
         })
+    }
+
+    /// Keeps attachments' chunks in `blobs` instead of the database.
+    pub fn with_blobs(mut self, blobs: Arc<dyn haven_store::blobs::BlobStore>) -> Self {
+        self.blobs = blobs;
+        self
     }
 
     /// The public key that verifies this deployment's audit checkpoints.

@@ -33,6 +33,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `None`: no SIEM export (the default).
     pub siem: Option<SiemSettings>,
+    /// `None`: attachments' sealed chunks are kept in the database (the default); a
+    /// directory keeps them as files instead.
+    pub attachments_dir: Option<PathBuf>,
 }
 
 /// The database URL may hold a password: never print it.
@@ -55,6 +58,7 @@ impl fmt::Debug for Config {
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("connections_max", &self.connections_max)
             .field("siem", &self.siem)
+            .field("attachments_dir", &self.attachments_dir)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +138,7 @@ const KEYS: &[&str] = &[
     "connections_max",
     "shutdown_grace_secs",
     "log_format",
+    "attachments_dir",
     "siem_collector",
     "siem_ca_cert",
     "siem_client_cert",
@@ -416,6 +421,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         .unwrap_or(LogFormat::Text);
 
     let siem = siem(raw, path)?;
+    let attachments_dir = raw.parse("attachments_dir", path)?;
 
     if tls.is_none() && !behind_tls_proxy && !listen.ip().is_loopback() {
         return Err(ConfigError {
@@ -441,6 +447,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         shutdown_grace_secs,
         log_format,
         siem,
+        attachments_dir,
     })
 }
 

@@ -165,9 +165,14 @@ impl Application {
         let keyring = LocalKeyring::open_or_create(&keyring_dir(&config))?;
         let store = open_store(&config).await?;
         let audit: Arc<dyn AuditSink> = Arc::new(TableAuditSink(store.clone()));
-        let app = App::new(store, audit, Arc::new(keyring), clock)
+        let mut app = App::new(store, audit, Arc::new(keyring), clock)
             .await
             .context("cannot initialise the application")?;
+        if let Some(dir) = &config.attachments_dir {
+            let blobs = haven_store::blobs::FileBlobs::open(dir)
+                .with_context(|| format!("cannot keep attachments in {}", dir.display()))?;
+            app = app.with_blobs(Arc::new(blobs));
+        }
         let tls = config
             .tls
             .as_ref()
@@ -238,6 +243,14 @@ impl Application {
             })
             .await;
         });
+        let (stop_sweeper, sweeper_stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = self.app.clone();
+        let sweeper = tokio::spawn(async move {
+            app.run_chunk_sweeper(async {
+                let _ = sweeper_stopped.await;
+            })
+            .await;
+        });
         // The SIEM export runs beside everything else and only reads the log, so a slow or
         // absent collector never holds up a request or an audit append.
         let (stop_siem, siem_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -261,6 +274,10 @@ impl Application {
         // send the collector what it can still take (bounded by SIEM_DRAIN_TIMEOUT_SECS).
         let _ = stop_checkpointer.send(());
         let _ = stop_siem.send(());
+        let _ = stop_sweeper.send(());
+        if let Err(error) = sweeper.await {
+            tracing::error!(%error, "the sweep of unfinished uploads ended abnormally");
+        }
         if let Err(error) = checkpointer.await {
             tracing::error!(%error, "the audit checkpointer ended abnormally");
         }

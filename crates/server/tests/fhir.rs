@@ -21,6 +21,8 @@ haven_test_support::on_every_backend!(
     the_patient_resource_is_the_demographic_record,
     everything_is_the_whole_chart_audited_as_one_export,
     attachments_stream_in_and_out_sealed_in_chunks,
+    attachments_kept_as_files_stay_sealed,
+    unfinished_uploads_are_swept_wherever_chunks_are_kept,
     the_directory_is_kept_by_administrators_and_read_by_everyone,
     reviewers_read_the_audit_log_as_audit_events,
     lab_results_wait_for_review_when_the_organisation_asks,
@@ -2302,4 +2304,147 @@ async fn a_patient_asks_for_a_correction_and_the_care_team_answers(backend: Back
         .collect();
     assert_eq!(operations, vec!["accept", "deny"]);
     server.stop().await;
+}
+
+/// Sends the start of an upload of `declared` bytes, `sent` of them, then hangs up: what a
+/// client that loses its connection leaves behind.
+async fn interrupted_upload(server: &TestServer, token: &str, patient: PatientId, sent: usize) {
+    use tokio::io::AsyncWriteExt;
+    let address = server.endpoint("").trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address.trim_end_matches('/'))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /fhir/Binary HTTP/1.1\r\nhost: haven\r\nauthorization: Bearer {token}\r\n\
+         content-type: text/plain\r\nx-security-context: Patient/{patient}\r\n\
+         content-length: {}\r\n\r\n",
+        sent * 4
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b'a'; sent]).await.unwrap();
+    stream.flush().await.unwrap();
+    // Give the server time to take what was sent before the connection drops.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(stream);
+}
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(std::fs::read(&path).unwrap());
+        }
+    }
+    found
+}
+
+async fn attachments_kept_as_files_stay_sealed(backend: Backend) {
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().join("attachments");
+    let server =
+        TestServer::start_with(backend, &[("HAVEN_ATTACHMENTS_DIR", dir.to_str().unwrap())]).await;
+    let ada = server.create_patient("Lovelace").await;
+    let doctor = clinician_for(&server, ada).await;
+    let marker = "Zq7Wfilemarker";
+    let transcript = format!("{marker} said the patient. ").repeat(40_000);
+    let uploaded = upload(
+        &server,
+        &doctor.token,
+        &format!("Patient/{ada}"),
+        "text/plain",
+        transcript.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let id = json_of(uploaded).await["id"].as_str().unwrap().to_owned();
+    let downloaded = get(&server, &doctor.token, &format!("/fhir/Binary/{id}")).await;
+    assert_eq!(downloaded.status(), StatusCode::OK);
+    assert_eq!(downloaded.bytes().await.unwrap(), transcript.as_bytes());
+    // The chunks are files, sealed: the marker is in none of them, and none is in the
+    // database.
+    let chunks = files_under(&dir);
+    assert!(chunks.len() >= 4, "{} chunk files", chunks.len());
+    for chunk in &chunks {
+        assert!(
+            !chunk.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "plaintext in a chunk file"
+        );
+    }
+    let in_database = server
+        .app()
+        .store()
+        .chunked_attachments(None, uuid::Uuid::max(), 10)
+        .await
+        .unwrap();
+    assert!(in_database.is_empty(), "{in_database:?}");
+    // Another patient's file is as out of reach as ever.
+    let stranger = server.user(Role::Clinician, None).await;
+    assert_eq!(
+        get(&server, &stranger.token, &format!("/fhir/Binary/{id}"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    server.stop().await;
+}
+
+async fn unfinished_uploads_are_swept_wherever_chunks_are_kept(backend: Backend) {
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().join("attachments");
+    for settings in [
+        vec![],
+        vec![("HAVEN_ATTACHMENTS_DIR", dir.to_str().unwrap())],
+    ] {
+        let server = TestServer::start_with(backend, &settings).await;
+        let ada = server.create_patient("Lovelace").await;
+        let doctor = clinician_for(&server, ada).await;
+        let whole = "kept ".repeat(100_000).into_bytes();
+        let uploaded = upload(
+            &server,
+            &doctor.token,
+            &format!("Patient/{ada}"),
+            "text/plain",
+            whole.clone(),
+        )
+        .await;
+        assert_eq!(uploaded.status(), StatusCode::CREATED);
+        let id = json_of(uploaded).await["id"].as_str().unwrap().to_owned();
+        // More than one chunk's worth arrives, then the client is gone.
+        interrupted_upload(&server, &doctor.token, ada, 600 * 1024).await;
+        // A recent upload may still be under way: it is left alone.
+        assert_eq!(
+            server.app().sweep_orphan_chunks(&mut None).await.unwrap(),
+            0
+        );
+        server
+            .clock
+            .advance(std::time::Duration::from_secs(25 * 3600));
+        let mut removed = 0;
+        for _ in 0..50 {
+            removed = server.app().sweep_orphan_chunks(&mut None).await.unwrap();
+            if removed > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            removed, 2,
+            "the two whole chunks the interrupted upload stored"
+        );
+        // Nothing else was touched, and a second sweep finds nothing.
+        assert_eq!(
+            server.app().sweep_orphan_chunks(&mut None).await.unwrap(),
+            0
+        );
+        // A day later the finished file is whole: Ada downloads it with a fresh token.
+        let ada_token = server.patient_token(ada).await;
+        let downloaded = get(&server, &ada_token, &format!("/fhir/Binary/{id}")).await;
+        assert_eq!(downloaded.status(), StatusCode::OK);
+        assert_eq!(downloaded.bytes().await.unwrap(), whole);
+        server.stop().await;
+    }
 }

@@ -18,6 +18,7 @@ use std::fmt;
 use haven_audit::{AuditEvent, StoredAuditEvent};
 use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
 
+pub mod blobs;
 pub mod care;
 pub mod fhir;
 pub mod identity;
@@ -117,6 +118,9 @@ pub enum StoreError {
     /// A caller asked for more than a named limit allows (a bug in the caller).
     #[error("{what} exceeds the limit of {max}")]
     LimitExceeded { what: &'static str, max: usize },
+    /// A file of the file blob store could not be read or written.
+    #[error("file store error: {0}")]
+    Io(String),
     /// The caller passed a value no engine may store (a programming error, not bad data).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
@@ -860,6 +864,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         attachment: uuid::Uuid,
         index: u32,
     ) -> StoreResult<Option<Vec<u8>>>;
+    /// Attachments with chunks in the database, ids after `after` and before `before`, in
+    /// id order, at most `limit`.
+    async fn chunked_attachments(
+        &self,
+        after: Option<uuid::Uuid>,
+        before: uuid::Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<uuid::Uuid>>;
+    /// Deletes the chunks of `attachment` if no attachment row names it (an upload that
+    /// never finished); returns how many were deleted.
+    async fn delete_orphan_chunks(&self, attachment: uuid::Uuid) -> StoreResult<u64>;
     /// Records a whole attachment, once all its chunks are stored.
     async fn insert_attachment(&self, attachment: fhir::StoredAttachment) -> StoreResult<()>;
     /// An attachment with its patient's key.

@@ -1193,6 +1193,35 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    async fn chunked_attachments(
+        &self,
+        after: Option<uuid::Uuid>,
+        before: uuid::Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<uuid::Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT attachment_id FROM attachment_chunks
+             WHERE attachment_id > $1 AND attachment_id < $2
+             ORDER BY attachment_id LIMIT $3",
+        )
+        .bind(after.unwrap_or(uuid::Uuid::nil()))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn delete_orphan_chunks(&self, attachment: uuid::Uuid) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM attachment_chunks WHERE attachment_id = $1
+             AND NOT EXISTS (SELECT 1 FROM attachments WHERE id = $1)",
+        )
+        .bind(attachment)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     async fn insert_attachment(
         &self,
         attachment: crate::fhir::StoredAttachment,

@@ -191,6 +191,27 @@ impl Readers {
         })
     }
 
+    pub(super) fn chunked_attachments(
+        &self,
+        after: Option<uuid::Uuid>,
+        before: uuid::Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<uuid::Uuid>> {
+        let after = after.map(|a| a.as_bytes().to_vec()).unwrap_or_default();
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT DISTINCT attachment_id FROM attachment_chunks
+                 WHERE attachment_id > ?1 AND attachment_id < ?2
+                 ORDER BY attachment_id LIMIT ?3",
+            )?
+            .query_map(
+                params![after, before.as_bytes().as_slice(), i64::from(limit)],
+                |row| uuid_from(row.get(0)?),
+            )?
+            .collect()
+        })
+    }
+
     pub(super) fn attachment(&self, id: uuid::Uuid) -> StoreResult<Option<StoredAttachment>> {
         self.with(|c| {
             c.prepare_cached(

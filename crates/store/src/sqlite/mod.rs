@@ -48,6 +48,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// How long a connection waits for a lock held by another process (e.g. a CLI command).
 const BUSY_TIMEOUT_SECS: u64 = 5;
 
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`). Its cache stays valid
+/// between commits (no other connection writes), and inserts into the search and audit
+/// indexes land on pages all over them: with SQLite's default 2 MiB, most of those pages
+/// were read back from the file for every batch.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -66,7 +72,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
             .foreign_keys(true)
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            // Each write of a batch runs in its own savepoint; what a savepoint would need
+            // to roll back is kept in memory rather than in a temporary file. Durability is
+            // the WAL's, not the savepoints'.
+            .pragma("temp_store", "MEMORY")
+            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
         let mut write_connection = SqliteConnection::connect_with(&options).await?;
         // `run_direct`, not `run`: `run` goes through `Acquire` for `&mut SqliteConnection`,
         // which makes this future fail rustc's `Send` check wherever it is spawned.
@@ -141,6 +152,7 @@ enum WriteOp {
         sealed: Vec<u8>,
     },
     InsertAttachment(crate::fhir::StoredAttachment),
+    DeleteOrphanChunks(uuid::Uuid),
     PutSubjectKeyIfAbsent {
         key: StoredSubjectKey,
         now_ms: i64,
@@ -531,6 +543,17 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
         WriteOp::Identity(op) => identity::apply_identity(connection, op).await,
         WriteOp::Care(op) => care::apply_care(connection, op).await,
         WriteOp::Resources(writes) => fhir::apply_resource_writes(connection, writes).await,
+        WriteOp::DeleteOrphanChunks(attachment) => {
+            let deleted = sqlx::query(
+                "DELETE FROM attachment_chunks WHERE attachment_id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM attachments WHERE id = ?1)",
+            )
+            .bind(attachment)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+            Ok(WriteOutcome::Count(deleted))
+        }
         WriteOp::PutChunk {
             attachment,
             index,
@@ -1365,6 +1388,22 @@ impl Store for SqliteStore {
         index: u32,
     ) -> StoreResult<Option<Vec<u8>>> {
         self.readers.attachment_chunk(attachment, index)
+    }
+
+    async fn chunked_attachments(
+        &self,
+        after: Option<uuid::Uuid>,
+        before: uuid::Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<uuid::Uuid>> {
+        self.readers.chunked_attachments(after, before, limit)
+    }
+
+    async fn delete_orphan_chunks(&self, attachment: uuid::Uuid) -> StoreResult<u64> {
+        match self.write(WriteOp::DeleteOrphanChunks(attachment)).await? {
+            WriteOutcome::Count(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn insert_attachment(
