@@ -493,6 +493,10 @@ pub(crate) async fn metadata(State(state): State<ApiState>, headers: HeaderMap) 
                     "search-type",
                 ]
                 .iter()
+                // An amendment request changes only through $accept and $deny.
+                .filter(|code| {
+                    resource_type != "Task" || !matches!(**code, "update" | "delete")
+                })
                 .map(|code| json!({"code": code}))
                 .collect()
             };

@@ -416,7 +416,7 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
             patient_chart(actor, action, *id, *part, context)
         }
         // An interface or a migration adds patients and what their charts hold, written
-        // elsewhere; it reads nothing back. Only a token: no person signs in as a system.
+        // elsewhere; it reads no patient's data back. Only a token: no person signs in as a system.
         (Role::Integration, Resource::Patient(_) | Resource::Chart(..)) if action == Create => {
             match actor.principal {
                 Principal::ApiToken(_) => allow("records_import", Operations),
@@ -968,7 +968,7 @@ mod tests {
     }
 
     #[test]
-    fn an_integration_token_adds_records_and_reads_none() {
+    fn an_integration_token_adds_records_and_reads_no_patients_data() {
         let patient = PatientId::generate();
         let integration = actor(Role::Integration);
         let writes = [
@@ -998,9 +998,12 @@ mod tests {
                 !decide_alone(&user(Role::Integration), Action::Create, &resource).is_allowed()
             );
         }
+        // The shared directory (who works here, which forms exist) is read by everyone
+        // signed in and holds no patient's data; it is kept by administrators.
+        assert!(decide_alone(&integration, Action::Read, &Resource::Directory).is_allowed());
+        assert!(!decide_alone(&integration, Action::Create, &Resource::Directory).is_allowed());
         for resource in [
             Resource::PatientDirectory,
-            Resource::Directory,
             Resource::AuditLog,
             Resource::Users,
             Resource::CareTeam(patient),

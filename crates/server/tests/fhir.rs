@@ -2303,6 +2303,13 @@ async fn a_patient_asks_for_a_correction_and_the_care_team_answers(backend: Back
         .map(|o| o["name"].as_str().unwrap())
         .collect();
     assert_eq!(operations, vec!["accept", "deny"]);
+    let interactions: Vec<&str> = task["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert!(!interactions.contains(&"update") && !interactions.contains(&"delete"));
     server.stop().await;
 }
 
