@@ -234,12 +234,7 @@ fn body_resource(
     resource_type: &str,
 ) -> Result<haven_fhir::AnyResource, FhirError> {
     check_content_type(headers)?;
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        FhirError::invalid(
-            "",
-            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-        )
-    })?;
+    let value = json_body(body)?;
     // The type first: a resource of another type is refused as such, not by its elements.
     if value.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
         return Err(FhirError::invalid(
@@ -951,7 +946,7 @@ pub(crate) async fn download_binary(
     Ok(response)
 }
 
-/// `GET /fhir/{type}/{id}/{operation}`: `Patient/{id}/$everything`.
+/// `GET /fhir/{type}/{id}/{operation}`: `Patient/{id}/$everything` and `Patient/{id}/$export`.
 pub(crate) async fn operation(
     State(state): State<ApiState>,
     caller: Result<Caller, ApiError>,
@@ -1085,6 +1080,7 @@ pub(crate) async fn post_operation(
 /// What an unknown operation's error lists.
 const OPERATIONS_OFFERED: &str = "the operations offered are GET Patient/{id}/$everything, GET Patient/{id}/$export, POST {type}/{id}/$release, POST Task/{id}/$accept and POST Task/{id}/$deny";
 
+/// A request body as JSON, or an error naming where it stops being JSON.
 fn json_body(body: &Bytes) -> Result<Value, FhirError> {
     serde_json::from_slice(body).map_err(|e| {
         FhirError::invalid(
@@ -1149,12 +1145,7 @@ pub(crate) async fn bundle(
     let Caller(context) = caller?;
     let body = read_body(body)?;
     check_content_type(&headers)?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        FhirError::invalid(
-            "",
-            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-        )
-    })?;
+    let value = json_body(&body)?;
     let request = haven_fhir::bundle::parse_request(value).map_err(AppError::from)?;
     let outcome = state.app.fhir_bundle(&context, request).await?;
     let base = base_url(&headers, &state);
