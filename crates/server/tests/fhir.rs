@@ -2310,6 +2310,78 @@ async fn a_patient_asks_for_a_correction_and_the_care_team_answers(backend: Back
         .map(|i| i["code"].as_str().unwrap())
         .collect();
     assert!(!interactions.contains(&"update") && !interactions.contains(&"delete"));
+
+    // A body that is no JSON, or too large, and a session that has expired, change nothing.
+    let third = json_of(
+        post(
+            &server,
+            &ada_self.token,
+            "/fhir/Task",
+            &amendment_request(ada, &pulse_ref, "Please check the unit."),
+        )
+        .await,
+    )
+    .await;
+    let third_path = format!("/fhir/Task/{}", third["id"].as_str().unwrap());
+    for operation in ["$accept", "$deny"] {
+        let path = format!("{third_path}/{operation}");
+        let malformed = server
+            .client
+            .post(server.endpoint(&path))
+            .bearer_auth(&doctor.token)
+            .header("content-type", FHIR)
+            .body("{\"resourceType\": ")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(malformed.status(), StatusCode::BAD_REQUEST, "{operation}");
+        let oversized = server
+            .client
+            .post(server.endpoint(&path))
+            .bearer_auth(&doctor.token)
+            .header("content-type", FHIR)
+            .body(vec![b' '; 2 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            oversized.status(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{operation}"
+        );
+    }
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(16 * 60));
+    let expired = [
+        post(
+            &server,
+            &doctor.token,
+            &format!("{third_path}/$accept"),
+            &corrected,
+        )
+        .await,
+        post(
+            &server,
+            &doctor.token,
+            &format!("{third_path}/$deny"),
+            &denial("no"),
+        )
+        .await,
+        get(
+            &server,
+            &ada_self.token,
+            &format!("/fhir/Patient/{ada}/$export"),
+        )
+        .await,
+    ];
+    for response in expired {
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let ada_token = server.patient_token(ada).await;
+    let unanswered = json_of(get(&server, &ada_token, &third_path).await).await;
+    assert_eq!(unanswered["status"], "requested");
+    assert_eq!(unanswered["meta"]["versionId"], "1");
     server.stop().await;
 }
 
