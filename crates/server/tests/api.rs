@@ -560,7 +560,8 @@ async fn every_access_is_audited_before_data_is_returned(backend: Backend) {
 async fn break_the_audit_log(server: &TestServer) {
     let statements: &[&str] = match server.backend {
         Backend::Sqlite => &[
-            "CREATE TRIGGER audit_broken BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            // In the audit log's own file, which `execute_raw` attaches as `audit`.
+            "CREATE TRIGGER audit.audit_broken BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END",
         ],
         Backend::Postgres => &[
             "CREATE FUNCTION audit_broken() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END; $$ LANGUAGE plpgsql",

@@ -154,6 +154,7 @@ async fn zero_configuration_creates_a_private_data_directory_and_serves() {
 
     let data = dir.path().join("haven-data");
     assert!(data.join("haven.db").exists());
+    assert!(data.join("haven-audit.db").exists());
     let keyring = data.join("keyring");
     let root_keys: Vec<PathBuf> = std::fs::read_dir(&keyring)
         .unwrap()
@@ -735,7 +736,7 @@ async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over
         .collect();
     assert_eq!(sizes.last(), Some(&4), "{exported}");
 
-    let path = dir.path().join("haven-data").join("haven.db");
+    let path = dir.path().join("haven-data").join("haven-audit.db");
     let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();

@@ -395,7 +395,15 @@ impl TestServer {
             Backend::Sqlite => {
                 let dir = self.data_dir.path().join("data");
                 let mut bytes = Vec::new();
-                for file in ["haven.db", "haven.db-wal", "haven.db-shm"] {
+                // The records' file and the audit log's, each with its WAL and shared memory.
+                for file in [
+                    "haven.db",
+                    "haven.db-wal",
+                    "haven.db-shm",
+                    "haven-audit.db",
+                    "haven-audit.db-wal",
+                    "haven-audit.db-shm",
+                ] {
                     if let Ok(content) = std::fs::read(dir.join(file)) {
                         bytes.extend(content);
                     }
@@ -523,6 +531,16 @@ impl TestServer {
                     sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
                         .await
                         .expect("open the SQLite file");
+                // With the audit file attached, unqualified names reach both files' tables.
+                sqlx::query("ATTACH DATABASE ? AS audit")
+                    .bind(
+                        haven_store::SqliteStore::audit_path(&path)
+                            .to_string_lossy()
+                            .into_owned(),
+                    )
+                    .execute(&mut connection)
+                    .await
+                    .expect("attach the audit file");
                 for statement in statements {
                     sqlx::query(statement)
                         .execute(&mut connection)

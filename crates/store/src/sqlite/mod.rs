@@ -1,9 +1,18 @@
-//! The embedded engine: one SQLite file in the data directory.
+//! The embedded engine: two SQLite files in the data directory, the records (`haven.db`)
+//! and the audit log beside it (`haven-audit.db`, see [`SqliteStore::audit_path`]).
 //!
-//! Durability and throughput come from group commit. Every write goes to a single writer
-//! task that owns the only write connection; it takes whatever writes have queued up (at
-//! most [`limits::GROUP_COMMIT_WRITES_MAX`]), applies each inside its own savepoint, commits
-//! them together and only then answers each caller. With `journal_mode=WAL` and
+//! The audit log has its own file because every access appends to it. In WAL mode a commit
+//! by any connection makes every other connection drop its whole page cache for that file;
+//! with the log in the records' file, the stream of audit commits made each read of a
+//! record start from a cold cache. Apart, audit commits leave the records' readers warm, and
+//! each file has its own writer, so an audit append never queues behind a record write.
+//! Nothing needs a transaction spanning both: an entry is durable before the access it
+//! records is granted, and nothing else joins them.
+//!
+//! Durability and throughput come from group commit. Every write goes to the writer task
+//! of its file, which owns that file's only write connection; it takes whatever writes have
+//! queued up (at most [`limits::GROUP_COMMIT_WRITES_MAX`]), applies each inside its own
+//! savepoint, commits them together and only then answers each caller. With `journal_mode=WAL` and
 //! `synchronous=FULL`, that commit fsyncs the WAL: one fsync acknowledges a whole batch, and
 //! nothing is acknowledged before it is on disk.
 //!
@@ -44,13 +53,24 @@ mod identity;
 mod readers;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static AUDIT_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite-audit");
+
+/// The audit log's tables, which the records' file held up to its migration 0012 and which
+/// [`move_audit_log`] moves to the audit file.
+const AUDIT_TABLES: [(&str, &str); 5] = [
+    ("audit_events", crate::AUDIT_COLUMNS),
+    ("audit_checkpoints", "size, root, note, created_at_ms"),
+    ("audit_tree_leaves", "idx, seq, hash"),
+    ("audit_tree_nodes", "level, idx, hash"),
+    ("siem_cursors", "name, after_seq, updated_at_ms"),
+];
 
 /// How long a connection waits for a lock held by another process (e.g. a CLI command).
 const BUSY_TIMEOUT_SECS: u64 = 5;
 
-/// The writer's page cache, in KiB (SQLite's negative `cache_size`). Its cache stays valid
-/// between commits (no other connection writes), and inserts into the search and audit
-/// indexes land on pages all over them: with SQLite's default 2 MiB, most of those pages
+/// Each writer's page cache, in KiB (SQLite's negative `cache_size`). Its cache stays valid
+/// between commits (no other connection writes its file), and inserts into the search and
+/// audit indexes land on pages all over them: with SQLite's default 2 MiB, most of those pages
 /// were read back from the file for every batch.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
@@ -60,37 +80,45 @@ pub struct SqliteStore {
     path: PathBuf,
     readers: Arc<readers::Readers>,
     writer: mpsc::Sender<WriteJob>,
+    audit_writer: mpsc::Sender<WriteJob>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Where the audit log of the records' file at `path` lives: beside it, `haven.db` →
+    /// `haven-audit.db`.
+    pub fn audit_path(path: &Path) -> PathBuf {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        match path.extension() {
+            Some(extension) => {
+                path.with_file_name(format!("{stem}-audit.{}", extension.to_string_lossy()))
+            }
+            None => path.with_file_name(format!("{stem}-audit")),
+        }
+    }
+
+    /// Opens (creating if needed) the database at `path` and its audit file beside it
+    /// ([`Self::audit_path`]), and applies pending migrations to both.
     pub async fn open(path: &Path) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
-            .foreign_keys(true)
-            .pragma("secure_delete", "ON")
-            // Each write of a batch runs in its own savepoint; what a savepoint would need
-            // to roll back is kept in memory rather than in a temporary file. Durability is
-            // the WAL's, not the savepoints'.
-            .pragma("temp_store", "MEMORY")
-            .pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
-        let mut write_connection = SqliteConnection::connect_with(&options).await?;
+        let audit = Self::audit_path(path);
+        let mut audit_connection = SqliteConnection::connect_with(&write_options(&audit)).await?;
         // `run_direct`, not `run`: `run` goes through `Acquire` for `&mut SqliteConnection`,
         // which makes this future fail rustc's `Send` check wherever it is spawned.
+        AUDIT_MIGRATOR.run_direct(&mut audit_connection).await?;
+        let mut write_connection = SqliteConnection::connect_with(&write_options(path)).await?;
         MIGRATOR.run_direct(&mut write_connection).await?;
+        move_audit_log(&mut write_connection, &audit).await?;
 
-        let readers = Arc::new(readers::Readers::new(path));
+        let readers = Arc::new(readers::Readers::new(path, &audit));
 
         let (writer, queue) = mpsc::channel(limits::WRITE_QUEUE_DEPTH_MAX);
         tokio::spawn(run_writer(write_connection, queue));
+        let (audit_writer, audit_queue) = mpsc::channel(limits::WRITE_QUEUE_DEPTH_MAX);
+        tokio::spawn(run_writer(audit_connection, audit_queue));
         Ok(Self {
             path: path.to_owned(),
             readers,
             writer,
+            audit_writer,
         })
     }
 
@@ -100,7 +128,12 @@ impl SqliteStore {
 
     async fn write(&self, op: WriteOp) -> StoreResult<WriteOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.writer
+        let writer = if op.is_audit() {
+            &self.audit_writer
+        } else {
+            &self.writer
+        };
+        writer
             .send(WriteJob { op, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
@@ -161,6 +194,86 @@ enum WriteOp {
         resource_type: String,
         id: String,
     },
+}
+
+impl WriteOp {
+    /// Whether the write goes to the audit file rather than the records' file.
+    fn is_audit(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::AppendAudit(_)
+                | WriteOp::InsertCheckpoint(_)
+                | WriteOp::AppendTree { .. }
+                | WriteOp::SetSiemCursor { .. }
+        )
+    }
+}
+
+/// How each file's write connection is opened.
+fn write_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
+        .foreign_keys(true)
+        .pragma("secure_delete", "ON")
+        // Each write of a batch runs in its own savepoint; what a savepoint would need to
+        // roll back is kept in memory rather than in a temporary file. Durability is the
+        // WAL's, not the savepoints'.
+        .pragma("temp_store", "MEMORY")
+        .pragma("cache_size", (-WRITER_CACHE_KIB).to_string())
+}
+
+/// Moves an audit log kept in the records' file (migrations 0001–0012 put it there) to the
+/// audit file, in two steps that are each atomic and may be repeated: copy every row not
+/// yet copied and commit the audit file, then drop the tables from the records' file. A
+/// crash between the two leaves both copies, and the next start finishes the move. A
+/// fresh database goes through the same steps with empty tables.
+async fn move_audit_log(connection: &mut SqliteConnection, audit: &Path) -> StoreResult<()> {
+    let present: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM main.sqlite_master WHERE type = 'table' AND name = 'audit_events'",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if present == 0 {
+        return Ok(());
+    }
+    sqlx::query("ATTACH DATABASE ? AS audit_file")
+        .bind(audit.to_string_lossy().into_owned())
+        .execute(&mut *connection)
+        .await?;
+    let moved = copy_audit_tables(connection).await;
+    sqlx::query("DETACH DATABASE audit_file")
+        .execute(&mut *connection)
+        .await?;
+    moved?;
+    let mut transaction = connection.begin().await?;
+    for (table, _) in AUDIT_TABLES.iter().rev() {
+        sqlx::query(&format!("DROP TABLE main.{table}"))
+            .execute(&mut *transaction)
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// The copying step of [`move_audit_log`]: one transaction that writes only the audit file.
+async fn copy_audit_tables(connection: &mut SqliteConnection) -> StoreResult<()> {
+    sqlx::query("PRAGMA audit_file.synchronous = FULL")
+        .execute(&mut *connection)
+        .await?;
+    let mut transaction = connection.begin().await?;
+    for (table, columns) in AUDIT_TABLES {
+        sqlx::query(&format!(
+            "INSERT OR IGNORE INTO audit_file.{table} ({columns}) SELECT {columns} FROM main.{table}"
+        ))
+        .execute(&mut *transaction)
+        .await?;
+    }
+    transaction.commit().await?;
+    Ok(())
 }
 
 #[derive(Debug)]

@@ -6,6 +6,11 @@
 //! reads use plain `rusqlite` connections, taken from a small idle list and run where the
 //! caller is. Writes stay with the group-commit writer. WAL mode lets these readers proceed
 //! while the writer commits; each read sees the last committed state.
+//!
+//! Each connection attaches the audit file as schema `audit`. The records' file holds no
+//! audit tables, so unqualified audit table names resolve there; a statement opens a read
+//! transaction only on the files it touches, and each file has its own page cache, so a
+//! commit to the audit log leaves the cached pages of records valid.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,6 +37,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 32;
 #[derive(Debug)]
 pub(super) struct Readers {
     path: PathBuf,
+    audit_path: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -86,9 +92,10 @@ fn system_key(row: &Row<'_>) -> rusqlite::Result<StoredSystemKey> {
 }
 
 impl Readers {
-    pub(super) fn new(path: &Path) -> Self {
+    pub(super) fn new(path: &Path, audit_path: &Path) -> Self {
         Self {
             path: path.to_owned(),
+            audit_path: audit_path.to_owned(),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -99,6 +106,11 @@ impl Readers {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         connection.busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))?;
+        // Attached with the connection's own flags, so read-only as well.
+        connection.execute(
+            "ATTACH DATABASE ?1 AS audit",
+            params![self.audit_path.to_string_lossy()],
+        )?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         Ok(connection)
     }
