@@ -49,6 +49,9 @@ pub struct Options {
     connections: usize,
     /// Only the FHIR phases, on SQLite: for working on the FHIR paths.
     fhir_only: bool,
+    /// Keep the data directories and server logs afterwards, for a look at what the load
+    /// left (profiling `haven audit verify`, say).
+    keep: bool,
 }
 
 impl Options {
@@ -57,6 +60,7 @@ impl Options {
             seconds: SECONDS_DEFAULT,
             connections: CONNECTIONS_DEFAULT,
             fhir_only: false,
+            keep: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -89,6 +93,7 @@ impl Options {
                         })?;
                 }
                 "--fhir-only" => options.fhir_only = true,
+                "--keep" => options.keep = true,
                 other => bail!("unexpected argument `{other}` to `cargo xtask bench`"),
             }
         }
@@ -114,6 +119,13 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<()> {
         bench_in(&haven, &scratch, options)
     };
     match outcome {
+        Ok(()) if options.keep => {
+            println!(
+                "the data directories and server logs are kept in {}",
+                scratch.display()
+            );
+            Ok(())
+        }
         Ok(()) => {
             if let Err(error) = std::fs::remove_dir_all(&scratch) {
                 eprintln!("warning: could not remove {}: {error}", scratch.display());
@@ -249,14 +261,21 @@ fn bench_fhir(
             kib_to_mib(memory.peak_rss_kib)
         );
     }
-    stopped
+    stopped?;
+    verify_audit_log_with(haven, &data_dir, &env)
 }
 
 /// Verifies the audit log the load produced (every create and read appended an entry):
 /// `haven audit verify` prints how many entries it hashed, checkpoints it checked, and how
 /// fast.
 fn verify_audit_log(haven: &Path, data_dir: &Path) -> Result<()> {
+    verify_audit_log_with(haven, data_dir, &[])
+}
+
+/// [`verify_audit_log`] with extra environment (the database of a PostgreSQL run).
+fn verify_audit_log_with(haven: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Result<()> {
     let output = Command::new(haven)
+        .envs(env.iter().copied())
         .args(["audit", "verify", "--data-dir"])
         .arg(data_dir)
         .output()

@@ -48,13 +48,14 @@ Commands:
       it is for working on one step, CI always runs all of them.
       Arguments after `--` go to `cargo nextest run`.
 
-  bench [--seconds N] [--connections C] [--fhir-only]
+  bench [--seconds N] [--connections C] [--fhir-only] [--keep]
       Build the server (release), start it on a temporary data directory and load
       POST /api/v1/patients, then GET /api/v1/patients/{id}, with C keep-alive
       connections (default 64) for N seconds each (default 10), then the FHIR phases
       (import, create, read, search) on SQLite and on PostgreSQL. Prints requests,
       errors, throughput, latency percentiles and the server's peak memory.
-      --fhir-only runs just the FHIR phases on SQLite.
+      --fhir-only runs just the FHIR phases on SQLite. --keep keeps the data
+      directories and server logs.
 
   seed [--patients N]
       Build the server (debug) and fill the default data directory (./haven-data)
