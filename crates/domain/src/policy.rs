@@ -104,6 +104,10 @@ pub enum ChartPart {
     Scheduling,
     /// What the patient tells the clinic themselves (intake forms, questionnaires).
     PatientAuthored,
+    /// A result the organisation's release policy holds back from the patient until a
+    /// clinician has reviewed it: clinical record for the care team, not yet the patient's
+    /// to read.
+    HeldResult,
 }
 
 impl Resource {
@@ -194,6 +198,9 @@ pub enum DenyReason {
     NoCareRelationship,
     /// The action is a person's own (it carries their stated reason): an API token cannot.
     PersonalCredentialRequired,
+    /// A patient (or their proxy) asked for a result that waits for a clinician's review
+    /// before it is released to them.
+    ResultNotReleased,
 }
 
 impl DenyReason {
@@ -203,6 +210,7 @@ impl DenyReason {
             DenyReason::NotTheirRecord => "not_their_record",
             DenyReason::NoCareRelationship => "no_care_relationship",
             DenyReason::PersonalCredentialRequired => "personal_credential_required",
+            DenyReason::ResultNotReleased => "result_not_released",
         }
     }
 }
@@ -458,6 +466,10 @@ fn patient_chart(
     let own = actor.patient == Some(patient);
     let proxy = context.proxy.is_some_and(|p| p.record);
     match action {
+        // Held back until a clinician has reviewed it, whoever asks on the patient's side.
+        _ if (own || proxy) && part == ChartPart::HeldResult => {
+            Decision::Deny(DenyReason::ResultNotReleased)
+        }
         Read | Search | Export if own => allow("patient_own_record", PatientRequest),
         Read | Search | Export if proxy => allow("proxy_delegation", FamilyRequest),
         // A patient adds what they author; changing what is in their chart (possibly
@@ -587,6 +599,58 @@ mod tests {
                 .is_allowed()
         );
         assert!(!decide_alone(&patient, Action::Search, &Resource::PatientDirectory).is_allowed());
+    }
+
+    #[test]
+    fn a_held_result_is_the_care_teams_to_read_and_not_yet_the_patients() {
+        let own = PatientId::generate();
+        let held = Resource::Chart(own, ChartPart::HeldResult);
+        let patient = Actor {
+            patient: Some(own),
+            ..user(Role::Patient)
+        };
+        let as_proxy = Context {
+            proxy: Some(ProxyScopes {
+                record: true,
+                access_log: false,
+            }),
+            ..Context::default()
+        };
+        for action in [Action::Read, Action::Search, Action::Export, Action::Update] {
+            assert_eq!(
+                decide_alone(&patient, action, &held),
+                Decision::Deny(DenyReason::ResultNotReleased),
+                "{action:?}"
+            );
+            assert_eq!(
+                decide(&user(Role::Patient), action, &held, &as_proxy),
+                Decision::Deny(DenyReason::ResultNotReleased),
+                "{action:?} as a proxy"
+            );
+        }
+        // The same result, released, is theirs to read.
+        let released = Resource::Chart(own, ChartPart::Clinical);
+        assert!(decide_alone(&patient, Action::Read, &released).is_allowed());
+        // A stranger learns nothing about the result's state: refused as any other record.
+        let stranger = Actor {
+            patient: Some(PatientId::generate()),
+            ..user(Role::Patient)
+        };
+        assert_eq!(
+            decide_alone(&stranger, Action::Read, &held),
+            Decision::Deny(DenyReason::NotTheirRecord)
+        );
+        let on_team = Context {
+            care_team: true,
+            ..Context::default()
+        };
+        for role in [Role::Clinician, Role::Nurse] {
+            assert_eq!(
+                decide(&user(role), Action::Read, &held, &on_team).reason(),
+                "care_team"
+            );
+        }
+        assert!(!decide_alone(&user(Role::FrontDesk), Action::Read, &held).is_allowed());
     }
 
     #[test]
@@ -976,6 +1040,7 @@ mod tests {
             Resource::Chart(patient, ChartPart::Clinical),
             Resource::Chart(patient, ChartPart::Scheduling),
             Resource::Chart(patient, ChartPart::PatientAuthored),
+            Resource::Chart(patient, ChartPart::HeldResult),
         ];
         for resource in writes {
             let decision = decide_alone(&integration, Action::Create, &resource);

@@ -1912,6 +1912,25 @@ async fn lab_results_wait_for_review_when_the_organisation_asks(backend: Backend
     let held = get(&server, &ada_self.token, &lab_path).await;
     assert_eq!(held.status(), StatusCode::FORBIDDEN);
     assert!(issue(held).await.2.contains("result_not_released"));
+    // The refusal is what the audit log records: denied, and why.
+    let entries = server.audit_entries().await;
+    let refused = &entries.last().expect("an audit entry").event;
+    assert_eq!(
+        (
+            refused.action,
+            refused.outcome,
+            refused.reason.as_str(),
+            refused.resource_id.as_deref(),
+            refused.patient,
+        ),
+        (
+            haven_audit::AuditAction::Read,
+            haven_audit::Outcome::Denied,
+            "result_not_released",
+            lab["id"].as_str(),
+            Some(ada),
+        )
+    );
     assert_eq!(
         ids_found(&server, &ada_self.token, "/fhir/Observation").await,
         vec![vital["id"].as_str().unwrap().to_owned()]

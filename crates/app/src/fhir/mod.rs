@@ -167,16 +167,6 @@ impl App {
         })
     }
 
-    /// Refuses a patient a result not yet released to them.
-    fn check_released(context: &RequestContext, stored: &StoredResource) -> AppResult<()> {
-        if stored.held && sees_released_only(context) {
-            return Err(AppError::Forbidden {
-                reason: "result_not_released",
-            });
-        }
-        Ok(())
-    }
-
     /// Releases a held laboratory result to the patient (a change to the chart, by the
     /// care team); releasing one that is not held changes nothing.
     pub async fn fhir_release(
@@ -347,8 +337,13 @@ impl App {
                 None => Err(AppError::NotFound),
             };
         }
-        let part = chart_part(resource_type)
+        let mut part = chart_part(resource_type)
             .ok_or_else(|| AppError::NotSupported(format!("{resource_type} is not served")))?;
+        // A result the release policy holds back is decided (and audited) as such: the
+        // patient's side is refused `result_not_released`, the care team reads it.
+        if stored.is_some_and(|s| s.held) {
+            part = ChartPart::HeldResult;
+        }
         let Some(patient) = stored.and_then(|s| s.patient) else {
             // A missing resource's id is the caller's text: it is not recorded.
             self.gate
@@ -407,7 +402,6 @@ impl App {
             .authorize_stored(context, Action::Read, resource_type, id, stored.as_ref())
             .await?;
         let stored = stored.ok_or(AppError::NotFound)?;
-        Self::check_released(context, &stored)?;
         let view = self.open_resource(&grant, &stored)?;
         if view.resource.is_none() {
             return Err(AppError::Gone {
@@ -440,9 +434,6 @@ impl App {
         let grant = self
             .authorize_stored(context, Action::Read, resource_type, id, current.as_ref())
             .await?;
-        if let Some(current) = &current {
-            Self::check_released(context, current)?;
-        }
         let stored = self
             .store
             .resource_version(resource_type, id, version)
@@ -514,9 +505,6 @@ impl App {
         let grant = self
             .authorize_stored(context, Action::Read, resource_type, id, current.as_ref())
             .await?;
-        if let Some(current) = &current {
-            Self::check_released(context, current)?;
-        }
         let limit = count.clamp(1, HISTORY_PAGE_MAX);
         let (rows, next) = self
             .history_rows(HistoryQuery {
