@@ -2783,6 +2783,22 @@ async fn care_teams_and_break_glass_grants_make_relations_that_expire(engine: &E
             proxy_scopes: None,
         }]
     );
+    // One patient at a time, as every read asks, gives what the list gives.
+    for at in [T0_MS + 1, T0_MS + 3_600_000] {
+        let listed = store
+            .relations(nurse, &[ours, stranger, unrelated], at)
+            .await
+            .unwrap();
+        for patient in [ours, stranger, unrelated] {
+            let alone = store.relations(nurse, &[patient], at).await.unwrap();
+            let expected: Vec<Relations> = listed
+                .iter()
+                .filter(|r| r.patient == patient)
+                .cloned()
+                .collect();
+            assert_eq!(alone, expected, "{patient} at {at}");
+        }
+    }
     // Someone else has no relation through the nurse's.
     let other = haven_domain::UserId::generate();
     assert!(

@@ -209,11 +209,12 @@ pub(super) async fn resource(
     id: &str,
 ) -> StoreResult<Option<StoredResource>> {
     let sql = format!(
-        "SELECT {} FROM fhir_current c
-         JOIN fhir_resources r ON r.seq = c.seq
+        // The current row is `h` itself (its `held` is the one the columns read): no
+        // second look-up of it.
+        "SELECT {} FROM fhir_current h
+         JOIN fhir_resources r ON r.seq = h.seq
          LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
-             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
-         WHERE c.resource_type = $1 AND c.id = $2",
+         WHERE h.resource_type = $1 AND h.id = $2",
         crate::fhir::RESOURCE_COLUMNS
     );
     let rows = fetch(

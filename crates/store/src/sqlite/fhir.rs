@@ -253,11 +253,12 @@ impl Readers {
     ) -> StoreResult<Option<StoredResource>> {
         self.with(|c| {
             c.prepare_cached(&format!(
-                "SELECT {RESOURCE_COLUMNS} FROM fhir_current c
-                 JOIN fhir_resources r ON r.seq = c.seq
+                // The current row is `h` itself (its `held` is the one the columns read):
+                // no second look-up of it.
+                "SELECT {RESOURCE_COLUMNS} FROM fhir_current h
+                 JOIN fhir_resources r ON r.seq = h.seq
                  LEFT JOIN subject_keys k ON k.subject_id = r.subject_id
-             LEFT JOIN fhir_current h ON h.resource_type = r.resource_type AND h.id = r.id
-                 WHERE c.resource_type = ?1 AND c.id = ?2"
+                 WHERE h.resource_type = ?1 AND h.id = ?2"
             ))?
             .query_row(params![resource_type, id], resource)
             .optional()
