@@ -12,9 +12,9 @@
 //! Durability and throughput come from group commit. Every write goes to the writer task
 //! of its file, which owns that file's only write connection; it takes whatever writes have
 //! queued up (at most [`limits::GROUP_COMMIT_WRITES_MAX`]), applies each inside its own
-//! savepoint, commits them together and only then answers each caller. With `journal_mode=WAL` and
-//! `synchronous=FULL`, that commit fsyncs the WAL: one fsync acknowledges a whole batch, and
-//! nothing is acknowledged before it is on disk.
+//! savepoint, commits them together and only then answers each caller. With
+//! `journal_mode=WAL` and `synchronous=FULL`, that commit fsyncs the WAL: one fsync
+//! acknowledges a whole batch, and nothing is acknowledged before it is on disk.
 //!
 //! Reads run inline on plain read-only connections ([`readers`]), which WAL lets proceed
 //! while the writer commits. `secure_delete` is on so that destroyed keys are overwritten,
