@@ -16,7 +16,7 @@ const BROWSER_DIR: &str = "crates/server/tests/browser";
 
 pub fn ensure(workspace: &Workspace) -> Result<()> {
     ensure_chromium()?;
-    ensure_node_modules(&workspace.root().join(BROWSER_DIR))
+    crate::npm::ci_if_stale(&workspace.root().join(BROWSER_DIR), "the browser tests")
 }
 
 fn ensure_chromium() -> Result<()> {
@@ -43,34 +43,4 @@ fn ensure_chromium() -> Result<()> {
         bail!("{CHROMIUM} is still missing after installing chromium");
     }
     Ok(())
-}
-
-fn ensure_node_modules(dir: &Path) -> Result<()> {
-    let installed = dir.join("node_modules").join(".package-lock.json");
-    let lock = dir.join("package-lock.json");
-    let fresh = match (installed.metadata(), lock.metadata()) {
-        (Ok(installed), Ok(lock)) => match (installed.modified(), lock.modified()) {
-            (Ok(installed), Ok(lock)) => installed >= lock,
-            _ => false,
-        },
-        _ => false,
-    };
-    if fresh {
-        return Ok(());
-    }
-    if !on_path("npm") {
-        bail!("npm is needed for the browser tests (Debian: apt-get install npm)");
-    }
-    println!(
-        "installing the browser tests' npm packages in {}",
-        dir.display()
-    );
-    run_checked(
-        Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            // playwright-core drives the system's Chromium; it downloads no browser.
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-            .current_dir(dir),
-    )
-    .context("npm ci for the browser tests")
 }

@@ -13,12 +13,14 @@ mod browser_tools;
 mod clinician;
 mod fhir_load;
 mod load;
+mod npm;
 mod postgres;
 mod python_tools;
 mod run;
 mod seed;
 mod sign_in_load;
 mod test_suite;
+mod web;
 mod workspace;
 
 use std::ffi::OsString;
@@ -33,12 +35,15 @@ cargo xtask <command>
 
 Commands:
   run [ARGS...]
-      Build the server (debug) and run `haven serve ARGS...` from the workspace root.
+      Build the web app (web/, when Node.js is installed) and the server (debug), and
+      run `haven serve ARGS...` from the workspace root.
 
   test [--only STEP[,STEP...]] [-- NEXTEST_ARGS...]
       Run every check CI runs, in order, stopping at the first failure:
         fmt         cargo fmt --all -- --check
         clippy      cargo clippy --workspace --all-targets --locked -- -D warnings
+        web         npm ci (when stale) and npm run build in web/: type-check and
+                    build the web app the tests serve
         postgres    install/start PostgreSQL on 127.0.0.1:5432 and create database `test`
         tests       cargo nextest run --workspace (plus doc tests), with
                     HAVEN_TEST_POSTGRES_URL set (an existing value is respected)

@@ -10,7 +10,7 @@ use crate::workspace::{Profile, Workspace, run_checked};
 /// Builds `haven` (debug) and replaces this process with `haven serve ARGS...`, so signals
 /// (Ctrl-C) reach the server directly and its exit status is ours.
 pub fn run(workspace: &Workspace, args: &[OsString]) -> Result<ExitCode> {
-    build_web_assets(workspace)?;
+    crate::web::build_if_possible(workspace)?;
     run_checked(
         workspace
             .cargo()
@@ -22,14 +22,6 @@ pub fn run(workspace: &Workspace, args: &[OsString]) -> Result<ExitCode> {
     // git-ignored `./haven-data`, wherever `cargo xtask run` was typed.
     serve.arg("serve").args(args).current_dir(workspace.root());
     replace_process(serve)
-}
-
-/// Builds what the server hands to browsers, before the server starts.
-///
-/// Haven has no web assets yet. When the web client lands, its build goes here, so that
-/// `cargo xtask run` stays one command on a fresh machine.
-fn build_web_assets(_workspace: &Workspace) -> Result<()> {
-    Ok(())
 }
 
 #[cfg(unix)]

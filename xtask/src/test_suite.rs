@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
 //!
-//! The steps are formatting, lints, PostgreSQL, the tests themselves and the security
-//! advisories. Each prints a heading and its time; the last line says how many passed or
+//! The steps are formatting, lints, the web app's type check and build, PostgreSQL, the
+//! tests themselves and the security advisories. Each prints a heading and its time; the last line says how many passed or
 //! which one failed.
 
 use std::ffi::OsString;
@@ -11,21 +11,23 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{Workspace, format_duration, on_path, run_checked};
-use crate::{advisories, postgres};
+use crate::{advisories, postgres, web};
 
 /// The checks, in the order they run: cheap and likely-to-fail first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Fmt,
     Clippy,
+    Web,
     Postgres,
     Tests,
     Advisories,
 }
 
-const ALL_STEPS: [Step; 5] = [
+const ALL_STEPS: [Step; 6] = [
     Step::Fmt,
     Step::Clippy,
+    Step::Web,
     Step::Postgres,
     Step::Tests,
     Step::Advisories,
@@ -36,6 +38,7 @@ impl Step {
         match self {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
+            Step::Web => "web",
             Step::Postgres => "postgres",
             Step::Tests => "tests",
             Step::Advisories => "advisories",
@@ -46,11 +49,12 @@ impl Step {
         Ok(match name {
             "fmt" => Step::Fmt,
             "clippy" => Step::Clippy,
+            "web" => Step::Web,
             "postgres" => Step::Postgres,
             "tests" => Step::Tests,
             "advisories" | "audit" => Step::Advisories,
             other => bail!(
-                "unknown step `{other}`; the steps are fmt, clippy, postgres, tests, advisories"
+                "unknown step `{other}`; the steps are fmt, clippy, web, postgres, tests, advisories"
             ),
         })
     }
@@ -125,12 +129,15 @@ pub fn test(workspace: &Workspace, options: &Options) -> Result<ExitCode> {
                 "-D",
                 "warnings",
             ])),
+            Step::Web => web::build(workspace),
             Step::Postgres => postgres::ensure().map(|url| postgres_url = Some(url)),
             Step::Tests => {
                 let url = postgres_url
                     .clone()
                     .unwrap_or_else(postgres::configured_url);
-                run_tests(workspace, &url, &options.nextest_args)
+                // The tests serve the built web app; `--only tests` builds it too.
+                let web_built = options.steps.contains(&Step::Web);
+                run_tests(workspace, &url, &options.nextest_args, web_built)
             }
             Step::Advisories => advisories::check(workspace),
         };
@@ -160,8 +167,16 @@ pub fn test(workspace: &Workspace, options: &Options) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_tests(workspace: &Workspace, postgres_url: &str, nextest_args: &[OsString]) -> Result<()> {
+fn run_tests(
+    workspace: &Workspace,
+    postgres_url: &str,
+    nextest_args: &[OsString],
+    web_built: bool,
+) -> Result<()> {
     ensure_nextest(workspace)?;
+    if !web_built {
+        web::build(workspace)?;
+    }
     let python = crate::python_tools::ensure(workspace)?;
     crate::browser_tools::ensure(workspace)?;
     println!("{} is set for the tests", postgres::URL_VAR);

@@ -207,13 +207,15 @@ pub(crate) async fn totp_confirm(
     .into_response())
 }
 
-/// The current session: its state and time-outs.
+/// The current session: its state, its idle time-out and its CSRF token (so the web app,
+/// which keeps the token in memory only, can act again after a reload).
 pub(crate) async fn current(caller: SessionCaller) -> Response {
     // Until the second factor is given, the session says only where it stands.
     if caller.session.state != SessionState::Complete {
         return Json(serde_json::json!({
             "session_id": caller.session.session.to_string(),
             "state": caller.session.state.as_str(),
+            "csrf_token": caller.csrf_token,
         }))
         .into_response();
     }
@@ -225,6 +227,11 @@ pub(crate) async fn current(caller: SessionCaller) -> Response {
         "role": actor.role.as_str(),
         "organisation": actor.organisation.map(|o| o.to_string()),
         "patient": actor.patient.map(|p| p.to_string()),
+        "idle_timeout_secs": caller.session.idle_timeout_secs,
+        // Activity is recorded this often, so the time-out can strike this much early.
+        "activity_interval_secs":
+            haven_app::identity::activity_interval_ms(caller.session.idle_timeout_secs * 1000) / 1000,
+        "csrf_token": caller.csrf_token,
     }))
     .into_response()
 }

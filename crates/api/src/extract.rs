@@ -180,7 +180,8 @@ fn presented(parts: &Parts) -> Result<Presented<'_>, ApiError> {
         )
     })?;
     // A cross-site page can make the browser send the cookie, but cannot read the CSRF
-    // token (it is given only in the sign-in answer), so writes must echo it.
+    // token (it is given only in answers to Haven's own pages: the sign-in, and the current
+    // session, which no CORS header opens to other origins), so writes must echo it.
     let safe = matches!(
         parts.method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
@@ -219,6 +220,8 @@ fn csrf_refused() -> ApiError {
 pub struct SessionCaller {
     pub session: haven_app::identity::SessionCaller,
     pub origin: RequestOrigin,
+    /// The session's CSRF token, for the web app to learn again after a reload.
+    pub csrf_token: String,
 }
 
 impl FromRequestParts<ApiState> for SessionCaller {
@@ -235,7 +238,11 @@ impl FromRequestParts<ApiState> for SessionCaller {
             Presented::Cookie { token, .. } => token,
         };
         let session = state.app.authenticate_session(&token, &origin).await?;
-        Ok(SessionCaller { session, origin })
+        Ok(SessionCaller {
+            session,
+            origin,
+            csrf_token: haven_app::identity::csrf_token(&token),
+        })
     }
 }
 

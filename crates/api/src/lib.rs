@@ -3,6 +3,7 @@
 //! - [`router`] assembles the routes and the middleware every response passes through:
 //!   request ids, tracing without query strings or credentials, timeouts, body limits,
 //!   compression and security headers.
+//! - [`web`] serves the web app's built files and answers its pages' paths.
 //! - [`error::ApiError`] maps every failure to a status and a stable machine-readable code.
 //! - [`extract`] turns requests into validated inputs (JSON bodies, ids, the caller), each
 //!   failure becoming a clear 4xx that changes nothing.
@@ -34,6 +35,7 @@ mod fhir;
 mod health;
 mod patients;
 mod transparency;
+mod web;
 
 pub use error::ApiError;
 
@@ -174,7 +176,8 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/fhir/{type}/{id}/_history/{version}", get(fhir::vread))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .fallback(error::not_found)
+        .route("/assets/{*path}", get(web::asset))
+        .fallback(web::fallback)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(ApiState {
             app,
@@ -184,7 +187,13 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
     let mut security_headers = vec![
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            // The web app's files and the API share one policy: nothing from another
+            // origin, no inline script or style, no plugins, and (where the browser has
+            // Trusted Types) no HTML string ever becomes markup.
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+             frame-ancestors 'none'; form-action 'self'; \
+             require-trusted-types-for 'script'; trusted-types 'none'",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
@@ -201,8 +210,6 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             HeaderName::from_static("cross-origin-resource-policy"),
             "same-origin",
         ),
-        // Health data must not linger in a shared computer's cache or a proxy.
-        (header::CACHE_CONTROL, "no-store"),
     ];
     if settings.https {
         security_headers.push((
@@ -218,6 +225,12 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             HeaderValue::from_static(value),
         ));
     }
+    // Health data must not linger in a shared computer's cache or a proxy. Only the web
+    // app's hashed files (code and styles) set their own, long, caching.
+    router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ));
 
     router.layer(
         ServiceBuilder::new()

@@ -750,14 +750,18 @@ async fn responses_carry_security_headers_and_json_errors(backend: Backend) {
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 
-    let missing = server
-        .client
-        .get(server.endpoint("/no/such/thing"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    assert_eq!(error_code(missing).await, "not_found");
+    // Unknown paths of the machine interfaces are JSON 404s; every other path is one of
+    // the web app's pages (see `the_web_app_is_served_under_its_policy`).
+    for path in ["/api/v1/no/such/thing", "/api", "/fhir/"] {
+        let missing = server
+            .client
+            .get(server.endpoint(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(error_code(missing).await, "not_found", "{path}");
+    }
     let wrong_method = server
         .client
         .delete(server.endpoint("/api/v1/patients"))
@@ -766,5 +770,79 @@ async fn responses_carry_security_headers_and_json_errors(backend: Backend) {
         .unwrap();
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(wrong_method).await, "method_not_allowed");
+    server.stop().await;
+}
+
+/// The web app's page and files: the page for any app path, under the same policy as the
+/// API and never cached; the hashed files cached for good; nothing else served as a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_app_is_served_under_its_policy() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let get = |path: &str| server.client.get(server.endpoint(path)).send();
+
+    let mut script = None;
+    for path in ["/", "/sign-in", "/portal/record"] {
+        let page = get(path).await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{path}: is web/dist built?");
+        let headers = page.headers().clone();
+        assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+        assert_eq!(headers["cache-control"], "no-store");
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "object-src 'none'",
+            "require-trusted-types-for 'script'",
+        ] {
+            assert!(policy.contains(directive), "{directive} in {policy}");
+        }
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        let html = page.text().await.unwrap();
+        assert!(html.contains(r#"<div id="app">"#), "{html}");
+        assert!(!html.contains("<script>"), "no inline script: {html}");
+        script = html
+            .split(r#"src=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned);
+    }
+    let script = script.expect("the page loads a script");
+    assert!(script.starts_with("/assets/"), "{script}");
+    let code = get(&script).await.unwrap();
+    assert_eq!(code.status(), StatusCode::OK);
+    assert_eq!(
+        code.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        code.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(code.headers().contains_key("content-security-policy"));
+
+    let icon = get("/favicon.svg").await.unwrap();
+    assert_eq!(icon.status(), StatusCode::OK);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+
+    // A missing file is a 404, never the page in its place; nothing outside the app's
+    // folder is reachable, however the path is spelled.
+    for path in [
+        "/assets/index-missing.js",
+        "/missing.js",
+        "/assets/..%2f..%2f..%2fCargo.toml",
+        "/assets/..%2findex.html",
+        "/..%2fCargo.toml",
+    ] {
+        let missing = get(path).await.unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // Pages are read, never written.
+    let posted = server
+        .client
+        .post(server.endpoint("/portal"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }

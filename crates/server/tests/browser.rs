@@ -1,5 +1,11 @@
 //! Browser tests: Debian's Chromium, driven by playwright-core scripts in `tests/browser/`
-//! (`cargo xtask test` installs both), against a real Haven.
+//! (`cargo xtask test` installs both), against a real Haven serving the built web app.
+//!
+//! The patient portal: a patient enrols from an invitation, sets up TOTP, signs in, reads a
+//! result and sees the clinician's access in "who accessed my record"; the idle time-out
+//! then signs the browser out and no health data remains in the DOM or any browser storage.
+//! No page breaks the Content Security Policy or reaches another origin. Screenshots of each
+//! page, at phone and desktop sizes, go to `target/screenshots/` for a reviewer.
 //!
 //! Passkeys: a clinician registers one with Chromium's virtual authenticator and signs in
 //! with it, no login typed; the session that comes back is complete, a replayed response is
@@ -16,12 +22,22 @@ use haven_test_support::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-haven_test_support::on_every_backend!(a_passkey_registers_and_signs_in_from_chromium);
+haven_test_support::on_every_backend!(
+    a_passkey_registers_and_signs_in_from_chromium,
+    a_patient_enrols_reads_a_result_and_sees_who_accessed_it,
+);
 
 /// Browser scripts get long enough to start Chromium on a loaded machine.
 const SCRIPT_TIMEOUT_SECS: u64 = 120;
+/// The patient's journey includes waiting out the shortest idle time-out an organisation
+/// may set (60 s).
+const JOURNEY_TIMEOUT_SECS: u64 = 300;
 
 async fn run_script(script: &str, env: &[(&str, &str)]) -> Value {
+    run_script_for(script, env, SCRIPT_TIMEOUT_SECS).await
+}
+
+async fn run_script_for(script: &str, env: &[(&str, &str)], timeout_secs: u64) -> Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
@@ -36,7 +52,7 @@ async fn run_script(script: &str, env: &[(&str, &str)]) -> Value {
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = tokio::time::timeout(Duration::from_secs(SCRIPT_TIMEOUT_SECS), command.output())
+    let output = tokio::time::timeout(Duration::from_secs(timeout_secs), command.output())
         .await
         .expect("the browser script finished in time")
         .expect("node runs");
@@ -176,4 +192,157 @@ async fn a_passkey_registers_and_signs_in_from_chromium(backend: Backend) {
         reasons.iter().any(|r| r == "signed_in_passkey"),
         "{reasons:?}"
     );
+}
+
+/// Where the browser tests put their screenshots: `target/screenshots/<backend>/`.
+fn screenshot_dir(backend: Backend) -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("screenshots")
+        .join(format!("{backend:?}").to_lowercase())
+}
+
+async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backend) {
+    // The browser keeps real time (the idle time-out, the authenticator's codes), so Haven does.
+    let server = TestServer::start_in_real_time(backend).await;
+    let admin = server.user(Role::Administrator, None).await;
+    let policy = server
+        .client
+        .put(server.endpoint("/api/v1/organisation"))
+        .bearer_auth(&admin.token)
+        .json(&json!({
+            "idle_timeout_secs": 60,
+            "absolute_timeout_secs": 43200,
+            "patient_mfa_required": false,
+            "result_release": "immediate",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(policy.status(), StatusCode::OK);
+
+    // A result in the patient's chart, out of its range, read once by their clinician.
+    let patient = server.create_patient("Lovelace").await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(patient, clinician.id).await;
+    let marker = "Ferritin HVN-4417";
+    let result = json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2276-4", "display": "Ferritin"}], "text": marker},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": 420, "unit": "ng/mL", "system": "http://unitsofmeasure.org", "code": "ng/mL"},
+        "referenceRange": [{
+            "low": {"value": 30, "unit": "ng/mL", "system": "http://unitsofmeasure.org", "code": "ng/mL"},
+            "high": {"value": 400, "unit": "ng/mL", "system": "http://unitsofmeasure.org", "code": "ng/mL"}
+        }]
+    });
+    let created = server
+        .client
+        .post(server.endpoint("/fhir/Observation"))
+        .bearer_auth(&clinician.token)
+        .header("content-type", "application/fhir+json")
+        .body(result.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let read = server
+        .get_as(
+            &clinician.token,
+            &format!("/fhir/Observation/{}", created["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(read.status(), StatusCode::OK);
+
+    let invitation = server.invite(Role::Patient, Some(patient)).await;
+    let screenshots = screenshot_dir(backend);
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let out = run_script_for(
+        "portal.mjs",
+        &[
+            ("HAVEN_URL", &url),
+            ("HAVEN_INVITATION", &invitation),
+            ("HAVEN_LOGIN", "ada@north.example"),
+            ("HAVEN_PASSWORD", "marble kettle on the hill"),
+            ("HAVEN_MARKER", marker),
+            ("HAVEN_SCREENSHOTS", &screenshots.display().to_string()),
+        ],
+        JOURNEY_TIMEOUT_SECS,
+    )
+    .await;
+
+    // Nothing from elsewhere, nothing the policy refused, every page under the policy.
+    assert_eq!(out["foreignRequests"], json!([]), "{out}");
+    assert_eq!(out["cspViolations"], json!([]), "{out}");
+    assert_eq!(out["documentsWithoutCsp"], json!([]), "{out}");
+    assert_eq!(out["consoleErrors"], json!([]), "{out}");
+
+    // Enrolment: the invitation's secret left the address bar; TOTP set up, codes shown.
+    assert_eq!(out["invitationLeftInAddressBar"], false, "{out}");
+    assert_eq!(out["qrCodeShown"], true, "{out}");
+    assert_eq!(out["recoveryCodes"], 10, "{out}");
+    assert_eq!(out["afterEnrolment"], "/portal", "{out}");
+
+    // The result, with its range and its flag.
+    let row = out["resultRow"].as_str().unwrap();
+    for expected in [marker, "420 ng/mL", "High", "30–400 ng/mL"] {
+        assert!(row.contains(expected), "{expected} in {row:?}");
+    }
+    assert!(out["homeText"].as_str().unwrap().contains(marker), "{out}");
+
+    // The clinician's read is in the patient's access log.
+    assert!(out["clinicianAccesses"].as_u64().unwrap() >= 1, "{out}");
+    let access = out["clinicianAccess"].as_str().unwrap();
+    assert!(access.contains("Clinician"), "{access:?}");
+
+    // The idle time-out: a warning, then signed out, with nothing left behind.
+    let warned = out["warningAfterSecs"].as_u64().unwrap();
+    let signed_out = out["signedOutAfterSecs"].as_u64().unwrap();
+    assert!(warned < signed_out, "{out}");
+    let after = &out["afterIdle"];
+    assert_eq!(after["path"], "/sign-in", "{out}");
+    assert!(
+        after["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("without activity")),
+        "{out}"
+    );
+    assert_eq!(after["markerInDom"], false, "{out}");
+    assert_eq!(after["localStorage"], 0, "{out}");
+    assert_eq!(after["sessionStorage"], 0, "{out}");
+    assert_eq!(after["indexedDb"], json!([]), "{out}");
+    assert_eq!(out["afterBack"]["markerInDom"], false, "{out}");
+    assert_eq!(out["afterBack"]["path"], "/sign-in", "{out}");
+
+    // Haven ended the session too: the patient's last session closed with a logout.
+    let events = server.audit_entries().await;
+    let patient_user = events
+        .iter()
+        .rev()
+        .find(|e| e.event.role.as_deref() == Some("patient") && e.event.action.as_str() == "login")
+        .and_then(|e| e.event.actor.clone())
+        .expect("the patient signed in");
+    let logouts = events
+        .iter()
+        .filter(|e| {
+            e.event.actor.as_deref() == Some(patient_user.as_str())
+                && e.event.action.as_str() == "logout"
+        })
+        .count();
+    assert_eq!(logouts, 2, "signed out by hand, then by the idle time-out");
+
+    for file in out["screenshots"].as_array().unwrap() {
+        let file = Path::new(file.as_str().unwrap());
+        assert!(
+            file.metadata().is_ok_and(|m| m.len() > 1000),
+            "{} was written",
+            file.display()
+        );
+    }
+    server.stop().await;
 }

@@ -27,6 +27,7 @@ haven_test_support::on_every_backend!(
     guessing_the_second_factor_locks_the_account_and_ends_the_pending_session,
     anonymous_passkey_ceremonies_are_throttled_per_address,
     concurrent_wrong_passwords_lock_the_account_after_exactly_five,
+    a_patient_who_sets_up_totp_is_asked_for_it,
 );
 
 const PASSWORD: &str = "wandering violet lighthouse";
@@ -512,6 +513,29 @@ async fn cookie_sessions_need_the_csrf_token_to_change_anything(backend: Backend
         .await
         .unwrap();
     assert_eq!(read.status(), StatusCode::OK);
+
+    // After a reload the web app asks again: the current session gives back the same token
+    // and the idle time-out to warn before; no CORS header lets another origin read it.
+    let current = server
+        .client
+        .get(server.endpoint("/api/v1/auth/session"))
+        .header("cookie", &cookie)
+        .header("origin", "https://elsewhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.status(), StatusCode::OK);
+    assert!(
+        !current
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    let current: Value = current.json().await.unwrap();
+    assert_eq!(current["csrf_token"], csrf.as_str());
+    assert_eq!(current["idle_timeout_secs"], 15 * 60);
+    assert_eq!(current["activity_interval_secs"], 60);
+    assert_eq!(current["role"], "patient");
+    let csrf = current["csrf_token"].as_str().unwrap().to_owned();
 
     let sign_out = |csrf: Option<String>| {
         let mut request = server
@@ -1259,4 +1283,42 @@ async fn concurrent_wrong_passwords_lock_the_account_after_exactly_five(backend:
     assert_eq!(count("wrong_password"), 4, "{reasons:?}");
     assert_eq!(count("account_locked_now"), 1, "{reasons:?}");
     assert_eq!(count("account_locked"), 7, "{reasons:?}");
+}
+
+/// A patient's organisation does not require a second factor, but this patient chose to set
+/// one up: from then on signing in asks for it, and a password alone opens nothing.
+async fn a_patient_who_sets_up_totp_is_asked_for_it(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let patient = server.create_patient("Lovelace").await;
+    let invitation = server.invite(Role::Patient, Some(patient)).await;
+    let (token, state) = enrol_with(&server, &invitation, "ada@north.example").await;
+    assert_eq!(state, "complete", "patients need no second factor here");
+    let (secret, _) = set_up_totp(&server, &token).await;
+
+    let signed_in = sign_in(&server, "ada@north.example", PASSWORD).await;
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let signed_in: Value = signed_in.json().await.unwrap();
+    assert_eq!(signed_in["state"], "mfa_required");
+    let pending = signed_in["token"].as_str().unwrap().to_owned();
+    let record = format!("/api/v1/patients/{patient}");
+    assert_eq!(
+        server.get_as(&pending, &record).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a password alone opens nothing"
+    );
+    server.clock.advance(std::time::Duration::from_secs(30));
+    let code = code_at_base32(&secret, now_secs(&server)).unwrap();
+    let second = server
+        .post_as(
+            Some(&pending),
+            "/api/v1/auth/second-factor",
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(
+        server.get_as(&pending, &record).await.status(),
+        StatusCode::OK
+    );
+    server.stop().await;
 }

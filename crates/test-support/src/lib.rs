@@ -88,18 +88,36 @@ pub async fn fresh_postgres_schema(prefix: &str) -> (String, String) {
     (schema, schema_url)
 }
 
-/// A clock that stands still until the test moves it.
+/// A clock a test controls: it stands still until the test moves it, or (for tests where a
+/// real browser or another process keeps time too) it runs with real time from its start.
+/// Either way [`FakeClock::advance`] moves it forward.
 #[derive(Debug)]
-pub struct FakeClock(Mutex<OffsetDateTime>);
+pub struct FakeClock {
+    /// The time it showed at `set_at`.
+    shown: Mutex<(OffsetDateTime, std::time::Instant)>,
+    running: bool,
+}
 
 impl FakeClock {
+    /// A clock that stands still.
     pub fn new() -> Self {
-        Self(Mutex::new(OffsetDateTime::now_utc()))
+        Self {
+            shown: Mutex::new((OffsetDateTime::now_utc(), std::time::Instant::now())),
+            running: false,
+        }
+    }
+
+    /// A clock that keeps real time (plus whatever the test advances it by).
+    pub fn running() -> Self {
+        Self {
+            running: true,
+            ..Self::new()
+        }
     }
 
     pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *now += by;
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        shown.0 += by;
     }
 }
 
@@ -111,7 +129,12 @@ impl Default for FakeClock {
 
 impl Clock for FakeClock {
     fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        let (at, set_at) = *self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if self.running {
+            at + set_at.elapsed()
+        } else {
+            at
+        }
     }
 }
 
@@ -181,6 +204,20 @@ impl TestServer {
 
     /// Starts with extra settings, as `HAVEN_*` environment variables would give them.
     pub async fn start_with(backend: Backend, settings: &[(&str, &str)]) -> Self {
+        Self::start_with_clock(backend, settings, FakeClock::new()).await
+    }
+
+    /// Starts with a clock that keeps real time: for tests where a browser counts time too
+    /// (time-outs, authenticator codes).
+    pub async fn start_in_real_time(backend: Backend) -> Self {
+        Self::start_with_clock(backend, &[], FakeClock::running()).await
+    }
+
+    async fn start_with_clock(
+        backend: Backend,
+        settings: &[(&str, &str)],
+        clock: FakeClock,
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut env: BTreeMap<String, String> = settings
             .iter()
@@ -197,7 +234,7 @@ impl TestServer {
             env.insert("HAVEN_DATABASE_URL".into(), url);
             postgres_schema = Some(schema);
         }
-        let clock = Arc::new(FakeClock::new());
+        let clock = Arc::new(clock);
         let Launched {
             url,
             app,

@@ -69,6 +69,14 @@ pub const ABSOLUTE_TIMEOUT_SECS_RANGE: (i64, i64) = (15 * 60, 24 * 3600);
 /// Activity is written to the store at most this often per session: the idle time-out is
 /// exact to within this much, and a busy session does not write on every request.
 pub const SESSION_TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// How often a session's activity is written, for its idle time-out: at most every
+/// [`SESSION_TOUCH_INTERVAL_MS`], and four times per time-out when that is short, or a
+/// session in use could lapse between two writes. The time-out may strike this much early;
+/// a client that warns before it counts this much sooner.
+pub fn activity_interval_ms(idle_timeout_ms: i64) -> i64 {
+    SESSION_TOUCH_INTERVAL_MS.min(idle_timeout_ms / 4)
+}
 /// A step-up (re-authentication) is fresh for this long.
 pub const STEP_UP_FRESH_SECS: i64 = 5 * 60;
 pub const INVITATION_TTL_HOURS_DEFAULT: u32 = 72;
@@ -126,6 +134,9 @@ pub struct SessionCaller {
     pub session: SessionId,
     pub state: SessionState,
     pub authenticated_at_ms: i64,
+    /// The idle time-out in force for this session (the stricter of the session's own and
+    /// the organisation's), so a client can warn before it strikes.
+    pub idle_timeout_secs: i64,
 }
 
 /// A new invitation: the secret is shown once (as a link).
@@ -637,12 +648,15 @@ impl App {
         self.audit_identity(event).await
     }
 
+    /// Whether signing in takes a second factor: always for staff, for patients when their
+    /// organisation says so, and for anyone who has set one up: a factor a patient chose
+    /// to add and was never asked for would protect nothing.
     fn mfa_required(user: &StoredUser, organisation: &StoredOrganisation) -> AppResult<bool> {
         let role: Role = user
             .role
             .parse()
             .map_err(|e| AppError::Unexpected(format!("a stored user role: {e}")))?;
-        Ok(staff(role) || organisation.patient_mfa_required)
+        Ok(user.totp_enabled || staff(role) || organisation.patient_mfa_required)
     }
 
     fn state_of(
@@ -784,7 +798,7 @@ impl App {
                 reason: "session_revoked",
             });
         }
-        if now_ms - session.last_seen_ms >= SESSION_TOUCH_INTERVAL_MS {
+        if now_ms - session.last_seen_ms >= activity_interval_ms(idle_timeout_ms) {
             self.store.touch_session(session.id, now_ms).await?;
         }
         let role: Role = user
@@ -804,6 +818,7 @@ impl App {
             session: session.id,
             state: Self::state_of(&user, &organisation, session.mfa)?,
             authenticated_at_ms: session.authenticated_at_ms,
+            idle_timeout_secs: idle_timeout_ms / 1000,
         })
     }
 

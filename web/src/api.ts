@@ -1,0 +1,110 @@
+// The one way the web app talks to Haven: same-origin fetch, JSON in and out.
+//
+// The session travels in Haven's `__Host-` cookie, which script cannot read. Every change
+// (any method but GET) carries the session's CSRF token, which the app holds in memory only,
+// so nothing that could act for the user is ever written to storage on a shared computer.
+
+/** A refusal or failure, with Haven's stable code and its message for people. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+let csrfToken: string | null = null;
+
+/** Remembers (in memory) the CSRF token of the session just opened, or forgets it. */
+export function setCsrfToken(token: string | null): void {
+  csrfToken = token;
+}
+
+/** Subscribers learn when Haven answers 401: the session ended (time-out, signed out elsewhere). */
+const sessionEndListeners = new Set<() => void>();
+export function onSessionEnded(listener: () => void): () => void {
+  sessionEndListeners.add(listener);
+  return () => sessionEndListeners.delete(listener);
+}
+
+/** When the app last heard from Haven with the session, for the idle time-out's keep-alive. */
+export let lastServerContactMs = Date.now();
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+async function request(method: Method, path: string, body: unknown, accept: string): Promise<Response> {
+  const headers: Record<string, string> = { accept };
+  if (body !== undefined) headers['content-type'] = path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json';
+  if (method !== 'GET' && csrfToken) headers['x-csrf-token'] = csrfToken;
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin',
+      cache: 'no-store',
+    });
+  } catch {
+    throw new ApiError(0, 'network', 'Haven could not be reached. Check your connection and try again.');
+  }
+  lastServerContactMs = Date.now();
+  if (response.ok) return response;
+  const failure = await describeFailure(response);
+  if (response.status === 401 && !path.startsWith('/api/v1/auth/sign-in')) {
+    for (const listener of sessionEndListeners) listener();
+  }
+  throw failure;
+}
+
+async function describeFailure(response: Response): Promise<ApiError> {
+  let code = `http_${response.status}`;
+  let message = `Haven answered ${response.status} ${response.statusText}.`;
+  try {
+    const body = await response.json();
+    if (body?.error?.message) {
+      code = String(body.error.code ?? code);
+      message = String(body.error.message);
+    } else if (body?.resourceType === 'OperationOutcome' && Array.isArray(body.issue)) {
+      code = String(body.issue[0]?.code ?? code);
+      message = body.issue
+        .map((issue: { diagnostics?: string; expression?: string[] }) =>
+          [issue.diagnostics, issue.expression?.join(', ')].filter(Boolean).join(' at '),
+        )
+        .join('; ');
+    }
+  } catch {
+    // Not JSON (a proxy's page, say): the status line is all there is to say.
+  }
+  return new ApiError(response.status, code, sentence(message));
+}
+
+/** Haven's messages are lower-case clauses; a person reads them as sentences. */
+function sentence(message: string): string {
+  const text = message.trim();
+  if (!text) return text;
+  const capitalised = text[0]!.toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(capitalised) ? capitalised : `${capitalised}.`;
+}
+
+/** A JSON call to Haven's API; `undefined` for 204 No Content. */
+export async function api<T>(method: Method, path: string, body?: unknown): Promise<T> {
+  const response = await request(method, path, body, 'application/json');
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
+}
+
+/** A FHIR call (`application/fhir+json`). */
+export async function fhir<T>(method: Method, path: string, body?: unknown): Promise<T> {
+  const response = await request(method, `/fhir/${path}`, body, 'application/fhir+json');
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
+}
+
+/** A message fit to show a person for any failure. */
+export function messageOf(error: unknown): string {
+  if (error instanceof ApiError) return error.message;
+  return 'Something went wrong. Please try again.';
+}

@@ -1,0 +1,144 @@
+// Haven's web app: the shell (header, navigation, the idle time-out) and which page each
+// path shows for whom. Everything loaded about a patient lives in the pages' memory; signing
+// out, by hand or by the idle time-out, unmounts them all, so nothing is left behind.
+import { render } from 'preact';
+import { useCallback, useEffect, useState } from 'preact/hooks';
+import './styles.css';
+import { api, onSessionEnded, setCsrfToken } from './api';
+import { IdleTimeout } from './idle';
+import { AccessLogPage } from './pages/access-log';
+import { Account } from './pages/account';
+import { Enrol } from './pages/enrol';
+import { MyRecord, PortalHome } from './pages/portal';
+import { SignIn } from './pages/sign-in';
+import { navigate, usePath } from './router';
+import { type Session, currentSession, homeOf, roleNames } from './session';
+import { Link, Loading, Page } from './ui';
+
+type Auth = { state: 'checking' } | { state: 'signed-out'; notice: string | null } | { state: 'signed-in'; session: Session };
+
+/** Paths a signed-out visitor may see. */
+const PUBLIC_PATHS = ['/sign-in', '/enrol'];
+
+function navigation(session: Session): [string, string][] {
+  switch (session.role) {
+    case 'patient':
+      return [
+        ['/portal', 'Home'],
+        ['/portal/record', 'My record'],
+        ['/portal/access', 'Who accessed my record'],
+        ['/account', 'Account'],
+      ];
+    default:
+      return [['/account', 'Account']];
+  }
+}
+
+function SignedIn(props: { session: Session; path: string; signOut: (notice: string | null) => void }) {
+  const { session, path, signOut } = props;
+  const onIdle = useCallback(() => {
+    const minutes = Math.round(session.idleTimeoutSecs / 60);
+    signOut(`You were signed out after ${minutes} minute${minutes === 1 ? '' : 's'} without activity, to keep your information safe.`);
+  }, [session, signOut]);
+  let page;
+  if (session.role === 'patient' && session.patient) {
+    if (path === '/portal') page = <PortalHome patient={session.patient} me={session.user} />;
+    else if (path === '/portal/record') page = <MyRecord patient={session.patient} />;
+    else if (path === '/portal/access') page = <AccessLogPage patient={session.patient} me={session.user} />;
+  }
+  if (path === '/account') page = <Account onSignedOut={signOut} />;
+  if (!page) {
+    page = (
+      <Page title="Page not found">
+        <p>
+          There is nothing here for you. <Link href={homeOf(session.role)}>Go to your home page</Link>.
+        </p>
+      </Page>
+    );
+  }
+  return (
+    <>
+      <header class="top">
+        <Link href={homeOf(session.role)} class="brand">
+          Haven
+        </Link>
+        <nav aria-label="Main">
+          <ul>
+            {navigation(session).map(([href, label]) => (
+              <li key={href}>
+                <Link href={href} class={path === href ? 'current' : undefined}>
+                  {label}
+                </Link>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <div class="who">
+          <span>{roleNames[session.role]}</span>
+          <button type="button" onClick={() => signOut('You signed out.')}>
+            Sign out
+          </button>
+        </div>
+      </header>
+      <main id="main">{page}</main>
+      <IdleTimeout
+        idleTimeoutSecs={session.idleTimeoutSecs}
+        activityIntervalSecs={session.activityIntervalSecs}
+        onExpired={onIdle}
+      />
+    </>
+  );
+}
+
+function App() {
+  const path = usePath();
+  const [auth, setAuth] = useState<Auth>({ state: 'checking' });
+
+  const check = useCallback(async () => {
+    const session = await currentSession();
+    if (session) {
+      setAuth({ state: 'signed-in', session });
+      if (PUBLIC_PATHS.includes(location.pathname) || location.pathname === '/') navigate(homeOf(session.role), { replace: true });
+    } else {
+      setAuth({ state: 'signed-out', notice: null });
+    }
+  }, []);
+
+  /** Ends the session here and on Haven, and drops everything the pages had loaded. */
+  const signOut = useCallback((notice: string | null) => {
+    api('POST', '/api/v1/auth/sign-out', {}).catch(() => undefined);
+    setCsrfToken(null);
+    document.title = 'Haven';
+    setAuth({ state: 'signed-out', notice });
+    navigate('/sign-in', { replace: true });
+  }, []);
+
+  useEffect(() => {
+    check();
+    return onSessionEnded(() => {
+      setCsrfToken(null);
+      setAuth((current) =>
+        current.state === 'signed-in' ? { state: 'signed-out', notice: 'Your session has ended. Please sign in again.' } : current,
+      );
+      if (!PUBLIC_PATHS.includes(location.pathname)) navigate('/sign-in', { replace: true });
+    });
+  }, [check]);
+
+  useEffect(() => {
+    if (auth.state === 'signed-out' && !PUBLIC_PATHS.includes(path)) navigate('/sign-in', { replace: true });
+  }, [auth, path]);
+
+  if (auth.state === 'checking') return <Loading what="Haven" />;
+  if (auth.state === 'signed-in') return <SignedIn session={auth.session} path={path} signOut={signOut} />;
+  return (
+    <main id="main" class="narrow">
+      <p class="brand-large" aria-hidden="true">
+        Haven
+      </p>
+      {path === '/enrol' ? <Enrol onSignedIn={check} /> : <SignIn notice={auth.notice} onSignedIn={check} />}
+    </main>
+  );
+}
+
+const root = document.getElementById('app');
+if (root) render(<App />, root);

@@ -1,0 +1,205 @@
+// The patient portal: home (what is new), my record, and who accessed it.
+import { fhir } from '../api';
+import {
+  type Bundle,
+  type CodeableConcept,
+  type Observation,
+  type Resource,
+  categoryOf,
+  conceptText,
+  matches,
+  observationValue,
+  outOfRange,
+  rangeText,
+} from '../fhir';
+import { Link, Page, Show, useLoad, when } from '../ui';
+import { AccessLogTable, byOthers, useAccessLog } from './access-log';
+
+/** Results on the home page. */
+const HOME_RESULTS_MAX = 5;
+/** Accesses by others on the home page, found among the latest entries of the log. */
+const HOME_ACCESSES_MAX = 5;
+const HOME_ACCESS_LOG_SCAN = 50;
+/** Rows of each list on the record page; the API's page size bounds it too. */
+const RECORD_ROWS_MAX = 50;
+
+function search<T extends Resource>(type: string, params: Record<string, string>): Promise<T[]> {
+  const query = new URLSearchParams(params).toString();
+  return fhir<Bundle<T>>('GET', `${type}?${query}`).then(matches);
+}
+
+function results(patient: string, count: number) {
+  return search<Observation>('Observation', {
+    patient,
+    category: 'laboratory',
+    _sort: '-date',
+    _count: String(count),
+  });
+}
+
+export function ResultsTable(props: { results: Observation[]; caption: string }) {
+  if (props.results.length === 0) return <p class="empty">No results yet.</p>;
+  return (
+    <div class="table-scroll">
+      <table>
+        <caption>{props.caption}</caption>
+        <thead>
+          <tr>
+            <th scope="col">Test</th>
+            <th scope="col">Result</th>
+            <th scope="col">Normal range</th>
+            <th scope="col">Date</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.results.map((o) => {
+            const flag = outOfRange(o);
+            return (
+              <tr key={o.id} class={flag ? 'flagged' : undefined}>
+                <th scope="row">{conceptText(o.code)}</th>
+                <td>
+                  {observationValue(o)}
+                  {flag && <span class={`flag ${flag}`}>{flag === 'high' ? 'High' : 'Low'}</span>}
+                </td>
+                <td>{rangeText(o)}</td>
+                <td>{when(o.effectiveDateTime ?? o.issued)}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+export function PortalHome(props: { patient: string; me: string }) {
+  const latest = useLoad(() => results(props.patient, HOME_RESULTS_MAX), [props.patient]);
+  const accessLog = useAccessLog(props.patient, HOME_ACCESS_LOG_SCAN);
+  return (
+    <Page title="Your health at a glance">
+      <div class="grid">
+        <section class="card" aria-labelledby="home-results">
+          <h2 id="home-results">Latest results</h2>
+          <Show loaded={latest} what="your results">
+            {(list) => <ResultsTable results={list} caption="Your most recent test results" />}
+          </Show>
+          <Link href="/portal/record">See your whole record</Link>
+        </section>
+        <section class="card" aria-labelledby="home-access">
+          <h2 id="home-access">Who looked at your record</h2>
+          <Show loaded={accessLog} what="your access log">
+            {(log) => <AccessLogTable items={byOthers(log.items, props.me).slice(0, HOME_ACCESSES_MAX)} me={props.me} compact />}
+          </Show>
+          <Link href="/portal/access">See every access</Link>
+        </section>
+      </div>
+    </Page>
+  );
+}
+
+interface Listed extends Resource {
+  code?: CodeableConcept;
+  medicationCodeableConcept?: CodeableConcept;
+  clinicalStatus?: CodeableConcept;
+  status?: string;
+  recordedDate?: string;
+  authoredOn?: string;
+  onsetDateTime?: string;
+  date?: string;
+  description?: string;
+  type?: CodeableConcept;
+  dosageInstruction?: { text?: string }[];
+  reaction?: { manifestation?: CodeableConcept[] }[];
+  criticality?: string;
+}
+
+function SimpleList(props: { items: Listed[]; empty: string; describe: (item: Listed) => [string, string] }) {
+  if (props.items.length === 0) return <p class="empty">{props.empty}</p>;
+  return (
+    <ul class="plain">
+      {props.items.map((item) => {
+        const [title, detail] = props.describe(item);
+        return (
+          <li key={item.id}>
+            <strong>{title || 'Unnamed entry'}</strong>
+            {detail && <span class="detail">{detail}</span>}
+          </li>
+        );
+      })}
+    </ul>
+  );
+}
+
+export function MyRecord(props: { patient: string }) {
+  const { patient } = props;
+  const count = String(RECORD_ROWS_MAX);
+  const record = useLoad(
+    () =>
+      Promise.all([
+        results(patient, RECORD_ROWS_MAX),
+        search<Observation>('Observation', { patient, category: 'vital-signs', _sort: '-date', _count: count }),
+        search<Listed>('Condition', { patient, _count: count }),
+        search<Listed>('MedicationRequest', { patient, _count: count }),
+        search<Listed>('AllergyIntolerance', { patient, _count: count }),
+        search<Listed>('DocumentReference', { patient, _count: count }),
+      ]),
+    [patient],
+  );
+  return (
+    <Page title="Your record" lead="Everything your care team keeps about you. Only you and the people caring for you can see it.">
+      <Show loaded={record} what="your record">
+        {([labs, vitals, conditions, medications, allergies, documents]) => (
+          <>
+            <section class="card" aria-labelledby="record-results">
+              <h2 id="record-results">Test results</h2>
+              <ResultsTable results={labs} caption="Laboratory results, newest first" />
+            </section>
+            <section class="card" aria-labelledby="record-vitals">
+              <h2 id="record-vitals">Vital signs</h2>
+              <ResultsTable results={vitals.filter((o) => categoryOf(o) === 'vital-signs')} caption="Measurements, newest first" />
+            </section>
+            <div class="grid">
+              <section class="card" aria-labelledby="record-conditions">
+                <h2 id="record-conditions">Conditions</h2>
+                <SimpleList
+                  items={conditions}
+                  empty="No conditions recorded."
+                  describe={(c) => [conceptText(c.code), [conceptText(c.clinicalStatus), when(c.onsetDateTime ?? c.recordedDate)].filter(Boolean).join(' · ')]}
+                />
+              </section>
+              <section class="card" aria-labelledby="record-medications">
+                <h2 id="record-medications">Medications</h2>
+                <SimpleList
+                  items={medications}
+                  empty="No medications recorded."
+                  describe={(m) => [conceptText(m.medicationCodeableConcept), [m.dosageInstruction?.[0]?.text, m.status].filter(Boolean).join(' · ')]}
+                />
+              </section>
+              <section class="card" aria-labelledby="record-allergies">
+                <h2 id="record-allergies">Allergies</h2>
+                <SimpleList
+                  items={allergies}
+                  empty="No allergies recorded."
+                  describe={(a) => [
+                    conceptText(a.code),
+                    [a.reaction?.[0]?.manifestation?.map(conceptText).join(', '), a.criticality && `criticality ${a.criticality}`]
+                      .filter(Boolean)
+                      .join(' · '),
+                  ]}
+                />
+              </section>
+              <section class="card" aria-labelledby="record-documents">
+                <h2 id="record-documents">Documents and notes</h2>
+                <SimpleList
+                  items={documents}
+                  empty="No documents yet."
+                  describe={(d) => [d.description ?? conceptText(d.type), when(d.date)]}
+                />
+              </section>
+            </div>
+          </>
+        )}
+      </Show>
+    </Page>
+  );
+}
