@@ -10,6 +10,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** The policy's reason for a refusal (`no_care_relationship`), when Haven gives one. */
+    readonly reason: string | null = null,
   ) {
     super(message);
   }
@@ -62,11 +64,13 @@ async function request(method: Method, path: string, body: unknown, accept: stri
 async function describeFailure(response: Response): Promise<ApiError> {
   let code = `http_${response.status}`;
   let message = `Haven answered ${response.status} ${response.statusText}.`;
+  let reason: string | null = null;
   try {
     const body = await response.json();
     if (body?.error?.message) {
       code = String(body.error.code ?? code);
       message = String(body.error.message);
+      reason = body.error.reason ?? null;
     } else if (body?.resourceType === 'OperationOutcome' && Array.isArray(body.issue)) {
       code = String(body.issue[0]?.code ?? code);
       message = body.issue
@@ -78,7 +82,7 @@ async function describeFailure(response: Response): Promise<ApiError> {
   } catch {
     // Not JSON (a proxy's page, say): the status line is all there is to say.
   }
-  return new ApiError(response.status, code, sentence(message));
+  return new ApiError(response.status, code, sentence(message), reason);
 }
 
 /** Haven's messages are lower-case clauses; a person reads them as sentences. */
@@ -89,22 +93,26 @@ function sentence(message: string): string {
   return /[.!?]$/.test(capitalised) ? capitalised : `${capitalised}.`;
 }
 
-/** A JSON call to Haven's API; `undefined` for 204 No Content. */
+/** The JSON of an answer, or `undefined` when it has no body (204, or a 201 with none). */
+async function json<T>(response: Response): Promise<T> {
+  const text = await response.text();
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+/** A JSON call to Haven's API. */
 export async function api<T>(method: Method, path: string, body?: unknown): Promise<T> {
-  const response = await request(method, path, body, 'application/json');
-  if (response.status === 204) return undefined as T;
-  return (await response.json()) as T;
+  return json<T>(await request(method, path, body, 'application/json'));
 }
 
 /** A FHIR call (`application/fhir+json`). */
 export async function fhir<T>(method: Method, path: string, body?: unknown): Promise<T> {
-  const response = await request(method, `/fhir/${path}`, body, 'application/fhir+json');
-  if (response.status === 204) return undefined as T;
-  return (await response.json()) as T;
+  return json<T>(await request(method, `/fhir/${path}`, body, 'application/fhir+json'));
 }
 
 /** A message fit to show a person for any failure. */
 export function messageOf(error: unknown): string {
   if (error instanceof ApiError) return error.message;
+  // A fault of the app itself: the person gets a plain sentence, the console the detail.
+  console.error(error);
   return 'Something went wrong. Please try again.';
 }

@@ -8,9 +8,12 @@ import { api, onSessionEnded, setCsrfToken } from './api';
 import { IdleTimeout } from './idle';
 import { AccessLogPage } from './pages/access-log';
 import { Account } from './pages/account';
+import { Chart } from './pages/chart';
 import { Enrol } from './pages/enrol';
 import { MyRecord, PortalHome } from './pages/portal';
+import { PrivacyConsole } from './pages/privacy';
 import { SignIn } from './pages/sign-in';
+import { Workspace } from './pages/workspace';
 import { navigate, usePath } from './router';
 import { type Session, currentSession, homeOf, roleNames } from './session';
 import { Link, Loading, Page } from './ui';
@@ -29,10 +32,29 @@ function navigation(session: Session): [string, string][] {
         ['/portal/access', 'Who accessed my record'],
         ['/account', 'Account'],
       ];
-    default:
+    case 'clinician':
+    case 'nurse':
+    case 'front_desk':
+      return [
+        ['/workspace', 'Patients'],
+        ['/account', 'Account'],
+      ];
+    case 'privacy_officer':
+    case 'auditor':
+      return [
+        ['/privacy', 'Break-the-glass review'],
+        ['/account', 'Account'],
+      ];
+    case 'administrator':
       return [['/account', 'Account']];
   }
 }
+
+/** The chart's path: `/workspace/patients/{id}`. */
+const CHART_PATH = /^\/workspace\/patients\/([0-9a-fA-F-]{36})$/;
+
+const STAFF_ROLES = ['clinician', 'nurse', 'front_desk'];
+const PRIVACY_ROLES = ['privacy_officer', 'auditor'];
 
 function SignedIn(props: { session: Session; path: string; signOut: (notice: string | null) => void }) {
   const { session, path, signOut } = props;
@@ -46,6 +68,12 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     else if (path === '/portal/record') page = <MyRecord patient={session.patient} />;
     else if (path === '/portal/access') page = <AccessLogPage patient={session.patient} me={session.user} />;
   }
+  if (STAFF_ROLES.includes(session.role)) {
+    const chart = CHART_PATH.exec(path);
+    if (path === '/workspace') page = <Workspace />;
+    else if (chart?.[1]) page = <Chart key={chart[1]} patient={chart[1]} />;
+  }
+  if (PRIVACY_ROLES.includes(session.role) && path === '/privacy') page = <PrivacyConsole />;
   if (path === '/account') page = <Account onSignedOut={signOut} />;
   if (!page) {
     page = (
@@ -66,7 +94,7 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
           <ul>
             {navigation(session).map(([href, label]) => (
               <li key={href}>
-                <Link href={href} class={path === href ? 'current' : undefined}>
+                <Link href={href} class={path === href || path.startsWith(`${href}/`) ? 'current' : undefined}>
                   {label}
                 </Link>
               </li>

@@ -19,6 +19,9 @@ pub struct ApiError {
     pub message: String,
     /// Sent as `Retry-After` (429 and 503).
     pub retry_after_secs: Option<u64>,
+    /// Why a refusal was made, as the policy names it (`no_care_relationship`), so a client
+    /// can offer the way forward (break-the-glass) without reading the message.
+    pub reason: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -30,6 +33,8 @@ struct ErrorBody<'a> {
 struct ErrorDetail<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 impl ApiError {
@@ -39,6 +44,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            reason: None,
         }
     }
 
@@ -65,6 +71,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
+                reason: self.reason,
             },
         };
         let mut response = (self.status, Json(body)).into_response();
@@ -99,11 +106,14 @@ impl From<AppError> for ApiError {
                 "erased",
                 "this record was permanently erased and can no longer be read",
             ),
-            AppError::Forbidden { reason } => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("you are not permitted to do this ({reason})"),
-            ),
+            AppError::Forbidden { reason } => ApiError {
+                reason: Some(reason),
+                ..ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("you are not permitted to do this ({reason})"),
+                )
+            },
             AppError::VersionMismatch { current } => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "version_mismatch",

@@ -7,6 +7,10 @@
 //! No page breaks the Content Security Policy or reaches another origin. Screenshots of each
 //! page, at phone and desktop sizes, go to `target/screenshots/` for a reviewer.
 //!
+//! The clinician workspace: a clinician adds a passkey and signs in with it alone, opens a
+//! chart in their care and writes a note, breaks the glass on a stranger's chart; the
+//! privacy officer finds that in the review queue and marks it justified.
+//!
 //! Passkeys: a clinician registers one with Chromium's virtual authenticator and signs in
 //! with it, no login typed; the session that comes back is complete, a replayed response is
 //! refused, and both ceremonies are in the audit trail.
@@ -25,6 +29,7 @@ use serde_json::{Value, json};
 haven_test_support::on_every_backend!(
     a_passkey_registers_and_signs_in_from_chromium,
     a_patient_enrols_reads_a_result_and_sees_who_accessed_it,
+    a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass,
 );
 
 /// Browser scripts get long enough to start Chromium on a loaded machine.
@@ -276,11 +281,7 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
     )
     .await;
 
-    // Nothing from elsewhere, nothing the policy refused, every page under the policy.
-    assert_eq!(out["foreignRequests"], json!([]), "{out}");
-    assert_eq!(out["cspViolations"], json!([]), "{out}");
-    assert_eq!(out["documentsWithoutCsp"], json!([]), "{out}");
-    assert_eq!(out["consoleErrors"], json!([]), "{out}");
+    assert_well_behaved(&out);
 
     // Enrolment: the invitation's secret left the address bar; TOTP set up, codes shown.
     assert_eq!(out["invitationLeftInAddressBar"], false, "{out}");
@@ -344,5 +345,120 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
             file.display()
         );
     }
+    server.stop().await;
+}
+
+/// Asserts that a journey's pages kept to the policy: nothing from another origin, no
+/// policy violation, every page under the policy, no server error, no app fault.
+fn assert_well_behaved(out: &Value) {
+    assert_eq!(out["foreignRequests"], json!([]), "{out}");
+    assert_eq!(out["serverErrors"], json!([]), "{out}");
+    assert_eq!(out["cspViolations"], json!([]), "{out}");
+    assert_eq!(out["documentsWithoutCsp"], json!([]), "{out}");
+    assert_eq!(out["consoleErrors"], json!([]), "{out}");
+}
+
+async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(backend: Backend) {
+    use haven_app::Clock;
+    let server = TestServer::start_in_real_time(backend).await;
+    let cared = server.create_patient("Lovelace").await;
+    let stranger = server.create_patient("Babbage").await;
+    let clinician = server.user(Role::Clinician, None).await;
+    let officer = server.user(Role::PrivacyOfficer, None).await;
+    server.add_to_care_team(cared, clinician.id).await;
+    // Both set up TOTP with the current step's code; the browser uses a later one.
+    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+
+    let note = "Reviewed home readings HVN-5521; continue current dose.";
+    let reason = "Unconscious in the emergency department, no records reachable";
+    let screenshots = screenshot_dir(backend);
+    // Passkeys are bound to localhost (browsers refuse them on an IP address).
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let out = run_script_for(
+        "workspace.mjs",
+        &[
+            ("HAVEN_URL", &url),
+            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
+            (
+                "HAVEN_CLINICIAN_TOTP",
+                clinician.totp_secret.as_deref().unwrap(),
+            ),
+            ("HAVEN_OFFICER_LOGIN", &officer.login),
+            (
+                "HAVEN_OFFICER_TOTP",
+                officer.totp_secret.as_deref().unwrap(),
+            ),
+            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
+            ("HAVEN_CARED", "Lovelace"),
+            ("HAVEN_STRANGER", "Babbage"),
+            ("HAVEN_NOTE", note),
+            ("HAVEN_REASON", reason),
+            ("HAVEN_SCREENSHOTS", &screenshots.display().to_string()),
+        ],
+        JOURNEY_TIMEOUT_SECS,
+    )
+    .await;
+    assert_well_behaved(&out);
+    assert_eq!(out["passkeySignIn"], "/workspace", "{out}");
+    let listed = |key: &str| out[key].as_str().unwrap().to_owned();
+    assert!(listed("caredListed").contains("in your care"), "{out}");
+    assert!(
+        listed("strangerListed").contains("not in your care"),
+        "{out}"
+    );
+    assert_eq!(out["noteShown"], true, "{out}");
+    assert!(
+        listed("breakGlassBanner").contains("Emergency access"),
+        "{out}"
+    );
+    assert_eq!(out["queued"], 1, "{out}");
+    assert!(
+        listed("queuedText").contains(&stranger.to_string()),
+        "{out}"
+    );
+    assert_eq!(out["reviewed"], true, "{out}");
+
+    // What Haven holds: the passkey sign-in, the note in the chart, the reviewed grant.
+    let events = server.audit_entries().await;
+    let clinician_id = clinician.id.to_string();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.actor.as_deref() == Some(clinician_id.as_str())
+                && e.event.action.as_str() == "login"
+                && e.event.reason == "signed_in_passkey")
+    );
+    let notes: Value = server
+        .get_as(
+            &clinician.token,
+            &format!("/fhir/DocumentReference?patient={cared}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(notes["entry"].as_array().map(Vec::len), Some(1), "{notes}");
+    let stored = &notes["entry"][0]["resource"];
+    assert_eq!(stored["description"], "Follow-up");
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(stored["content"][0]["attachment"]["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(text).unwrap(), note);
+    let grants: Value = server
+        .get_as(&officer.token, "/api/v1/break-glass?state=all")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        grants["items"].as_array().map(Vec::len),
+        Some(1),
+        "{grants}"
+    );
+    assert_eq!(grants["items"][0]["patient"], stranger.to_string());
+    assert_eq!(grants["items"][0]["reason"], reason);
+    assert_eq!(grants["items"][0]["review_state"], "justified");
     server.stop().await;
 }

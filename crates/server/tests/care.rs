@@ -289,10 +289,11 @@ async fn break_the_glass_opens_a_strangers_record_for_a_while_and_is_reviewed(ba
         600
     );
 
-    assert_eq!(
-        server.get_as(&clinician.token, &record).await.status(),
-        StatusCode::FORBIDDEN
-    );
+    let refused = server.get_as(&clinician.token, &record).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // The refusal names the policy's reason, so a client can offer break-the-glass.
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"]["reason"], "no_care_relationship");
 
     // Minutes after signing in, the clinician must prove who they are again.
     server.clock.advance(Duration::from_secs(6 * 60));

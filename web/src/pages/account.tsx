@@ -1,7 +1,104 @@
-// My account: the sessions open in my name (end any of them, or all at once).
+// My account: passkeys (add one on this device, remove any) and the sessions open in my
+// name (end any of them, or all at once).
 import { useState } from 'preact/hooks';
 import { api } from '../api';
-import { ErrorNote, Page, Show, useLoad } from '../ui';
+import { ErrorNote, Field, Page, Show, useLoad } from '../ui';
+
+interface Passkey {
+  id: string;
+  name: string;
+  created_at_ms: number;
+  last_used_ms: number | null;
+}
+
+/** A name for a new passkey, so a person can tell their devices apart later. */
+const PASSKEY_NAME_CHARS_MAX = 64;
+
+function Passkeys() {
+  const [version, setVersion] = useState(0);
+  const [name, setName] = useState('');
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const passkeys = useLoad(() => api<{ items: Passkey[] }>('GET', '/api/v1/auth/passkeys'), [version]);
+  const add = async (event: Event) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      if (!('PublicKeyCredential' in window) || !PublicKeyCredential.parseCreationOptionsFromJSON) {
+        throw 'This browser cannot create passkeys.';
+      }
+      const options = await api<{ ceremony: string; publicKey: PublicKeyCredentialCreationOptionsJSON }>(
+        'POST',
+        '/api/v1/auth/passkeys/registration/options',
+        {},
+      );
+      let created: Credential | null;
+      try {
+        created = await navigator.credentials.create({
+          publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey),
+        });
+      } catch {
+        throw 'No passkey was created. Try again when your device asks.';
+      }
+      if (!created) throw 'No passkey was created. Try again when your device asks.';
+      await api('POST', '/api/v1/auth/passkeys/registration', {
+        ceremony: options.ceremony,
+        credential: (created as PublicKeyCredential).toJSON(),
+        name: name.trim() || 'Passkey',
+      });
+      setName('');
+      setVersion(version + 1);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const remove = async (id: string) => {
+    try {
+      await api('DELETE', `/api/v1/auth/passkeys/${id}`);
+      setVersion(version + 1);
+    } catch (e) {
+      setError(e);
+    }
+  };
+  return (
+    <section class="card" aria-labelledby="account-passkeys">
+      <h2 id="account-passkeys">Passkeys</h2>
+      <p>A passkey signs you in with your device's screen lock or security key, with no password or code to type.</p>
+      <Show loaded={passkeys} what="your passkeys">
+        {({ items }) =>
+          items.length === 0 ? (
+            <p class="empty">You have no passkeys yet.</p>
+          ) : (
+            <ul class="plain" data-testid="passkeys">
+              {items.map((p) => (
+                <li key={p.id}>
+                  <strong>{p.name}</strong>
+                  <span class="detail">
+                    added {dateOf(p.created_at_ms)}
+                    {p.last_used_ms ? ` · last used ${dateOf(p.last_used_ms)}` : ''}
+                  </span>
+                  <button type="button" class="small" onClick={() => remove(p.id)}>
+                    Remove
+                  </button>
+                </li>
+              ))}
+            </ul>
+          )
+        }
+      </Show>
+      <form onSubmit={add}>
+        <Field label="Name for a new passkey" hint="For example: work laptop" value={name} onInput={setName} maxLength={PASSKEY_NAME_CHARS_MAX} />
+        <ErrorNote error={error} />
+        <button type="submit" disabled={busy}>
+          {busy ? 'Waiting for your device…' : 'Add a passkey'}
+        </button>
+      </form>
+    </section>
+  );
+}
 
 interface OpenSession {
   id: string;
@@ -38,6 +135,7 @@ export function Account(props: { onSignedOut: (notice: string) => void }) {
   };
   return (
     <Page title="Your account">
+      <Passkeys />
       <section class="card" aria-labelledby="account-sessions">
         <h2 id="account-sessions">Where you are signed in</h2>
         <Show loaded={sessions} what="your sessions">

@@ -4,7 +4,7 @@
 //
 // Input (environment): HAVEN_URL (http://localhost:PORT), HAVEN_TOKEN (a signed-in bearer
 // session). Output (stdout): one JSON object describing what happened.
-import { chromium } from 'playwright-core';
+import { launch } from './harness.mjs';
 
 const url = process.env.HAVEN_URL;
 const token = process.env.HAVEN_TOKEN;
@@ -13,18 +13,7 @@ if (!url || !token) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   await page.goto(`${url}/healthz`);

@@ -1,6 +1,6 @@
 // A patient's journey through Haven's web app, in Debian's Chromium, as a person would make
 // it: enrol from the invitation link, set up an authenticator app (the codes come from an
-// independent RFC 6238 implementation below), sign out, sign in with password and code,
+// independent RFC 6238 implementation in harness.mjs), sign out, sign in with password and code,
 // read a result, open "who accessed my record", then leave the browser alone until the idle
 // time-out signs it out.
 //
@@ -10,114 +10,22 @@
 //
 // Input (environment): HAVEN_URL, HAVEN_INVITATION, HAVEN_LOGIN, HAVEN_PASSWORD, HAVEN_MARKER
 // (text of the seeded result), HAVEN_SCREENSHOTS (a folder). Output: one JSON object.
-import { createHmac } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { currentStep, describeFailure, env, heading as waitForHeading, launch, screenshotter, totp, watchedPage } from './harness.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`${name} is required`);
-    process.exit(2);
-  }
-  return value;
-};
 const url = env('HAVEN_URL');
 const invitation = env('HAVEN_INVITATION');
 const login = env('HAVEN_LOGIN');
 const password = env('HAVEN_PASSWORD');
 const marker = env('HAVEN_MARKER');
 const screenshots = env('HAVEN_SCREENSHOTS');
-mkdirSync(screenshots, { recursive: true });
 
-// RFC 6238 TOTP (SHA-1, 6 digits, 30 s), written here from the RFC so that Haven's own
-// implementation is checked by another one.
-function base32Decode(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const char of text.replace(/[\s=]/g, '').toUpperCase()) {
-    const value = alphabet.indexOf(char);
-    if (value < 0) throw new Error(`not base32: ${char}`);
-    bits += value.toString(2).padStart(5, '0');
-  }
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  return Buffer.from(bytes);
-}
-function totp(secret, step) {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0x0f;
-  const code = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
-  return String(code).padStart(6, '0');
-}
-const currentStep = () => Math.floor(Date.now() / 1000 / 30);
-
-const origin = new URL(url).origin;
-const out = {
-  foreignRequests: [],
-  cspViolations: [],
-  documentsWithoutCsp: [],
-  consoleErrors: [],
-  screenshots: [],
-};
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const out = {};
+const browser = await launch();
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  page.on('request', (request) => {
-    const requested = new URL(request.url());
-    if (requested.origin !== origin && requested.protocol !== 'data:') out.foreignRequests.push(request.url());
-  });
-  page.on('response', async (response) => {
-    if (response.request().resourceType() === 'document' && !response.headers()['content-security-policy']) {
-      out.documentsWithoutCsp.push(response.url());
-    }
-  });
-  page.on('console', (message) => {
-    const text = message.text();
-    if (/Content Security Policy|Trusted Type/i.test(text)) out.cspViolations.push(text);
-    // The app asks for the session on its first load, before anyone has signed in: that
-    // 401 is expected. Any other error is not.
-    else if (message.type() === 'error' && !(out.signedIn === undefined && text.includes('status of 401'))) {
-      out.consoleErrors.push(text);
-    }
-  });
-  page.on('pageerror', (error) => out.consoleErrors.push(String(error)));
-  // The page's own report of each violation, beside the console's.
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (event) => {
-      console.error(`Content Security Policy violation: ${event.violatedDirective} ${event.blockedURI}`);
-    });
-  });
-
-  const shoot = async (name) => {
-    for (const [size, viewport] of [
-      ['desktop', { width: 1280, height: 800 }],
-      ['phone', { width: 360, height: 740 }],
-    ]) {
-      await page.setViewportSize(viewport);
-      const file = join(screenshots, `${name}-${size}.png`);
-      await page.screenshot({ path: file, fullPage: true });
-      out.screenshots.push(file);
-    }
-    await page.setViewportSize({ width: 1280, height: 800 });
-  };
-  const heading = (name) => page.getByRole('heading', { level: 1, name }).waitFor();
+  const page = await watchedPage(browser, new URL(url).origin, out);
+  const shoot = screenshotter(page, screenshots, out);
+  const heading = (name) => waitForHeading(page, name);
 
   // Enrol from the invitation link.
   await page.goto(`${url}/enrol#${encodeURIComponent(invitation)}`);
@@ -142,11 +50,10 @@ try {
   await page.getByLabel('I have kept my recovery codes somewhere safe').check();
   await page.getByRole('button', { name: 'Continue' }).click();
   await heading('Your health at a glance');
-  out.signedIn = true;
   out.afterEnrolment = new URL(page.url()).pathname;
 
   // Sign out, and in again with the password and the next code.
-  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
   await heading('Sign in to Haven');
   await shoot('sign-in');
   await page.getByLabel('Email or login').fill(login);
@@ -202,12 +109,7 @@ try {
   };
   console.log(JSON.stringify(out));
 } catch (error) {
-  // What the page showed when a step failed, for whoever reads the test's output.
-  const [page] = browser.contexts().flatMap((c) => c.pages());
-  if (page) {
-    await page.screenshot({ path: join(screenshots, 'failure.png'), fullPage: true }).catch(() => undefined);
-    console.error(`the page at ${page.url()} showed:\n${await page.locator('body').innerText().catch(() => '?')}`);
-  }
+  await describeFailure(browser, screenshots, out);
   throw error;
 } finally {
   await browser.close();

@@ -1,0 +1,129 @@
+// What every browser journey shares: Debian's Chromium with the flags the tests use, the
+// watch over what a page must never do (load from another origin, break the Content
+// Security Policy, log an error), screenshots at desktop and phone widths, and TOTP codes
+// from an RFC 6238 implementation written here, independent of Haven's.
+import { createHmac } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+/** A required environment variable. */
+export function env(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`${name} is required`);
+    process.exit(2);
+  }
+  return value;
+}
+
+/** What `watchedPage` records, each a list that should stay empty (but screenshots). */
+export const JOURNAL_LISTS = ['foreignRequests', 'cspViolations', 'documentsWithoutCsp', 'serverErrors', 'consoleErrors', 'screenshots'];
+
+export function launch() {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/**
+ * A page whose misbehaviour is written into `out`: `foreignRequests`, `cspViolations`,
+ * `documentsWithoutCsp`, `serverErrors` (5xx answers) and `consoleErrors` (the app's own
+ * faults and uncaught errors). Refusals Haven is meant to give (the 401 before signing in,
+ * the 403 of a chart outside one's care) are the journeys' to check; Chromium's console
+ * line for each failed request is left out.
+ */
+export async function watchedPage(browser, origin, out) {
+  for (const list of JOURNAL_LISTS) {
+    out[list] ??= [];
+  }
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('request', (request) => {
+    if (new URL(request.url()).origin !== origin) out.foreignRequests.push(request.url());
+  });
+  page.on('response', (response) => {
+    if (response.request().resourceType() === 'document' && !response.headers()['content-security-policy']) {
+      out.documentsWithoutCsp.push(response.url());
+    }
+    if (response.status() >= 500) out.serverErrors.push(`${response.status()} ${response.url()}`);
+  });
+  page.on('console', (message) => {
+    const text = message.text();
+    if (/Content Security Policy|Trusted Type/i.test(text)) out.cspViolations.push(text);
+    else if (message.type() === 'error' && !text.startsWith('Failed to load resource')) out.consoleErrors.push(text);
+  });
+  page.on('pageerror', (error) => out.consoleErrors.push(String(error)));
+  // The page's own report of each violation, beside the console's.
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (event) => {
+      console.error(`Content Security Policy violation: ${event.violatedDirective} ${event.blockedURI}`);
+    });
+  });
+  return page;
+}
+
+/** Saves full-page screenshots of `page` at desktop and phone widths into `dir`. */
+export function screenshotter(page, dir, out) {
+  mkdirSync(dir, { recursive: true });
+  return async (name) => {
+    for (const [size, viewport] of [
+      ['desktop', { width: 1280, height: 800 }],
+      ['phone', { width: 360, height: 740 }],
+    ]) {
+      await page.setViewportSize(viewport);
+      const file = join(dir, `${name}-${size}.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      out.screenshots.push(file);
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+  };
+}
+
+/** Waits for the page's main heading. */
+export function heading(page, name) {
+  return page.getByRole('heading', { level: 1, name }).waitFor();
+}
+
+function base32Decode(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const char of text.replace(/[\s=]/g, '').toUpperCase()) {
+    const value = alphabet.indexOf(char);
+    if (value < 0) throw new Error(`not base32: ${char}`);
+    bits += value.toString(2).padStart(5, '0');
+  }
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+
+/** The RFC 6238 code (SHA-1, 6 digits, 30 s steps) of `secret` at time step `step`. */
+export function totp(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  const code = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return String(code).padStart(6, '0');
+}
+
+export const currentStep = () => Math.floor(Date.now() / 1000 / 30);
+
+/** On a failed step: what the page showed, for whoever reads the test's output. */
+export async function describeFailure(browser, dir, out) {
+  console.error(`so far: ${JSON.stringify(out)}`);
+  for (const page of browser.contexts().flatMap((c) => c.pages())) {
+    await page.screenshot({ path: join(dir, 'failure.png'), fullPage: true }).catch(() => undefined);
+    console.error(`the page at ${page.url()} showed:\n${await page.locator('body').innerText().catch(() => '?')}`);
+  }
+}

@@ -1,0 +1,135 @@
+// The care team's journey through Haven's web app, in Debian's Chromium: a clinician signs
+// in with password and code, adds a passkey (Chromium's virtual authenticator), signs out
+// and back in with the passkey alone, finds a patient in their care, opens the chart and
+// writes a note; then finds a patient outside their care and breaks the glass. In a second
+// browser, the privacy officer signs in and finds that break-the-glass in the review queue,
+// and marks it justified.
+//
+// Input (environment): HAVEN_URL, HAVEN_PASSWORD, HAVEN_CLINICIAN_LOGIN,
+// HAVEN_CLINICIAN_TOTP, HAVEN_OFFICER_LOGIN, HAVEN_OFFICER_TOTP (base32 secrets),
+// HAVEN_TOTP_STEP_MIN (the first time step whose code neither has used yet), HAVEN_CARED and
+// HAVEN_STRANGER (family names), HAVEN_NOTE (a note's text), HAVEN_REASON (why the glass is
+// broken), HAVEN_SCREENSHOTS. Output: one JSON object.
+import {
+  currentStep,
+  describeFailure,
+  env,
+  heading as waitForHeading,
+  JOURNAL_LISTS,
+  launch,
+  screenshotter,
+  totp,
+  watchedPage,
+} from './harness.mjs';
+
+const url = env('HAVEN_URL');
+const password = env('HAVEN_PASSWORD');
+const clinician = { login: env('HAVEN_CLINICIAN_LOGIN'), secret: env('HAVEN_CLINICIAN_TOTP') };
+const officer = { login: env('HAVEN_OFFICER_LOGIN'), secret: env('HAVEN_OFFICER_TOTP') };
+const stepMin = Number(env('HAVEN_TOTP_STEP_MIN'));
+const cared = env('HAVEN_CARED');
+const stranger = env('HAVEN_STRANGER');
+const note = env('HAVEN_NOTE');
+const reason = env('HAVEN_REASON');
+const screenshots = env('HAVEN_SCREENSHOTS');
+
+const origin = new URL(url).origin;
+const out = {};
+const browser = await launch();
+
+async function signInWithPassword(page, who) {
+  await page.goto(`${url}/sign-in`);
+  await waitForHeading(page, 'Sign in to Haven');
+  await page.getByLabel('Email or login').fill(who.login);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.getByLabel('Code').fill(totp(who.secret, Math.max(stepMin, currentStep())));
+  await page.getByRole('button', { name: 'Continue' }).click();
+}
+
+async function openPatient(page, family) {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Patients' }).click();
+  await waitForHeading(page, 'Find a patient');
+  await page.getByLabel('Family name').fill(family);
+  await page.getByRole('button', { name: 'Search' }).click();
+  const found = page.getByRole('listitem').filter({ hasText: family });
+  await found.first().waitFor();
+  const listed = await found.first().innerText();
+  await found.first().getByRole('link').click();
+  return listed;
+}
+
+try {
+  const page = await watchedPage(browser, origin, out);
+  const shoot = screenshotter(page, screenshots, out);
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('WebAuthn.enable', { enableUI: false });
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      ctap2Version: 'ctap2_1',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+
+  // Password and code, then a passkey for next time.
+  await signInWithPassword(page, clinician);
+  await waitForHeading(page, 'Find a patient');
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Account' }).click();
+  await waitForHeading(page, 'Your account');
+  await page.getByLabel('Name for a new passkey').fill('test laptop');
+  await page.getByRole('button', { name: 'Add a passkey' }).click();
+  await page.getByTestId('passkeys').getByText('test laptop').waitFor();
+  await shoot('account');
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+  await waitForHeading(page, 'Sign in to Haven');
+  await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+  await waitForHeading(page, 'Find a patient');
+  out.passkeySignIn = new URL(page.url()).pathname;
+
+  // A patient in the clinician's care: the chart, and a note written in it.
+  out.caredListed = await openPatient(page, cared);
+  await page.getByRole('heading', { level: 1, name: new RegExp(cared) }).waitFor();
+  await page.getByLabel('Title').fill('Follow-up');
+  await page.getByLabel('Note', { exact: true }).fill(note);
+  await page.getByRole('button', { name: 'Save note' }).click();
+  await page.locator('.note-text', { hasText: note }).waitFor();
+  out.noteShown = true;
+  await shoot('chart');
+
+  // A stranger: the chart is closed until the glass is broken, with a reason.
+  out.strangerListed = await openPatient(page, stranger);
+  await waitForHeading(page, 'Chart closed');
+  await shoot('break-glass');
+  await page.getByLabel('Why do you need this chart now?').fill(reason);
+  await page.getByRole('button', { name: 'Break the glass and open the chart' }).click();
+  await page.getByRole('heading', { level: 1, name: new RegExp(stranger) }).waitFor();
+  out.breakGlassBanner = await page.getByTestId('break-glass-banner').innerText();
+  await shoot('chart-break-glass');
+
+  // The privacy officer, in another browser, reviews it.
+  const officerOut = {};
+  const review = await watchedPage(browser, origin, officerOut);
+  const shootReview = screenshotter(review, screenshots, officerOut);
+  await signInWithPassword(review, officer);
+  await waitForHeading(review, 'Break-the-glass review');
+  const queued = review.getByTestId('break-glass-queue').getByRole('listitem').filter({ hasText: reason });
+  await queued.first().waitFor();
+  out.queued = await queued.count();
+  out.queuedText = await queued.first().innerText();
+  await shootReview('privacy-review-queue');
+  await queued.first().getByRole('button', { name: 'Justified', exact: true }).click();
+  await review.getByText('Nothing waits for review.').waitFor();
+  out.reviewed = true;
+  for (const list of JOURNAL_LISTS) out[list].push(...officerOut[list]);
+  console.log(JSON.stringify(out));
+} catch (error) {
+  await describeFailure(browser, screenshots, out);
+  throw error;
+} finally {
+  await browser.close();
+}
