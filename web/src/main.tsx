@@ -10,6 +10,7 @@ import { AccessLogPage } from './pages/access-log';
 import { Account } from './pages/account';
 import { Chart } from './pages/chart';
 import { Enrol } from './pages/enrol';
+import { FormPage, FormsList } from './pages/forms';
 import { MyRecord, PortalHome } from './pages/portal';
 import { PrivacyConsole } from './pages/privacy';
 import { SignIn } from './pages/sign-in';
@@ -29,6 +30,7 @@ function navigation(session: Session): [string, string][] {
       return [
         ['/portal', 'Home'],
         ['/portal/record', 'My record'],
+        ['/portal/forms', 'Forms'],
         ['/portal/access', 'Who accessed my record'],
         ['/account', 'Account'],
       ];
@@ -52,6 +54,8 @@ function navigation(session: Session): [string, string][] {
 
 /** The chart's path: `/workspace/patients/{id}`. */
 const CHART_PATH = /^\/workspace\/patients\/([0-9a-fA-F-]{36})$/;
+/** A form's path: `/portal/forms/{Questionnaire id}` (FHIR ids: letters, digits, `-`, `.`). */
+const FORM_PATH = /^\/portal\/forms\/([A-Za-z0-9\-.]{1,64})$/;
 
 const STAFF_ROLES = ['clinician', 'nurse', 'front_desk'];
 const PRIVACY_ROLES = ['privacy_officer', 'auditor'];
@@ -67,6 +71,11 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     if (path === '/portal') page = <PortalHome patient={session.patient} me={session.user} />;
     else if (path === '/portal/record') page = <MyRecord patient={session.patient} />;
     else if (path === '/portal/access') page = <AccessLogPage patient={session.patient} me={session.user} />;
+    else if (path === '/portal/forms') page = <FormsList patient={session.patient} />;
+    else {
+      const form = FORM_PATH.exec(path);
+      if (form?.[1]) page = <FormPage key={form[1]} patient={session.patient} form={form[1]} />;
+    }
   }
   if (STAFF_ROLES.includes(session.role)) {
     const chart = CHART_PATH.exec(path);
@@ -84,6 +93,12 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
       </Page>
     );
   }
+  const items = navigation(session);
+  // The section a page belongs to: the longest navigation path that starts its path.
+  const current = items
+    .map(([href]) => href)
+    .filter((href) => path === href || path.startsWith(`${href}/`))
+    .sort((a, b) => b.length - a.length)[0];
   return (
     <>
       <header class="top">
@@ -92,9 +107,9 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
         </Link>
         <nav aria-label="Main">
           <ul>
-            {navigation(session).map(([href, label]) => (
+            {items.map(([href, label]) => (
               <li key={href}>
-                <Link href={href} class={path === href || path.startsWith(`${href}/`) ? 'current' : undefined}>
+                <Link href={href} class={href === current ? 'current' : undefined} current={href === path}>
                   {label}
                 </Link>
               </li>

@@ -23,9 +23,14 @@ export function Page(props: { title: string; children: ComponentChildren; lead?:
   );
 }
 
-export function Link(props: { href: string; children: ComponentChildren; class?: string }) {
+export function Link(props: { href: string; children: ComponentChildren; class?: string; current?: boolean }) {
   return (
-    <a href={props.href} class={props.class} onClick={(e) => follow(e, props.href)}>
+    <a
+      href={props.href}
+      class={props.class}
+      aria-current={props.current ? 'page' : undefined}
+      onClick={(e) => follow(e, props.href)}
+    >
       {props.children}
     </a>
   );

@@ -87,6 +87,8 @@ const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/auth/passkeys/sign-in",
     // The CapabilityStatement: what the server offers, no data.
     "/fhir/metadata",
+    // The web app's code and styles (the sign-in page needs them before anyone signs in).
+    "/assets/{*path}",
 ];
 
 /// Every route path the router declares, read from its source so that a new route is

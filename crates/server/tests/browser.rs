@@ -199,6 +199,31 @@ async fn a_passkey_registers_and_signs_in_from_chromium(backend: Backend) {
     );
 }
 
+/// An intake form as a clinic would publish it.
+fn intake_form() -> Value {
+    json!({
+        "resourceType": "Questionnaire",
+        "url": "https://clinic.example/fhir/Questionnaire/intake",
+        "version": "1.0",
+        "name": "TelehealthIntake",
+        "title": "Telehealth intake",
+        "status": "active",
+        "description": "Questions asked before a video visit.",
+        "item": [
+            {"linkId": "symptoms", "text": "Symptoms", "type": "group", "item": [
+                {"linkId": "fever", "prefix": "1.", "text": "Do you have a fever?", "type": "boolean", "required": true},
+                {"linkId": "symptom", "prefix": "2.", "text": "Main symptom", "type": "choice", "answerOption": [
+                    {"valueCoding": {"system": "http://snomed.info/sct", "code": "267102003", "display": "Sore throat"}, "initialSelected": true},
+                    {"valueCoding": {"system": "http://snomed.info/sct", "code": "49727002", "display": "Cough"}}
+                ]},
+                {"linkId": "onset", "text": "Since when?", "type": "date"},
+                {"linkId": "emergency", "text": "In an emergency, call 911.", "type": "display"}
+            ]},
+            {"linkId": "notes", "text": "Anything else?", "type": "text", "maxLength": 2000}
+        ]
+    })
+}
+
 /// Where the browser tests put their screenshots: `target/screenshots/<backend>/`.
 fn screenshot_dir(backend: Backend) -> std::path::PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -264,8 +289,21 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
         .await;
     assert_eq!(read.status(), StatusCode::OK);
 
+    // The clinic's intake form.
+    let intake = server
+        .client
+        .post(server.endpoint("/fhir/Questionnaire"))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/fhir+json")
+        .body(intake_form().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(intake.status(), StatusCode::CREATED);
+
     let invitation = server.invite(Role::Patient, Some(patient)).await;
     let screenshots = screenshot_dir(backend);
+    let form_answer = "Worse at night HVN-7730";
     let url = server.url.replace("127.0.0.1", "localhost");
     let out = run_script_for(
         "portal.mjs",
@@ -275,6 +313,7 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
             ("HAVEN_LOGIN", "ada@north.example"),
             ("HAVEN_PASSWORD", "marble kettle on the hill"),
             ("HAVEN_MARKER", marker),
+            ("HAVEN_FORM_ANSWER", form_answer),
             ("HAVEN_SCREENSHOTS", &screenshots.display().to_string()),
         ],
         JOURNEY_TIMEOUT_SECS,
@@ -282,6 +321,41 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
     .await;
 
     assert_well_behaved(&out);
+
+    // The form, answered: listed as completed, and in the record as the patient's answers.
+    assert!(
+        out["formsAfter"].as_str().unwrap().contains("Completed"),
+        "{out}"
+    );
+    let responses: Value = server
+        .get_as(
+            &clinician.token,
+            &format!("/fhir/QuestionnaireResponse?patient={patient}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        responses["entry"].as_array().map(Vec::len),
+        Some(1),
+        "{responses}"
+    );
+    let response = &responses["entry"][0]["resource"];
+    assert_eq!(response["status"], "completed");
+    assert_eq!(
+        response["questionnaire"],
+        "https://clinic.example/fhir/Questionnaire/intake|1.0"
+    );
+    let answers = response["item"].to_string();
+    for expected in [
+        r#""valueBoolean":true"#,
+        r#""code":"49727002""#,
+        r#""valueDate":"2026-11-20""#,
+        form_answer,
+    ] {
+        assert!(answers.contains(expected), "{expected} in {answers}");
+    }
 
     // Enrolment: the invitation's secret left the address bar; TOTP set up, codes shown.
     assert_eq!(out["invitationLeftInAddressBar"], false, "{out}");

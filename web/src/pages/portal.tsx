@@ -14,6 +14,7 @@ import {
 } from '../fhir';
 import { Link, Page, Show, useLoad, when } from '../ui';
 import { AccessLogTable, byOthers, useAccessLog } from './access-log';
+import { useFormsToComplete } from './forms';
 
 /** Results on the home page. */
 const HOME_RESULTS_MAX = 5;
@@ -75,8 +76,25 @@ export function ResultsTable(props: { results: Observation[]; caption: string })
 export function PortalHome(props: { patient: string; me: string }) {
   const latest = useLoad(() => results(props.patient, HOME_RESULTS_MAX), [props.patient]);
   const accessLog = useAccessLog(props.patient, HOME_ACCESS_LOG_SCAN);
+  const forms = useFormsToComplete(props.patient);
   return (
     <Page title="Your health at a glance">
+      <Show loaded={forms} what="your forms">
+        {(toComplete) =>
+          toComplete.length > 0 && (
+            <section class="card highlight" aria-labelledby="home-forms">
+              <h2 id="home-forms">Forms to complete</h2>
+              <ul class="plain">
+                {toComplete.map((form) => (
+                  <li key={form.id}>
+                    <Link href={`/portal/forms/${form.id}`}>{form.title ?? form.name ?? 'Form'}</Link>
+                  </li>
+                ))}
+              </ul>
+            </section>
+          )
+        }
+      </Show>
       <div class="grid">
         <section class="card" aria-labelledby="home-results">
           <h2 id="home-results">Latest results</h2>

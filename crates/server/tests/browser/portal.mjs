@@ -1,7 +1,7 @@
 // A patient's journey through Haven's web app, in Debian's Chromium, as a person would make
 // it: enrol from the invitation link, set up an authenticator app (the codes come from an
 // independent RFC 6238 implementation in harness.mjs), sign out, sign in with password and code,
-// read a result, open "who accessed my record", then leave the browser alone until the idle
+// complete the intake form, read a result, open "who accessed my record", then leave the browser alone until the idle
 // time-out signs it out.
 //
 // All along it records what the pages must never do: load anything from another origin, or
@@ -9,7 +9,8 @@
 // the DOM and for anything in localStorage, sessionStorage or IndexedDB.
 //
 // Input (environment): HAVEN_URL, HAVEN_INVITATION, HAVEN_LOGIN, HAVEN_PASSWORD, HAVEN_MARKER
-// (text of the seeded result), HAVEN_SCREENSHOTS (a folder). Output: one JSON object.
+// (text of the seeded result), HAVEN_FORM_ANSWER (what to write in the form's free text),
+// HAVEN_SCREENSHOTS (a folder). Output: one JSON object.
 import { join } from 'node:path';
 import { currentStep, describeFailure, env, heading as waitForHeading, launch, screenshotter, totp, watchedPage } from './harness.mjs';
 
@@ -18,6 +19,7 @@ const invitation = env('HAVEN_INVITATION');
 const login = env('HAVEN_LOGIN');
 const password = env('HAVEN_PASSWORD');
 const marker = env('HAVEN_MARKER');
+const formAnswer = env('HAVEN_FORM_ANSWER');
 const screenshots = env('HAVEN_SCREENSHOTS');
 
 const out = {};
@@ -61,6 +63,21 @@ try {
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.getByLabel('Code').fill(totp(secret, Math.max(setupStep + 1, currentStep())));
   await page.getByRole('button', { name: 'Continue' }).click();
+  await heading('Your health at a glance');
+
+  // The intake form the clinic asks for, from the home page.
+  const forms = page.getByRole('region', { name: 'Forms to complete' });
+  await forms.getByRole('link', { name: 'Telehealth intake' }).click();
+  await heading('Telehealth intake');
+  await page.getByRole('group', { name: /Do you have a fever/ }).getByLabel('Yes').check();
+  await page.getByRole('group', { name: /Main symptom/ }).getByLabel('Cough').check();
+  await page.getByLabel('Since when?').fill('2026-11-20');
+  await page.getByLabel('Anything else?').fill(formAnswer);
+  await shoot('portal-form');
+  await page.getByRole('button', { name: 'Send my answers' }).click();
+  await heading('Forms');
+  out.formsAfter = await page.locator('main').innerText();
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Home' }).click();
   await heading('Your health at a glance');
 
   // The result, on the home page and in the record.
