@@ -104,6 +104,11 @@ export async function api<T>(method: Method, path: string, body?: unknown): Prom
   return json<T>(await request(method, path, body, 'application/json'));
 }
 
+/** A plain-text answer (signed checkpoints, keys). */
+export async function apiText(path: string): Promise<string> {
+  return (await request('GET', path, undefined, 'text/plain')).text();
+}
+
 /** A FHIR call (`application/fhir+json`). */
 export async function fhir<T>(method: Method, path: string, body?: unknown): Promise<T> {
   return json<T>(await request(method, `/fhir/${path}`, body, 'application/fhir+json'));

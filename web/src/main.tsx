@@ -8,6 +8,7 @@ import { api, onSessionEnded, setCsrfToken } from './api';
 import { IdleTimeout } from './idle';
 import { AccessLogPage } from './pages/access-log';
 import { Account } from './pages/account';
+import { AuditSearch } from './pages/audit';
 import { Chart } from './pages/chart';
 import { Enrol } from './pages/enrol';
 import { FormPage, FormsList } from './pages/forms';
@@ -45,6 +46,7 @@ function navigation(session: Session): [string, string][] {
     case 'auditor':
       return [
         ['/privacy', 'Break-the-glass review'],
+        ['/privacy/audit', 'Audit log'],
         ['/account', 'Account'],
       ];
     case 'administrator':
@@ -82,7 +84,10 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     if (path === '/workspace') page = <Workspace />;
     else if (chart?.[1]) page = <Chart key={chart[1]} patient={chart[1]} />;
   }
-  if (PRIVACY_ROLES.includes(session.role) && path === '/privacy') page = <PrivacyConsole />;
+  if (PRIVACY_ROLES.includes(session.role)) {
+    if (path === '/privacy') page = <PrivacyConsole />;
+    else if (path === '/privacy/audit') page = <AuditSearch />;
+  }
   if (path === '/account') page = <Account onSignedOut={signOut} />;
   if (!page) {
     page = (

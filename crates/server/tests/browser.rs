@@ -492,6 +492,21 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
         "{out}"
     );
     assert_eq!(out["reviewed"], true, "{out}");
+    assert!(
+        listed("checkpointStatus").contains("the signature is valid"),
+        "{out}"
+    );
+    assert!(out["breakGlassRows"].as_u64().unwrap() >= 1, "{out}");
+    assert!(listed("breakGlassRow").contains("break_glass"), "{out}");
+    let csv = listed("csv");
+    assert!(csv.starts_with("seq,"), "{csv}");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|line| line.contains(",break_glass,")),
+        "only the selected action: {csv}"
+    );
+    assert!(csv.contains(&stranger.to_string()), "{csv}");
 
     // What Haven holds: the passkey sign-in, the note in the chart, the reviewed grant.
     let events = server.audit_entries().await;

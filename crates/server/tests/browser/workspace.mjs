@@ -3,13 +3,15 @@
 // and back in with the passkey alone, finds a patient in their care, opens the chart and
 // writes a note; then finds a patient outside their care and breaks the glass. In a second
 // browser, the privacy officer signs in and finds that break-the-glass in the review queue,
-// and marks it justified.
+// marks it justified, and finds it again in the audit log (whose checkpoint signature the
+// page checks), sorted and exported as CSV.
 //
 // Input (environment): HAVEN_URL, HAVEN_PASSWORD, HAVEN_CLINICIAN_LOGIN,
 // HAVEN_CLINICIAN_TOTP, HAVEN_OFFICER_LOGIN, HAVEN_OFFICER_TOTP (base32 secrets),
 // HAVEN_TOTP_STEP_MIN (the first time step whose code neither has used yet), HAVEN_CARED and
 // HAVEN_STRANGER (family names), HAVEN_NOTE (a note's text), HAVEN_REASON (why the glass is
 // broken), HAVEN_SCREENSHOTS. Output: one JSON object.
+import { readFileSync } from 'node:fs';
 import {
   currentStep,
   describeFailure,
@@ -125,6 +127,28 @@ try {
   await queued.first().getByRole('button', { name: 'Justified', exact: true }).click();
   await review.getByText('Nothing waits for review.').waitFor();
   out.reviewed = true;
+
+  // The audit log: its checkpoint checked in the browser, the break-the-glass found by
+  // action, sorted by a column, and exported as CSV.
+  await review.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Audit log' }).click();
+  await waitForHeading(review, 'Audit log');
+  const status = review.getByTestId('checkpoint-status');
+  await status.waitFor();
+  out.checkpointStatus = await status.innerText();
+  await review.getByLabel('Action').selectOption('break_glass');
+  await review.getByRole('button', { name: 'Search', exact: true }).click();
+  await review.getByRole('heading', { name: /^Entries 1–/ }).waitFor();
+  const rows = review.getByTestId('audit-table').locator('tbody tr');
+  out.breakGlassRows = await rows.count();
+  out.breakGlassRow = await rows.first().innerText();
+  await review.getByRole('button', { name: 'Who' }).click();
+  await review.locator('th[aria-sort="ascending"]', { hasText: 'Who' }).waitFor();
+  await shootReview('privacy-audit-log');
+  const [download] = await Promise.all([
+    review.waitForEvent('download'),
+    review.getByRole('link', { name: 'Export as CSV' }).click(),
+  ]);
+  out.csv = readFileSync(await download.path(), 'utf8');
   for (const list of JOURNAL_LISTS) out[list].push(...officerOut[list]);
   console.log(JSON.stringify(out));
 } catch (error) {
