@@ -10,6 +10,7 @@ import { AccessLogPage } from './pages/access-log';
 import { Account } from './pages/account';
 import { AuditSearch } from './pages/audit';
 import { Chart } from './pages/chart';
+import { MyCorrections, NewCorrection } from './pages/corrections';
 import { Enrol } from './pages/enrol';
 import { FormPage, FormsList } from './pages/forms';
 import { MyRecord, PortalHome } from './pages/portal';
@@ -56,6 +57,8 @@ function navigation(session: Session): [string, string][] {
 
 /** The chart's path: `/workspace/patients/{id}`. */
 const CHART_PATH = /^\/workspace\/patients\/([0-9a-fA-F-]{36})$/;
+/** A correction request's page: `/portal/corrections/new/{Type}/{id}`. */
+const CORRECTION_PATH = /^\/portal\/corrections\/new\/([A-Za-z]{1,64}\/[A-Za-z0-9\-.]{1,64})$/;
 /** A form's path: `/portal/forms/{Questionnaire id}` (FHIR ids: letters, digits, `-`, `.`). */
 const FORM_PATH = /^\/portal\/forms\/([A-Za-z0-9\-.]{1,64})$/;
 
@@ -74,7 +77,11 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     else if (path === '/portal/record') page = <MyRecord patient={session.patient} />;
     else if (path === '/portal/access') page = <AccessLogPage patient={session.patient} me={session.user} />;
     else if (path === '/portal/forms') page = <FormsList patient={session.patient} />;
-    else {
+    else if (path === '/portal/corrections') page = <MyCorrections patient={session.patient} />;
+    else if (CORRECTION_PATH.test(path)) {
+      const reference = CORRECTION_PATH.exec(path)![1]!;
+      page = <NewCorrection key={reference} patient={session.patient} reference={reference} />;
+    } else {
       const form = FORM_PATH.exec(path);
       if (form?.[1]) page = <FormPage key={form[1]} patient={session.patient} form={form[1]} />;
     }

@@ -11,6 +11,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use haven_app::AppError;
 use haven_app::fhir::amendment::AmendmentDecision;
 use haven_app::fhir::bundle::{BundleOutcome, EntryOutcome, parse_if_match};
@@ -921,6 +922,8 @@ pub(crate) async fn download_binary(
 ) -> FhirResult {
     let Caller(context) = caller?;
     let (view, reader) = state.app.read_attachment(&context, &id).await?;
+    // Fused: a body wrapper (compression) may poll once more after the end, which a bare
+    // `unfold` answers with a panic.
     let stream = futures_util::stream::unfold(reader, |mut reader| async move {
         match reader.next_chunk().await {
             Ok(Some(chunk)) => Some((Ok(Bytes::from(chunk.to_vec())), reader)),
@@ -930,7 +933,8 @@ pub(crate) async fn download_binary(
                 Some((Err(std::io::Error::other("attachment unreadable")), reader))
             }
         }
-    });
+    })
+    .fuse();
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     if let Ok(kind) = HeaderValue::from_str(&view.content_type) {
@@ -984,6 +988,7 @@ pub(crate) async fn operation(
 /// patient's right of access, audited as one export before the first byte.
 async fn export(state: &ApiState, context: &haven_app::RequestContext, id: &str) -> FhirResult {
     let export = state.app.fhir_export(context, id).await?;
+    // Fused, as the attachment's stream is.
     let stream = futures_util::stream::unfold(Some(export), |export| async move {
         let mut export = export?;
         match export.next_page().await {
@@ -1007,7 +1012,8 @@ async fn export(state: &ApiState, context: &haven_app::RequestContext, id: &str)
                 Some((Err(std::io::Error::other("export unreadable")), None))
             }
         }
-    });
+    })
+    .fuse();
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(

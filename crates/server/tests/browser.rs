@@ -370,6 +370,31 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
     }
     assert!(out["homeText"].as_str().unwrap().contains(marker), "{out}");
 
+    // The correction request names the result and waits for the care team.
+    assert!(
+        out["correctionFocus"].as_str().unwrap().contains(marker),
+        "{out}"
+    );
+    assert!(
+        out["corrections"]
+            .as_str()
+            .unwrap()
+            .contains("Waiting for your care team"),
+        "{out}"
+    );
+    // The download holds the whole chart: the patient first, then every record.
+    let types: Vec<&str> = out["exportTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(types.first(), Some(&"Patient"), "{out}");
+    for expected in ["Observation", "QuestionnaireResponse", "Task"] {
+        assert!(types.contains(&expected), "{expected} in {types:?}");
+    }
+    assert_eq!(out["exportHasMarker"], true, "{out}");
+
     // The clinician's read is in the patient's access log.
     assert!(out["clinicianAccesses"].as_u64().unwrap() >= 1, "{out}");
     let access = out["clinicianAccess"].as_str().unwrap();
@@ -440,6 +465,56 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     let clinician = server.user(Role::Clinician, None).await;
     let officer = server.user(Role::PrivacyOfficer, None).await;
     server.add_to_care_team(cared, clinician.id).await;
+    // A result in the cared-for patient's chart, and their request to correct it.
+    let result = server
+        .client
+        .post(server.endpoint("/fhir/Observation"))
+        .bearer_auth(&clinician.token)
+        .header("content-type", "application/fhir+json")
+        .body(
+            json!({
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+                "subject": {"reference": format!("Patient/{cared}")},
+                "effectiveDateTime": "2026-11-20T09:00:00Z",
+                "valueQuantity": {"value": 130, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), StatusCode::CREATED);
+    let result: Value = result.json().await.unwrap();
+    let result_ref = format!("Observation/{}", result["id"].as_str().unwrap());
+    let patient_self = server.user(Role::Patient, Some(cared)).await;
+    let correction = "Taken just after climbing the stairs HVN-6018";
+    let request = server
+        .client
+        .post(server.endpoint("/fhir/Task"))
+        .bearer_auth(&patient_self.token)
+        .header("content-type", "application/fhir+json")
+        .body(
+            json!({
+                "resourceType": "Task",
+                "status": "requested",
+                "intent": "proposal",
+                "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "change"}]},
+                "description": "The reading was not at rest.",
+                "focus": {"reference": result_ref},
+                "for": {"reference": format!("Patient/{cared}")},
+                "input": [{"type": {"text": "Requested correction"}, "valueString": correction}]
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request.status(), StatusCode::CREATED);
+    let request: Value = request.json().await.unwrap();
+
     // Both set up TOTP with the current step's code; the browser uses a later one.
     let step_min = server.clock.now_ms() / 1000 / 30 + 1;
 
@@ -467,6 +542,7 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
             ("HAVEN_CARED", "Lovelace"),
             ("HAVEN_STRANGER", "Babbage"),
             ("HAVEN_NOTE", note),
+            ("HAVEN_CORRECTION", correction),
             ("HAVEN_REASON", reason),
             ("HAVEN_SCREENSHOTS", &screenshots.display().to_string()),
         ],
@@ -535,6 +611,30 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
         .decode(stored["content"][0]["attachment"]["data"].as_str().unwrap())
         .unwrap();
     assert_eq!(String::from_utf8(text).unwrap(), note);
+    // The correction was accepted: the request is completed and the record carries it.
+    assert_eq!(out["correctionAccepted"], true, "{out}");
+    let answered: Value = server
+        .get_as(
+            &patient_self.token,
+            &format!("/fhir/Task/{}", request["id"].as_str().unwrap()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answered["status"], "completed", "{answered}");
+    let corrected: Value = server
+        .get_as(&patient_self.token, &format!("/fhir/{result_ref}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(corrected["meta"]["versionId"], "2", "{corrected}");
+    assert!(
+        corrected["note"].to_string().contains(correction),
+        "{corrected}"
+    );
+
     let grants: Value = server
         .get_as(&officer.token, "/api/v1/break-glass?state=all")
         .await

@@ -1437,6 +1437,22 @@ async fn everything_is_the_whole_chart_audited_as_one_export(backend: Backend) {
         exports_now, 3,
         "one more export entry for each of the doctor's and the download"
     );
+    // As a browser asks for it, compressed: the stream ends cleanly, not with a reset.
+    let compressed = server
+        .client
+        .get(server.endpoint(&download))
+        .bearer_auth(&ada_self.token)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.status(), StatusCode::OK);
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    let body = compressed
+        .bytes()
+        .await
+        .expect("the whole compressed chart");
+    assert_eq!(&body[..2], &[0x1f, 0x8b], "a gzip stream");
 
     for role in [Role::FrontDesk, Role::Clinician, Role::Auditor] {
         let outsider = server.user(role, None).await;

@@ -6,6 +6,7 @@ import { useState } from 'preact/hooks';
 import { ApiError, api, fhir } from '../api';
 import { type Bundle, type CodeableConcept, type Observation, type Resource, categoryOf, conceptText, matches } from '../fhir';
 import { ErrorNote, Page, Show, useLoad, when } from '../ui';
+import { PendingCorrections } from './corrections';
 import { ResultsTable } from './portal';
 import { type PatientSummary, fullName } from './workspace';
 
@@ -192,6 +193,7 @@ function ChartBody(props: { patient: PatientSummary; emergencyUntil: string | nu
           Emergency access until {when(props.emergencyUntil)}. The privacy officer will review it.
         </p>
       )}
+      <PendingCorrections patient={id} onAnswered={() => setVersion(version + 1)} />
       <Show loaded={chart} what="the chart">
         {([conditions, medications, allergies, vitals, labs, notes]) => (
           <>

@@ -14,6 +14,7 @@ import {
 } from '../fhir';
 import { Link, Page, Show, useLoad, when } from '../ui';
 import { AccessLogTable, byOthers, useAccessLog } from './access-log';
+import { correctionPath } from './corrections';
 import { useFormsToComplete } from './forms';
 
 /** Results on the home page. */
@@ -38,7 +39,8 @@ function results(patient: string, count: number) {
   });
 }
 
-export function ResultsTable(props: { results: Observation[]; caption: string }) {
+/** Results as a table; `correctable` adds the patient's "Request a correction" link. */
+export function ResultsTable(props: { results: Observation[]; caption: string; correctable?: boolean }) {
   if (props.results.length === 0) return <p class="empty">No results yet.</p>;
   return (
     <div class="table-scroll">
@@ -50,6 +52,7 @@ export function ResultsTable(props: { results: Observation[]; caption: string })
             <th scope="col">Result</th>
             <th scope="col">Normal range</th>
             <th scope="col">Date</th>
+            {props.correctable && <th scope="col"><span class="visually-hidden">Corrections</span></th>}
           </tr>
         </thead>
         <tbody>
@@ -64,6 +67,11 @@ export function ResultsTable(props: { results: Observation[]; caption: string })
                 </td>
                 <td>{rangeText(o)}</td>
                 <td>{when(o.effectiveDateTime ?? o.issued)}</td>
+                {props.correctable && (
+                  <td>
+                    <Link href={correctionPath(`Observation/${o.id}`)}>Request a correction</Link>
+                  </td>
+                )}
               </tr>
             );
           })}
@@ -141,6 +149,9 @@ function SimpleList(props: { items: Listed[]; empty: string; describe: (item: Li
           <li key={item.id}>
             <strong>{title || 'Unnamed entry'}</strong>
             {detail && <span class="detail">{detail}</span>}
+            <Link href={correctionPath(`${item.resourceType}/${item.id}`)} class="small-link">
+              Request a correction
+            </Link>
           </li>
         );
       })}
@@ -165,16 +176,24 @@ export function MyRecord(props: { patient: string }) {
   );
   return (
     <Page title="Your record" lead="Everything your care team keeps about you. Only you and the people caring for you can see it.">
+      <p class="actions">
+        <a class="button" href={`/fhir/Patient/${patient}/$export`} download={`my-health-record-${patient}.ndjson`}>
+          Download all my data
+        </a>{' '}
+        <Link href="/portal/corrections" class="button">
+          My correction requests
+        </Link>
+      </p>
       <Show loaded={record} what="your record">
         {([labs, vitals, conditions, medications, allergies, documents]) => (
           <>
             <section class="card" aria-labelledby="record-results">
               <h2 id="record-results">Test results</h2>
-              <ResultsTable results={labs} caption="Laboratory results, newest first" />
+              <ResultsTable results={labs} caption="Laboratory results, newest first" correctable />
             </section>
             <section class="card" aria-labelledby="record-vitals">
               <h2 id="record-vitals">Vital signs</h2>
-              <ResultsTable results={vitals.filter((o) => categoryOf(o) === 'vital-signs')} caption="Measurements, newest first" />
+              <ResultsTable results={vitals.filter((o) => categoryOf(o) === 'vital-signs')} caption="Measurements, newest first" correctable />
             </section>
             <div class="grid">
               <section class="card" aria-labelledby="record-conditions">

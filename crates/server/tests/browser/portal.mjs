@@ -1,7 +1,7 @@
 // A patient's journey through Haven's web app, in Debian's Chromium, as a person would make
 // it: enrol from the invitation link, set up an authenticator app (the codes come from an
 // independent RFC 6238 implementation in harness.mjs), sign out, sign in with password and code,
-// complete the intake form, read a result, open "who accessed my record", then leave the browser alone until the idle
+// complete the intake form, read a result, ask for its correction, download all their data, open "who accessed my record", then leave the browser alone until the idle
 // time-out signs it out.
 //
 // All along it records what the pages must never do: load anything from another origin, or
@@ -11,6 +11,7 @@
 // Input (environment): HAVEN_URL, HAVEN_INVITATION, HAVEN_LOGIN, HAVEN_PASSWORD, HAVEN_MARKER
 // (text of the seeded result), HAVEN_FORM_ANSWER (what to write in the form's free text),
 // HAVEN_SCREENSHOTS (a folder). Output: one JSON object.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { currentStep, describeFailure, env, heading as waitForHeading, launch, screenshotter, totp, watchedPage } from './harness.mjs';
 
@@ -76,6 +77,7 @@ try {
   await shoot('portal-form');
   await page.getByRole('button', { name: 'Send my answers' }).click();
   await heading('Forms');
+  await page.getByText(/^Completed /).first().waitFor();
   out.formsAfter = await page.locator('main').innerText();
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Home' }).click();
   await heading('Your health at a glance');
@@ -89,6 +91,31 @@ try {
   await page.getByText(marker).first().waitFor();
   out.resultRow = await page.getByRole('row').filter({ hasText: marker }).first().innerText();
   await shoot('portal-record');
+
+  // A correction request, from the result's row; then the list of requests.
+  await page.getByRole('row').filter({ hasText: marker }).getByRole('link', { name: 'Request a correction' }).click();
+  await heading('Request a correction');
+  out.correctionFocus = await page.getByTestId('correction-focus').innerText();
+  await page.getByLabel('What is wrong?').fill('The sample was taken the day after a transfusion.');
+  await page.getByLabel('What should it say?').fill('Note that the sample followed a transfusion.');
+  await page.getByRole('button', { name: 'Send the request' }).click();
+  await heading('Correction requests');
+  out.corrections = await page.getByTestId('corrections').innerText();
+  await shoot('portal-corrections');
+
+  // Download all my data.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'My record', exact: true }).click();
+  await heading('Your record');
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('link', { name: 'Download all my data' }).click(),
+  ]);
+  const exported = readFileSync(await download.path(), 'utf8');
+  out.exportTypes = exported
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line).resourceType);
+  out.exportHasMarker = exported.includes(marker);
 
   // Who accessed my record: the clinician's access is there.
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Who accessed my record' }).click();

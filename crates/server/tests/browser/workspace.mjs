@@ -1,7 +1,8 @@
 // The care team's journey through Haven's web app, in Debian's Chromium: a clinician signs
 // in with password and code, adds a passkey (Chromium's virtual authenticator), signs out
 // and back in with the passkey alone, finds a patient in their care, opens the chart and
-// writes a note; then finds a patient outside their care and breaks the glass. In a second
+// writes a note, accepting the patient's correction request on the way; then finds a patient
+// outside their care and breaks the glass. In a second
 // browser, the privacy officer signs in and finds that break-the-glass in the review queue,
 // marks it justified, and finds it again in the audit log (whose checkpoint signature the
 // page checks), sorted and exported as CSV.
@@ -9,8 +10,9 @@
 // Input (environment): HAVEN_URL, HAVEN_PASSWORD, HAVEN_CLINICIAN_LOGIN,
 // HAVEN_CLINICIAN_TOTP, HAVEN_OFFICER_LOGIN, HAVEN_OFFICER_TOTP (base32 secrets),
 // HAVEN_TOTP_STEP_MIN (the first time step whose code neither has used yet), HAVEN_CARED and
-// HAVEN_STRANGER (family names), HAVEN_NOTE (a note's text), HAVEN_REASON (why the glass is
-// broken), HAVEN_SCREENSHOTS. Output: one JSON object.
+// HAVEN_STRANGER (family names), HAVEN_NOTE (a note's text), HAVEN_CORRECTION (what the
+// pending correction request asks for), HAVEN_REASON (why the glass is broken),
+// HAVEN_SCREENSHOTS. Output: one JSON object.
 import { readFileSync } from 'node:fs';
 import {
   currentStep,
@@ -32,6 +34,7 @@ const stepMin = Number(env('HAVEN_TOTP_STEP_MIN'));
 const cared = env('HAVEN_CARED');
 const stranger = env('HAVEN_STRANGER');
 const note = env('HAVEN_NOTE');
+const correction = env('HAVEN_CORRECTION');
 const reason = env('HAVEN_REASON');
 const screenshots = env('HAVEN_SCREENSHOTS');
 
@@ -96,6 +99,13 @@ try {
   // A patient in the clinician's care: the chart, and a note written in it.
   out.caredListed = await openPatient(page, cared);
   await page.getByRole('heading', { level: 1, name: new RegExp(cared) }).waitFor();
+  // The patient's correction request waits in the chart; accepting adds it to the record.
+  const pending = page.getByTestId('pending-corrections').getByRole('listitem').filter({ hasText: correction });
+  await pending.first().waitFor();
+  await shoot('chart-correction-request');
+  await pending.first().getByRole('button', { name: 'Accept: add the correction to the record' }).click();
+  await page.getByRole('heading', { name: 'Correction requests from the patient' }).waitFor({ state: 'detached' });
+  out.correctionAccepted = true;
   await page.getByLabel('Title').fill('Follow-up');
   await page.getByLabel('Note', { exact: true }).fill(note);
   await page.getByRole('button', { name: 'Save note' }).click();
