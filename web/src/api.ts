@@ -55,7 +55,9 @@ async function request(method: Method, path: string, body: unknown, accept: stri
   lastServerContactMs = Date.now();
   if (response.ok) return response;
   const failure = await describeFailure(response);
-  if (response.status === 401 && !path.startsWith('/api/v1/auth/sign-in')) {
+  // A 401 ends the session, except a refusal that asks for more proof (step-up) from a
+  // session that is still good.
+  if (response.status === 401 && !path.startsWith('/api/v1/auth/sign-in') && failure.code !== 'step_up_required') {
     for (const listener of sessionEndListeners) listener();
   }
   throw failure;

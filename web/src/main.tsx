@@ -8,6 +8,7 @@ import { api, onSessionEnded, setCsrfToken } from './api';
 import { IdleTimeout } from './idle';
 import { AccessLogPage } from './pages/access-log';
 import { Account } from './pages/account';
+import { Administration } from './pages/admin';
 import { AuditSearch } from './pages/audit';
 import { Chart } from './pages/chart';
 import { MyCorrections, NewCorrection } from './pages/corrections';
@@ -51,7 +52,10 @@ function navigation(session: Session): [string, string][] {
         ['/account', 'Account'],
       ];
     case 'administrator':
-      return [['/account', 'Account']];
+      return [
+        ['/admin', 'Administration'],
+        ['/account', 'Account'],
+      ];
   }
 }
 
@@ -95,6 +99,7 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     if (path === '/privacy') page = <PrivacyConsole />;
     else if (path === '/privacy/audit') page = <AuditSearch />;
   }
+  if (session.role === 'administrator' && path === '/admin') page = <Administration />;
   if (path === '/account') page = <Account onSignedOut={signOut} />;
   if (!page) {
     page = (

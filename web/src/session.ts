@@ -75,7 +75,7 @@ export function homeOf(role: Role): string {
     case 'auditor':
       return '/privacy';
     case 'administrator':
-      return '/account';
+      return '/admin';
   }
 }
 

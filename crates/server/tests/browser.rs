@@ -11,6 +11,9 @@
 //! chart in their care and writes a note, breaks the glass on a stranger's chart; the
 //! privacy officer finds that in the review queue and marks it justified.
 //!
+//! Administration: with a sign-in older than the step-up window, an administrator is asked
+//! to prove who they are before an invitation; then changes a policy and disables a user.
+//!
 //! Passkeys: a clinician registers one with Chromium's virtual authenticator and signs in
 //! with it, no login typed; the session that comes back is complete, a replayed response is
 //! refused, and both ceremonies are in the audit trail.
@@ -30,6 +33,7 @@ haven_test_support::on_every_backend!(
     a_passkey_registers_and_signs_in_from_chromium,
     a_patient_enrols_reads_a_result_and_sees_who_accessed_it,
     a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass,
+    an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user,
 );
 
 /// Browser scripts get long enough to start Chromium on a loaded machine.
@@ -448,8 +452,10 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
 }
 
 /// Asserts that a journey's pages kept to the policy: nothing from another origin, no
-/// policy violation, every page under the policy, no server error, no app fault.
+/// policy violation, every page under the policy, no server error, no app fault, and no
+/// page wider than a 360 px phone.
 fn assert_well_behaved(out: &Value) {
+    assert_eq!(out["phoneOverflow"], json!([]), "{out}");
     assert_eq!(out["foreignRequests"], json!([]), "{out}");
     assert_eq!(out["serverErrors"], json!([]), "{out}");
     assert_eq!(out["cspViolations"], json!([]), "{out}");
@@ -649,5 +655,96 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     assert_eq!(grants["items"][0]["patient"], stranger.to_string());
     assert_eq!(grants["items"][0]["reason"], reason);
     assert_eq!(grants["items"][0]["review_state"], "justified");
+    server.stop().await;
+}
+
+async fn an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user(backend: Backend) {
+    use haven_app::Clock;
+    let server = TestServer::start_in_real_time(backend).await;
+    let admin = server.user(Role::Administrator, None).await;
+    let nurse = server.user(Role::Nurse, None).await;
+    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let state = server.data_dir.path().join("browser-state.json");
+    let screenshots = screenshot_dir(backend);
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let step_min = step_min.to_string();
+    let run = |phase: &'static str, offset_secs: u64| {
+        let offset = offset_secs.to_string();
+        let state = state.display().to_string();
+        let screenshots = screenshots.display().to_string();
+        let url = url.clone();
+        let admin = admin.clone();
+        let step_min = step_min.clone();
+        let nurse_login = nurse.login.clone();
+        async move {
+            run_script_for(
+                "admin.mjs",
+                &[
+                    ("HAVEN_URL", &url),
+                    ("HAVEN_PHASE", phase),
+                    ("HAVEN_STATE", &state),
+                    ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+                    ("HAVEN_LOGIN", &admin.login),
+                    ("HAVEN_TOTP", admin.totp_secret.as_deref().unwrap()),
+                    ("HAVEN_TOTP_STEP_MIN", &step_min),
+                    ("HAVEN_CLOCK_OFFSET_SECS", &offset),
+                    ("HAVEN_DISABLE", &nurse_login),
+                    ("HAVEN_SCREENSHOTS", &screenshots),
+                ],
+                SCRIPT_TIMEOUT_SECS,
+            )
+            .await
+        }
+    };
+    let signed_in = run("sign-in", 0).await;
+    assert_well_behaved(&signed_in);
+    assert_eq!(signed_in["signedIn"], true, "{signed_in}");
+
+    // Time passes: the sign-in is now older than a sensitive change allows.
+    let waited = u64::try_from(haven_app::identity::STEP_UP_FRESH_SECS).unwrap() + 1;
+    server.clock.advance(Duration::from_secs(waited));
+    let out = run("manage", waited).await;
+    assert_well_behaved(&out);
+    assert_eq!(out["steppedUp"], true, "{out}");
+    assert_eq!(out["policySaved"], true, "{out}");
+    assert!(
+        out["disabledRow"].as_str().unwrap().contains("Disabled"),
+        "{out}"
+    );
+
+    // The link enrols a nurse, once.
+    let link = out["invitationLink"].as_str().unwrap();
+    let invitation = link
+        .strip_prefix(&format!("{url}/enrol#"))
+        .unwrap_or_else(|| panic!("an enrolment link: {link}"));
+    let enrol = |login: &'static str| {
+        server.post_as(
+            None,
+            "/api/v1/auth/enrol",
+            json!({ "invitation": invitation, "login": login,
+                "password": "marble kettle on the hill", "transport": "bearer" }),
+        )
+    };
+    let enrolled = enrol("sam@north.example").await;
+    assert_eq!(enrolled.status(), StatusCode::CREATED);
+    assert_eq!(
+        enrol("kim@north.example").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a spent invitation"
+    );
+
+    // The policy and the disabled account, as Haven holds them.
+    let organisation: Value = server
+        .get_as(&admin.token, "/api/v1/organisation")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(organisation["idle_timeout_secs"], 600, "{organisation}");
+    assert_eq!(
+        server.get_as(&nurse.token, "/api/v1/me").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a disabled user's session ends"
+    );
     server.stop().await;
 }

@@ -18,7 +18,15 @@ export function env(name) {
 }
 
 /** What `watchedPage` records, each a list that should stay empty (but screenshots). */
-export const JOURNAL_LISTS = ['foreignRequests', 'cspViolations', 'documentsWithoutCsp', 'serverErrors', 'consoleErrors', 'screenshots'];
+export const JOURNAL_LISTS = [
+  'foreignRequests',
+  'cspViolations',
+  'documentsWithoutCsp',
+  'serverErrors',
+  'consoleErrors',
+  'phoneOverflow',
+  'screenshots',
+];
 
 export function launch() {
   return chromium.launch({
@@ -42,11 +50,12 @@ export function launch() {
  * the 403 of a chart outside one's care) are the journeys' to check; Chromium's console
  * line for each failed request is left out.
  */
-export async function watchedPage(browser, origin, out) {
+export async function watchedPage(browser, origin, out, storageState = undefined) {
   for (const list of JOURNAL_LISTS) {
     out[list] ??= [];
   }
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // `storageState`: a file a previous phase saved (its cookies), to carry on its session.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, storageState });
   const page = await context.newPage();
   page.on('request', (request) => {
     if (new URL(request.url()).origin !== origin) out.foreignRequests.push(request.url());
@@ -72,7 +81,10 @@ export async function watchedPage(browser, origin, out) {
   return page;
 }
 
-/** Saves full-page screenshots of `page` at desktop and phone widths into `dir`. */
+/**
+ * Saves full-page screenshots of `page` at desktop and phone widths into `dir`, and notes
+ * in `out.phoneOverflow` a page wider than the phone (sideways scrolling for the whole page).
+ */
 export function screenshotter(page, dir, out) {
   mkdirSync(dir, { recursive: true });
   return async (name) => {
@@ -81,6 +93,8 @@ export function screenshotter(page, dir, out) {
       ['phone', { width: 360, height: 740 }],
     ]) {
       await page.setViewportSize(viewport);
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      if (width > viewport.width) out.phoneOverflow.push(`${name} at ${size}: ${width} px wide`);
       const file = join(dir, `${name}-${size}.png`);
       await page.screenshot({ path: file, fullPage: true });
       out.screenshots.push(file);
