@@ -16,6 +16,7 @@ import { Enrol } from './pages/enrol';
 import { FormPage, FormsList } from './pages/forms';
 import { MyRecord, PortalHome } from './pages/portal';
 import { PrivacyConsole } from './pages/privacy';
+import { PrivacySettings } from './pages/privacy-settings';
 import { SignIn } from './pages/sign-in';
 import { Workspace } from './pages/workspace';
 import { navigate, usePath } from './router';
@@ -35,6 +36,7 @@ function navigation(session: Session): [string, string][] {
         ['/portal/record', 'My record'],
         ['/portal/forms', 'Forms'],
         ['/portal/access', 'Who accessed my record'],
+        ['/portal/privacy', 'Privacy and sharing'],
         ['/account', 'Account'],
       ];
     case 'clinician':
@@ -82,6 +84,7 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     else if (path === '/portal/access') page = <AccessLogPage patient={session.patient} me={session.user} />;
     else if (path === '/portal/forms') page = <FormsList patient={session.patient} />;
     else if (path === '/portal/corrections') page = <MyCorrections patient={session.patient} />;
+    else if (path === '/portal/privacy') page = <PrivacySettings patient={session.patient} />;
     else if (CORRECTION_PATH.test(path)) {
       const reference = CORRECTION_PATH.exec(path)![1]!;
       page = <NewCorrection key={reference} patient={session.patient} reference={reference} />;

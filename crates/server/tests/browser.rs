@@ -293,6 +293,45 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
         .await;
     assert_eq!(read.status(), StatusCode::OK);
 
+    // A video visit booked for next week.
+    let visit_start = (time::OffsetDateTime::now_utc() + time::Duration::days(7))
+        .replace_time(time::macros::time!(9:30))
+        .replace_nanosecond(0)
+        .unwrap();
+    let rfc3339 = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (visit_at, visit_end) = (
+        rfc3339(visit_start),
+        rfc3339(visit_start + time::Duration::minutes(20)),
+    );
+    let visit = server
+        .client
+        .post(server.endpoint("/fhir/Appointment"))
+        .bearer_auth(&clinician.token)
+        .header("content-type", "application/fhir+json")
+        .body(
+            json!({
+                "resourceType": "Appointment",
+                "status": "booked",
+                "description": "Video follow-up HVN-8842",
+                "start": visit_at,
+                "end": visit_end,
+                "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"}]
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        visit.status(),
+        StatusCode::CREATED,
+        "{}",
+        visit.text().await.unwrap_or_default()
+    );
+
     // The clinic's intake form.
     let intake = server
         .client
@@ -373,6 +412,24 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
         assert!(row.contains(expected), "{expected} in {row:?}");
     }
     assert!(out["homeText"].as_str().unwrap().contains(marker), "{out}");
+    assert!(
+        out["nextVisits"]
+            .as_str()
+            .unwrap()
+            .contains("Video follow-up HVN-8842"),
+        "{out}"
+    );
+
+    // A caregiver offered access, then revoked: the list, read again from Haven after the
+    // revocation, says so.
+    assert!(out["proxyOffer"].as_str().unwrap().len() > 20, "{out}");
+    assert!(
+        out["proxiesAfterRevoke"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{out}"
+    );
 
     // The correction request names the result and waits for the care team.
     assert!(

@@ -204,7 +204,7 @@ function Answer(props: { task: Task; onAnswered: () => void }) {
 export function PendingCorrections(props: { patient: string; onAnswered: () => void }) {
   const [version, setVersion] = useState(0);
   const pending = useLoad(
-    () => fhir<Bundle<Task>>('GET', `Task?patient=${props.patient}&_count=${REQUESTS_MAX}`).then((b) => matches(b).filter((t) => t.status === 'requested')),
+    () => fhir<Bundle<Task>>('GET', `Task?patient=${props.patient}&status=requested&_count=${REQUESTS_MAX}`).then(matches),
     [props.patient, version],
   );
   return (

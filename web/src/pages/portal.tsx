@@ -17,6 +17,52 @@ import { AccessLogTable, byOthers, useAccessLog } from './access-log';
 import { correctionPath } from './corrections';
 import { useFormsToComplete } from './forms';
 
+/** Visits on the home page. */
+const HOME_VISITS_MAX = 3;
+
+interface Appointment extends Resource {
+  status: string;
+  start?: string;
+  description?: string;
+  serviceType?: CodeableConcept[];
+}
+
+function NextVisits(props: { patient: string }) {
+  const visits = useLoad(() => {
+    // From the start of today, so a visit later today is still "next".
+    const today = new Date();
+    today.setHours(0, 0, 0, 0);
+    return search<Appointment>('Appointment', {
+      patient: props.patient,
+      date: `ge${today.toISOString().slice(0, 10)}`,
+      _sort: 'date',
+      _count: String(HOME_VISITS_MAX),
+    });
+  }, [props.patient]);
+  return (
+    <section class="card" aria-labelledby="home-visits">
+      <h2 id="home-visits">Your next visits</h2>
+      <Show loaded={visits} what="your visits">
+        {(list) => {
+          const upcoming = list.filter((a) => a.status !== 'cancelled' && a.status !== 'entered-in-error');
+          return upcoming.length === 0 ? (
+            <p class="empty">No visits booked.</p>
+          ) : (
+            <ul class="plain" data-testid="next-visits">
+              {upcoming.map((a) => (
+                <li key={a.id}>
+                  <strong>{when(a.start)}</strong>
+                  <span class="detail">{a.description ?? conceptText(a.serviceType?.[0]) ?? 'Visit'}</span>
+                </li>
+              ))}
+            </ul>
+          );
+        }}
+      </Show>
+    </section>
+  );
+}
+
 /** Results on the home page. */
 const HOME_RESULTS_MAX = 5;
 /** Accesses by others on the home page, found among the latest entries of the log. */
@@ -104,6 +150,7 @@ export function PortalHome(props: { patient: string; me: string }) {
         }
       </Show>
       <div class="grid">
+        <NextVisits patient={props.patient} />
         <section class="card" aria-labelledby="home-results">
           <h2 id="home-results">Latest results</h2>
           <Show loaded={latest} what="your results">

@@ -82,9 +82,11 @@ try {
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Home' }).click();
   await heading('Your health at a glance');
 
-  // The result, on the home page and in the record.
+  // The result, on the home page and in the record; the next visit beside it.
   await page.getByText(marker).first().waitFor();
   out.homeText = await page.locator('main').innerText();
+  await page.getByTestId('next-visits').waitFor();
+  out.nextVisits = await page.getByTestId('next-visits').innerText();
   await shoot('portal-home');
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'My record', exact: true }).click();
   await heading('Your record');
@@ -116,6 +118,19 @@ try {
     .split('\n')
     .map((line) => JSON.parse(line).resourceType);
   out.exportHasMarker = exported.includes(marker);
+
+  // Privacy and sharing: a caregiver is given access to the record, then it is revoked.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Privacy and sharing' }).click();
+  await heading('Privacy and sharing');
+  await page.getByLabel('They are your').selectOption('caregiver');
+  await page.getByRole('button', { name: 'Create a code for them' }).click();
+  out.proxyOffer = await page.getByTestId('proxy-offer').innerText();
+  const proxy = page.getByTestId('proxies').getByRole('listitem').filter({ hasText: 'caregiver' });
+  await proxy.first().waitFor();
+  await shoot('portal-privacy');
+  await proxy.first().getByRole('button', { name: 'Revoke' }).click();
+  await page.getByTestId('proxies').getByText(/revoked/).waitFor();
+  out.proxiesAfterRevoke = await page.getByTestId('proxies').innerText();
 
   // Who accessed my record: the clinician's access is there.
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Who accessed my record' }).click();
