@@ -271,6 +271,8 @@ struct ListParams {
     birth_date: Option<String>,
     /// `system|value`.
     identifier: Option<String>,
+    /// `me`: only the caller's own patients (whose care team they are on).
+    care_team: Option<String>,
     limit: Option<u32>,
     after: Option<String>,
 }
@@ -320,6 +322,16 @@ pub(crate) async fn list(
             })
             .transpose()?,
         identifier,
+        mine: match params.care_team.as_deref() {
+            None => false,
+            Some("me") => true,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "care_team must be `me` (your own patients)",
+                ));
+            }
+        },
         after: params.after.as_deref().map(parse_id).transpose()?,
         limit,
     };

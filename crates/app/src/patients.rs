@@ -37,6 +37,8 @@ pub struct PatientSearch {
     pub birth_date: Option<Date>,
     /// `(system, value)`.
     pub identifier: Option<(String, String)>,
+    /// Only the caller's own patients: those whose care team they are on.
+    pub mine: bool,
     pub after: Option<PatientId>,
     pub limit: u32,
 }
@@ -232,10 +234,26 @@ impl App {
             filters.push(self.identifier_token(system.trim(), value.trim()));
         }
         let limit = search.limit.clamp(1, PAGE_SIZE_MAX);
+        let cared_for_by = if search.mine {
+            match context.actor.principal {
+                haven_domain::Principal::User { user, .. } => Some(user),
+                haven_domain::Principal::ApiToken(_) => {
+                    return Err(AppError::Invalid(haven_domain::ValidationError {
+                        field: "care_team".into(),
+                        message:
+                            "an API token has no care team; `care_team=me` is for signed-in people"
+                                .into(),
+                    }));
+                }
+            }
+        } else {
+            None
+        };
         let rows = self
             .store
             .list_patients(&PatientQuery {
                 filters,
+                cared_for_by,
                 after: search.after,
                 limit,
             })

@@ -614,6 +614,11 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     .await;
     assert_well_behaved(&out);
     assert_eq!(out["passkeySignIn"], "/workspace", "{out}");
+    let my_patients = out["myPatients"].as_str().unwrap();
+    assert!(
+        my_patients.contains("Lovelace") && !my_patients.contains("Babbage"),
+        "{my_patients:?}"
+    );
     let listed = |key: &str| out[key].as_str().unwrap().to_owned();
     assert!(listed("caredListed").contains("in your care"), "{out}");
     assert!(

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 haven_test_support::on_every_backend!(
     the_care_team_opens_the_record_and_leaving_it_closes_it,
     a_directory_search_shows_strangers_only_their_name_and_birth_date,
+    a_clinician_lists_their_own_patients,
     break_the_glass_opens_a_strangers_record_for_a_while_and_is_reviewed,
     break_the_glass_refuses_bad_requests_and_changes_nothing,
     care_endpoints_refuse_ended_sessions,
@@ -1041,4 +1042,54 @@ async fn delegation_offers_refuse_bad_requests_and_lapse(backend: Backend) {
             .status(),
         StatusCode::FORBIDDEN
     );
+}
+
+/// "My patients": `care_team=me` lists exactly the patients whose care team the caller is
+/// on; anything else in that parameter, or a caller without a care team, is refused.
+async fn a_clinician_lists_their_own_patients(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let ada = server.create_patient("Lovelace").await;
+    let bob = server.create_patient("Babbage").await;
+    let clinician = server.user(Role::Clinician, None).await;
+    let other = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(ada, clinician.id).await;
+    server.add_to_care_team(bob, other.id).await;
+
+    let mine: Value = server
+        .get_as(&clinician.token, "/api/v1/patients?care_team=me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![ada.to_string()]);
+    assert!(
+        mine["items"][0].get("masked").is_none(),
+        "their own patient, in full: {mine}"
+    );
+    let theirs: Value = server
+        .get_as(
+            &other.token,
+            "/api/v1/patients?care_team=me&family=Lovelace",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["items"], json!([]), "filters combine: {theirs}");
+
+    let wrong = server
+        .get_as(&clinician.token, "/api/v1/patients?care_team=you")
+        .await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    let token = server
+        .get_as(&server.admin_token, "/api/v1/patients?care_team=me")
+        .await;
+    assert_eq!(token.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    server.stop().await;
 }

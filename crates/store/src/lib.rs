@@ -251,6 +251,8 @@ pub struct StoredPatient {
 #[derive(Debug, Clone, Default)]
 pub struct PatientQuery {
     pub filters: Vec<SearchToken>,
+    /// Only patients on this user's care team ("my patients").
+    pub cared_for_by: Option<UserId>,
     pub after: Option<PatientId>,
     pub limit: u32,
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use haven_audit::{AuditAction, AuditEvent, Outcome, RequestOrigin};
-use haven_domain::{PatientId, TokenId};
+use haven_domain::{PatientId, TokenId, UserId};
 use haven_store::{
     NewPatient, PatientQuery, PatientUpdate, PostgresStore, SearchKind, SearchToken, SqliteStore,
     Store, StoreError, StoredPatient, StoredSubjectKey, StoredSystemKey, StoredToken,
@@ -457,6 +457,7 @@ async fn ids_matching(store: &dyn Store, filters: &[SearchToken]) -> Vec<Patient
             filters: filters.to_vec(),
             after: ids.last().copied(),
             limit: PAGE_ROWS,
+            cared_for_by: None,
         };
         let page = store.list_patients(&query).await.unwrap();
         assert!(page.len() <= PAGE_ROWS as usize, "a page of {}", page.len());
@@ -793,6 +794,7 @@ async fn list_pages_in_id_order(engine: &Engine) {
                 filters: vec![],
                 after,
                 limit: 3,
+                cared_for_by: None,
             })
             .await
             .unwrap();
@@ -803,6 +805,7 @@ async fn list_pages_in_id_order(engine: &Engine) {
         filters: vec![],
         after,
         limit: 3,
+        cared_for_by: None,
     };
     assert_eq!(store.list_patients(&past_the_end).await.unwrap(), vec![]);
 
@@ -811,6 +814,7 @@ async fn list_pages_in_id_order(engine: &Engine) {
         filters: vec![],
         after: Some(PatientId::from_uuid(Uuid::nil())),
         limit: 2,
+        cared_for_by: None,
     };
     assert_eq!(
         ids_of(&store.list_patients(&before_all).await.unwrap()),
@@ -820,6 +824,7 @@ async fn list_pages_in_id_order(engine: &Engine) {
         filters: vec![],
         after: Some(PatientId::from_uuid(Uuid::max())),
         limit: 2,
+        cared_for_by: None,
     };
     assert_eq!(store.list_patients(&after_all).await.unwrap(), vec![]);
 }
@@ -841,6 +846,7 @@ async fn list_never_returns_more_than_page_rows_max(engine: &Engine) {
                 filters: filters.clone(),
                 after: None,
                 limit: u32::MAX,
+                cared_for_by: None,
             })
             .await
             .unwrap();
@@ -852,6 +858,7 @@ async fn list_never_returns_more_than_page_rows_max(engine: &Engine) {
                 filters,
                 after: first.last().map(|patient| patient.id),
                 limit: u32::MAX,
+                cared_for_by: None,
             })
             .await
             .unwrap();
@@ -905,6 +912,7 @@ async fn search_filters_are_combined_with_and(engine: &Engine) {
             filters: vec![smith],
             after: Some(smiths[0]),
             limit: 10,
+            cared_for_by: None,
         })
         .await
         .unwrap();
@@ -2717,6 +2725,24 @@ async fn care_teams_and_break_glass_grants_make_relations_that_expire(engine: &E
     );
     assert_eq!(store.care_team(ours).await.unwrap(), vec![member.clone()]);
     assert!(store.care_team(stranger).await.unwrap().is_empty());
+    // "My patients": a listing by care team finds exactly the patients the user cares for,
+    // and another user's care finds none of them.
+    let cared_for = |user| PatientQuery {
+        cared_for_by: Some(user),
+        limit: 10,
+        ..PatientQuery::default()
+    };
+    assert_eq!(
+        ids_of(&store.list_patients(&cared_for(nurse)).await.unwrap()),
+        vec![ours]
+    );
+    assert!(
+        store
+            .list_patients(&cared_for(UserId::generate()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let grant = grant_row(org.id, nurse, stranger, T0_MS, T0_MS + 3_600_000);
     store.insert_break_glass(grant.clone()).await.unwrap();

@@ -1,9 +1,9 @@
-// The clinician workspace's front page: find a patient by family name, birth date or
-// identifier. Patients outside the clinician's care show only their name and birth date;
+// The clinician workspace's front page: my patients (those whose care team I am on), and
+// finding any patient by family name or birth date. Patients outside the clinician's care show only their name and birth date;
 // their chart offers break-the-glass.
 import { useState } from 'preact/hooks';
 import { api } from '../api';
-import { ErrorNote, Field, Link, Page } from '../ui';
+import { ErrorNote, Field, Link, Page, Show, useLoad } from '../ui';
 
 export interface PatientSummary {
   id: string;
@@ -17,6 +17,46 @@ const SEARCH_LIMIT = 20;
 
 export function fullName(patient: PatientSummary): string {
   return [...patient.name.given, patient.name.family].join(' ');
+}
+
+/** My patients shown at once; the search finds the rest. */
+const MY_PATIENTS_MAX = 100;
+
+function PatientList(props: { patients: PatientSummary[] }) {
+  return (
+    <ul class="plain">
+      {props.patients.map((patient) => {
+        const inCare = !patient.masked?.length;
+        return (
+          <li key={patient.id}>
+            <Link href={`/workspace/patients/${patient.id}`}>
+              <strong>{fullName(patient)}</strong>
+            </Link>
+            <span class="detail">
+              born {patient.birth_date} · {inCare ? 'in your care' : 'not in your care'}
+            </span>
+          </li>
+        );
+      })}
+    </ul>
+  );
+}
+
+function MyPatients() {
+  const mine = useLoad(
+    () => api<{ items: PatientSummary[] }>('GET', `/api/v1/patients?care_team=me&limit=${MY_PATIENTS_MAX}`),
+    [],
+  );
+  return (
+    <section class="card" aria-labelledby="my-patients">
+      <h2 id="my-patients">My patients</h2>
+      <Show loaded={mine} what="your patients">
+        {({ items }) =>
+          items.length === 0 ? <p class="empty">You are on no patient's care team yet.</p> : <PatientList patients={items} />
+        }
+      </Show>
+    </section>
+  );
 }
 
 export function Workspace() {
@@ -45,8 +85,10 @@ export function Workspace() {
   };
 
   return (
-    <Page title="Find a patient">
-      <form class="card search" onSubmit={search} role="search">
+    <Page title="Patients">
+      <MyPatients />
+      <form class="card search" onSubmit={search} role="search" aria-labelledby="find-patient">
+        <h2 id="find-patient">Find a patient</h2>
         <div class="grid">
           <Field label="Family name" value={family} onInput={setFamily} autoComplete="off" />
           <Field label="Birth date" type="date" value={birthDate} onInput={setBirthDate} />
@@ -61,21 +103,7 @@ export function Workspace() {
           <h2 id="search-results">
             {found.length === 0 ? 'No patient matches' : `${found.length} patient${found.length === 1 ? '' : 's'} found`}
           </h2>
-          <ul class="plain">
-            {found.map((patient) => {
-              const inCare = !patient.masked?.length;
-              return (
-                <li key={patient.id}>
-                  <Link href={`/workspace/patients/${patient.id}`}>
-                    <strong>{fullName(patient)}</strong>
-                  </Link>
-                  <span class="detail">
-                    born {patient.birth_date} · {inCare ? 'in your care' : 'not in your care'}
-                  </span>
-                </li>
-              );
-            })}
-          </ul>
+          <PatientList patients={found} />
         </section>
       )}
     </Page>

@@ -54,10 +54,10 @@ async function signInWithPassword(page, who) {
 
 async function openPatient(page, family) {
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Patients' }).click();
-  await waitForHeading(page, 'Find a patient');
+  await waitForHeading(page, 'Patients');
   await page.getByLabel('Family name').fill(family);
   await page.getByRole('button', { name: 'Search' }).click();
-  const found = page.getByRole('listitem').filter({ hasText: family });
+  const found = page.getByRole('region', { name: /patients? found/ }).getByRole('listitem').filter({ hasText: family });
   await found.first().waitFor();
   const listed = await found.first().innerText();
   await found.first().getByRole('link').click();
@@ -83,7 +83,7 @@ try {
 
   // Password and code, then a passkey for next time.
   await signInWithPassword(page, clinician);
-  await waitForHeading(page, 'Find a patient');
+  await waitForHeading(page, 'Patients');
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Account' }).click();
   await waitForHeading(page, 'Your account');
   await page.getByLabel('Name for a new passkey').fill('test laptop');
@@ -93,8 +93,11 @@ try {
   await page.getByRole('button', { name: 'Sign out', exact: true }).click();
   await waitForHeading(page, 'Sign in to Haven');
   await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
-  await waitForHeading(page, 'Find a patient');
+  await waitForHeading(page, 'Patients');
   out.passkeySignIn = new URL(page.url()).pathname;
+  const myPatients = page.getByRole('region', { name: 'My patients' });
+  await myPatients.getByRole('link').first().waitFor();
+  out.myPatients = await myPatients.innerText();
 
   // A patient in the clinician's care: the chart, and a note written in it.
   out.caredListed = await openPatient(page, cared);
@@ -147,7 +150,11 @@ try {
   out.checkpointStatus = await status.innerText();
   await review.getByLabel('Action').selectOption('break_glass');
   await review.getByRole('button', { name: 'Search', exact: true }).click();
-  await review.getByRole('heading', { name: /^Entries 1–/ }).waitFor();
+  // The filtered answer replaces the unfiltered one: wait until every row is the action.
+  await review.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('[data-testid="audit-table"] tbody tr')];
+    return rows.length > 0 && rows.every((row) => row.textContent.includes('break_glass'));
+  });
   const rows = review.getByTestId('audit-table').locator('tbody tr');
   out.breakGlassRows = await rows.count();
   out.breakGlassRow = await rows.first().innerText();

@@ -379,6 +379,11 @@ impl Store for PostgresStore {
                 .push_bind(filter.token.clone())
                 .push(")");
         }
+        if let Some(user) = query.cared_for_by {
+            sql.push(" AND p.id IN (SELECT patient_id FROM care_team_members WHERE user_id = ")
+                .push_bind(user.as_uuid())
+                .push(")");
+        }
         if let Some(after) = query.after {
             sql.push(" AND p.id > ").push_bind(after.as_uuid());
         }

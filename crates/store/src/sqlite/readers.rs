@@ -155,6 +155,12 @@ impl Readers {
             values.push(filter.kind.as_str().to_owned().into());
             values.push(filter.token.clone().into());
         }
+        if let Some(user) = query.cared_for_by {
+            sql.push_str(
+                " AND p.id IN (SELECT patient_id FROM care_team_members WHERE user_id = ?)",
+            );
+            values.push(user.as_uuid().as_bytes().to_vec().into());
+        }
         if let Some(after) = query.after {
             sql.push_str(" AND p.id > ?");
             values.push(after.as_uuid().as_bytes().to_vec().into());
