@@ -649,3 +649,17 @@ pub(crate) async fn remove_passkey(
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// `GET /api/v1/keys/status`: where key rotation stands (administrators).
+pub(crate) async fn key_status(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let status = state.app.key_status(&context).await?;
+    Ok(Json(serde_json::json!({
+        "active_root_key_id": status.active_root.to_string(),
+        "keys_under_older_roots": status.keys_under_older_roots,
+        "last_rotation_at_ms": status.last_rotation_ms,
+    }))
+    .into_response())
+}

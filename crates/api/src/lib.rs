@@ -143,6 +143,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             "/api/v1/organisation",
             get(auth::organisation).put(auth::update_organisation),
         )
+        .route("/api/v1/keys/status", get(auth::key_status))
         .route("/api/v1/auth/passkeys", get(auth::passkeys))
         .route("/api/v1/auth/passkeys/{id}", delete(auth::remove_passkey))
         .route(

@@ -750,6 +750,11 @@ impl AccessGate {
         )?)
     }
 
+    /// The id of the root key new keys are wrapped under (an id, not key material).
+    pub fn active_root_key_id(&self) -> haven_crypto::RootKeyId {
+        self.keys.active_key_id()
+    }
+
     /// Proves the key provider works: wraps and unwraps a throwaway key.
     pub fn check_keys(&self) -> Result<(), haven_crypto::CryptoError> {
         let probe = KeyMaterial::generate();

@@ -226,3 +226,60 @@ pub(crate) fn system_event(
         origin: RequestOrigin::default(),
     }
 }
+
+/// Where key rotation stands, for administrators: which root key wraps new keys, how many
+/// stored keys still wait under an older one, and when the root was last rotated.
+#[derive(Debug, Clone)]
+pub struct KeyStatus {
+    pub active_root: RootKeyId,
+    /// Subject and system keys not yet re-wrapped under the active root (0 after a
+    /// completed rotation).
+    pub keys_under_older_roots: u64,
+    /// When `haven keys rotate` last completed, from the audit log.
+    pub last_rotation_ms: Option<i64>,
+}
+
+impl crate::App {
+    /// The key rotation status. Administrators only; audited as a read of the
+    /// organisation's administration.
+    pub async fn key_status(&self, context: &crate::RequestContext) -> AppResult<KeyStatus> {
+        self.gate
+            .authorize_administration(
+                context,
+                haven_domain::Action::Read,
+                haven_domain::Resource::Users,
+            )
+            .await?;
+        // Administrators' reads are recorded too, as `users_listed` is.
+        let mut event = system_event(
+            self.clock.now_ms(),
+            AuditAction::Read,
+            None,
+            "key_status_read",
+        );
+        crate::identity::context_into_event(context, &mut event);
+        event.organisation = context.actor.organisation.map(|o| o.to_string());
+        event.resource_type = Some("Key".to_owned());
+        self.gate.record_system(event).await?;
+        let active_root = self.gate.active_root_key_id();
+        let keys_under_older_roots = self
+            .store
+            .count_keys_not_under(active_root.as_bytes())
+            .await?;
+        let last = self
+            .store
+            .query_audit(&haven_store::AuditQuery {
+                action: Some(AuditAction::KeyRotation),
+                sort: haven_store::AuditSortField::Seq,
+                descending: true,
+                limit: 1,
+                ..haven_store::AuditQuery::default()
+            })
+            .await?;
+        Ok(KeyStatus {
+            active_root,
+            keys_under_older_roots,
+            last_rotation_ms: last.first().map(|entry| entry.event.at_ms),
+        })
+    }
+}

@@ -318,6 +318,11 @@ fn endpoints() -> Vec<Endpoint> {
             body: None,
         },
         Endpoint {
+            method: Method::GET,
+            path: "/api/v1/keys/status",
+            body: None,
+        },
+        Endpoint {
             method: Method::PUT,
             path: "/api/v1/organisation",
             body: Some(json!({
@@ -590,7 +595,9 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             Patient if person => StatusCode::UNPROCESSABLE_ENTITY,
             _ => forbidden,
         },
-        ("GET", "/api/v1/users") | ("PUT", "/api/v1/organisation") => match role {
+        ("GET", "/api/v1/users")
+        | ("PUT", "/api/v1/organisation")
+        | ("GET", "/api/v1/keys/status") => match role {
             Administrator => StatusCode::OK,
             _ => forbidden,
         },

@@ -773,6 +773,11 @@ async fn an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user(
         out["disabledRow"].as_str().unwrap().contains("Disabled"),
         "{out}"
     );
+    let keys = out["keyStatus"].as_str().unwrap();
+    assert!(
+        keys.contains("Never") && keys.contains("None"),
+        "a fresh deployment's keys: {keys:?}"
+    );
 
     // The link enrols a nurse, once.
     let link = out["invitationLink"].as_str().unwrap();

@@ -482,6 +482,23 @@ async fn key_rotation_rewraps_everything_and_destroys_the_old_root() {
     for n in 0..5 {
         ids.push(create(&client, &server.url, &token, n).await);
     }
+    let key_status = |url: String| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let response = client
+                .get(format!("{url}/api/v1/keys/status"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let before_rotation = key_status(server.url.clone()).await;
+    assert_eq!(before_rotation["keys_under_older_roots"], 0);
+    assert_eq!(before_rotation["last_rotation_at_ms"], Value::Null);
 
     // Rotation waits for the server to stop: it must not race a server wrapping new keys.
     let refused = haven(dir.path())
@@ -511,6 +528,21 @@ async fn key_rotation_rewraps_everything_and_destroys_the_old_root() {
     assert_ne!(before, after, "the old root key file is gone");
 
     let server = serve(dir.path(), &[], &env).await;
+    // The status shows the new root, nothing left under the old one, and when it happened.
+    let after_rotation = key_status(server.url.clone()).await;
+    assert_ne!(
+        after_rotation["active_root_key_id"],
+        before_rotation["active_root_key_id"]
+    );
+    assert!(
+        after[0].contains(after_rotation["active_root_key_id"].as_str().unwrap()),
+        "{after:?} {after_rotation}"
+    );
+    assert_eq!(after_rotation["keys_under_older_roots"], 0);
+    assert!(
+        after_rotation["last_rotation_at_ms"].is_i64(),
+        "{after_rotation}"
+    );
     for id in &ids {
         let response = client
             .get(format!("{}/api/v1/patients/{id}", server.url))

@@ -1,6 +1,6 @@
 // Administration: the organisation's policies (time-outs, a second factor for patients,
-// break-the-glass duration, when results reach patients), its users (disable, enable) and
-// invitations (a single-use link shown once). Changing a policy or a person's access needs
+// break-the-glass duration, when results reach patients), its users (disable, enable),
+// invitations (a single-use link shown once) and where key rotation stands. Changing a policy or a person's access needs
 // a fresh proof of identity (step-up): the page asks for the password and a code, then
 // retries.
 import { useState } from 'preact/hooks';
@@ -260,6 +260,43 @@ function Invitations() {
   );
 }
 
+interface KeyStatus {
+  active_root_key_id: string;
+  keys_under_older_roots: number;
+  last_rotation_at_ms: number | null;
+}
+
+function Keys() {
+  const status = useLoad(() => api<KeyStatus>('GET', '/api/v1/keys/status'), []);
+  return (
+    <section class="card" aria-labelledby="admin-keys">
+      <h2 id="admin-keys">Encryption keys</h2>
+      <Show loaded={status} what="the key status">
+        {(keys) => (
+          <dl data-testid="key-status">
+            <dt>Root key in use</dt>
+            <dd>
+              <code>{keys.active_root_key_id}</code>
+            </dd>
+            <dt>Last rotated</dt>
+            <dd>
+              {keys.last_rotation_at_ms === null
+                ? 'Never: the root key is the one created on first start'
+                : new Date(keys.last_rotation_at_ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' })}
+            </dd>
+            <dt>Keys still under an older root</dt>
+            <dd>{keys.keys_under_older_roots === 0 ? 'None' : keys.keys_under_older_roots.toLocaleString()}</dd>
+          </dl>
+        )}
+      </Show>
+      <p class="hint">
+        Rotate the root key with <code>haven keys rotate</code> while Haven is stopped: every stored key is re-wrapped under a
+        new root and the old one is destroyed.
+      </p>
+    </section>
+  );
+}
+
 export function Administration() {
   const organisation = useLoad(() => api<Organisation>('GET', '/api/v1/organisation'), []);
   return (
@@ -269,6 +306,7 @@ export function Administration() {
       </Show>
       <Invitations />
       <Users />
+      <Keys />
     </Page>
   );
 }

@@ -1543,7 +1543,7 @@ impl App {
 }
 
 /// Fills in who did it and from where, for an entry of an administrative action.
-fn context_into_event(context: &crate::RequestContext, event: &mut AuditEvent) {
+pub(crate) fn context_into_event(context: &crate::RequestContext, event: &mut AuditEvent) {
     event.actor = Some(context.actor.principal.actor_id());
     event.role = Some(context.actor.role.as_str().to_owned());
     event.session = context.actor.principal.session().map(|s| s.to_string());

@@ -4,8 +4,8 @@
 //
 // Phase `sign-in`: password and code; the browser's state (its session cookie) is saved to
 // HAVEN_STATE. Phase `manage`, with that state: create an invitation link (the page asks
-// for a fresh proof of identity, step-up, first), change the idle time-out, and disable a
-// user.
+// for a fresh proof of identity, step-up, first), change the idle time-out, disable a
+// user, and read where key rotation stands.
 //
 // Input (environment): HAVEN_URL, HAVEN_PHASE, HAVEN_STATE (a file), HAVEN_PASSWORD,
 // HAVEN_LOGIN, HAVEN_TOTP (base32), HAVEN_TOTP_STEP_MIN, HAVEN_CLOCK_OFFSET_SECS (how far
@@ -79,6 +79,8 @@ try {
     await row.getByRole('button', { name: 'Disable' }).click();
     await row.getByText('Disabled').waitFor();
     out.disabledRow = await row.innerText();
+    await page.getByTestId('key-status').waitFor();
+    out.keyStatus = await page.getByTestId('key-status').innerText();
     await shoot('admin');
   }
   console.log(JSON.stringify(out));
