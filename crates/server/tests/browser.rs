@@ -552,6 +552,28 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     assert_eq!(result.status(), StatusCode::CREATED);
     let result: Value = result.json().await.unwrap();
     let result_ref = format!("Observation/{}", result["id"].as_str().unwrap());
+    // An earlier reading, so the chart has a line to draw.
+    let earlier = server
+        .client
+        .post(server.endpoint("/fhir/Observation"))
+        .bearer_auth(&clinician.token)
+        .header("content-type", "application/fhir+json")
+        .body(
+            json!({
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+                "subject": {"reference": format!("Patient/{cared}")},
+                "effectiveDateTime": "2026-11-10T09:00:00Z",
+                "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(earlier.status(), StatusCode::CREATED);
     let patient_self = server.user(Role::Patient, Some(cared)).await;
     let correction = "Taken just after climbing the stairs HVN-6018";
     let request = server
@@ -626,6 +648,11 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
         "{out}"
     );
     assert_eq!(out["noteShown"], true, "{out}");
+    let chart = out["vitalsChart"].as_str().unwrap();
+    assert!(
+        chart.starts_with("Heart rate: 2 readings") && chart.contains("latest 130 /min"),
+        "{chart:?}"
+    );
     assert!(
         listed("breakGlassBanner").contains("Emergency access"),
         "{out}"

@@ -8,6 +8,7 @@ import { type Bundle, type CodeableConcept, type Observation, type Resource, cat
 import { ErrorNote, Page, Show, useLoad, when } from '../ui';
 import { PendingCorrections } from './corrections';
 import { ResultsTable } from './portal';
+import { VitalsCharts } from '../vitals-chart';
 import { type PatientSummary, fullName } from './workspace';
 
 /** Rows of each list in the chart. */
@@ -246,6 +247,7 @@ function ChartBody(props: { patient: PatientSummary; emergencyUntil: string | nu
             </div>
             <section class="card" aria-labelledby="chart-vitals">
               <h2 id="chart-vitals">Vital signs</h2>
+              <VitalsCharts observations={vitals.filter((o) => categoryOf(o) === 'vital-signs')} />
               <ResultsTable results={vitals.filter((o) => categoryOf(o) === 'vital-signs')} caption="Newest first" />
             </section>
             <section class="card" aria-labelledby="chart-results">

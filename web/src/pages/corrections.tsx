@@ -200,6 +200,12 @@ function Answer(props: { task: Task; onAnswered: () => void }) {
   );
 }
 
+/** The record a request is about, said in a few words once it is loaded. */
+function FocusSummary(props: { reference: string }) {
+  const record = useLoad(() => fhir<Resource>('GET', props.reference), [props.reference]);
+  return <>{record.state === 'ready' ? recordSummary(record.value) : props.reference}</>;
+}
+
 /** The patient's correction requests waiting for an answer, in their chart. */
 export function PendingCorrections(props: { patient: string; onAnswered: () => void }) {
   const [version, setVersion] = useState(0);
@@ -218,7 +224,8 @@ export function PendingCorrections(props: { patient: string; onAnswered: () => v
                 <li key={task.id}>
                   <strong>{task.description}</strong>
                   <span class="detail">
-                    About {task.focus?.reference} · asked {when(task.authoredOn)} · wants: {task.input?.[0]?.valueString}
+                    About {task.focus?.reference ? <FocusSummary reference={task.focus.reference} /> : 'a record'} · asked{' '}
+                    {when(task.authoredOn)} · wants: {task.input?.[0]?.valueString}
                   </span>
                   <Answer
                     task={task}

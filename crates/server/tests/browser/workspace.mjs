@@ -102,6 +102,10 @@ try {
   // A patient in the clinician's care: the chart, and a note written in it.
   out.caredListed = await openPatient(page, cared);
   await page.getByRole('heading', { level: 1, name: new RegExp(cared) }).waitFor();
+  // The vital signs over time, as the chart describes them to a screen reader.
+  const vitals = page.getByTestId('vitals-charts').getByRole('img').first();
+  await vitals.waitFor();
+  out.vitalsChart = await vitals.getAttribute('aria-label');
   // The patient's correction request waits in the chart; accepting adds it to the record.
   const pending = page.getByTestId('pending-corrections').getByRole('listitem').filter({ hasText: correction });
   await pending.first().waitFor();
