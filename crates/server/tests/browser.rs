@@ -552,6 +552,31 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     assert_eq!(result.status(), StatusCode::CREATED);
     let result: Value = result.json().await.unwrap();
     let result_ref = format!("Observation/{}", result["id"].as_str().unwrap());
+    // A visit booked with the cared-for patient, for the clinician's schedule.
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .replace_time(time::macros::time!(10:00));
+    let booked = server
+        .client
+        .post(server.endpoint("/fhir/Appointment"))
+        .bearer_auth(&clinician.token)
+        .header("content-type", "application/fhir+json")
+        .body(
+            json!({
+                "resourceType": "Appointment",
+                "status": "booked",
+                "description": "Video follow-up HVN-3391",
+                "start": tomorrow.format(&time::format_description::well_known::Rfc3339).unwrap(),
+                "end": (tomorrow + time::Duration::minutes(20))
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+                "participant": [{"actor": {"reference": format!("Patient/{cared}")}, "status": "accepted"}]
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(booked.status(), StatusCode::CREATED);
     // An earlier reading, so the chart has a line to draw.
     let earlier = server
         .client
@@ -636,6 +661,11 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     .await;
     assert_well_behaved(&out);
     assert_eq!(out["passkeySignIn"], "/workspace", "{out}");
+    let schedule = out["schedule"].as_str().unwrap();
+    assert!(
+        schedule.contains("Lovelace") && schedule.contains("Video follow-up HVN-3391"),
+        "{schedule:?}"
+    );
     let my_patients = out["myPatients"].as_str().unwrap();
     assert!(
         my_patients.contains("Lovelace") && !my_patients.contains("Babbage"),

@@ -1,9 +1,11 @@
-// The clinician workspace's front page: my patients (those whose care team I am on), and
-// finding any patient by family name or birth date. Patients outside the clinician's care show only their name and birth date;
+// The clinician workspace's front page: my schedule (the coming visits of my patients), my
+// patients (those whose care team I am on), and finding any patient by family name or
+// birth date. Patients outside the clinician's care show only their name and birth date;
 // their chart offers break-the-glass.
 import { useState } from 'preact/hooks';
-import { api } from '../api';
-import { ErrorNote, Field, Link, Page, Show, useLoad } from '../ui';
+import { api, fhir } from '../api';
+import { type Bundle, type Resource, matches } from '../fhir';
+import { ErrorNote, Field, Link, type Loaded, Page, Show, useLoad, when } from '../ui';
 
 export interface PatientSummary {
   id: string;
@@ -42,11 +44,77 @@ function PatientList(props: { patients: PatientSummary[] }) {
   );
 }
 
+/** Visits on the schedule. */
+const SCHEDULE_MAX = 20;
+
+interface Appointment extends Resource {
+  status: string;
+  start?: string;
+  description?: string;
+  participant?: { actor?: { reference?: string } }[];
+}
+
+/**
+ * The coming visits of the clinician's patients: a search across patients covers only
+ * those the clinician is related to, so this is their schedule.
+ */
+function Schedule(props: { patients: PatientSummary[] }) {
+  const visits = useLoad(() => {
+    const today = new Date();
+    today.setHours(0, 0, 0, 0);
+    const query = new URLSearchParams({
+      date: `ge${today.toISOString().slice(0, 10)}`,
+      _sort: 'date',
+      _count: String(SCHEDULE_MAX),
+    });
+    return fhir<Bundle<Appointment>>('GET', `Appointment?${query}`).then(matches);
+  }, []);
+  const nameOf = (appointment: Appointment) => {
+    const reference = appointment.participant?.find((p) => p.actor?.reference?.startsWith('Patient/'))?.actor?.reference;
+    const patient = props.patients.find((p) => `Patient/${p.id}` === reference);
+    return patient ? fullName(patient) : 'A patient';
+  };
+  return (
+    <section class="card" aria-labelledby="schedule">
+      <h2 id="schedule">My schedule</h2>
+      <Show loaded={visits} what="your schedule">
+        {(list) => {
+          const coming = list.filter((a) => a.status !== 'cancelled' && a.status !== 'entered-in-error');
+          return coming.length === 0 ? (
+            <p class="empty">No visits booked with your patients.</p>
+          ) : (
+            <ul class="plain" data-testid="schedule">
+              {coming.map((a) => (
+                <li key={a.id}>
+                  <strong>{when(a.start)}</strong> · {nameOf(a)}
+                  {a.description && <span class="detail">{a.description}</span>}
+                </li>
+              ))}
+            </ul>
+          );
+        }}
+      </Show>
+    </section>
+  );
+}
+
 function MyPatients() {
   const mine = useLoad(
     () => api<{ items: PatientSummary[] }>('GET', `/api/v1/patients?care_team=me&limit=${MY_PATIENTS_MAX}`),
     [],
   );
+  return (
+    <div class="grid">
+      <Show loaded={mine} what="your patients">
+        {({ items }) => <Schedule patients={items} />}
+      </Show>
+      <MyPatientList loaded={mine} />
+    </div>
+  );
+}
+
+function MyPatientList(props: { loaded: Loaded<{ items: PatientSummary[] }> }) {
+  const mine = props.loaded;
   return (
     <section class="card" aria-labelledby="my-patients">
       <h2 id="my-patients">My patients</h2>

@@ -98,6 +98,9 @@ try {
   const myPatients = page.getByRole('region', { name: 'My patients' });
   await myPatients.getByRole('link').first().waitFor();
   out.myPatients = await myPatients.innerText();
+  await page.getByTestId('schedule').waitFor();
+  out.schedule = await page.getByTestId('schedule').innerText();
+  await shoot('workspace');
 
   // A patient in the clinician's care: the chart, and a note written in it.
   out.caredListed = await openPatient(page, cared);
