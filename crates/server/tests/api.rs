@@ -819,6 +819,20 @@ async fn the_web_app_is_served_under_its_policy() {
         "public, max-age=31536000, immutable"
     );
     assert!(code.headers().contains_key("content-security-policy"));
+    // The first load's script, as a browser receives it: well under the 200 KB budget.
+    let compressed = server
+        .client
+        .get(server.endpoint(&script))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    let script_bytes = compressed.bytes().await.unwrap().len();
+    assert!(
+        script_bytes < 200 * 1024,
+        "{script_bytes} bytes of compressed script"
+    );
 
     let icon = get("/favicon.svg").await.unwrap();
     assert_eq!(icon.status(), StatusCode::OK);

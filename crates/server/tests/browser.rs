@@ -509,9 +509,10 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
 }
 
 /// Asserts that a journey's pages kept to the policy: nothing from another origin, no
-/// policy violation, every page under the policy, no server error, no app fault, and no
-/// page wider than a 360 px phone.
+/// policy violation, every page under the policy, no server error, no app fault, no page
+/// wider than a 360 px phone, and nothing a screen-reader user would trip over.
 fn assert_well_behaved(out: &Value) {
+    assert_eq!(out["accessibility"], json!([]), "{out}");
     assert_eq!(out["phoneOverflow"], json!([]), "{out}");
     assert_eq!(out["foreignRequests"], json!([]), "{out}");
     assert_eq!(out["serverErrors"], json!([]), "{out}");

@@ -25,6 +25,7 @@ export const JOURNAL_LISTS = [
   'serverErrors',
   'consoleErrors',
   'phoneOverflow',
+  'accessibility',
   'screenshots',
 ];
 
@@ -88,6 +89,7 @@ export async function watchedPage(browser, origin, out, storageState = undefined
 export function screenshotter(page, dir, out) {
   mkdirSync(dir, { recursive: true });
   return async (name) => {
+    for (const problem of await accessibilityProblems(page)) out.accessibility.push(`${name}: ${problem}`);
     for (const [size, viewport] of [
       ['desktop', { width: 1280, height: 800 }],
       ['phone', { width: 360, height: 740 }],
@@ -101,6 +103,38 @@ export function screenshotter(page, dir, out) {
     }
     await page.setViewportSize({ width: 1280, height: 800 });
   };
+}
+
+/**
+ * What a screen-reader or keyboard user would trip over on the page: a form control with no
+ * label, a button or link with no name, an image with no text, a page without one main
+ * heading, or headings that skip a level.
+ */
+export function accessibilityProblems(page) {
+  return page.evaluate(() => {
+    const problems = [];
+    const describe = (element) => `${element.tagName.toLowerCase()}${element.id ? `#${element.id}` : ''}`;
+    for (const control of document.querySelectorAll('input, select, textarea')) {
+      if (control.type === 'hidden') continue;
+      const named = control.labels?.length || control.getAttribute('aria-label') || control.getAttribute('aria-labelledby');
+      if (!named) problems.push(`unlabelled ${describe(control)}`);
+    }
+    for (const element of document.querySelectorAll('button, a[href]')) {
+      if (!element.textContent.trim() && !element.getAttribute('aria-label')) problems.push(`nameless ${describe(element)}`);
+    }
+    for (const image of document.querySelectorAll('img, svg[role="img"]')) {
+      if (!(image.getAttribute('alt') ?? image.getAttribute('aria-label'))) problems.push(`image without text: ${describe(image)}`);
+    }
+    const mains = document.querySelectorAll('h1');
+    if (mains.length !== 1) problems.push(`${mains.length} main headings`);
+    let level = 1;
+    for (const heading of document.querySelectorAll('h1, h2, h3, h4')) {
+      const next = Number(heading.tagName[1]);
+      if (next > level + 1) problems.push(`heading level skipped before "${heading.textContent.trim()}"`);
+      level = next;
+    }
+    return problems;
+  });
 }
 
 /** Waits for the page's main heading. */
