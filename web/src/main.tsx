@@ -21,24 +21,26 @@ import { SignIn } from './pages/sign-in';
 import { Workspace } from './pages/workspace';
 import { navigate, usePath } from './router';
 import { type Session, currentSession, homeOf, roleNames } from './session';
-import { Link, Loading, Page } from './ui';
+import { type Subject, subjectsOf } from './subjects';
+import { Link, Loading, Page, useLoad } from './ui';
 
 type Auth = { state: 'checking' } | { state: 'signed-out'; notice: string | null } | { state: 'signed-in'; session: Session };
 
 /** Paths a signed-out visitor may see. */
 const PUBLIC_PATHS = ['/sign-in', '/enrol'];
 
-function navigation(session: Session): [string, string][] {
+function navigation(session: Session, subject: Subject | null): [string, string][] {
   switch (session.role) {
-    case 'patient':
-      return [
-        ['/portal', 'Home'],
-        ['/portal/record', 'My record'],
-        ['/portal/forms', 'Forms'],
-        ['/portal/access', 'Who accessed my record'],
-        ['/portal/privacy', 'Privacy and sharing'],
-        ['/account', 'Account'],
-      ];
+    case 'patient': {
+      // A proxy sees what their delegation allows; the rest is the patient's own business.
+      const items: [string, string][] = [['/portal', 'Home']];
+      if (subject?.scopes.includes('record')) items.push(['/portal/record', subject.own ? 'My record' : 'Record']);
+      if (subject?.own) items.push(['/portal/forms', 'Forms']);
+      if (subject?.scopes.includes('access_log')) items.push(['/portal/access', 'Who accessed my record']);
+      if (subject?.own) items.push(['/portal/privacy', 'Privacy and sharing']);
+      items.push(['/account', 'Account']);
+      return items;
+    }
     case 'clinician':
     case 'nurse':
     case 'front_desk':
@@ -71,26 +73,65 @@ const FORM_PATH = /^\/portal\/forms\/([A-Za-z0-9\-.]{1,64})$/;
 const STAFF_ROLES = ['clinician', 'nurse', 'front_desk'];
 const PRIVACY_ROLES = ['privacy_officer', 'auditor'];
 
+/** Chooses whose record the portal shows, when there is more than one. */
+function SubjectPicker(props: { subjects: Subject[]; selected: Subject; onSelect: (patient: string) => void }) {
+  if (props.subjects.length < 2) return null;
+  return (
+    <div class="subject-picker">
+      <label for="subject">Whose record</label>
+      <select id="subject" value={props.selected.patient} onChange={(e) => props.onSelect(e.currentTarget.value)}>
+        {props.subjects.map((s) => (
+          <option key={s.patient} value={s.patient}>
+            {s.label}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
 function SignedIn(props: { session: Session; path: string; signOut: (notice: string | null) => void }) {
   const { session, path, signOut } = props;
+  const [subjectsVersion, setSubjectsVersion] = useState(0);
+  const subjects = useLoad(
+    () => (session.role === 'patient' ? subjectsOf(session.patient) : Promise.resolve([])),
+    [session, subjectsVersion],
+  );
+  const [chosen, setChosen] = useState<string | null>(null);
+  const list = subjects.state === 'ready' ? subjects.value : [];
+  const subject = list.find((s) => s.patient === chosen) ?? list[0] ?? null;
   const onIdle = useCallback(() => {
     const minutes = Math.round(session.idleTimeoutSecs / 60);
     signOut(`You were signed out after ${minutes} minute${minutes === 1 ? '' : 's'} without activity, to keep your information safe.`);
   }, [session, signOut]);
   let page;
-  if (session.role === 'patient' && session.patient) {
-    if (path === '/portal') page = <PortalHome patient={session.patient} me={session.user} />;
-    else if (path === '/portal/record') page = <MyRecord patient={session.patient} />;
-    else if (path === '/portal/access') page = <AccessLogPage patient={session.patient} me={session.user} />;
-    else if (path === '/portal/forms') page = <FormsList patient={session.patient} />;
-    else if (path === '/portal/corrections') page = <MyCorrections patient={session.patient} />;
-    else if (path === '/portal/privacy') page = <PrivacySettings patient={session.patient} />;
-    else if (CORRECTION_PATH.test(path)) {
+  if (session.role === 'patient' && subjects.state === 'loading') page = <Loading what="your records" />;
+  else if (session.role === 'patient' && !subject && path.startsWith('/portal')) {
+    page = (
+      <Page title="No record to show yet">
+        <p>
+          Your account is not linked to a record. If someone gave you a code to act for them, enter it under{' '}
+          <Link href="/account">Account</Link>.
+        </p>
+      </Page>
+    );
+  } else if (session.role === 'patient' && subject) {
+    // Pages are keyed by whose record they show: switching drops what the other had loaded.
+    const patient = subject.patient;
+    const own = subject.own;
+    const may = (scope: string) => subject.scopes.includes(scope);
+    if (path === '/portal') page = <PortalHome key={patient} patient={patient} me={session.user} scopes={subject.scopes} own={own} />;
+    else if (path === '/portal/record' && may('record')) page = <MyRecord key={patient} patient={patient} own={own} />;
+    else if (path === '/portal/access' && may('access_log')) page = <AccessLogPage key={patient} patient={patient} me={session.user} />;
+    else if (own && path === '/portal/forms') page = <FormsList patient={patient} />;
+    else if (own && path === '/portal/corrections') page = <MyCorrections patient={patient} />;
+    else if (own && path === '/portal/privacy') page = <PrivacySettings patient={patient} />;
+    else if (own && CORRECTION_PATH.test(path)) {
       const reference = CORRECTION_PATH.exec(path)![1]!;
-      page = <NewCorrection key={reference} patient={session.patient} reference={reference} />;
-    } else {
+      page = <NewCorrection key={reference} patient={patient} reference={reference} />;
+    } else if (own) {
       const form = FORM_PATH.exec(path);
-      if (form?.[1]) page = <FormPage key={form[1]} patient={session.patient} form={form[1]} />;
+      if (form?.[1]) page = <FormPage key={form[1]} patient={patient} form={form[1]} />;
     }
   }
   if (STAFF_ROLES.includes(session.role)) {
@@ -103,7 +144,15 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     else if (path === '/privacy/audit') page = <AuditSearch />;
   }
   if (session.role === 'administrator' && path === '/admin') page = <Administration />;
-  if (path === '/account') page = <Account onSignedOut={signOut} />;
+  if (path === '/account') {
+    page = (
+      <Account
+        onSignedOut={signOut}
+        canActForOthers={session.role === 'patient'}
+        onActingChanged={() => setSubjectsVersion(subjectsVersion + 1)}
+      />
+    );
+  }
   if (!page) {
     page = (
       <Page title="Page not found">
@@ -113,7 +162,7 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
       </Page>
     );
   }
-  const items = navigation(session);
+  const items = navigation(session, subject);
   // The section a page belongs to: the longest navigation path that starts its path.
   const current = items
     .map(([href]) => href)
@@ -143,7 +192,12 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
           </button>
         </div>
       </header>
-      <main id="main">{page}</main>
+      <main id="main">
+        {subject && path.startsWith('/portal') && (
+          <SubjectPicker subjects={list} selected={subject} onSelect={(patient) => setChosen(patient)} />
+        )}
+        {page}
+      </main>
       <IdleTimeout
         idleTimeoutSecs={session.idleTimeoutSecs}
         activityIntervalSecs={session.activityIntervalSecs}

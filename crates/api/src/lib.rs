@@ -4,6 +4,8 @@
 //!   request ids, tracing without query strings or credentials, timeouts, body limits,
 //!   compression and security headers.
 //! - [`web`] serves the web app's built files and answers its pages' paths.
+//! - [`drain`] reads a body refused as too large to its end (bounded), so the client hears
+//!   the 413 instead of a reset connection.
 //! - [`error::ApiError`] maps every failure to a status and a stable machine-readable code.
 //! - [`extract`] turns requests into validated inputs (JSON bodies, ids, the caller), each
 //!   failure becoming a clear 4xx that changes nothing.
@@ -29,6 +31,7 @@ use tower_http::trace::TraceLayer;
 mod audit;
 mod auth;
 mod care;
+mod drain;
 pub mod error;
 pub mod extract;
 mod fhir;
@@ -219,7 +222,9 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         ));
     }
 
-    let mut router = api.layer(DefaultBodyLimit::max(settings.body_bytes_max));
+    let mut router = api
+        .layer(DefaultBodyLimit::max(settings.body_bytes_max))
+        .layer(axum::middleware::from_fn(drain::drain_refused_bodies));
     for (name, value) in security_headers {
         router = router.layer(SetResponseHeaderLayer::overriding(
             name,

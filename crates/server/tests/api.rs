@@ -319,6 +319,20 @@ async fn oversized_bodies_are_refused(backend: Backend) {
     let response = post(&server, &server.admin_token, &body).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(response).await, "body_too_large");
+    // Far over the limit, still being sent when Haven refuses it: the client hears the
+    // refusal every time, never a reset connection.
+    for _ in 0..10 {
+        let huge = server
+            .client
+            .post(server.endpoint("/api/v1/patients"))
+            .bearer_auth(&server.admin_token)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 4 * 1024 * 1024])
+            .send()
+            .await
+            .expect("an answer, not a reset connection");
+        assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
     // Just under the limit is accepted by the HTTP layer (and then judged on its content).
     let mut body = ada("Fits");
     body["name"]["given"] = json!(["y".repeat(50)]);

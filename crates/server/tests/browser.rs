@@ -11,6 +11,9 @@
 //! chart in their care and writes a note, breaks the glass on a stranger's chart; the
 //! privacy officer finds that in the review queue and marks it justified.
 //!
+//! A proxy: a parent with no record of their own enters the front desk's code and sees their
+//! child's record, and only what the delegation allows.
+//!
 //! Administration: with a sign-in older than the step-up window, an administrator is asked
 //! to prove who they are before an invitation; then changes a policy and disables a user.
 //!
@@ -34,6 +37,7 @@ haven_test_support::on_every_backend!(
     a_patient_enrols_reads_a_result_and_sees_who_accessed_it,
     a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass,
     an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user,
+    a_parent_sees_their_childs_record_within_the_delegation,
 );
 
 /// Browser scripts get long enough to start Chromium on a loaded machine.
@@ -870,6 +874,78 @@ async fn an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user(
         server.get_as(&nurse.token, "/api/v1/me").await.status(),
         StatusCode::UNAUTHORIZED,
         "a disabled user's session ends"
+    );
+    server.stop().await;
+}
+
+async fn a_parent_sees_their_childs_record_within_the_delegation(backend: Backend) {
+    let server = TestServer::start_in_real_time(backend).await;
+    let child = server.create_patient("Lovelace").await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(child, clinician.id).await;
+    let marker = "Haemoglobin HVN-2264";
+    let result = server
+        .client
+        .post(server.endpoint("/fhir/Observation"))
+        .bearer_auth(&clinician.token)
+        .header("content-type", "application/fhir+json")
+        .body(
+            json!({
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Haemoglobin"}], "text": marker},
+                "subject": {"reference": format!("Patient/{child}")},
+                "effectiveDateTime": "2026-11-18T09:00:00Z",
+                "valueQuantity": {"value": 12.9, "unit": "g/dL", "system": "http://unitsofmeasure.org", "code": "g/dL"}
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status(), StatusCode::CREATED);
+    // The front desk, having seen the parent's papers, offers them the record (not its log).
+    let desk = server.user(Role::FrontDesk, None).await;
+    let offered = server
+        .post_as(
+            Some(&desk.token),
+            &format!("/api/v1/patients/{child}/delegations"),
+            json!({ "relationship": "parent", "scopes": ["record"], "days": 30 }),
+        )
+        .await;
+    assert_eq!(offered.status(), StatusCode::CREATED);
+    let offered: Value = offered.json().await.unwrap();
+    // The parent has an account of their own, with no record.
+    let parent = server.user(Role::Patient, None).await;
+
+    let out = run_script(
+        "proxy.mjs",
+        &[
+            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
+            ("HAVEN_LOGIN", &parent.login),
+            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+            ("HAVEN_OFFER", offered["offer"].as_str().unwrap()),
+            ("HAVEN_MARKER", marker),
+            (
+                "HAVEN_SCREENSHOTS",
+                &screenshot_dir(backend).display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    assert_well_behaved(&out);
+    assert_eq!(out["noRecordAtFirst"], true, "{out}");
+    assert!(out["homeText"].as_str().unwrap().contains(marker), "{out}");
+    let navigation = out["navigation"].as_str().unwrap();
+    assert!(navigation.contains("Record"), "{navigation:?}");
+    assert!(
+        !navigation.contains("Who accessed"),
+        "the delegation does not cover the access log: {navigation:?}"
+    );
+    assert_eq!(
+        out["correctionLinks"], 0,
+        "corrections are the patient's own: {out}"
     );
     server.stop().await;
 }

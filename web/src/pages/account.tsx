@@ -113,7 +113,41 @@ function dateOf(ms: number): string {
   return new Date(ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 }
 
-export function Account(props: { onSignedOut: (notice: string) => void }) {
+/** A patient-role user enters the code someone gave them, to act for them (a proxy). */
+function ActForSomeone(props: { onAccepted: () => void }) {
+  const [code, setCode] = useState('');
+  const [error, setError] = useState<unknown>(null);
+  const [accepted, setAccepted] = useState(false);
+  const accept = async (event: Event) => {
+    event.preventDefault();
+    setError(null);
+    setAccepted(false);
+    try {
+      await api('POST', '/api/v1/delegations/accept', { offer: code.trim() });
+      setCode('');
+      setAccepted(true);
+      props.onAccepted();
+    } catch (e) {
+      setError(e);
+    }
+  };
+  return (
+    <form class="card" onSubmit={accept} aria-labelledby="account-act-for">
+      <h2 id="account-act-for">Act for someone</h2>
+      <p>If a patient or their clinic gave you a code to act for them (as their parent, guardian or caregiver), enter it here.</p>
+      <Field label="Code" value={code} onInput={setCode} autoComplete="off" maxLength={200} required />
+      <ErrorNote error={error} />
+      {accepted && (
+        <p class="ok" role="status">
+          Done. Choose whose record to see at the top of the portal.
+        </p>
+      )}
+      <button type="submit">Accept</button>
+    </form>
+  );
+}
+
+export function Account(props: { onSignedOut: (notice: string) => void; canActForOthers: boolean; onActingChanged: () => void }) {
   const [version, setVersion] = useState(0);
   const [error, setError] = useState<unknown>(null);
   const sessions = useLoad(() => api<{ items: OpenSession[] }>('GET', '/api/v1/auth/sessions'), [version]);
@@ -135,6 +169,7 @@ export function Account(props: { onSignedOut: (notice: string) => void }) {
   };
   return (
     <Page title="Your account">
+      {props.canActForOthers && <ActForSomeone onAccepted={props.onActingChanged} />}
       <Passkeys />
       <section class="card" aria-labelledby="account-sessions">
         <h2 id="account-sessions">Where you are signed in</h2>

@@ -127,12 +127,27 @@ export function ResultsTable(props: { results: Observation[]; caption: string; c
   );
 }
 
-export function PortalHome(props: { patient: string; me: string }) {
-  const latest = useLoad(() => results(props.patient, HOME_RESULTS_MAX), [props.patient]);
-  const accessLog = useAccessLog(props.patient, HOME_ACCESS_LOG_SCAN);
+/**
+ * The portal's home. `own`: the patient's own record (forms to complete are theirs to
+ * answer); otherwise a proxy's view, with what `scopes` allow.
+ */
+export function PortalHome(props: { patient: string; me: string; scopes: string[]; own: boolean }) {
+  const record = props.scopes.includes('record');
+  return (
+    <Page title={props.own ? 'Your health at a glance' : 'At a glance'}>
+      {props.own && <FormsToComplete patient={props.patient} />}
+      <div class="grid">
+        {record && <NextVisits patient={props.patient} />}
+        {record && <LatestResults patient={props.patient} />}
+        {props.scopes.includes('access_log') && <RecentAccesses patient={props.patient} me={props.me} />}
+      </div>
+    </Page>
+  );
+}
+
+function FormsToComplete(props: { patient: string }) {
   const forms = useFormsToComplete(props.patient);
   return (
-    <Page title="Your health at a glance">
       <Show loaded={forms} what="your forms">
         {(toComplete) =>
           toComplete.length > 0 && (
@@ -149,24 +164,32 @@ export function PortalHome(props: { patient: string; me: string }) {
           )
         }
       </Show>
-      <div class="grid">
-        <NextVisits patient={props.patient} />
-        <section class="card" aria-labelledby="home-results">
-          <h2 id="home-results">Latest results</h2>
-          <Show loaded={latest} what="your results">
-            {(list) => <ResultsTable results={list} caption="Your most recent test results" />}
-          </Show>
-          <Link href="/portal/record">See your whole record</Link>
-        </section>
-        <section class="card" aria-labelledby="home-access">
-          <h2 id="home-access">Who looked at your record</h2>
-          <Show loaded={accessLog} what="your access log">
-            {(log) => <AccessLogTable items={byOthers(log.items, props.me).slice(0, HOME_ACCESSES_MAX)} me={props.me} compact />}
-          </Show>
-          <Link href="/portal/access">See every access</Link>
-        </section>
-      </div>
-    </Page>
+  );
+}
+
+function LatestResults(props: { patient: string }) {
+  const latest = useLoad(() => results(props.patient, HOME_RESULTS_MAX), [props.patient]);
+  return (
+    <section class="card" aria-labelledby="home-results">
+      <h2 id="home-results">Latest results</h2>
+      <Show loaded={latest} what="the results">
+        {(list) => <ResultsTable results={list} caption="The most recent test results" />}
+      </Show>
+      <Link href="/portal/record">See the whole record</Link>
+    </section>
+  );
+}
+
+function RecentAccesses(props: { patient: string; me: string }) {
+  const accessLog = useAccessLog(props.patient, HOME_ACCESS_LOG_SCAN);
+  return (
+    <section class="card" aria-labelledby="home-access">
+      <h2 id="home-access">Who looked at the record</h2>
+      <Show loaded={accessLog} what="the access log">
+        {(log) => <AccessLogTable items={byOthers(log.items, props.me).slice(0, HOME_ACCESSES_MAX)} me={props.me} compact />}
+      </Show>
+      <Link href="/portal/access">See every access</Link>
+    </section>
   );
 }
 
@@ -186,7 +209,7 @@ interface Listed extends Resource {
   criticality?: string;
 }
 
-function SimpleList(props: { items: Listed[]; empty: string; describe: (item: Listed) => [string, string] }) {
+function SimpleList(props: { items: Listed[]; empty: string; correctable: boolean; describe: (item: Listed) => [string, string] }) {
   if (props.items.length === 0) return <p class="empty">{props.empty}</p>;
   return (
     <ul class="plain">
@@ -196,9 +219,11 @@ function SimpleList(props: { items: Listed[]; empty: string; describe: (item: Li
           <li key={item.id}>
             <strong>{title || 'Unnamed entry'}</strong>
             {detail && <span class="detail">{detail}</span>}
-            <Link href={correctionPath(`${item.resourceType}/${item.id}`)} class="small-link">
-              Request a correction
-            </Link>
+            {props.correctable && (
+              <Link href={correctionPath(`${item.resourceType}/${item.id}`)} class="small-link">
+                Request a correction
+              </Link>
+            )}
           </li>
         );
       })}
@@ -206,8 +231,9 @@ function SimpleList(props: { items: Listed[]; empty: string; describe: (item: Li
   );
 }
 
-export function MyRecord(props: { patient: string }) {
-  const { patient } = props;
+/** The whole record; `own` adds what only its patient does (corrections, the download). */
+export function MyRecord(props: { patient: string; own: boolean }) {
+  const { patient, own } = props;
   const count = String(RECORD_ROWS_MAX);
   const record = useLoad(
     () =>
@@ -222,7 +248,11 @@ export function MyRecord(props: { patient: string }) {
     [patient],
   );
   return (
-    <Page title="Your record" lead="Everything your care team keeps about you. Only you and the people caring for you can see it.">
+    <Page
+      title={own ? 'Your record' : 'Record'}
+      lead={own ? 'Everything your care team keeps about you. Only you and the people caring for you can see it.' : undefined}
+    >
+      {own && (
       <p class="actions">
         <a class="button" href={`/fhir/Patient/${patient}/$export`} download={`my-health-record-${patient}.ndjson`}>
           Download all my data
@@ -231,21 +261,23 @@ export function MyRecord(props: { patient: string }) {
           My correction requests
         </Link>
       </p>
+      )}
       <Show loaded={record} what="your record">
         {([labs, vitals, conditions, medications, allergies, documents]) => (
           <>
             <section class="card" aria-labelledby="record-results">
               <h2 id="record-results">Test results</h2>
-              <ResultsTable results={labs} caption="Laboratory results, newest first" correctable />
+              <ResultsTable results={labs} caption="Laboratory results, newest first" correctable={own} />
             </section>
             <section class="card" aria-labelledby="record-vitals">
               <h2 id="record-vitals">Vital signs</h2>
-              <ResultsTable results={vitals.filter((o) => categoryOf(o) === 'vital-signs')} caption="Measurements, newest first" correctable />
+              <ResultsTable results={vitals.filter((o) => categoryOf(o) === 'vital-signs')} caption="Measurements, newest first" correctable={own} />
             </section>
             <div class="grid">
               <section class="card" aria-labelledby="record-conditions">
                 <h2 id="record-conditions">Conditions</h2>
                 <SimpleList
+                  correctable={own}
                   items={conditions}
                   empty="No conditions recorded."
                   describe={(c) => [conceptText(c.code), [conceptText(c.clinicalStatus), when(c.onsetDateTime ?? c.recordedDate)].filter(Boolean).join(' · ')]}
@@ -254,6 +286,7 @@ export function MyRecord(props: { patient: string }) {
               <section class="card" aria-labelledby="record-medications">
                 <h2 id="record-medications">Medications</h2>
                 <SimpleList
+                  correctable={own}
                   items={medications}
                   empty="No medications recorded."
                   describe={(m) => [conceptText(m.medicationCodeableConcept), [m.dosageInstruction?.[0]?.text, m.status].filter(Boolean).join(' · ')]}
@@ -262,6 +295,7 @@ export function MyRecord(props: { patient: string }) {
               <section class="card" aria-labelledby="record-allergies">
                 <h2 id="record-allergies">Allergies</h2>
                 <SimpleList
+                  correctable={own}
                   items={allergies}
                   empty="No allergies recorded."
                   describe={(a) => [
@@ -275,6 +309,7 @@ export function MyRecord(props: { patient: string }) {
               <section class="card" aria-labelledby="record-documents">
                 <h2 id="record-documents">Documents and notes</h2>
                 <SimpleList
+                  correctable={own}
                   items={documents}
                   empty="No documents yet."
                   describe={(d) => [d.description ?? conceptText(d.type), when(d.date)]}
