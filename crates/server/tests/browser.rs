@@ -666,6 +666,11 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     .await;
     assert_well_behaved(&out);
     assert_eq!(out["passkeySignIn"], "/workspace", "{out}");
+    let pending = out["pendingRequests"].as_str().unwrap();
+    assert!(
+        pending.contains("Lovelace") && pending.contains("The reading was not at rest."),
+        "{pending:?}"
+    );
     let schedule = out["schedule"].as_str().unwrap();
     assert!(
         schedule.contains("Lovelace") && schedule.contains("Video follow-up HVN-3391"),

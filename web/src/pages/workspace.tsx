@@ -1,5 +1,5 @@
-// The clinician workspace's front page: my schedule (the coming visits of my patients), my
-// patients (those whose care team I am on), and finding any patient by family name or
+// The clinician workspace's front page: correction requests waiting for an answer, my
+// schedule (the coming visits of my patients), my patients (those whose care team I am on), and finding any patient by family name or
 // birth date. Patients outside the clinician's care show only their name and birth date;
 // their chart offers break-the-glass.
 import { useState } from 'preact/hooks';
@@ -98,18 +98,67 @@ function Schedule(props: { patients: PatientSummary[] }) {
   );
 }
 
+interface CorrectionRequest extends Resource {
+  description?: string;
+  authoredOn?: string;
+  for?: { reference?: string };
+}
+
+/** Correction requests waiting for an answer, from any of the clinician's patients. */
+function PendingRequests(props: { patients: PatientSummary[] }) {
+  const pending = useLoad(
+    () => fhir<Bundle<CorrectionRequest>>('GET', `Task?status=requested&_count=${SCHEDULE_MAX}`).then(matches),
+    [],
+  );
+  return (
+    <Show loaded={pending} what="correction requests">
+      {(list) =>
+        list.length > 0 && (
+          <section class="card highlight" aria-labelledby="pending-requests">
+            <h2 id="pending-requests">Correction requests waiting for an answer</h2>
+            <ul class="plain" data-testid="pending-requests">
+              {list.map((task) => {
+                const patient = props.patients.find((p) => `Patient/${p.id}` === task.for?.reference);
+                return (
+                  <li key={task.id}>
+                    {patient ? (
+                      <Link href={`/workspace/patients/${patient.id}`}>
+                        <strong>{fullName(patient)}</strong>
+                      </Link>
+                    ) : (
+                      <strong>A patient</strong>
+                    )}
+                    <span class="detail">
+                      {task.description} · asked {when(task.authoredOn)}
+                    </span>
+                  </li>
+                );
+              })}
+            </ul>
+          </section>
+        )
+      }
+    </Show>
+  );
+}
+
 function MyPatients() {
   const mine = useLoad(
     () => api<{ items: PatientSummary[] }>('GET', `/api/v1/patients?care_team=me&limit=${MY_PATIENTS_MAX}`),
     [],
   );
   return (
-    <div class="grid">
+    <>
       <Show loaded={mine} what="your patients">
-        {({ items }) => <Schedule patients={items} />}
+        {({ items }) => <PendingRequests patients={items} />}
       </Show>
-      <MyPatientList loaded={mine} />
-    </div>
+      <div class="grid">
+        <Show loaded={mine} what="your patients">
+          {({ items }) => <Schedule patients={items} />}
+        </Show>
+        <MyPatientList loaded={mine} />
+      </div>
+    </>
   );
 }
 

@@ -98,6 +98,8 @@ try {
   const myPatients = page.getByRole('region', { name: 'My patients' });
   await myPatients.getByRole('link').first().waitFor();
   out.myPatients = await myPatients.innerText();
+  await page.getByTestId('pending-requests').waitFor();
+  out.pendingRequests = await page.getByTestId('pending-requests').innerText();
   await page.getByTestId('schedule').waitFor();
   out.schedule = await page.getByTestId('schedule').innerText();
   await shoot('workspace');
