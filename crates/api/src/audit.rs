@@ -520,6 +520,36 @@ pub(crate) async fn events(
     })
 }
 
+fn verification_output(verification: &haven_app::audit_log::LogVerification) -> serde_json::Value {
+    serde_json::json!({
+        "at": crate::audit::rfc3339(verification.at_ms),
+        "verified": verification.verified,
+        "detail": verification.detail,
+    })
+}
+
+/// `POST /api/v1/audit/verification`: verifies the whole log now (reviewers), and records
+/// the result in the log.
+pub(crate) async fn verify_now(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let verification = state.app.verify_audit_log(&context).await?;
+    Ok(Json(verification_output(&verification)).into_response())
+}
+
+/// `GET /api/v1/audit/verification`: the last verification run inside Haven, or `null`.
+pub(crate) async fn last_verification(
+    State(state): State<ApiState>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let last = state.app.last_audit_verification(&context).await?;
+    Ok(Json(serde_json::json!({
+        "last": last.as_ref().map(verification_output),
+    }))
+    .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

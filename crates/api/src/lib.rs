@@ -110,6 +110,10 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/api/v1/audit/checkpoints", get(audit::list))
         .route("/api/v1/audit/checkpoints/latest", get(audit::latest))
         .route(
+            "/api/v1/audit/verification",
+            get(audit::last_verification).post(audit::verify_now),
+        )
+        .route(
             "/api/v1/audit/proofs/inclusion",
             get(transparency::inclusion),
         )

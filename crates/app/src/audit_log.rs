@@ -12,6 +12,7 @@
 //! and separate from every data key. Its public half, as a C2SP verifier key, is all an
 //! auditor needs to check checkpoints elsewhere.
 
+use haven_audit::AuditAction;
 use haven_audit::checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier};
 use haven_audit::merkle::CompactTree;
 use haven_crypto::KeyProvider;
@@ -255,7 +256,7 @@ impl std::fmt::Display for LogAltered {
 pub async fn verify_log(
     store: &dyn Store,
     verifier: &CheckpointVerifier,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> AppResult<Result<Verified, LogAltered>> {
     let mut checkpoints = Vec::new();
     loop {
@@ -606,4 +607,95 @@ pub fn verify_export(
         });
     }
     Ok(checkpoint.size)
+}
+
+/// The actor recorded for a verification of the log run inside Haven.
+pub const VERIFIER_ACTOR: &str = "system:verifier";
+
+/// A full verification of the log run inside Haven at a reviewer's request, as recorded
+/// in the log itself (so the last one is known after a restart, and cannot be quietly
+/// rewritten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogVerification {
+    pub at_ms: i64,
+    /// Whether every entry and checkpoint checked out.
+    pub verified: bool,
+    /// For a verified log, how many entries; otherwise what was found, in words.
+    pub detail: String,
+}
+
+impl LogVerification {
+    fn from_entry(entry: &haven_audit::StoredAuditEvent) -> Self {
+        Self {
+            at_ms: entry.event.at_ms,
+            verified: entry.event.reason == "log_verified",
+            detail: entry.event.resource_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl App {
+    /// Recomputes the whole tree and checks every checkpoint, as `haven audit verify` does,
+    /// for a reviewer (auditor, privacy officer); the request and the result both go into
+    /// the log. One runs at a time: another request meanwhile is told to try again.
+    pub async fn verify_audit_log(&self, context: &RequestContext) -> AppResult<LogVerification> {
+        self.gate.authorize_audit_query(context).await?;
+        let Ok(_running) = self.verifying.try_lock() else {
+            return Err(AppError::Busy);
+        };
+        let outcome = verify_log(&*self.store, &self.audit_verifier, &mut |_| {}).await?;
+        let (verified, detail) = match &outcome {
+            Ok(verified) => (
+                true,
+                format!(
+                    "{} entries and {} checkpoints verified",
+                    verified.entries, verified.checkpoints
+                ),
+            ),
+            Err(altered) => (false, altered.to_string()),
+        };
+        let now_ms = self.clock.now_ms();
+        let mut event = crate::keys::system_event(
+            now_ms,
+            AuditAction::AuditQuery,
+            None,
+            if verified {
+                "log_verified"
+            } else {
+                "log_altered"
+            },
+        );
+        event.actor = Some(VERIFIER_ACTOR.to_owned());
+        event.organisation = context.actor.organisation.map(|o| o.to_string());
+        event.resource_type = Some("AuditLog".to_owned());
+        event.resource_id = Some(detail.clone());
+        event.purpose_of_use = Some(haven_domain::PurposeOfUse::Compliance.code().to_owned());
+        self.gate.record_system(event).await?;
+        Ok(LogVerification {
+            at_ms: now_ms,
+            verified,
+            detail,
+        })
+    }
+
+    /// The last verification run inside Haven, from the log; `None` if there was none.
+    /// Reading it is an audit query like any other, and recorded.
+    pub async fn last_audit_verification(
+        &self,
+        context: &RequestContext,
+    ) -> AppResult<Option<LogVerification>> {
+        self.gate.authorize_audit_query(context).await?;
+        let last = self
+            .store
+            .query_audit(&AuditQuery {
+                actor: Some(VERIFIER_ACTOR.to_owned()),
+                action: Some(AuditAction::AuditQuery),
+                sort: haven_store::AuditSortField::Seq,
+                descending: true,
+                limit: 1,
+                ..AuditQuery::default()
+            })
+            .await?;
+        Ok(last.first().map(LogVerification::from_entry))
+    }
 }

@@ -149,6 +149,8 @@ pub struct App {
     passkeys: Arc<std::sync::OnceLock<haven_webauthn::RelyingParty>>,
     checkpointer: Arc<tokio::sync::Mutex<audit_log::Checkpointer>>,
     audit_verifier: haven_audit::checkpoint::CheckpointVerifier,
+    /// Held while a reviewer's full verification of the log runs: one at a time.
+    verifying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for App {
@@ -188,6 +190,7 @@ impl App {
             passkeys: Arc::default(),
             checkpointer: Arc::new(tokio::sync::Mutex::new(checkpointer)),
             audit_verifier,
+            verifying: Arc::default(),
         })
     }
 

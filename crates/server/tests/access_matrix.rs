@@ -214,6 +214,16 @@ fn endpoints() -> Vec<Endpoint> {
         },
         Endpoint {
             method: Method::GET,
+            path: "/api/v1/audit/verification",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/audit/verification",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
             path: "/api/v1/audit/checkpoints",
             body: None,
         },
@@ -658,12 +668,13 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             Administrator | FrontDesk => StatusCode::CREATED,
             _ => forbidden,
         },
-        ("GET", "/api/v1/audit/events") | ("GET", "/api/v1/audit/proofs/inclusion?seq=1") => {
-            match role {
-                Auditor | PrivacyOfficer => StatusCode::OK,
-                _ => forbidden,
-            }
-        }
+        ("GET", "/api/v1/audit/events")
+        | ("GET", "/api/v1/audit/proofs/inclusion?seq=1")
+        | ("GET", "/api/v1/audit/verification")
+        | ("POST", "/api/v1/audit/verification") => match role {
+            Auditor | PrivacyOfficer => StatusCode::OK,
+            _ => forbidden,
+        },
         ("GET", "/api/v1/audit/checkpoints")
         | ("GET", "/api/v1/audit/checkpoints/latest")
         | ("GET", "/api/v1/audit/proofs/consistency?first=1") => match role {

@@ -19,6 +19,7 @@ haven_test_support::on_every_backend!(
     a_forged_checkpoint_is_rejected,
     witnesses_fetch_checkpoints_that_verify_elsewhere,
     reviewers_report_on_the_log_in_json_csv_and_fhir,
+    reviewers_verify_the_whole_log_inside_haven,
 );
 
 /// Creates patients and reads them, signing a checkpoint after every request so that
@@ -495,5 +496,76 @@ async fn reviewers_report_on_the_log_in_json_csv_and_fhir(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+/// A reviewer asks Haven to verify the whole log: the answer, and the last verification
+/// read later, say whether it held; after tampering, the next verification says what broke.
+async fn reviewers_verify_the_whole_log_inside_haven(backend: Backend) {
+    use haven_domain::Role;
+    let server = TestServer::start(backend).await;
+    let size = busy_log(&server).await;
+    let officer = server.user(Role::PrivacyOfficer, None).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    let path = "/api/v1/audit/verification";
+
+    let never: Value = server
+        .get_as(&officer.token, path)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(never["last"], Value::Null, "{never}");
+    let refused = server
+        .post_as(Some(&clinician.token), path, json!({}))
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    server.app().checkpoint_now().await.unwrap();
+    let verified = server.post_as(Some(&officer.token), path, json!({})).await;
+    assert_eq!(verified.status(), StatusCode::OK);
+    let verified: Value = verified.json().await.unwrap();
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert!(
+        verified["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("checkpoints verified"),
+        "{verified}"
+    );
+    assert!(size > 0);
+    let last: Value = server
+        .get_as(&officer.token, path)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["last"]["verified"], true, "{last}");
+    assert_eq!(last["last"]["at"], verified["at"]);
+
+    // Someone with access to the files changes an entry: the next verification names it.
+    tamper(
+        &server,
+        &["UPDATE audit_events SET reason = 'nothing_to_see' WHERE seq = 4"],
+    )
+    .await;
+    let broken: Value = server
+        .post_as(Some(&officer.token), path, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(broken["verified"], false, "{broken}");
+    assert!(
+        broken["detail"].as_str().unwrap().contains("entry 4"),
+        "{broken}"
+    );
+    let last: Value = server
+        .get_as(&officer.token, path)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["last"]["verified"], false, "{last}");
     server.stop().await;
 }

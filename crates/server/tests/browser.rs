@@ -707,6 +707,7 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
         listed("checkpointStatus").contains("the signature is valid"),
         "{out}"
     );
+    assert!(listed("lastVerification").contains("entries and"), "{out}");
     assert!(out["breakGlassRows"].as_u64().unwrap() >= 1, "{out}");
     assert!(listed("breakGlassRow").contains("break_glass"), "{out}");
     let csv = listed("csv");

@@ -5,7 +5,7 @@
 // server's word that the log is signed.
 import { useState } from 'preact/hooks';
 import { api, apiText } from '../api';
-import { Page, Show, useLoad, when } from '../ui';
+import { ErrorNote, Page, Show, useLoad, when } from '../ui';
 
 interface AuditEntry {
   seq: number;
@@ -109,6 +109,51 @@ function splitVkey(vkey: string): [string, string, string] {
   return [vkey.slice(0, first), vkey.slice(first + 1, second), vkey.slice(second + 1)];
 }
 
+interface Verification {
+  at: string;
+  verified: boolean;
+  detail: string;
+}
+
+/** The last full verification run inside Haven, and a button to run one now. */
+function FullVerification() {
+  const [version, setVersion] = useState(0);
+  const [running, setRunning] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const last = useLoad(() => api<{ last: Verification | null }>('GET', '/api/v1/audit/verification'), [version]);
+  const run = async () => {
+    setRunning(true);
+    setError(null);
+    try {
+      await api('POST', '/api/v1/audit/verification', {});
+      setVersion(version + 1);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setRunning(false);
+    }
+  };
+  return (
+    <div>
+      <Show loaded={last} what="the last verification">
+        {({ last: verification }) => (
+          <p data-testid="last-verification" class={verification === null ? undefined : verification.verified ? 'ok' : 'error'}>
+            {verification === null
+              ? 'The whole log has not been verified inside Haven yet.'
+              : verification.verified
+                ? `Last full verification ${when(verification.at)}: the log is intact (${verification.detail}).`
+                : `Last full verification ${when(verification.at)} FAILED: ${verification.detail}. Report this at once.`}
+          </p>
+        )}
+      </Show>
+      <ErrorNote error={error} />
+      <button type="button" onClick={run} disabled={running}>
+        {running ? 'Verifying every entry…' : 'Verify the whole log now'}
+      </button>
+    </div>
+  );
+}
+
 function LogStatus() {
   const status = useLoad(async () => {
     const [note, vkey] = await Promise.all([apiText('/api/v1/audit/checkpoints/latest'), apiText('/api/v1/audit/vkey')]);
@@ -116,7 +161,7 @@ function LogStatus() {
   }, []);
   return (
     <section class="card" aria-labelledby="log-status">
-      <h2 id="log-status">The log's latest signed checkpoint</h2>
+      <h2 id="log-status">Is the log intact?</h2>
       <Show loaded={status} what="the checkpoint">
         {(checkpoint) => (
           <p data-testid="checkpoint-status" class={checkpoint.signatureValid ? 'ok' : 'error'}>
@@ -127,9 +172,10 @@ function LogStatus() {
           </p>
         )}
       </Show>
+      <FullVerification />
       <p class="hint">
         Every entry of the log is a leaf of a Merkle tree; each signed checkpoint commits to all entries before it, so a
-        changed, removed or reordered entry shows. Run <code>haven audit verify</code> to recompute the whole tree.
+        changed, removed or reordered entry shows. A full verification recomputes the whole tree and checks every checkpoint, as <code>haven audit verify</code> does.
       </p>
     </section>
   );

@@ -157,6 +157,9 @@ try {
   const status = review.getByTestId('checkpoint-status');
   await status.waitFor();
   out.checkpointStatus = await status.innerText();
+  await review.getByRole('button', { name: 'Verify the whole log now' }).click();
+  await review.getByTestId('last-verification').getByText(/the log is intact/).waitFor();
+  out.lastVerification = await review.getByTestId('last-verification').innerText();
   await review.getByLabel('Action').selectOption('break_glass');
   await review.getByRole('button', { name: 'Search', exact: true }).click();
   // The filtered answer replaces the unfiltered one: wait until every row is the action.
@@ -167,7 +170,7 @@ try {
   const rows = review.getByTestId('audit-table').locator('tbody tr');
   out.breakGlassRows = await rows.count();
   out.breakGlassRow = await rows.first().innerText();
-  await review.getByRole('button', { name: 'Who' }).click();
+  await review.getByRole('button', { name: 'Who', exact: true }).click();
   await review.locator('th[aria-sort="ascending"]', { hasText: 'Who' }).waitFor();
   await shootReview('privacy-audit-log');
   const [download] = await Promise.all([
