@@ -5,13 +5,18 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { messageOf } from './api';
 import { follow } from './router';
 
-/** A page: its heading (focused on arrival, so a screen reader announces it) and title. */
-export function Page(props: { title: string; children: ComponentChildren; lead?: string }) {
+/**
+ * A page: its heading (focused on arrival, so a screen reader announces it) and the
+ * window's title. `windowTitle` replaces a heading that names a person: window titles go
+ * into the browser's history, which outlives the session on a shared computer.
+ */
+export function Page(props: { title: string; children: ComponentChildren; lead?: string; windowTitle?: string }) {
   const heading = useRef<HTMLHeadingElement>(null);
+  const windowTitle = props.windowTitle ?? props.title;
   useEffect(() => {
-    document.title = `${props.title} · Haven`;
+    document.title = `${windowTitle} · Haven`;
     heading.current?.focus();
-  }, [props.title]);
+  }, [props.title, windowTitle]);
   return (
     <section class="page" aria-labelledby="page-title">
       <h1 id="page-title" tabIndex={-1} ref={heading}>

@@ -688,6 +688,8 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
         "{out}"
     );
     assert_eq!(out["noteShown"], true, "{out}");
+    // Window titles go into the browser's history: the chart's names no patient.
+    assert_eq!(out["chartWindowTitle"], "Chart · Haven", "{out}");
     let chart = out["vitalsChart"].as_str().unwrap();
     assert!(
         chart.starts_with("Heart rate: 2 readings") && chart.contains("latest 130 /min"),

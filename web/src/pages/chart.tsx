@@ -188,7 +188,7 @@ function ChartBody(props: { patient: PatientSummary; emergencyUntil: string | nu
     [id, version],
   );
   return (
-    <Page title={fullName(patient)} lead={`Born ${patient.birth_date}`}>
+    <Page title={fullName(patient)} windowTitle="Chart" lead={`Born ${patient.birth_date}`}>
       {props.emergencyUntil && (
         <p class="notice" role="status" data-testid="break-glass-banner">
           Emergency access until {when(props.emergencyUntil)}. The privacy officer will review it.

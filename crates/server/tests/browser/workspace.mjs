@@ -107,6 +107,7 @@ try {
   // A patient in the clinician's care: the chart, and a note written in it.
   out.caredListed = await openPatient(page, cared);
   await page.getByRole('heading', { level: 1, name: new RegExp(cared) }).waitFor();
+  out.chartWindowTitle = await page.title();
   // The vital signs over time, as the chart describes them to a screen reader.
   const vitals = page.getByTestId('vitals-charts').getByRole('img').first();
   await vitals.waitFor();
