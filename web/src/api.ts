@@ -24,15 +24,46 @@ export function setCsrfToken(token: string | null): void {
   csrfToken = token;
 }
 
-/** Subscribers learn when Haven answers 401: the session ended (time-out, signed out elsewhere). */
+/** The 401 codes that mean the session is over (not, say, a wrong password at step-up). */
+const SESSION_OVER = new Set(['session_idle_timeout', 'session_expired', 'session_revoked', 'unknown_session', 'unauthenticated']);
+
+/**
+ * Tabs of the app in one browser share a session (one cookie), so they share its life: when
+ * Haven was last reached with it, and its end. A tab left idle must not sign out a person
+ * working in another, and a sign-out in one must wipe them all.
+ */
+const tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel('haven-session') : null;
+
+/** Subscribers learn when the session ended: a time-out, a sign-out here, in another tab or elsewhere. */
 const sessionEndListeners = new Set<() => void>();
 export function onSessionEnded(listener: () => void): () => void {
   sessionEndListeners.add(listener);
   return () => sessionEndListeners.delete(listener);
 }
+function sessionEnded(): void {
+  for (const listener of sessionEndListeners) listener();
+}
 
-/** When the app last heard from Haven with the session, for the idle time-out's keep-alive. */
+/** Tells the other tabs that this one signed out (they wipe what they show). */
+export function announceSignOut(): void {
+  tabs?.postMessage({ kind: 'signed-out' });
+}
+
+/**
+ * When a request that Haven counted as activity last began (Haven counts idleness from when
+ * it received a request, so the start is what matters), in this tab or another.
+ */
 export let lastServerContactMs = Date.now();
+function contacted(atMs: number, tell: boolean): void {
+  if (atMs <= lastServerContactMs) return;
+  lastServerContactMs = atMs;
+  if (tell) tabs?.postMessage({ kind: 'contact', atMs });
+}
+tabs?.addEventListener('message', (event: MessageEvent) => {
+  const message = event.data as { kind?: string; atMs?: number };
+  if (message.kind === 'contact' && typeof message.atMs === 'number') contacted(message.atMs, false);
+  if (message.kind === 'signed-out') sessionEnded();
+});
 
 type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
@@ -40,6 +71,7 @@ async function request(method: Method, path: string, body: unknown, accept: stri
   const headers: Record<string, string> = { accept };
   if (body !== undefined) headers['content-type'] = path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json';
   if (method !== 'GET' && csrfToken) headers['x-csrf-token'] = csrfToken;
+  const startedMs = Date.now();
   let response: Response;
   try {
     response = await fetch(path, {
@@ -52,13 +84,12 @@ async function request(method: Method, path: string, body: unknown, accept: stri
   } catch {
     throw new ApiError(0, 'network', 'Haven could not be reached. Check your connection and try again.');
   }
-  lastServerContactMs = Date.now();
+  // Haven answered with the session (not a proxy's 5xx, not a refusal of the session).
+  if (response.status !== 401 && response.status < 500) contacted(startedMs, true);
   if (response.ok) return response;
   const failure = await describeFailure(response);
-  // A 401 ends the session, except a refusal that asks for more proof (step-up) from a
-  // session that is still good.
-  if (response.status === 401 && !path.startsWith('/api/v1/auth/sign-in') && failure.code !== 'step_up_required') {
-    for (const listener of sessionEndListeners) listener();
+  if (response.status === 401 && SESSION_OVER.has(failure.code) && !path.startsWith('/api/v1/auth/sign-in')) {
+    sessionEnded();
   }
   throw failure;
 }

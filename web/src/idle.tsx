@@ -39,7 +39,11 @@ export function IdleTimeout(props: { idleTimeoutSecs: number; activityIntervalSe
       // While the warning is up, only its button keeps the session: a stray touch of the
       // mouse on a shared computer should not.
       if (warningShown.current) return;
-      if (Date.now() - lastServerContactMs > activityIntervalSecs * 1000) keepAlive().catch(() => undefined);
+      const idleMs = Date.now() - lastServerContactMs;
+      // After a sleep, or in a background tab whose timers were slowed, the time may be up
+      // already: a keypress then must not revive the session.
+      if (idleMs >= countdownSecs * 1000) return onExpired();
+      if (idleMs > activityIntervalSecs * 1000) keepAlive().catch(() => undefined);
     };
     for (const name of ACTIVITY_EVENTS) addEventListener(name, onActivity, { passive: true, capture: true });
     const timer = setInterval(() => {

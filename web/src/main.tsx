@@ -4,7 +4,7 @@
 import { render } from 'preact';
 import { useCallback, useEffect, useState } from 'preact/hooks';
 import './styles.css';
-import { api, onSessionEnded, setCsrfToken } from './api';
+import { ApiError, announceSignOut, api, onSessionEnded, setCsrfToken } from './api';
 import { IdleTimeout } from './idle';
 import { AccessLogPage } from './pages/access-log';
 import { Account } from './pages/account';
@@ -221,19 +221,42 @@ function App() {
     }
   }, []);
 
-  /** Ends the session here and on Haven, and drops everything the pages had loaded. */
-  const signOut = useCallback((notice: string | null) => {
-    api('POST', '/api/v1/auth/sign-out', {}).catch(() => undefined);
+  /** Drops everything the pages had loaded (in this tab) and shows the sign-in page. */
+  const wipe = useCallback((notice: string | null) => {
     setCsrfToken(null);
     document.title = 'Haven';
     setAuth({ state: 'signed-out', notice });
     navigate('/sign-in', { replace: true });
   }, []);
 
+  /**
+   * Ends the session on Haven, then here and in the other tabs. The page is wiped either
+   * way; if Haven could not be reached, the notice says the session may still be open.
+   */
+  const signOut = useCallback(
+    async (notice: string | null) => {
+      let ended = true;
+      try {
+        await api('POST', '/api/v1/auth/sign-out', {});
+      } catch (error) {
+        // Already over on Haven's side is ended too; anything else may have left it open.
+        ended = error instanceof ApiError && error.status === 401;
+      }
+      announceSignOut();
+      wipe(
+        ended
+          ? notice
+          : 'Haven could not be reached to end your session. Close this browser before you leave this computer.',
+      );
+    },
+    [wipe],
+  );
+
   useEffect(() => {
     check();
     return onSessionEnded(() => {
       setCsrfToken(null);
+      document.title = 'Haven';
       setAuth((current) =>
         current.state === 'signed-in' ? { state: 'signed-out', notice: 'Your session has ended. Please sign in again.' } : current,
       );

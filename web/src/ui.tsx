@@ -125,3 +125,9 @@ export function when(iso: string | undefined): string {
   if (Number.isNaN(date.getTime())) return iso;
   return date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: iso.length > 10 ? 'short' : undefined });
 }
+
+/** A day as `YYYY-MM-DD` in the reader's own time zone (not UTC's, which may be another day). */
+export function localDate(at: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())}`;
+}

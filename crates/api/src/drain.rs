@@ -65,11 +65,18 @@ pub(crate) async fn drain_refused_bodies(request: Request, next: Next) -> Respon
     if http_body::Body::is_end_stream(request.body()) {
         return next.run(request).await;
     }
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let (parts, body) = request.into_parts();
     let shared = Arc::new(Mutex::new(Some(body)));
     let request = Request::from_parts(parts, Body::new(SharedBody(shared.clone())));
     let response = next.run(request).await;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    // A body declared larger than the bound would be cut off anyway: not worth the wait.
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && declared <= DRAIN_BYTES_MAX as u64 {
         let rest = shared.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(rest) = rest {
             let mut rest = http_body_util::Limited::new(rest, DRAIN_BYTES_MAX);

@@ -5,9 +5,9 @@
 //!
 //! - `/assets/…` are Vite's content-hashed files: a changed file gets a new name, so they
 //!   may be cached for a year. They hold code and styles, never health data.
-//! - Any other `GET` of a path outside `/api/` and `/fhir` that names no file is one of the
-//!   app's own pages (`/portal/record`, say): it is answered with `index.html` and the app
-//!   draws the page. `index.html` keeps the default `no-store`.
+//! - A `GET` of one of the app's own pages (the root, or a path in one of its sections:
+//!   `/portal/record`, say) is answered with `index.html` and the app draws the page.
+//!   `index.html` keeps the default `no-store`. Any other path is a 404.
 //! - Only the file types the app is built from are served; anything else is 404, so the
 //!   `nosniff` header never meets a type Haven did not mean to send.
 //!
@@ -83,6 +83,30 @@ pub(crate) async fn asset(Path(path): Path<String>) -> Response {
     }
 }
 
+/// Whether a path names one of the app's files (by a type it is built from), rather than
+/// one of its pages, whose paths may hold ids with dots (`/portal/forms/intake.v2`).
+fn is_file_name(name: &str) -> bool {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    content_type(last).is_some()
+}
+
+/// The sections of the web app: their paths (and the root) are answered with its page; any
+/// other path is a 404, as it would be without the app.
+const APP_SECTIONS: [&str; 7] = [
+    "portal",
+    "workspace",
+    "privacy",
+    "admin",
+    "account",
+    "sign-in",
+    "enrol",
+];
+
+fn is_app_page(name: &str) -> bool {
+    let section = name.split('/').next().unwrap_or_default();
+    name.is_empty() || APP_SECTIONS.contains(&section)
+}
+
 /// Whether a path belongs to the machine interfaces, whose unknown paths are JSON 404s.
 fn is_api_path(path: &str) -> bool {
     path.starts_with("/api/") || path == "/api" || path.starts_with("/fhir/") || path == "/fhir"
@@ -96,7 +120,10 @@ pub(crate) async fn fallback(method: Method, uri: Uri) -> Response {
         return error::not_found().await.into_response();
     }
     let name = path.trim_start_matches('/');
-    if !name.is_empty() && name.contains('.') {
+    if !is_file_name(name) && !is_app_page(name) {
+        return error::not_found().await.into_response();
+    }
+    if is_file_name(name) {
         // A file name: served when the app has it; never the app's page in its place, so
         // a missing script is a clear 404, not HTML parsed as JavaScript.
         return match file(name, None) {
@@ -129,6 +156,25 @@ mod tests {
         assert_eq!(content_type("favicon.svg"), Some("image/svg+xml"));
         assert_eq!(content_type("haven.db"), None);
         assert_eq!(content_type("README"), None);
+    }
+
+    #[test]
+    fn only_the_apps_sections_are_pages() {
+        assert!(is_app_page(""));
+        assert!(is_app_page("portal/forms/intake.v2"));
+        assert!(is_app_page("sign-in"));
+        assert!(!is_app_page("wp-login.php"));
+        assert!(!is_app_page("..%2fCargo.toml"));
+        assert!(!is_app_page("portals"));
+    }
+
+    #[test]
+    fn pages_may_have_dots_and_files_are_named_by_their_type() {
+        assert!(is_file_name("assets/index-1a2b.js"));
+        assert!(is_file_name("favicon.svg"));
+        assert!(!is_file_name("portal/forms/intake.v2"));
+        assert!(!is_file_name("portal/corrections/new/Observation/a.b"));
+        assert!(!is_file_name(""));
     }
 
     #[test]

@@ -764,9 +764,9 @@ async fn responses_carry_security_headers_and_json_errors(backend: Backend) {
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 
-    // Unknown paths of the machine interfaces are JSON 404s; every other path is one of
-    // the web app's pages (see `the_web_app_is_served_under_its_policy`).
-    for path in ["/api/v1/no/such/thing", "/api", "/fhir/"] {
+    // Unknown paths are JSON 404s; the web app's own pages are in
+    // `the_web_app_is_served_under_its_policy`.
+    for path in ["/api/v1/no/such/thing", "/api", "/fhir/", "/no/such/thing"] {
         let missing = server
             .client
             .get(server.endpoint(path))
@@ -795,7 +795,7 @@ async fn the_web_app_is_served_under_its_policy() {
     let get = |path: &str| server.client.get(server.endpoint(path)).send();
 
     let mut script = None;
-    for path in ["/", "/sign-in", "/portal/record"] {
+    for path in ["/", "/sign-in", "/portal/record", "/portal/forms/intake.v2"] {
         let page = get(path).await.unwrap();
         assert_eq!(page.status(), StatusCode::OK, "{path}: is web/dist built?");
         let headers = page.headers().clone();

@@ -131,17 +131,19 @@ export function AccessLogPage(props: { patient: string; me: string }) {
   const [includeMine, setIncludeMine] = useState(false);
   const [more, setMore] = useState<AccessEntry[]>([]);
   const [next, setNext] = useState<string | null | undefined>(undefined);
+  const [loading, setLoading] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  /** `cursor` is the server's own link to the next (older) page. */
   const loadMore = async (cursor: string) => {
+    setLoading(true);
     try {
-      const page = await api<AccessLog>(
-        'GET',
-        `/api/v1/patients/${props.patient}/access-log?limit=${ACCESS_LOG_PAGE}&before=${encodeURIComponent(cursor)}`,
-      );
-      setMore([...more, ...page.items]);
+      const page = await api<AccessLog>('GET', cursor);
+      setMore((shown) => [...shown, ...page.items]);
       setNext(page.next);
     } catch (e) {
       setError(e);
+    } finally {
+      setLoading(false);
     }
   };
   return (
@@ -162,8 +164,8 @@ export function AccessLogPage(props: { patient: string; me: string }) {
               <AccessLogTable items={includeMine ? items : byOthers(items, props.me)} me={props.me} />
               <ErrorNote error={error} />
               {cursor && (
-                <button type="button" onClick={() => loadMore(cursor)}>
-                  Show older entries
+                <button type="button" disabled={loading} onClick={() => loadMore(cursor)}>
+                  {loading ? 'Loading…' : 'Show older entries'}
                 </button>
               )}
             </>

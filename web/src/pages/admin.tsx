@@ -31,8 +31,12 @@ interface User {
 /** Roles an administrator invites from here; patients are invited for their record. */
 const INVITED_ROLES: Role[] = ['clinician', 'nurse', 'front_desk', 'privacy_officer', 'auditor', 'administrator', 'patient'];
 
-/** Runs `work`; when Haven asks for a step-up, shows the step-up form and retries after it. */
-function useStepUp() {
+/**
+ * Runs `work`; when Haven asks for a step-up, shows the step-up dialog and retries after
+ * it. Errors of the retry go to `onError`, since the dialog is gone by then. The dialog is
+ * rendered outside the caller's form (`form`), so its submit does not submit that form.
+ */
+function useStepUp(onError: (error: unknown) => void) {
   const [pending, setPending] = useState<(() => Promise<void>) | null>(null);
   const run = async (work: () => Promise<void>) => {
     try {
@@ -42,11 +46,20 @@ function useStepUp() {
       else throw e;
     }
   };
-  const form = pending && <StepUpForm onDone={async () => {
-    const retry = pending;
-    setPending(null);
-    await retry();
-  }} onCancel={() => setPending(null)} />;
+  const form = pending && (
+    <StepUpForm
+      onDone={async () => {
+        const retry = pending;
+        setPending(null);
+        try {
+          await retry();
+        } catch (e) {
+          onError(e);
+        }
+      }}
+      onCancel={() => setPending(null)}
+    />
+  );
   return { run, form };
 }
 
@@ -67,10 +80,25 @@ function StepUpForm(props: { onDone: () => Promise<void>; onCancel: () => void }
   };
   return (
     <div class="backdrop">
-      <form class="dialog" role="dialog" aria-modal="true" aria-labelledby="step-up-title" onSubmit={submit}>
+      <form
+        class="dialog"
+        role="dialog"
+        aria-modal="true"
+        aria-labelledby="step-up-title"
+        onSubmit={submit}
+        onKeyDown={(e) => e.key === 'Escape' && props.onCancel()}
+      >
         <h2 id="step-up-title">Confirm it is you</h2>
         <p>This change needs your password and a code from your authenticator app.</p>
-        <Field label="Your password" type="password" value={password} onInput={setPassword} autoComplete="current-password" required />
+        <Field
+          label="Your password"
+          type="password"
+          value={password}
+          onInput={setPassword}
+          autoComplete="current-password"
+          autoFocus
+          required
+        />
         <Field label="Code from your app" value={code} onInput={setCode} autoComplete="one-time-code" inputMode="numeric" maxLength={8} />
         <ErrorNote error={error} />
         <button type="submit" class="primary">
@@ -94,7 +122,7 @@ function Policies(props: { organisation: Organisation }) {
   const [release, setRelease] = useState(organisation.result_release);
   const [error, setError] = useState<unknown>(null);
   const [saved, setSaved] = useState(false);
-  const stepUp = useStepUp();
+  const stepUp = useStepUp(setError);
   const save = async (event: Event) => {
     event.preventDefault();
     setError(null);
@@ -115,6 +143,7 @@ function Policies(props: { organisation: Organisation }) {
     }
   };
   return (
+    <>
     <form class="card" onSubmit={save} aria-labelledby="admin-policies">
       <h2 id="admin-policies">Policies of {organisation.name}</h2>
       <div class="filters">
@@ -142,8 +171,9 @@ function Policies(props: { organisation: Organisation }) {
       <button type="submit" class="primary">
         Save policies
       </button>
-      {stepUp.form}
     </form>
+    {stepUp.form}
+    </>
   );
 }
 
@@ -151,7 +181,7 @@ function Users() {
   const [version, setVersion] = useState(0);
   const [error, setError] = useState<unknown>(null);
   const users = useLoad(() => api<{ items: User[] }>('GET', '/api/v1/users'), [version]);
-  const stepUp = useStepUp();
+  const stepUp = useStepUp(setError);
   const toggle = (user: User) => async () => {
     setError(null);
     try {
@@ -212,7 +242,7 @@ function Invitations() {
   const [patient, setPatient] = useState('');
   const [link, setLink] = useState<string | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const stepUp = useStepUp();
+  const stepUp = useStepUp(setError);
   const invite = async (event: Event) => {
     event.preventDefault();
     setError(null);
@@ -230,6 +260,7 @@ function Invitations() {
     }
   };
   return (
+    <>
     <form class="card" onSubmit={invite} aria-labelledby="admin-invite">
       <h2 id="admin-invite">Invite someone</h2>
       <div class="field">
@@ -255,8 +286,9 @@ function Invitations() {
           </code>
         </div>
       )}
-      {stepUp.form}
     </form>
+    {stepUp.form}
+    </>
   );
 }
 

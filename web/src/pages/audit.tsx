@@ -57,6 +57,16 @@ interface Filters {
 
 const NO_FILTERS: Filters = { from: '', to: '', actor: '', patient: '', action: '', outcome: '' };
 
+/** Now, as a `datetime-local` value (the reader's local time, to the second). */
+function localNow(): string {
+  const now = new Date();
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}T${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}`;
+}
+
+/** Rows in one CSV export (the server's page limit). */
+const CSV_ROWS_MAX = 1000;
+
 function reportQuery(filters: Filters, sort: string, offset: number): URLSearchParams {
   const query = new URLSearchParams({ sort, limit: String(REPORT_PAGE), offset: String(offset) });
   // datetime-local has no zone: it is the reader's local time, sent as an instant.
@@ -76,6 +86,8 @@ interface CheckpointStatus {
   size: number;
   signedBy: string;
   signatureValid: boolean;
+  /** The verifier key checked against, for comparing with the copy a reviewer keeps. */
+  vkey: string;
 }
 
 /**
@@ -85,7 +97,9 @@ interface CheckpointStatus {
 async function checkCheckpoint(note: string, vkey: string): Promise<CheckpointStatus> {
   const [name, hash, key] = splitVkey(vkey.trim());
   const split = note.lastIndexOf('\n\n');
+  if (split < 0) throw new Error('the checkpoint is not a signed note');
   const text = note.slice(0, split + 1);
+  if (text.split('\n')[0] !== name) throw new Error('the checkpoint is not of this log');
   const size = Number(text.split('\n')[1]);
   const keyBytes = base64Bytes(key);
   if (keyBytes[0] !== 0x01 || keyBytes.length !== 33) throw new Error('the log key is not an Ed25519 key');
@@ -97,9 +111,9 @@ async function checkCheckpoint(note: string, vkey: string): Promise<CheckpointSt
     const signed = base64Bytes(match[2]!);
     if (!hashBytes.every((b, i) => signed[i] === b)) continue;
     const valid = await crypto.subtle.verify('Ed25519', publicKey, signed.slice(4), new TextEncoder().encode(text));
-    return { size, signedBy: name, signatureValid: valid };
+    return { size, signedBy: name, signatureValid: valid, vkey };
   }
-  return { size, signedBy: name, signatureValid: false };
+  return { size, signedBy: name, signatureValid: false, vkey };
 }
 
 /** `name+hash+key`, where the base64 key may itself hold `+`. */
@@ -172,6 +186,14 @@ function LogStatus() {
           </p>
         )}
       </Show>
+      <Show loaded={status} what="the key">
+        {(checkpoint) => (
+          <p class="hint">
+            The key was fetched from this server, so compare it with the copy you keep outside Haven (
+            <code>haven audit vkey</code>): <code class="invitation">{checkpoint.vkey.trim()}</code>
+          </p>
+        )}
+      </Show>
       <FullVerification />
       <p class="hint">
         Every entry of the log is a leaf of a Merkle tree; each signed checkpoint commits to all entries before it, so a
@@ -183,7 +205,7 @@ function LogStatus() {
 
 export function AuditSearch() {
   const [draft, setDraft] = useState<Filters>(NO_FILTERS);
-  const [filters, setFilters] = useState<Filters>(NO_FILTERS);
+  const [filters, setFilters] = useState<Filters>(() => ({ ...NO_FILTERS, to: localNow() }));
   const [sort, setSort] = useState('-seq');
   const [offset, setOffset] = useState(0);
   const query = reportQuery(filters, sort, offset);
@@ -193,7 +215,7 @@ export function AuditSearch() {
   const csv = new URLSearchParams(query);
   csv.set('format', 'csv');
   csv.delete('offset');
-  csv.set('limit', '1000');
+  csv.set('limit', String(CSV_ROWS_MAX));
 
   const set = (name: keyof Filters) => (e: Event) => setDraft({ ...draft, [name]: (e.currentTarget as HTMLInputElement).value });
   const sortBy = (column: string) => {
@@ -211,18 +233,20 @@ export function AuditSearch() {
         role="search"
         onSubmit={(e) => {
           e.preventDefault();
-          setFilters(draft);
+          // Every search is itself logged, newest first: without an end the pages would
+          // shift by one entry per page. An open-ended search ends when it is made.
+          setFilters(draft.to ? draft : { ...draft, to: localNow() });
           setOffset(0);
         }}
       >
         <div class="filters">
           <div class="field">
             <label for="audit-from">From</label>
-            <input id="audit-from" type="datetime-local" value={draft.from} onInput={set('from')} />
+            <input id="audit-from" type="datetime-local" step={1} value={draft.from} onInput={set('from')} />
           </div>
           <div class="field">
             <label for="audit-to">To</label>
-            <input id="audit-to" type="datetime-local" value={draft.to} onInput={set('to')} />
+            <input id="audit-to" type="datetime-local" step={1} value={draft.to} onInput={set('to')} />
           </div>
           <div class="field">
             <label for="audit-actor">Who (user id)</label>
@@ -258,6 +282,7 @@ export function AuditSearch() {
         <a class="button" href={`/api/v1/audit/events?${csv}`} download="haven-audit.csv">
           Export as CSV
         </a>
+        <span class="hint"> The export holds the first {CSV_ROWS_MAX.toLocaleString()} entries of the selection; narrow it for more.</span>
       </form>
       <Show loaded={report} what="the audit log">
         {({ items, next }) => (

@@ -320,8 +320,8 @@ function Form(props: { patient: string; questionnaire: Questionnaire }) {
     }
   };
   return (
-    <Page title={questionnaire.title ?? questionnaire.name ?? 'Form'} lead={questionnaire.description?.replace(/\*\*/g, '')}>
-      <form class="card questionnaire" onSubmit={submit}>
+    <Page title={questionnaire.title ?? questionnaire.name ?? 'Form'} windowTitle="Form" lead={questionnaire.description?.replace(/\*\*/g, '')}>
+      <form class="card questionnaire" onSubmit={submit} autoComplete="off">
         {questionnaire.item?.map((item) => <Question key={item.linkId} item={item} answers={answers} set={set} />)}
         <ErrorNote error={error} />
         <button type="submit" class="primary" disabled={busy}>

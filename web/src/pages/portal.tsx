@@ -12,7 +12,7 @@ import {
   outOfRange,
   rangeText,
 } from '../fhir';
-import { Link, Page, Show, useLoad, when } from '../ui';
+import { Link, Page, Show, localDate, useLoad, when } from '../ui';
 import { AccessLogTable, byOthers, useAccessLog } from './access-log';
 import { correctionPath } from './corrections';
 import { useFormsToComplete } from './forms';
@@ -30,11 +30,10 @@ interface Appointment extends Resource {
 function NextVisits(props: { patient: string }) {
   const visits = useLoad(() => {
     // From the start of today, so a visit later today is still "next".
-    const today = new Date();
-    today.setHours(0, 0, 0, 0);
+    const today = localDate(new Date());
     return search<Appointment>('Appointment', {
       patient: props.patient,
-      date: `ge${today.toISOString().slice(0, 10)}`,
+      date: `ge${today}`,
       _sort: 'date',
       _count: String(HOME_VISITS_MAX),
     });

@@ -127,6 +127,7 @@ export function SignIn(props: { notice: string | null; onSignedIn: () => void })
             autoComplete="one-time-code"
             inputMode="text"
             maxLength={32}
+            autoFocus
             required
           />
           <ErrorNote error={error} />

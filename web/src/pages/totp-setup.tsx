@@ -40,7 +40,7 @@ export function TotpSetup(props: { onDone: () => void }) {
     setBusy(true);
     setError(null);
     try {
-      const confirmed = await api<{ recovery_codes: string[] }>('POST', '/api/v1/auth/totp/confirm', { code: code.trim() });
+      const confirmed = await api<{ recovery_codes: string[] }>('POST', '/api/v1/auth/totp/confirm', { code: code.replace(/\s+/g, '') });
       setRecoveryCodes(confirmed.recovery_codes);
     } catch (e) {
       setError(e);

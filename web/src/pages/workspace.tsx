@@ -5,7 +5,7 @@
 import { useState } from 'preact/hooks';
 import { api, fhir } from '../api';
 import { type Bundle, type Resource, matches } from '../fhir';
-import { ErrorNote, Field, Link, type Loaded, Page, Show, useLoad, when } from '../ui';
+import { ErrorNote, Field, Link, type Loaded, Page, Show, localDate, useLoad, when } from '../ui';
 
 export interface PatientSummary {
   id: string;
@@ -60,10 +60,9 @@ interface Appointment extends Resource {
  */
 function Schedule(props: { patients: PatientSummary[] }) {
   const visits = useLoad(() => {
-    const today = new Date();
-    today.setHours(0, 0, 0, 0);
+    const today = localDate(new Date());
     const query = new URLSearchParams({
-      date: `ge${today.toISOString().slice(0, 10)}`,
+      date: `ge${today}`,
       _sort: 'date',
       _count: String(SCHEDULE_MAX),
     });
