@@ -21,12 +21,21 @@ export function warningSecs(idleTimeoutSecs: number): number {
   return Math.min(120, Math.max(10, Math.floor(idleTimeoutSecs / 4)));
 }
 
-function keepAlive(): Promise<unknown> {
-  return api('GET', '/api/v1/auth/session');
+/** What a keep-alive learns: the time-outs in force now (an administrator may have made them stricter). */
+export interface Timeouts {
+  idle_timeout_secs?: number;
+  activity_interval_secs?: number;
 }
 
-export function IdleTimeout(props: { idleTimeoutSecs: number; activityIntervalSecs: number; onExpired: () => void }) {
-  const { activityIntervalSecs, onExpired } = props;
+export function IdleTimeout(props: {
+  idleTimeoutSecs: number;
+  activityIntervalSecs: number;
+  onExpired: () => void;
+  /** Told the time-outs each keep-alive finds, so a stricter policy applies here at once. */
+  onTimeouts: (timeouts: Timeouts) => void;
+}) {
+  const { activityIntervalSecs, onExpired, onTimeouts } = props;
+  const keepAlive = () => api<Timeouts>('GET', '/api/v1/auth/session').then(onTimeouts);
   const countdownSecs = Math.max(1, props.idleTimeoutSecs - activityIntervalSecs);
   const [secondsLeft, setSecondsLeft] = useState<number | null>(null);
   /** Mirrors the warning for the event handlers, which do not re-subscribe on each render. */
@@ -63,6 +72,7 @@ export function IdleTimeout(props: { idleTimeoutSecs: number; activityIntervalSe
       clearInterval(timer);
       for (const name of ACTIVITY_EVENTS) removeEventListener(name, onActivity, { capture: true });
     };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [countdownSecs, activityIntervalSecs, onExpired]);
 
   useEffect(() => {

@@ -5,7 +5,7 @@ import { render } from 'preact';
 import { useCallback, useEffect, useState } from 'preact/hooks';
 import './styles.css';
 import { ApiError, announceSignOut, api, onSessionEnded, setCsrfToken } from './api';
-import { IdleTimeout } from './idle';
+import { IdleTimeout, type Timeouts } from './idle';
 import { AccessLogPage } from './pages/access-log';
 import { Account } from './pages/account';
 import { Administration } from './pages/admin';
@@ -91,11 +91,22 @@ function SubjectPicker(props: { subjects: Subject[]; selected: Subject; onSelect
 }
 
 function SignedIn(props: { session: Session; path: string; signOut: (notice: string | null) => void }) {
-  const { session, path, signOut } = props;
+  const { path, signOut } = props;
+  // The time-outs may be made stricter while signed in; keep-alives bring the new ones.
+  const [session, setSession] = useState(props.session);
+  const onTimeouts = useCallback((timeouts: Timeouts) => {
+    setSession((current) => {
+      const idle = timeouts.idle_timeout_secs ?? current.idleTimeoutSecs;
+      const interval = timeouts.activity_interval_secs ?? current.activityIntervalSecs;
+      return idle === current.idleTimeoutSecs && interval === current.activityIntervalSecs
+        ? current
+        : { ...current, idleTimeoutSecs: idle, activityIntervalSecs: interval };
+    });
+  }, []);
   const [subjectsVersion, setSubjectsVersion] = useState(0);
   const subjects = useLoad(
     () => (session.role === 'patient' ? subjectsOf(session.patient) : Promise.resolve([])),
-    [session, subjectsVersion],
+    [session.role, session.patient, subjectsVersion],
   );
   const [chosen, setChosen] = useState<string | null>(null);
   const list = subjects.state === 'ready' ? subjects.value : [];
@@ -202,6 +213,7 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
         idleTimeoutSecs={session.idleTimeoutSecs}
         activityIntervalSecs={session.activityIntervalSecs}
         onExpired={onIdle}
+        onTimeouts={onTimeouts}
       />
     </>
   );

@@ -238,7 +238,12 @@ function Question(props: { item: Item; answers: Answers; set: (linkId: string, v
             <input
               id={`${id}-other`}
               value={chosen.find((c) => !options.some(([v]) => v === c)) ?? ''}
-              onInput={(e) => set(item.linkId, e.currentTarget.value)}
+              onInput={(e) => {
+                const other = e.currentTarget.value;
+                // With several answers allowed, the ticked ones stay beside the typed one.
+                const ticked = multiple ? chosen.filter((c) => options.some(([v]) => v === c)) : [];
+                set(item.linkId, multiple ? [...ticked, other] : other);
+              }}
             />
           </div>
         )}
