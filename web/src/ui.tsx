@@ -61,12 +61,17 @@ export function ErrorNote(props: { error: unknown }) {
 /** The state of data being fetched for a page. */
 export type Loaded<T> = { state: 'loading' } | { state: 'ready'; value: T } | { state: 'failed'; error: unknown };
 
-/** Fetches once per change of `deps`; the answer of a superseded fetch is dropped. */
+/**
+ * Fetches once per change of `deps`; the answer of a superseded fetch is dropped. While a
+ * refresh is on its way the previous answer stays on screen, so what the person was doing
+ * there (a half-written note) is not thrown away; pages about another patient or record
+ * are separate components (keyed), never a refresh of this one.
+ */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
   const [loaded, setLoaded] = useState<Loaded<T>>({ state: 'loading' });
   useEffect(() => {
     let current = true;
-    setLoaded({ state: 'loading' });
+    setLoaded((previous) => (previous.state === 'ready' ? previous : { state: 'loading' }));
     load().then(
       (value) => current && setLoaded({ state: 'ready', value }),
       (error) => current && setLoaded({ state: 'failed', error }),
