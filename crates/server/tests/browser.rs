@@ -207,6 +207,23 @@ async fn a_passkey_registers_and_signs_in_from_chromium(backend: Backend) {
     );
 }
 
+/// Creates a FHIR resource of `resource_type` as `token` and returns it as stored.
+async fn create(server: &TestServer, token: &str, resource_type: &str, resource: Value) -> Value {
+    let created = server
+        .client
+        .post(server.endpoint(&format!("/fhir/{resource_type}")))
+        .bearer_auth(token)
+        .header("content-type", "application/fhir+json")
+        .body(resource.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = created.status();
+    let body: Value = created.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
 /// An intake form as a clinic would publish it.
 fn intake_form() -> Value {
     json!({
@@ -278,17 +295,7 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
             "high": {"value": 400, "unit": "ng/mL", "system": "http://unitsofmeasure.org", "code": "ng/mL"}
         }]
     });
-    let created = server
-        .client
-        .post(server.endpoint("/fhir/Observation"))
-        .bearer_auth(&clinician.token)
-        .header("content-type", "application/fhir+json")
-        .body(result.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let created: Value = created.json().await.unwrap();
+    let created = create(&server, &clinician.token, "Observation", result).await;
     let read = server
         .get_as(
             &clinician.token,
@@ -310,43 +317,17 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
         rfc3339(visit_start),
         rfc3339(visit_start + time::Duration::minutes(20)),
     );
-    let visit = server
-        .client
-        .post(server.endpoint("/fhir/Appointment"))
-        .bearer_auth(&clinician.token)
-        .header("content-type", "application/fhir+json")
-        .body(
-            json!({
+    create(&server, &clinician.token, "Appointment", json!({
                 "resourceType": "Appointment",
                 "status": "booked",
                 "description": "Video follow-up HVN-8842",
                 "start": visit_at,
                 "end": visit_end,
                 "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"}]
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        visit.status(),
-        StatusCode::CREATED,
-        "{}",
-        visit.text().await.unwrap_or_default()
-    );
+            })).await;
 
     // The clinic's intake form.
-    let intake = server
-        .client
-        .post(server.endpoint("/fhir/Questionnaire"))
-        .bearer_auth(&admin.token)
-        .header("content-type", "application/fhir+json")
-        .body(intake_form().to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(intake.status(), StatusCode::CREATED);
+    create(&server, &admin.token, "Questionnaire", intake_form()).await;
 
     let invitation = server.invite(Role::Patient, Some(patient)).await;
     let screenshots = screenshot_dir(backend);
@@ -534,13 +515,7 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     let officer = server.user(Role::PrivacyOfficer, None).await;
     server.add_to_care_team(cared, clinician.id).await;
     // A result in the cared-for patient's chart, and their request to correct it.
-    let result = server
-        .client
-        .post(server.endpoint("/fhir/Observation"))
-        .bearer_auth(&clinician.token)
-        .header("content-type", "application/fhir+json")
-        .body(
-            json!({
+    let result = create(&server, &clinician.token, "Observation", json!({
                 "resourceType": "Observation",
                 "status": "final",
                 "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
@@ -548,25 +523,12 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
                 "subject": {"reference": format!("Patient/{cared}")},
                 "effectiveDateTime": "2026-11-20T09:00:00Z",
                 "valueQuantity": {"value": 130, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(result.status(), StatusCode::CREATED);
-    let result: Value = result.json().await.unwrap();
+            })).await;
     let result_ref = format!("Observation/{}", result["id"].as_str().unwrap());
     // A visit booked with the cared-for patient, for the clinician's schedule.
     let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
         .replace_time(time::macros::time!(10:00));
-    let booked = server
-        .client
-        .post(server.endpoint("/fhir/Appointment"))
-        .bearer_auth(&clinician.token)
-        .header("content-type", "application/fhir+json")
-        .body(
-            json!({
+    create(&server, &clinician.token, "Appointment", json!({
                 "resourceType": "Appointment",
                 "status": "booked",
                 "description": "Video follow-up HVN-3391",
@@ -575,21 +537,9 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap(),
                 "participant": [{"actor": {"reference": format!("Patient/{cared}")}, "status": "accepted"}]
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(booked.status(), StatusCode::CREATED);
+            })).await;
     // An earlier reading, so the chart has a line to draw.
-    let earlier = server
-        .client
-        .post(server.endpoint("/fhir/Observation"))
-        .bearer_auth(&clinician.token)
-        .header("content-type", "application/fhir+json")
-        .body(
-            json!({
+    create(&server, &clinician.token, "Observation", json!({
                 "resourceType": "Observation",
                 "status": "final",
                 "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
@@ -597,22 +547,10 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
                 "subject": {"reference": format!("Patient/{cared}")},
                 "effectiveDateTime": "2026-11-10T09:00:00Z",
                 "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(earlier.status(), StatusCode::CREATED);
+            })).await;
     let patient_self = server.user(Role::Patient, Some(cared)).await;
     let correction = "Taken just after climbing the stairs HVN-6018";
-    let request = server
-        .client
-        .post(server.endpoint("/fhir/Task"))
-        .bearer_auth(&patient_self.token)
-        .header("content-type", "application/fhir+json")
-        .body(
-            json!({
+    let request = create(&server, &patient_self.token, "Task", json!({
                 "resourceType": "Task",
                 "status": "requested",
                 "intent": "proposal",
@@ -621,14 +559,7 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
                 "focus": {"reference": result_ref},
                 "for": {"reference": format!("Patient/{cared}")},
                 "input": [{"type": {"text": "Requested correction"}, "valueString": correction}]
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(request.status(), StatusCode::CREATED);
-    let request: Value = request.json().await.unwrap();
+            })).await;
 
     // Both set up TOTP with the current step's code; the browser uses a later one.
     let step_min = server.clock.now_ms() / 1000 / 30 + 1;
@@ -892,13 +823,7 @@ async fn a_parent_sees_their_childs_record_within_the_delegation(backend: Backen
     let clinician = server.user(Role::Clinician, None).await;
     server.add_to_care_team(child, clinician.id).await;
     let marker = "Haemoglobin HVN-2264";
-    let result = server
-        .client
-        .post(server.endpoint("/fhir/Observation"))
-        .bearer_auth(&clinician.token)
-        .header("content-type", "application/fhir+json")
-        .body(
-            json!({
+    create(&server, &clinician.token, "Observation", json!({
                 "resourceType": "Observation",
                 "status": "final",
                 "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
@@ -906,13 +831,7 @@ async fn a_parent_sees_their_childs_record_within_the_delegation(backend: Backen
                 "subject": {"reference": format!("Patient/{child}")},
                 "effectiveDateTime": "2026-11-18T09:00:00Z",
                 "valueQuantity": {"value": 12.9, "unit": "g/dL", "system": "http://unitsofmeasure.org", "code": "g/dL"}
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(result.status(), StatusCode::CREATED);
+            })).await;
     // The front desk, having seen the parent's papers, offers them the record (not its log).
     let desk = server.user(Role::FrontDesk, None).await;
     let offered = server
