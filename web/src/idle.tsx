@@ -10,6 +10,7 @@
 // always signs out first, and a person who is using it is never signed out.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, lastServerContactMs } from './api';
+import { Modal } from './ui';
 
 /** Events that count as the person being there. */
 const ACTIVITY_EVENTS = ['pointerdown', 'keydown', 'wheel', 'touchstart'] as const;
@@ -83,8 +84,7 @@ export function IdleTimeout(props: {
   // The warning goes once Haven has heard from the app again (the next tick sees it).
   const stay = () => keepAlive().catch(() => undefined);
   return (
-    <div class="backdrop">
-      <div class="dialog" role="alertdialog" aria-modal="true" aria-labelledby="idle-title" aria-describedby="idle-text">
+    <Modal role="alertdialog" labelledBy="idle-title" describedBy="idle-text">
         <h2 id="idle-title">Are you still there?</h2>
         <p id="idle-text">
           To protect your health information, you will be signed out in{' '}
@@ -93,7 +93,6 @@ export function IdleTimeout(props: {
         <button type="button" class="primary" ref={stayButton} onClick={stay}>
           Stay signed in
         </button>
-      </div>
-    </div>
+    </Modal>
   );
 }

@@ -1,6 +1,7 @@
 // Small shared pieces of every page: a titled page, the loading and error states, form
 // fields with their labels and errors tied together for screen readers.
 import type { ComponentChildren, JSX } from 'preact';
+import { createPortal } from 'preact/compat';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { messageOf } from './api';
 import { follow } from './router';
@@ -135,4 +136,44 @@ export function when(iso: string | undefined): string {
 export function localDate(at: Date): string {
   const pad = (n: number) => String(n).padStart(2, '0');
   return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())}`;
+}
+
+/**
+ * A modal dialog: drawn outside the app's tree, with the app made `inert` behind it (no
+ * focus, no clicks, hidden from screen readers) until it closes, when focus goes back to
+ * where it was. Escape calls `onEscape`, if there is one.
+ */
+export function Modal(props: {
+  labelledBy: string;
+  describedBy?: string;
+  role?: 'dialog' | 'alertdialog';
+  onEscape?: () => void;
+  children: ComponentChildren;
+}) {
+  useEffect(() => {
+    const app = document.getElementById('app');
+    const before = document.activeElement as HTMLElement | null;
+    app?.setAttribute('inert', '');
+    return () => {
+      app?.removeAttribute('inert');
+      before?.focus?.();
+    };
+  }, []);
+  return createPortal(
+    <div class="backdrop">
+      <div
+        class="dialog"
+        role={props.role ?? 'dialog'}
+        aria-modal="true"
+        aria-labelledby={props.labelledBy}
+        aria-describedby={props.describedBy}
+        onKeyDown={(e) => {
+          if (e.key === 'Escape' && props.onEscape) props.onEscape();
+        }}
+      >
+        {props.children}
+      </div>
+    </div>,
+    document.body,
+  );
 }

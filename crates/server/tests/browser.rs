@@ -769,6 +769,8 @@ async fn an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user(
     let out = run("manage", waited).await;
     assert_well_behaved(&out);
     assert_eq!(out["steppedUp"], true, "{out}");
+    assert_eq!(out["inertUnderDialog"], true, "{out}");
+    assert_eq!(out["inertAfterDialog"], false, "{out}");
     assert_eq!(out["policySaved"], true, "{out}");
     assert!(
         out["disabledRow"].as_str().unwrap().contains("Disabled"),

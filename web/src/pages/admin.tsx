@@ -6,7 +6,7 @@
 import { useState } from 'preact/hooks';
 import { ApiError, api } from '../api';
 import { type Role, roleNames } from '../session';
-import { ErrorNote, Field, Page, Show, useLoad } from '../ui';
+import { ErrorNote, Field, Modal, Page, Show, useLoad } from '../ui';
 
 interface Organisation {
   id: string;
@@ -79,15 +79,8 @@ function StepUpForm(props: { onDone: () => Promise<void>; onCancel: () => void }
     }
   };
   return (
-    <div class="backdrop">
-      <form
-        class="dialog"
-        role="dialog"
-        aria-modal="true"
-        aria-labelledby="step-up-title"
-        onSubmit={submit}
-        onKeyDown={(e) => e.key === 'Escape' && props.onCancel()}
-      >
+    <Modal labelledBy="step-up-title" onEscape={props.onCancel}>
+      <form onSubmit={submit}>
         <h2 id="step-up-title">Confirm it is you</h2>
         <p>This change needs your password and a code from your authenticator app.</p>
         <Field
@@ -108,7 +101,7 @@ function StepUpForm(props: { onDone: () => Promise<void>; onCancel: () => void }
           Cancel
         </button>
       </form>
-    </div>
+    </Modal>
   );
 }
 

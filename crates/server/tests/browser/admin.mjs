@@ -62,11 +62,14 @@ try {
     const dialog = page.getByRole('dialog', { name: 'Confirm it is you' });
     await dialog.waitFor();
     out.steppedUp = true;
+    // The page behind the dialog takes no focus or clicks while it is open.
+    out.inertUnderDialog = await page.evaluate(() => document.getElementById('app').hasAttribute('inert'));
     await shoot('admin-step-up');
     await dialog.getByLabel('Your password').fill(password);
     await dialog.getByLabel('Code from your app').fill(code());
     await dialog.getByRole('button', { name: 'Confirm' }).click();
     out.invitationLink = await page.getByTestId('invitation-link').innerText();
+    out.inertAfterDialog = await page.evaluate(() => document.getElementById('app').hasAttribute('inert'));
 
     // The idle time-out, now without asking again (the proof is fresh).
     await page.getByLabel('Idle time-out (minutes)').fill('10');
