@@ -567,5 +567,21 @@ async fn reviewers_verify_the_whole_log_inside_haven(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(last["last"]["verified"], false, "{last}");
+
+    // A session that has timed out reaches neither.
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(16 * 60));
+    assert_eq!(
+        server.get_as(&officer.token, path).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        server
+            .post_as(Some(&officer.token), path, json!({}))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
     server.stop().await;
 }

@@ -28,6 +28,7 @@ haven_test_support::on_every_backend!(
     anonymous_passkey_ceremonies_are_throttled_per_address,
     concurrent_wrong_passwords_lock_the_account_after_exactly_five,
     a_patient_who_sets_up_totp_is_asked_for_it,
+    key_status_is_for_administrators_in_a_live_session,
 );
 
 const PASSWORD: &str = "wandering violet lighthouse";
@@ -1319,6 +1320,41 @@ async fn a_patient_who_sets_up_totp_is_asked_for_it(backend: Backend) {
     assert_eq!(
         server.get_as(&pending, &record).await.status(),
         StatusCode::OK
+    );
+    server.stop().await;
+}
+
+/// The key rotation status: an administrator reads it (and the read is audited); anyone
+/// else is refused; a timed-out session reaches nothing.
+async fn key_status_is_for_administrators_in_a_live_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.user(Role::Administrator, None).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    let path = "/api/v1/keys/status";
+    let status = server.get_as(&admin.token, path).await;
+    assert_eq!(status.status(), StatusCode::OK);
+    let status: Value = status.json().await.unwrap();
+    assert_eq!(
+        status["active_root_key_id"].as_str().map(str::len),
+        Some(32),
+        "{status}"
+    );
+    assert_eq!(status["keys_under_older_roots"], 0);
+    assert_eq!(status["last_rotation_at_ms"], Value::Null);
+    let read = server.audit_entries().await.into_iter().any(|e| {
+        e.event.reason == "key_status_read" && e.event.actor == Some(admin.id.to_string())
+    });
+    assert!(read, "the read is in the audit log");
+    assert_eq!(
+        server.get_as(&clinician.token, path).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    server
+        .clock
+        .advance(std::time::Duration::from_secs(16 * 60));
+    assert_eq!(
+        server.get_as(&admin.token, path).await.status(),
+        StatusCode::UNAUTHORIZED
     );
     server.stop().await;
 }
