@@ -69,6 +69,8 @@ try {
     await dialog.getByLabel('Code from your app').fill(code());
     await dialog.getByRole('button', { name: 'Confirm' }).click();
     out.invitationLink = await page.getByTestId('invitation-link').innerText();
+    // Closing the dialog gives the page back (the effect's clean-up may follow the paint).
+    await page.waitForFunction(() => !document.getElementById('app').hasAttribute('inert'), null, { timeout: 5000 });
     out.inertAfterDialog = await page.evaluate(() => document.getElementById('app').hasAttribute('inert'));
 
     // The idle time-out, now without asking again (the proof is fresh).

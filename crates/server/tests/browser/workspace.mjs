@@ -107,6 +107,8 @@ try {
   // A patient in the clinician's care: the chart, and a note written in it.
   out.caredListed = await openPatient(page, cared);
   await page.getByRole('heading', { level: 1, name: new RegExp(cared) }).waitFor();
+  // The title is set just after the page is drawn: wait for the workspace's to be gone.
+  await page.waitForFunction(() => !document.title.startsWith('Patients'));
   out.chartWindowTitle = await page.title();
   // The vital signs over time, as the chart describes them to a screen reader.
   const vitals = page.getByTestId('vitals-charts').getByRole('img').first();
