@@ -509,12 +509,7 @@ async fn reviewers_verify_the_whole_log_inside_haven(backend: Backend) {
     let clinician = server.user(Role::Clinician, None).await;
     let path = "/api/v1/audit/verification";
 
-    let never: Value = server
-        .get_as(&officer.token, path)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let never: Value = server.get_json(&officer.token, path).await;
     assert_eq!(never["last"], Value::Null, "{never}");
     let refused = server
         .post_as(Some(&clinician.token), path, json!({}))
@@ -534,12 +529,7 @@ async fn reviewers_verify_the_whole_log_inside_haven(backend: Backend) {
         "{verified}"
     );
     assert!(size > 0);
-    let last: Value = server
-        .get_as(&officer.token, path)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let last: Value = server.get_json(&officer.token, path).await;
     assert_eq!(last["last"]["verified"], true, "{last}");
     assert_eq!(last["last"]["at"], verified["at"]);
 
@@ -560,12 +550,7 @@ async fn reviewers_verify_the_whole_log_inside_haven(backend: Backend) {
         broken["detail"].as_str().unwrap().contains("entry 4"),
         "{broken}"
     );
-    let last: Value = server
-        .get_as(&officer.token, path)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let last: Value = server.get_json(&officer.token, path).await;
     assert_eq!(last["last"]["verified"], false, "{last}");
 
     // A session that has timed out reaches neither.

@@ -356,14 +356,11 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
         "{out}"
     );
     let responses: Value = server
-        .get_as(
+        .get_json(
             &clinician.token,
             &format!("/fhir/QuestionnaireResponse?patient={patient}"),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         responses["entry"].as_array().map(Vec::len),
         Some(1),
@@ -664,14 +661,11 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
                 && e.event.reason == "signed_in_passkey")
     );
     let notes: Value = server
-        .get_as(
+        .get_json(
             &clinician.token,
             &format!("/fhir/DocumentReference?patient={cared}"),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(notes["entry"].as_array().map(Vec::len), Some(1), "{notes}");
     let stored = &notes["entry"][0]["resource"];
     assert_eq!(stored["description"], "Follow-up");
@@ -693,11 +687,8 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
         .unwrap();
     assert_eq!(answered["status"], "completed", "{answered}");
     let corrected: Value = server
-        .get_as(&patient_self.token, &format!("/fhir/{result_ref}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&patient_self.token, &format!("/fhir/{result_ref}"))
+        .await;
     assert_eq!(corrected["meta"]["versionId"], "2", "{corrected}");
     assert!(
         corrected["note"].to_string().contains(correction),
@@ -705,11 +696,8 @@ async fn a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass(
     );
 
     let grants: Value = server
-        .get_as(&officer.token, "/api/v1/break-glass?state=all")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&officer.token, "/api/v1/break-glass?state=all")
+        .await;
     assert_eq!(
         grants["items"].as_array().map(Vec::len),
         Some(1),
@@ -804,12 +792,7 @@ async fn an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user(
     );
 
     // The policy and the disabled account, as Haven holds them.
-    let organisation: Value = server
-        .get_as(&admin.token, "/api/v1/organisation")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let organisation: Value = server.get_json(&admin.token, "/api/v1/organisation").await;
     assert_eq!(organisation["idle_timeout_secs"], 600, "{organisation}");
     assert_eq!(
         server.get_as(&nurse.token, "/api/v1/me").await.status(),

@@ -404,6 +404,15 @@ impl TestServer {
             .expect("a GET request")
     }
 
+    /// `GET path` with a bearer token, its answer read as JSON (whatever its status).
+    pub async fn get_json(&self, token: &str, path: &str) -> serde_json::Value {
+        self.get_as(token, path)
+            .await
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     /// `PUT path` with no body and a bearer token.
     pub async fn put_as(&self, token: &str, path: &str) -> reqwest::Response {
         self.client
