@@ -5,9 +5,11 @@
 //!   data key, bound by associated data to their table, record id, version and key id.
 //! - [`blind`]: keyed HMACs of normalised values, so sealed data can be searched without
 //!   the database ever seeing the values.
+//! - [`e2e`]: end-to-end message formats (device keys, HPKE-sealed content keys, signed
+//!   messages, sealed attachments) that the server relays but cannot open.
 //! - [`secret`]: wrappers whose `Debug` redacts and whose memory is wiped on drop.
 //!
-//! The AEAD throughout is XChaCha20-Poly1305: its 192-bit nonces can be drawn at random for
+//! The AEAD for data at rest is XChaCha20-Poly1305: its 192-bit nonces can be drawn at random for
 //! every message with no realistic collision risk, so no nonce state needs to be kept or
 //! coordinated between instances. It is pure Rust (RustCrypto) and constant-time.
 //!
@@ -17,6 +19,7 @@
 
 mod aead;
 pub mod blind;
+pub mod e2e;
 pub mod envelope;
 pub mod keyring;
 pub mod secret;

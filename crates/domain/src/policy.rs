@@ -92,6 +92,14 @@ pub enum Resource {
     Chart(PatientId, ChartPart),
     /// The shared directory: practitioners, their roles, organisations, questionnaires.
     Directory,
+    /// A patient's secure conversation with their care team: taking part means reading
+    /// and writing its end-to-end sealed messages.
+    Conversation(PatientId),
+    /// A conversation within an organisation's clinical staff, about no one patient.
+    TeamConversation,
+    /// The end-to-end device keys of people: one's own to add and remove, one's
+    /// correspondents' to read.
+    DeviceKeys,
 }
 
 /// Which part of the chart a resource is, for minimum necessary: the front desk books
@@ -117,6 +125,7 @@ impl Resource {
             | Resource::PatientAccessLog(id)
             | Resource::CareTeam(id)
             | Resource::Delegations(id)
+            | Resource::Conversation(id)
             | Resource::Chart(id, _) => Some(*id),
             Resource::PatientDirectory
             | Resource::Directory
@@ -124,7 +133,9 @@ impl Resource {
             | Resource::AuditLog
             | Resource::Users
             | Resource::BreakGlassReviews
-            | Resource::DelegationOffer => None,
+            | Resource::DelegationOffer
+            | Resource::TeamConversation
+            | Resource::DeviceKeys => None,
         }
     }
 }
@@ -332,6 +343,14 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
     use Action::*;
     use PurposeOfUse::*;
     match (actor.role, resource) {
+        // Every person holds device keys of their own and reads those of the people they
+        // write to. A key is a person's: an API token has none.
+        (_, Resource::DeviceKeys) if matches!(action, Read | Create | Delete) => {
+            match actor.principal {
+                Principal::User { .. } => allow("device_keys", Operations),
+                Principal::ApiToken(_) => Decision::Deny(DenyReason::PersonalCredentialRequired),
+            }
+        }
         // Registration and demographics are the work of the front desk and of the
         // administrator who runs the clinic's directory, and so is keeping each patient's
         // care team, which decides who may open the record.
@@ -447,6 +466,16 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
         {
             allow("directory_administration", SystemAdministration)
         }
+        // A patient writes to their own care team. Proxies do not yet: a conversation's
+        // participants are decided one person at a time, and a delegation says nothing about
+        // messages.
+        (Role::Patient, Resource::Conversation(id)) if matches!(action, Read | Create) => {
+            if actor.patient == Some(*id) {
+                allow("patient_own_record", PatientRequest)
+            } else {
+                Decision::Deny(DenyReason::NotTheirRecord)
+            }
+        }
         // Auditors and privacy officers review the audit log, not the chart.
         _ => Decision::Deny(DenyReason::RoleNotPermitted),
     }
@@ -510,6 +539,16 @@ fn clinical_staff(
         (Read | Search | Create | Update, Resource::Chart(..)) if context.break_glass => {
             allow("break_glass", EmergencyTreatment)
         }
+        // The care team talks with the patient and among itself. Break-the-glass opens a
+        // record in an emergency; it does not make its holder one of the patient's
+        // correspondents.
+        (Read | Create, Resource::Conversation(_)) if context.care_team => {
+            allow("care_team", Treatment)
+        }
+        (Read | Create, Resource::Conversation(_)) => {
+            Decision::Deny(DenyReason::NoCareRelationship)
+        }
+        (Read | Create, Resource::TeamConversation) => allow("care_team_conversation", Treatment),
         (Read | Search, Resource::Patient(_) | Resource::CareTeam(_)) if context.break_glass => {
             allow("break_glass", EmergencyTreatment)
         }
@@ -675,6 +714,81 @@ mod tests {
             for action in [Action::Read, Action::Search, Action::Create, Action::Update] {
                 let resource = Resource::Patient(PatientId::generate());
                 assert!(decide_alone(&actor(role), action, &resource).is_allowed());
+            }
+        }
+    }
+
+    #[test]
+    fn a_conversation_is_between_a_patient_and_their_care_team() {
+        let patient_id = PatientId::generate();
+        let conversation = Resource::Conversation(patient_id);
+        let patient = Actor {
+            patient: Some(patient_id),
+            ..user(Role::Patient)
+        };
+        let someone_else = Actor {
+            patient: Some(PatientId::generate()),
+            ..user(Role::Patient)
+        };
+        let on_team = Context {
+            care_team: true,
+            ..Context::default()
+        };
+        let glass = Context {
+            break_glass: true,
+            ..Context::default()
+        };
+        let proxy = Context {
+            proxy: Some(ProxyScopes {
+                record: true,
+                access_log: true,
+            }),
+            ..Context::default()
+        };
+        for action in [Action::Read, Action::Create] {
+            assert!(decide_alone(&patient, action, &conversation).is_allowed());
+            assert_eq!(
+                decide(&someone_else, action, &conversation, &proxy),
+                Decision::Deny(DenyReason::NotTheirRecord)
+            );
+            for role in [Role::Clinician, Role::Nurse] {
+                assert_eq!(
+                    decide(&user(role), action, &conversation, &on_team).reason(),
+                    "care_team"
+                );
+                assert_eq!(
+                    decide(&user(role), action, &conversation, &glass),
+                    Decision::Deny(DenyReason::NoCareRelationship)
+                );
+                assert!(
+                    decide_alone(&user(role), action, &Resource::TeamConversation).is_allowed()
+                );
+            }
+            for role in [
+                Role::FrontDesk,
+                Role::Administrator,
+                Role::PrivacyOfficer,
+                Role::Auditor,
+            ] {
+                assert!(!decide(&user(role), action, &conversation, &on_team).is_allowed());
+                assert!(
+                    !decide_alone(&user(role), action, &Resource::TeamConversation).is_allowed()
+                );
+            }
+            assert!(!decide_alone(&patient, action, &Resource::TeamConversation).is_allowed());
+        }
+        assert!(!decide(&patient, Action::Delete, &conversation, &on_team).is_allowed());
+    }
+
+    #[test]
+    fn device_keys_belong_to_people_not_tokens() {
+        for role in [Role::Patient, Role::Clinician, Role::Administrator] {
+            for action in [Action::Read, Action::Create, Action::Delete] {
+                assert!(decide_alone(&user(role), action, &Resource::DeviceKeys).is_allowed());
+                assert_eq!(
+                    decide_alone(&actor(role), action, &Resource::DeviceKeys),
+                    Decision::Deny(DenyReason::PersonalCredentialRequired)
+                );
             }
         }
     }
