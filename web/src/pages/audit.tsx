@@ -5,6 +5,7 @@
 // server's word that the log is signed.
 import { useState } from 'preact/hooks';
 import { api, apiText } from '../api';
+import { verifyCheckpoint } from '../e2e/transparency';
 import { ErrorNote, Page, Show, useLoad, when } from '../ui';
 
 interface AuditEntry {
@@ -78,10 +79,6 @@ function reportQuery(filters: Filters, sort: string, offset: number): URLSearchP
   return query;
 }
 
-function base64Bytes(text: string): Uint8Array {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-}
-
 interface CheckpointStatus {
   size: number;
   signedBy: string;
@@ -90,37 +87,10 @@ interface CheckpointStatus {
   vkey: string;
 }
 
-/**
- * Checks a C2SP signed note against a C2SP verifier key (`name+hash+base64(0x01 ‖ key)`):
- * the note's text, a blank line, then `— name base64(key hash ‖ signature)` lines.
- */
+/** Checks the log's checkpoint note against the log's verifier key, in this browser. */
 async function checkCheckpoint(note: string, vkey: string): Promise<CheckpointStatus> {
-  const [name, hash, key] = splitVkey(vkey.trim());
-  const split = note.lastIndexOf('\n\n');
-  if (split < 0) throw new Error('the checkpoint is not a signed note');
-  const text = note.slice(0, split + 1);
-  if (text.split('\n')[0] !== name) throw new Error('the checkpoint is not of this log');
-  const size = Number(text.split('\n')[1]);
-  const keyBytes = base64Bytes(key);
-  if (keyBytes[0] !== 0x01 || keyBytes.length !== 33) throw new Error('the log key is not an Ed25519 key');
-  const publicKey = await crypto.subtle.importKey('raw', keyBytes.slice(1), { name: 'Ed25519' }, false, ['verify']);
-  const hashBytes = Uint8Array.from(hash.match(/../g) ?? [], (h) => parseInt(h, 16));
-  for (const line of note.slice(split + 2).split('\n')) {
-    const match = /^— (\S+) (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const signed = base64Bytes(match[2]!);
-    if (!hashBytes.every((b, i) => signed[i] === b)) continue;
-    const valid = await crypto.subtle.verify('Ed25519', publicKey, signed.slice(4), new TextEncoder().encode(text));
-    return { size, signedBy: name, signatureValid: valid, vkey };
-  }
-  return { size, signedBy: name, signatureValid: false, vkey };
-}
-
-/** `name+hash+key`, where the base64 key may itself hold `+`. */
-function splitVkey(vkey: string): [string, string, string] {
-  const first = vkey.indexOf('+');
-  const second = vkey.indexOf('+', first + 1);
-  return [vkey.slice(0, first), vkey.slice(first + 1, second), vkey.slice(second + 1)];
+  const { size, signedBy, signatureValid } = await verifyCheckpoint(note, vkey);
+  return { size, signedBy, signatureValid, vkey };
 }
 
 interface Verification {
