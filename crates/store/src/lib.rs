@@ -22,6 +22,7 @@ pub mod blobs;
 pub mod care;
 pub mod fhir;
 pub mod identity;
+pub mod messaging;
 pub mod postgres;
 pub mod sqlite;
 
@@ -77,6 +78,18 @@ pub mod limits {
     pub const DELEGATIONS_PER_PATIENT_MAX: u32 = 20;
     /// The most notifications one listing returns (newest first).
     pub const NOTIFICATIONS_LISTED_MAX: u32 = 100;
+    /// Devices one person may have registered at once.
+    pub const DEVICES_PER_USER_MAX: u32 = 10;
+    /// Participants of one conversation, removed ones included.
+    pub const THREAD_PARTICIPANTS_MAX: u32 = 50;
+    /// Devices one message may be sealed to: every participant's devices.
+    pub const MESSAGE_KEYS_MAX: usize = (THREAD_PARTICIPANTS_MAX * DEVICES_PER_USER_MAX) as usize;
+    /// Conversations listed in one inbox page.
+    pub const THREADS_LISTED_MAX: u32 = 200;
+    /// Messages in one page of a conversation.
+    pub const MESSAGES_PAGE_MAX: u32 = 200;
+    /// People whose devices one look-up may ask for.
+    pub const DEVICE_OWNERS_LOOKUP_MAX: usize = THREAD_PARTICIPANTS_MAX as usize;
     /// The most writes one FHIR batch (a transaction Bundle) applies at once.
     pub const RESOURCE_WRITES_MAX: usize = 1000;
     /// The most search tokens one resource version carries.
@@ -124,6 +137,10 @@ pub enum StoreError {
     /// The caller passed a value no engine may store (a programming error, not bad data).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    /// A message was sealed to a device that is not a current participant's (the writer
+    /// rolls the message back; callers see [`messaging::SendOutcome::NotARecipient`]).
+    #[error("device {0} is not a recipient")]
+    NotARecipient(uuid::Uuid),
 }
 
 /// When repeated wrong guesses lock an account (see [`Store::claim_guess`]).
@@ -881,6 +898,79 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn insert_attachment(&self, attachment: fhir::StoredAttachment) -> StoreResult<()>;
     /// An attachment with its patient's key.
     async fn attachment(&self, id: uuid::Uuid) -> StoreResult<Option<fhir::StoredAttachment>>;
+    /// Registers a device; `false` when its owner already has
+    /// [`limits::DEVICES_PER_USER_MAX`] devices.
+    async fn insert_device(&self, device: messaging::StoredDevice) -> StoreResult<bool>;
+    /// Marks one of `user`'s devices removed; `false` if it was not theirs or not active.
+    async fn remove_device(
+        &self,
+        user: UserId,
+        device: uuid::Uuid,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// The active devices of these people (at most [`limits::DEVICE_OWNERS_LOOKUP_MAX`]).
+    async fn devices_of(&self, users: &[UserId]) -> StoreResult<Vec<messaging::StoredDevice>>;
+    async fn device(&self, id: uuid::Uuid) -> StoreResult<Option<messaging::StoredDevice>>;
+    /// Starts a conversation with its first participants.
+    async fn insert_thread(
+        &self,
+        thread: messaging::StoredThread,
+        participants: Vec<messaging::Participant>,
+    ) -> StoreResult<()>;
+    async fn thread(&self, id: uuid::Uuid) -> StoreResult<Option<messaging::StoredThread>>;
+    /// Everyone who takes or took part, removed participants included.
+    async fn thread_participants(&self, id: uuid::Uuid)
+    -> StoreResult<Vec<messaging::Participant>>;
+    /// Adds a participant, or brings back a removed one; `false` if already present or the
+    /// conversation has [`limits::THREAD_PARTICIPANTS_MAX`].
+    async fn add_participant(&self, participant: messaging::Participant) -> StoreResult<bool>;
+    async fn remove_participant(
+        &self,
+        thread: uuid::Uuid,
+        user: UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    /// The conversations `user` takes part in now, most recently active first.
+    async fn user_threads(&self, user: UserId) -> StoreResult<Vec<messaging::ThreadSummary>>;
+    /// Stores a message and its sealed keys, if every device it is sealed to belongs to a
+    /// current participant; otherwise stores nothing.
+    async fn insert_message(
+        &self,
+        message: messaging::NewMessage,
+    ) -> StoreResult<messaging::SendOutcome>;
+    /// A conversation's messages after `after_seq`, oldest first, each with the key sealed
+    /// to `device` (if any).
+    async fn thread_messages(
+        &self,
+        thread: uuid::Uuid,
+        device: uuid::Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<messaging::StoredMessage>>;
+    /// Moves `user`'s read position in a conversation forward to `seq` (never back).
+    async fn mark_read(
+        &self,
+        thread: uuid::Uuid,
+        user: UserId,
+        seq: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    async fn insert_message_attachment(
+        &self,
+        attachment: messaging::StoredMessageAttachment,
+    ) -> StoreResult<()>;
+    async fn message_attachment(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<messaging::StoredMessageAttachment>>;
+    /// Retention: deletes up to `limit` messages (with their keys) and attachments of
+    /// `organisation`'s conversations sent before `before_ms`.
+    async fn delete_messages_before(
+        &self,
+        organisation: OrganisationId,
+        before_ms: i64,
+        limit: u32,
+    ) -> StoreResult<messaging::MessagesDeleted>;
     /// The accepted, unrevoked, unexpired delegations to `proxy`.
     async fn proxy_delegations(
         &self,

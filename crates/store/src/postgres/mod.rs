@@ -19,6 +19,7 @@ use crate::identity::{
 mod care;
 mod fhir;
 mod identity;
+mod messaging;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
@@ -993,6 +994,106 @@ impl Store for PostgresStore {
     async fn care_team(&self, patient: PatientId) -> StoreResult<Vec<crate::care::CareTeamMember>> {
         care::care_team(&self.pool, patient).await
     }
+    async fn insert_device(&self, device: crate::messaging::StoredDevice) -> StoreResult<bool> {
+        messaging::insert_device(&self.pool, device).await
+    }
+    async fn remove_device(
+        &self,
+        user: UserId,
+        device: uuid::Uuid,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        messaging::remove_device(&self.pool, user, device, now_ms).await
+    }
+    async fn devices_of(
+        &self,
+        users: &[UserId],
+    ) -> StoreResult<Vec<crate::messaging::StoredDevice>> {
+        messaging::devices_of(&self.pool, users).await
+    }
+    async fn device(&self, id: uuid::Uuid) -> StoreResult<Option<crate::messaging::StoredDevice>> {
+        messaging::device_by_id(&self.pool, id).await
+    }
+    async fn insert_thread(
+        &self,
+        thread: crate::messaging::StoredThread,
+        participants: Vec<crate::messaging::Participant>,
+    ) -> StoreResult<()> {
+        messaging::insert_thread(&self.pool, thread, participants).await
+    }
+    async fn thread(&self, id: uuid::Uuid) -> StoreResult<Option<crate::messaging::StoredThread>> {
+        messaging::thread_by_id(&self.pool, id).await
+    }
+    async fn thread_participants(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Vec<crate::messaging::Participant>> {
+        messaging::thread_participants(&self.pool, id).await
+    }
+    async fn add_participant(
+        &self,
+        participant: crate::messaging::Participant,
+    ) -> StoreResult<bool> {
+        messaging::add_participant(&self.pool, participant).await
+    }
+    async fn remove_participant(
+        &self,
+        thread: uuid::Uuid,
+        user: UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        messaging::remove_participant(&self.pool, thread, user, now_ms).await
+    }
+    async fn user_threads(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Vec<crate::messaging::ThreadSummary>> {
+        messaging::user_threads(&self.pool, user).await
+    }
+    async fn insert_message(
+        &self,
+        message: crate::messaging::NewMessage,
+    ) -> StoreResult<crate::messaging::SendOutcome> {
+        messaging::insert_message(&self.pool, message).await
+    }
+    async fn thread_messages(
+        &self,
+        thread: uuid::Uuid,
+        device: uuid::Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::messaging::StoredMessage>> {
+        messaging::thread_messages(&self.pool, thread, device, after_seq, limit).await
+    }
+    async fn mark_read(
+        &self,
+        thread: uuid::Uuid,
+        user: UserId,
+        seq: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        messaging::mark_read(&self.pool, thread, user, seq, now_ms).await
+    }
+    async fn insert_message_attachment(
+        &self,
+        attachment: crate::messaging::StoredMessageAttachment,
+    ) -> StoreResult<()> {
+        messaging::insert_message_attachment(&self.pool, attachment).await
+    }
+    async fn message_attachment(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<crate::messaging::StoredMessageAttachment>> {
+        messaging::message_attachment(&self.pool, id).await
+    }
+    async fn delete_messages_before(
+        &self,
+        organisation: OrganisationId,
+        before_ms: i64,
+        limit: u32,
+    ) -> StoreResult<crate::messaging::MessagesDeleted> {
+        messaging::delete_messages_before(&self.pool, organisation, before_ms, limit).await
+    }
     async fn add_care_team_member(&self, member: crate::care::CareTeamMember) -> StoreResult<bool> {
         care::add_care_team_member(&self.pool, member).await
     }
@@ -1219,7 +1320,8 @@ impl Store for PostgresStore {
     async fn delete_orphan_chunks(&self, attachment: uuid::Uuid) -> StoreResult<u64> {
         Ok(sqlx::query(
             "DELETE FROM attachment_chunks WHERE attachment_id = $1
-             AND NOT EXISTS (SELECT 1 FROM attachments WHERE id = $1)",
+             AND NOT EXISTS (SELECT 1 FROM attachments WHERE id = $1)
+             AND NOT EXISTS (SELECT 1 FROM message_attachments WHERE id = $1)",
         )
         .bind(attachment)
         .execute(&self.pool)

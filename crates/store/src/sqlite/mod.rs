@@ -50,6 +50,7 @@ use crate::{
 mod care;
 mod fhir;
 mod identity;
+mod messaging;
 mod readers;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -178,6 +179,7 @@ enum WriteOp {
     },
     Identity(Box<identity::IdentityOp>),
     Care(Box<care::CareOp>),
+    Messaging(Box<messaging::MessagingOp>),
     Resources(Vec<crate::fhir::ResourceWrite>),
     PutChunk {
         attachment: uuid::Uuid,
@@ -287,6 +289,7 @@ enum WriteOutcome {
     Challenge(Option<crate::StoredChallenge>),
     Resources(Result<Vec<i64>, crate::fhir::WriteConflict>),
     SubjectKey(StoredSubjectKey),
+    MessagesDeleted(crate::messaging::MessagesDeleted),
 }
 
 #[derive(Debug)]
@@ -655,11 +658,13 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
         }
         WriteOp::Identity(op) => identity::apply_identity(connection, op).await,
         WriteOp::Care(op) => care::apply_care(connection, op).await,
+        WriteOp::Messaging(op) => messaging::apply_messaging(connection, op).await,
         WriteOp::Resources(writes) => fhir::apply_resource_writes(connection, writes).await,
         WriteOp::DeleteOrphanChunks(attachment) => {
             let deleted = sqlx::query(
                 "DELETE FROM attachment_chunks WHERE attachment_id = ?1
-                 AND NOT EXISTS (SELECT 1 FROM attachments WHERE id = ?1)",
+                 AND NOT EXISTS (SELECT 1 FROM attachments WHERE id = ?1)
+                 AND NOT EXISTS (SELECT 1 FROM message_attachments WHERE id = ?1)",
             )
             .bind(attachment)
             .execute(&mut *connection)
@@ -1416,6 +1421,149 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
         self.readers.proxy_delegations(proxy, now_ms)
+    }
+
+    async fn insert_device(&self, device: crate::messaging::StoredDevice) -> StoreResult<bool> {
+        self.messaging_changed(messaging::MessagingOp::InsertDevice(device))
+            .await
+    }
+
+    async fn remove_device(
+        &self,
+        user: UserId,
+        device: uuid::Uuid,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.messaging_changed(messaging::MessagingOp::RemoveDevice {
+            user,
+            device,
+            now_ms,
+        })
+        .await
+    }
+
+    async fn devices_of(
+        &self,
+        users: &[UserId],
+    ) -> StoreResult<Vec<crate::messaging::StoredDevice>> {
+        self.readers.devices_of(users)
+    }
+
+    async fn device(&self, id: uuid::Uuid) -> StoreResult<Option<crate::messaging::StoredDevice>> {
+        self.readers.device(id)
+    }
+
+    async fn insert_thread(
+        &self,
+        thread: crate::messaging::StoredThread,
+        participants: Vec<crate::messaging::Participant>,
+    ) -> StoreResult<()> {
+        if participants.len() > limits::THREAD_PARTICIPANTS_MAX as usize {
+            return Err(StoreError::LimitExceeded {
+                what: "participants of a conversation",
+                max: limits::THREAD_PARTICIPANTS_MAX as usize,
+            });
+        }
+        self.messaging_done(messaging::MessagingOp::InsertThread(thread, participants))
+            .await
+    }
+
+    async fn thread(&self, id: uuid::Uuid) -> StoreResult<Option<crate::messaging::StoredThread>> {
+        self.readers.thread(id)
+    }
+
+    async fn thread_participants(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Vec<crate::messaging::Participant>> {
+        self.readers.thread_participants(id)
+    }
+
+    async fn add_participant(
+        &self,
+        participant: crate::messaging::Participant,
+    ) -> StoreResult<bool> {
+        self.messaging_changed(messaging::MessagingOp::AddParticipant(participant))
+            .await
+    }
+
+    async fn remove_participant(
+        &self,
+        thread: uuid::Uuid,
+        user: UserId,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.messaging_changed(messaging::MessagingOp::RemoveParticipant {
+            thread,
+            user,
+            now_ms,
+        })
+        .await
+    }
+
+    async fn user_threads(
+        &self,
+        user: UserId,
+    ) -> StoreResult<Vec<crate::messaging::ThreadSummary>> {
+        self.readers.user_threads(user)
+    }
+
+    async fn insert_message(
+        &self,
+        message: crate::messaging::NewMessage,
+    ) -> StoreResult<crate::messaging::SendOutcome> {
+        self.send_message(message).await
+    }
+
+    async fn thread_messages(
+        &self,
+        thread: uuid::Uuid,
+        device: uuid::Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::messaging::StoredMessage>> {
+        self.readers
+            .thread_messages(thread, device, after_seq, limit)
+    }
+
+    async fn mark_read(
+        &self,
+        thread: uuid::Uuid,
+        user: UserId,
+        seq: i64,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.messaging_changed(messaging::MessagingOp::MarkRead {
+            thread,
+            user,
+            seq,
+            now_ms,
+        })
+        .await
+    }
+
+    async fn insert_message_attachment(
+        &self,
+        attachment: crate::messaging::StoredMessageAttachment,
+    ) -> StoreResult<()> {
+        self.messaging_done(messaging::MessagingOp::InsertAttachment(attachment))
+            .await
+    }
+
+    async fn message_attachment(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<crate::messaging::StoredMessageAttachment>> {
+        self.readers.message_attachment(id)
+    }
+
+    async fn delete_messages_before(
+        &self,
+        organisation: OrganisationId,
+        before_ms: i64,
+        limit: u32,
+    ) -> StoreResult<crate::messaging::MessagesDeleted> {
+        self.delete_messages(organisation, before_ms, limit).await
     }
 
     async fn write_resources(
