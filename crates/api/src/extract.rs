@@ -278,6 +278,60 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
+/// The caller of the event stream (a WebSocket): the caller, and for a signed-in person
+/// their session token, to check while the connection lasts that the session has not
+/// ended.
+///
+/// A WebSocket handshake is a GET that a page of any origin can start, with the browser
+/// adding the cookie; the CSRF token cannot travel in it. So a cookie handshake must come
+/// from Haven's own origin (`Origin` matching `Host`), which browsers always send.
+#[derive(Debug)]
+pub struct EventCaller {
+    pub context: RequestContext,
+    pub session_token: Option<haven_app::Secret<String>>,
+}
+
+impl FromRequestParts<ApiState> for EventCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let session_token = match presented(parts)? {
+            Presented::Bearer(token) if token.starts_with("hvs_") => Some(token.to_owned()),
+            Presented::Bearer(_) => None,
+            Presented::Cookie { token, .. } => {
+                if !same_origin(parts) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "cross_origin",
+                        "the event stream opens only from Haven's own pages",
+                    ));
+                }
+                Some(token)
+            }
+        };
+        let Caller(context) = Caller::from_request_parts(parts, state).await?;
+        Ok(EventCaller {
+            context,
+            session_token: session_token.map(haven_app::Secret::new),
+        })
+    }
+}
+
+/// `Origin` names the host the request was sent to (scheme aside).
+fn same_origin(parts: &Parts) -> bool {
+    let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(origin), Some(host)) = (header(header::ORIGIN), header(header::HOST)) else {
+        return false;
+    };
+    origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
 async fn api_token_caller(
     state: &ApiState,
     presented: &str,

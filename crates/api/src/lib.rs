@@ -36,6 +36,7 @@ pub mod error;
 pub mod extract;
 mod fhir;
 mod health;
+mod messaging;
 mod patients;
 mod transparency;
 mod web;
@@ -166,6 +167,38 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             post(auth::passkey_sign_in_options),
         )
         .route("/api/v1/auth/passkeys/sign-in", post(auth::passkey_sign_in))
+        .route(
+            "/api/v1/devices",
+            get(messaging::my_devices).post(messaging::register_device),
+        )
+        .route("/api/v1/devices/{id}", delete(messaging::remove_device))
+        .route(
+            "/api/v1/threads",
+            get(messaging::threads).post(messaging::start_thread),
+        )
+        .route("/api/v1/threads/{id}", get(messaging::thread))
+        .route(
+            "/api/v1/threads/{id}/participants",
+            post(messaging::add_participant),
+        )
+        .route(
+            "/api/v1/threads/{id}/participants/{user}",
+            delete(messaging::remove_participant),
+        )
+        .route(
+            "/api/v1/threads/{id}/devices",
+            get(messaging::thread_devices),
+        )
+        .route(
+            "/api/v1/threads/{id}/messages",
+            get(messaging::messages).post(messaging::send_message),
+        )
+        .route("/api/v1/threads/{id}/read", post(messaging::mark_read))
+        .route(
+            "/api/v1/threads/{id}/attachments/{attachment}",
+            get(messaging::download_attachment).put(messaging::upload_attachment),
+        )
+        .route("/api/v1/events", get(messaging::events))
         .route("/fhir", post(fhir::bundle))
         .route("/fhir/metadata", get(fhir::metadata))
         .route("/fhir/Binary", post(fhir::upload_binary))

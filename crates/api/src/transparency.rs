@@ -28,7 +28,7 @@ use crate::patients::parse_id;
 use crate::{ApiError, ApiState};
 
 #[derive(Debug, Serialize)]
-struct ProofOutput {
+pub(crate) struct ProofOutput {
     /// The entry's position in the tree, from 0.
     leaf_index: u64,
     leaf_hash: String,
@@ -47,11 +47,11 @@ impl From<&InclusionProof> for ProofOutput {
 }
 
 #[derive(Debug, Serialize)]
-struct ProvenEntryOutput {
+pub(crate) struct ProvenEntryOutput {
     #[serde(flatten)]
-    entry: EntryOutput,
+    pub(crate) entry: EntryOutput,
     /// `null` while the entry is newer than the checkpoint.
-    proof: Option<ProofOutput>,
+    pub(crate) proof: Option<ProofOutput>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -321,6 +321,75 @@ impl AccessGate {
         }
     }
 
+    /// Refuses an API token something only a person has (device keys, conversations),
+    /// recording the refusal like any other denial.
+    pub async fn refuse_token(
+        &self,
+        context: &RequestContext,
+        action: Action,
+        resource_type: &'static str,
+    ) -> AppResult<AppError> {
+        let decision = Decision::Deny(haven_domain::DenyReason::PersonalCredentialRequired);
+        let mut event = self.event(context, action, None, decision);
+        event.resource_type = Some(resource_type.to_owned());
+        self.append(vec![event]).await?;
+        Ok(AppError::Forbidden {
+            reason: haven_domain::DenyReason::PersonalCredentialRequired.as_str(),
+        })
+    }
+
+    /// Decides what `actor` (not necessarily the caller) may do, with their relationship to
+    /// the resource's patient, without recording anything: for choosing whom a
+    /// conversation may include, where the caller's own act is what gets audited.
+    pub async fn decide_for(
+        &self,
+        actor: &Actor,
+        action: Action,
+        resource: &Resource,
+    ) -> AppResult<Decision> {
+        self.decide_with_context(actor, action, resource).await
+    }
+
+    /// Decides a change to the caller's own device keys and records it as a key-transparency
+    /// entry (`device_add` / `device_remove`, resource `Device`, id = the device's
+    /// fingerprint). Correspondents' clients are shown this entry with its inclusion proof,
+    /// so an allowed entry carries only who, when and which key: no session, address or
+    /// user agent of the person who registered it.
+    pub async fn authorize_key_publication(
+        &self,
+        context: &RequestContext,
+        action: AuditAction,
+        fingerprint: &str,
+    ) -> AppResult<()> {
+        let policy_action = match action {
+            AuditAction::DeviceAdd => Action::Create,
+            AuditAction::DeviceRemove => Action::Delete,
+            _ => return Err(AppError::Unexpected("not a key publication".into())),
+        };
+        let decision = decide(
+            &context.actor,
+            policy_action,
+            &Resource::DeviceKeys,
+            &Context::default(),
+        );
+        let mut event = self.event(context, policy_action, None, decision);
+        event.action = action;
+        event.resource_type = Some("Device".to_owned());
+        event.resource_id = Some(fingerprint.to_owned());
+        if decision.is_allowed() {
+            event.session = None;
+            event.client_app = None;
+            event.origin = haven_audit::RequestOrigin::default();
+        }
+        self.append(vec![event]).await?;
+        match decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
     /// Decides a read of something that holds no health data (such as audit checkpoints):
     /// only a denial is audited.
     pub async fn authorize_unaudited_read(

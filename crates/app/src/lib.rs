@@ -26,9 +26,11 @@ pub mod fhir;
 pub mod gate;
 pub mod identity;
 pub mod keys;
+pub mod messaging;
 pub mod notifications;
 pub mod patients;
 pub mod proxies;
+pub mod relay;
 pub mod siem;
 pub mod tokens;
 pub mod transparency;
@@ -151,6 +153,8 @@ pub struct App {
     audit_verifier: haven_audit::checkpoint::CheckpointVerifier,
     /// Held while a reviewer's full verification of the log runs: one at a time.
     verifying: Arc<tokio::sync::Mutex<()>>,
+    /// The connected clients to nudge when something of theirs changes.
+    relay: Arc<relay::Relay>,
 }
 
 impl fmt::Debug for App {
@@ -191,7 +195,13 @@ impl App {
             checkpointer: Arc::new(tokio::sync::Mutex::new(checkpointer)),
             audit_verifier,
             verifying: Arc::default(),
+            relay: Arc::default(),
         })
+    }
+
+    /// The connected clients of this instance, for the event stream.
+    pub fn relay(&self) -> &relay::Relay {
+        &self.relay
     }
 
     /// Keeps attachments' chunks in `blobs` instead of the database.

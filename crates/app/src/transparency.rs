@@ -146,7 +146,7 @@ async fn prove_leaf(
 }
 
 /// Proofs for `entries` against `checkpoint`: entries it does not cover yet get none.
-async fn prove_entries(
+pub(crate) async fn prove_entries(
     store: &dyn Store,
     entries: Vec<StoredAuditEvent>,
     checkpoint: Option<StoredCheckpoint>,

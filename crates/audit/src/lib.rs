@@ -40,10 +40,14 @@ pub enum AuditAction {
     MfaChange,
     ConsentChange,
     BreakGlass,
+    /// A device's end-to-end keys published for its owner (key transparency).
+    DeviceAdd,
+    /// A device's keys withdrawn.
+    DeviceRemove,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 18] = [
+    pub const ALL: [AuditAction; 20] = [
         AuditAction::Read,
         AuditAction::Search,
         AuditAction::Create,
@@ -62,6 +66,8 @@ impl AuditAction {
         AuditAction::MfaChange,
         AuditAction::ConsentChange,
         AuditAction::BreakGlass,
+        AuditAction::DeviceAdd,
+        AuditAction::DeviceRemove,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +90,8 @@ impl AuditAction {
             AuditAction::MfaChange => "mfa_change",
             AuditAction::ConsentChange => "consent_change",
             AuditAction::BreakGlass => "break_glass",
+            AuditAction::DeviceAdd => "device_add",
+            AuditAction::DeviceRemove => "device_remove",
         }
     }
 }

@@ -539,16 +539,18 @@ fn clinical_staff(
         (Read | Search | Create | Update, Resource::Chart(..)) if context.break_glass => {
             allow("break_glass", EmergencyTreatment)
         }
-        // The care team talks with the patient and among itself. Break-the-glass opens a
-        // record in an emergency; it does not make its holder one of the patient's
-        // correspondents.
-        (Read | Create, Resource::Conversation(_)) if context.care_team => {
+        // The care team talks with the patient and among itself, and decides who else of
+        // the team joins (`Update`). Break-the-glass opens a record in an emergency; it does
+        // not make its holder one of the patient's correspondents.
+        (Read | Create | Update, Resource::Conversation(_)) if context.care_team => {
             allow("care_team", Treatment)
         }
-        (Read | Create, Resource::Conversation(_)) => {
+        (Read | Create | Update, Resource::Conversation(_)) => {
             Decision::Deny(DenyReason::NoCareRelationship)
         }
-        (Read | Create, Resource::TeamConversation) => allow("care_team_conversation", Treatment),
+        (Read | Create | Update, Resource::TeamConversation) => {
+            allow("care_team_conversation", Treatment)
+        }
         (Read | Search, Resource::Patient(_) | Resource::CareTeam(_)) if context.break_glass => {
             allow("break_glass", EmergencyTreatment)
         }
@@ -778,6 +780,9 @@ mod tests {
             assert!(!decide_alone(&patient, action, &Resource::TeamConversation).is_allowed());
         }
         assert!(!decide(&patient, Action::Delete, &conversation, &on_team).is_allowed());
+        // Who takes part is the care team's to change, not the patient's.
+        assert!(!decide_alone(&patient, Action::Update, &conversation).is_allowed());
+        assert!(decide(&user(Role::Nurse), Action::Update, &conversation, &on_team).is_allowed());
     }
 
     #[test]

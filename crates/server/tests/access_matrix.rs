@@ -332,6 +332,96 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/api/v1/keys/status",
             body: None,
         },
+        // End-to-end messaging: devices and conversations are a person's; `{stranger}`
+        // stands for a conversation, device or file the caller has no part in.
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/devices",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/devices",
+            // Keys of the wrong length: refused before anything is stored.
+            body: Some(json!({
+                "label": "Matrix laptop",
+                "hpke_public_key": "AAAA",
+                "signing_public_key": "AAAA",
+                "self_signature": "AAAA",
+            })),
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/api/v1/devices/{stranger}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/threads",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/threads",
+            // Nobody to talk to: refused before anything is stored.
+            body: Some(json!({ "patient": "{id}", "participants": [] })),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/threads/{stranger}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/threads/{stranger}/participants",
+            body: Some(json!({ "user": "{member}" })),
+        },
+        Endpoint {
+            method: Method::DELETE,
+            path: "/api/v1/threads/{stranger}/participants/{member}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/threads/{stranger}/devices",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/threads/{stranger}/messages?device={notice}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/threads/{stranger}/messages",
+            body: Some(json!({
+                "id": "{notice}",
+                "sender_device": "{notice}",
+                "ciphertext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                "signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
+                "keys": [{ "device": "{notice}", "enc": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "sealed_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" }],
+            })),
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/threads/{stranger}/read",
+            body: Some(json!({ "seq": 1 })),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/threads/{stranger}/attachments/{notice}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::PUT,
+            path: "/api/v1/threads/{stranger}/attachments/{notice}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/events",
+            body: None,
+        },
         Endpoint {
             method: Method::PUT,
             path: "/api/v1/organisation",
@@ -799,6 +889,51 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
             Patient if target == Target::Own => StatusCode::OK,
             _ => forbidden,
         },
+        // A person's own devices and inbox; a token has neither (refused, and recorded).
+        ("GET", "/api/v1/devices") | ("GET", "/api/v1/threads") => {
+            if person {
+                StatusCode::OK
+            } else {
+                forbidden
+            }
+        }
+        // Malformed keys, or a conversation with nobody: a request error for a person.
+        ("POST", "/api/v1/devices") | ("POST", "/api/v1/threads") => {
+            if person {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                forbidden
+            }
+        }
+        // Someone else's device or a conversation the caller is not in: not found, so
+        // nobody learns which conversations exist.
+        ("DELETE", "/api/v1/devices/{stranger}")
+        | ("GET", "/api/v1/threads/{stranger}")
+        | ("POST", "/api/v1/threads/{stranger}/participants")
+        | ("DELETE", "/api/v1/threads/{stranger}/participants/{member}")
+        | ("GET", "/api/v1/threads/{stranger}/devices")
+        | ("GET", "/api/v1/threads/{stranger}/messages?device={notice}")
+        | ("POST", "/api/v1/threads/{stranger}/messages")
+        | ("POST", "/api/v1/threads/{stranger}/read")
+        | ("GET", "/api/v1/threads/{stranger}/attachments/{notice}") => {
+            if person {
+                StatusCode::NOT_FOUND
+            } else {
+                forbidden
+            }
+        }
+        // A sealed file is `application/octet-stream`: anything else is refused first.
+        ("PUT", "/api/v1/threads/{stranger}/attachments/{notice}") => {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        // A plain GET is no WebSocket handshake; a token has no event stream.
+        ("GET", "/api/v1/events") => {
+            if person {
+                StatusCode::UPGRADE_REQUIRED
+            } else {
+                forbidden
+            }
+        }
         other => panic!("no expectation for {other:?}"),
     }
 }

@@ -122,6 +122,16 @@ contracts! {
         a_resource_batch_applies_whole_or_not_at_all,
         resource_searches_and_filters_and_or_and_page,
         attachments_become_visible_whole_with_their_chunks,
+        devices_are_listed_by_owner_and_removed_only_by_their_owner,
+        devices_per_person_are_bounded_and_fingerprints_unique,
+        threads_keep_their_participants_including_removed_ones,
+        conversations_have_at_most_thread_participants_max,
+        each_device_reads_only_the_key_sealed_to_it,
+        a_message_refused_leaves_no_trace,
+        unread_counts_follow_messages_from_others_and_read_positions,
+        message_attachments_keep_their_chunks_while_their_row_exists,
+        retention_deletes_an_organisations_older_messages_in_bounded_batches,
+        concurrent_sends_all_reach_a_device_that_syncs_by_seq,
     ],
     sqlite_only: [
         acknowledged_writes_are_in_the_files_before_shutdown,
@@ -135,6 +145,20 @@ use fhir_contracts::{
     attachments_become_visible_whole_with_their_chunks,
     resource_searches_and_filters_and_or_and_page,
     resources_keep_every_version_and_search_only_the_current,
+};
+
+#[path = "contract/messaging.rs"]
+mod messaging_contracts;
+use messaging_contracts::{
+    a_message_refused_leaves_no_trace, concurrent_sends_all_reach_a_device_that_syncs_by_seq,
+    conversations_have_at_most_thread_participants_max,
+    devices_are_listed_by_owner_and_removed_only_by_their_owner,
+    devices_per_person_are_bounded_and_fingerprints_unique,
+    each_device_reads_only_the_key_sealed_to_it,
+    message_attachments_keep_their_chunks_while_their_row_exists,
+    retention_deletes_an_organisations_older_messages_in_bounded_batches,
+    threads_keep_their_participants_including_removed_ones,
+    unread_counts_follow_messages_from_others_and_read_positions,
 };
 
 // ------------------------------------------------------------------------------------------

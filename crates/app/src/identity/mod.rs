@@ -733,6 +733,22 @@ impl App {
         token: &str,
         origin: &RequestOrigin,
     ) -> AppResult<SessionCaller> {
+        self.resolve_session(token, origin, true).await
+    }
+
+    /// Whether a session is still live, without counting this as activity: for a
+    /// long-lived connection (the event stream) that must end with its session but must
+    /// not keep an idle one alive.
+    pub async fn session_is_live(&self, token: &str, origin: &RequestOrigin) -> bool {
+        self.resolve_session(token, origin, false).await.is_ok()
+    }
+
+    async fn resolve_session(
+        &self,
+        token: &str,
+        origin: &RequestOrigin,
+        record_activity: bool,
+    ) -> AppResult<SessionCaller> {
         let unknown = || AppError::Unauthenticated {
             reason: "unknown_session",
         };
@@ -798,7 +814,8 @@ impl App {
                 reason: "session_revoked",
             });
         }
-        if now_ms - session.last_seen_ms >= activity_interval_ms(idle_timeout_ms) {
+        if record_activity && now_ms - session.last_seen_ms >= activity_interval_ms(idle_timeout_ms)
+        {
             self.store.touch_session(session.id, now_ms).await?;
         }
         let role: Role = user

@@ -1,7 +1,9 @@
 //! End-to-end messaging on PostgreSQL. A message and its sealed keys are one transaction,
 //! which stores keys only for devices of participants current in its snapshot (a removal
-//! committed while the message is being stored is seen by the next message). Bounded inserts (devices per person, participants per conversation) take an advisory
-//! lock on their owner first, so two instances cannot both pass the count.
+//! committed while the message is being stored is seen by the next message), and which
+//! holds its conversation's row so that one conversation's seqs commit in order. Bounded
+//! inserts (devices per person, participants per conversation) take an advisory lock on
+//! their owner first, so two instances cannot both pass the count.
 
 use haven_domain::{OrganisationId, PatientId, UserId};
 use sqlx::postgres::PgRow;
@@ -286,6 +288,15 @@ pub(super) async fn user_threads(pool: &PgPool, user: UserId) -> StoreResult<Vec
 pub(super) async fn insert_message(pool: &PgPool, message: NewMessage) -> StoreResult<SendOutcome> {
     message.check()?;
     let mut transaction = pool.begin().await?;
+    // One conversation's messages are stored one at a time, so their seqs commit in order:
+    // a device syncs from the last seq it read, and a smaller seq committed after a larger
+    // one was read would never reach it (nor could `last_message_seq` and the sender's read
+    // position, set below, go back). NO KEY UPDATE, which the update below takes anyway,
+    // still lets rows that refer to the conversation be inserted meanwhile.
+    sqlx::query("SELECT 1 FROM threads WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(message.thread)
+        .execute(&mut *transaction)
+        .await?;
     let inserted = sqlx::query(
         "INSERT INTO messages (id, thread_id, sender_user, sender_device, sent_at_ms,
              ciphertext, signature) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
