@@ -521,6 +521,7 @@ fn organisation_output(organisation: &haven_app::identity::Organisation) -> serd
         "patient_mfa_required": organisation.patient_mfa_required,
         "break_glass_secs": organisation.break_glass_secs,
         "result_release": if organisation.results_after_review { "after_review" } else { "immediate" },
+        "message_retention_days": organisation.message_retention_days,
     })
 }
 
@@ -544,6 +545,9 @@ pub(crate) struct OrganisationPolicyInput {
     /// `immediate` or `after_review`; left out: unchanged.
     #[serde(default)]
     result_release: Option<ResultRelease>,
+    /// Days secure messages are kept, 0 until a period is set; left out: unchanged.
+    #[serde(default)]
+    message_retention_days: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -570,6 +574,7 @@ pub(crate) async fn update_organisation(
                 results_after_review: input
                     .result_release
                     .map(|r| matches!(r, ResultRelease::AfterReview)),
+                message_retention_days: input.message_retention_days,
             },
         )
         .await?;

@@ -251,6 +251,14 @@ impl Application {
             })
             .await;
         });
+        let (stop_retention, retention_stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = self.app.clone();
+        let retention = tokio::spawn(async move {
+            app.run_retention_sweeper(async {
+                let _ = retention_stopped.await;
+            })
+            .await;
+        });
         // The SIEM export runs beside everything else and only reads the log, so a slow or
         // absent collector never holds up a request or an audit append.
         let (stop_siem, siem_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -275,6 +283,10 @@ impl Application {
         let _ = stop_checkpointer.send(());
         let _ = stop_siem.send(());
         let _ = stop_sweeper.send(());
+        let _ = stop_retention.send(());
+        if let Err(error) = retention.await {
+            tracing::error!(%error, "the message retention sweep ended abnormally");
+        }
         if let Err(error) = sweeper.await {
             tracing::error!(%error, "the sweep of unfinished uploads ended abnormally");
         }

@@ -20,6 +20,8 @@ pub struct StoredOrganisation {
     /// Whether laboratory results wait for a clinician's review before the patient sees
     /// them (`result_release = 'after_review'`), rather than being released at once.
     pub results_after_review: bool,
+    /// How many days secure messages are kept; 0 keeps them until a period is set.
+    pub message_retention_days: i64,
     pub created_at_ms: i64,
 }
 

@@ -2114,6 +2114,7 @@ fn organisation() -> haven_store::StoredOrganisation {
         patient_mfa_required: false,
         break_glass_secs: 3600,
         results_after_review: true,
+        message_retention_days: 365,
         created_at_ms: T0_MS,
     }
 }

@@ -209,6 +209,9 @@ pub struct OrganisationPolicy {
     /// Whether laboratory results wait for a clinician's review before the patient sees
     /// them; `None` keeps the current setting.
     pub results_after_review: Option<bool>,
+    /// Days secure messages are kept (0: until a period is set); `None` keeps the current
+    /// setting.
+    pub message_retention_days: Option<i64>,
 }
 
 /// A login name, normalised: an e-mail address, compared case-insensitively.
@@ -1230,6 +1233,7 @@ impl App {
             patient_mfa_required,
             break_glass_secs,
             results_after_review,
+            message_retention_days,
         } = policy;
         self.authorize_sensitive_administration(context, haven_domain::Action::Update)
             .await?;
@@ -1258,7 +1262,18 @@ impl App {
                 format!("between {glass_min} and {glass_max} seconds"),
             ));
         }
+        let (retention_min, retention_max) = crate::messaging::MESSAGE_RETENTION_DAYS_RANGE;
+        if message_retention_days
+            .is_some_and(|days| days != 0 && !(retention_min..=retention_max).contains(&days))
+        {
+            return Err(invalid(
+                "message_retention_days",
+                format!("0 (keep), or between {retention_min} and {retention_max} days"),
+            ));
+        }
         let current = self.my_organisation(context).await?;
+        let message_retention_days =
+            message_retention_days.unwrap_or(current.message_retention_days);
         let break_glass_secs = break_glass_secs.unwrap_or(current.break_glass_secs);
         let results_after_review = results_after_review.unwrap_or(current.results_after_review);
         let updated = StoredOrganisation {
@@ -1267,6 +1282,7 @@ impl App {
             patient_mfa_required,
             break_glass_secs,
             results_after_review,
+            message_retention_days,
             ..current
         };
         let mut event = crate::keys::system_event(
@@ -1592,6 +1608,7 @@ pub async fn bootstrap_organisation(
         patient_mfa_required: false,
         break_glass_secs: crate::care::BREAK_GLASS_SECS_DEFAULT,
         results_after_review: false,
+        message_retention_days: 0,
         created_at_ms: now_ms,
     };
     let mut event = crate::keys::system_event(

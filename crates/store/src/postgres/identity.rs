@@ -18,8 +18,9 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 pub(super) async fn insert_organisation(pool: &PgPool, o: StoredOrganisation) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO organisations (id, name, idle_timeout_secs, absolute_timeout_secs,
-             patient_mfa_required, created_at_ms, break_glass_secs, result_release)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             patient_mfa_required, created_at_ms, break_glass_secs, result_release,
+             message_retention_days)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(o.id.as_uuid())
     .bind(&o.name)
@@ -29,13 +30,15 @@ pub(super) async fn insert_organisation(pool: &PgPool, o: StoredOrganisation) ->
     .bind(o.created_at_ms)
     .bind(o.break_glass_secs)
     .bind(crate::identity::result_release_text(o.results_after_review))
+    .bind(o.message_retention_days)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute_timeout_secs,
-        patient_mfa_required, created_at_ms, break_glass_secs, result_release FROM organisations";
+        patient_mfa_required, created_at_ms, break_glass_secs, result_release,
+        message_retention_days FROM organisations";
 
 fn organisation_from_row(row: &PgRow) -> StoreResult<StoredOrganisation> {
     Ok(StoredOrganisation {
@@ -47,6 +50,7 @@ fn organisation_from_row(row: &PgRow) -> StoreResult<StoredOrganisation> {
         created_at_ms: row.try_get("created_at_ms")?,
         break_glass_secs: row.try_get("break_glass_secs")?,
         results_after_review: row.try_get::<String, _>("result_release")? == "after_review",
+        message_retention_days: row.try_get("message_retention_days")?,
     })
 }
 
@@ -683,7 +687,7 @@ pub(super) async fn update_organisation(pool: &PgPool, o: StoredOrganisation) ->
         sqlx::query(
             "UPDATE organisations SET name = $1, idle_timeout_secs = $2,
                  absolute_timeout_secs = $3, patient_mfa_required = $4, break_glass_secs = $5,
-                 result_release = $7
+                 result_release = $7, message_retention_days = $8
              WHERE id = $6",
         )
         .bind(o.name.clone())
@@ -692,7 +696,8 @@ pub(super) async fn update_organisation(pool: &PgPool, o: StoredOrganisation) ->
         .bind(o.patient_mfa_required)
         .bind(o.break_glass_secs)
         .bind(o.id.as_uuid())
-        .bind(crate::identity::result_release_text(o.results_after_review)),
+        .bind(crate::identity::result_release_text(o.results_after_review))
+        .bind(o.message_retention_days),
         pool,
     )
     .await

@@ -165,8 +165,9 @@ pub(super) async fn apply_identity(
         IdentityOp::InsertOrganisation(o) => {
             sqlx::query(
                 "INSERT INTO organisations (id, name, idle_timeout_secs, absolute_timeout_secs,
-                     patient_mfa_required, break_glass_secs, created_at_ms, result_release)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     patient_mfa_required, break_glass_secs, created_at_ms, result_release,
+                     message_retention_days)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(o.id.as_uuid())
             .bind(&o.name)
@@ -176,6 +177,7 @@ pub(super) async fn apply_identity(
             .bind(o.break_glass_secs)
             .bind(o.created_at_ms)
             .bind(crate::identity::result_release_text(o.results_after_review))
+            .bind(o.message_retention_days)
             .execute(&mut *connection)
             .await?;
             WriteOutcome::Done
@@ -184,7 +186,7 @@ pub(super) async fn apply_identity(
             sqlx::query(
                 "UPDATE organisations SET name = ?, idle_timeout_secs = ?,
                      absolute_timeout_secs = ?, patient_mfa_required = ?, break_glass_secs = ?,
-                     result_release = ?
+                     result_release = ?, message_retention_days = ?
                  WHERE id = ?",
             )
             .bind(&o.name)
@@ -193,6 +195,7 @@ pub(super) async fn apply_identity(
             .bind(o.patient_mfa_required)
             .bind(o.break_glass_secs)
             .bind(crate::identity::result_release_text(o.results_after_review))
+            .bind(o.message_retention_days)
             .bind(o.id.as_uuid())
             .execute(&mut *connection)
             .await?,
@@ -596,7 +599,8 @@ fn session(row: &Row<'_>) -> rusqlite::Result<StoredSession> {
 }
 
 const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute_timeout_secs,
-        patient_mfa_required, created_at_ms, break_glass_secs, result_release FROM organisations";
+        patient_mfa_required, created_at_ms, break_glass_secs, result_release,
+        message_retention_days FROM organisations";
 
 fn organisation(row: &Row<'_>) -> rusqlite::Result<StoredOrganisation> {
     let release: String = row.get(7)?;
@@ -609,6 +613,7 @@ fn organisation(row: &Row<'_>) -> rusqlite::Result<StoredOrganisation> {
         created_at_ms: row.get(5)?,
         break_glass_secs: row.get(6)?,
         results_after_review: release == "after_review",
+        message_retention_days: row.get(8)?,
     })
 }
 

@@ -47,6 +47,13 @@ pub(super) enum MessagingOp {
     },
 }
 
+impl MessagingOp {
+    /// Whether this write deletes what must then leave the WAL too (retention).
+    pub(super) fn purges(&self) -> bool {
+        matches!(self, MessagingOp::DeleteBefore { .. })
+    }
+}
+
 fn changed(result: sqlx::sqlite::SqliteQueryResult) -> WriteOutcome {
     WriteOutcome::Changed(result.rows_affected() > 0)
 }

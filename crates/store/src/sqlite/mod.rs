@@ -309,9 +309,14 @@ async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        let shredded = batch
-            .iter()
-            .any(|job| matches!(job.op, WriteOp::ShredSubject { .. }));
+        // Destroyed keys and messages deleted by retention must leave the WAL as well.
+        let purged = batch.iter().any(|job| match &job.op {
+            WriteOp::ShredSubject { .. } => true,
+            WriteOp::Messaging(op) => op.purges(),
+            // Chunks of a deleted message attachment (and of unfinished uploads).
+            WriteOp::DeleteOrphanChunks(_) => true,
+            _ => false,
+        });
         match commit_batch(&mut connection, &mut batch).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
@@ -331,14 +336,14 @@ async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<
                 }
             }
         }
-        if shredded {
-            // Push the overwritten pages out of the WAL so the destroyed key is gone from
+        if purged {
+            // Push the overwritten pages out of the WAL so what was destroyed is gone from
             // every file, not just from the main database.
             if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&mut connection)
                 .await
             {
-                tracing::warn!(%error, "checkpoint after crypto-shredding failed");
+                tracing::warn!(%error, "checkpoint after a purge failed");
             }
         }
     }
