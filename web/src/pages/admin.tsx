@@ -16,6 +16,8 @@ interface Organisation {
   patient_mfa_required: boolean;
   break_glass_secs: number;
   result_release: 'immediate' | 'after_review';
+  /** Days secure messages are kept; 0 keeps them until a period is set. */
+  message_retention_days: number;
 }
 
 interface User {
@@ -113,6 +115,7 @@ function Policies(props: { organisation: Organisation }) {
   const [breakGlass, setBreakGlass] = useState(String(organisation.break_glass_secs / 60));
   const [patientMfa, setPatientMfa] = useState(organisation.patient_mfa_required);
   const [release, setRelease] = useState(organisation.result_release);
+  const [retention, setRetention] = useState(organisation.message_retention_days === 0 ? '' : String(organisation.message_retention_days));
   const [error, setError] = useState<unknown>(null);
   const [saved, setSaved] = useState(false);
   const stepUp = useStepUp(setError);
@@ -128,6 +131,7 @@ function Policies(props: { organisation: Organisation }) {
           patient_mfa_required: patientMfa,
           break_glass_secs: Math.round(Number(breakGlass) * 60),
           result_release: release,
+          message_retention_days: retention.trim() === '' ? 0 : Math.round(Number(retention)),
         });
         setSaved(true);
       });
@@ -143,6 +147,15 @@ function Policies(props: { organisation: Organisation }) {
         <Field label="Idle time-out (minutes)" type="number" min={1} max={60} value={idle} onInput={setIdle} required />
         <Field label="Longest session (hours)" type="number" min={0.25} max={24} step={0.25} value={absolute} onInput={setAbsolute} required />
         <Field label="Break-the-glass lasts (minutes)" type="number" min={1} value={breakGlass} onInput={setBreakGlass} required />
+        <Field
+          label="Keep secure messages (days)"
+          hint="Empty keeps them until you set a period. Older messages and their files are deleted for good."
+          type="number"
+          min={30}
+          max={36500}
+          value={retention}
+          onInput={setRetention}
+        />
       </div>
       <label class="check">
         <input type="checkbox" checked={patientMfa} onChange={(e) => setPatientMfa(e.currentTarget.checked)} /> Patients must use a
