@@ -42,6 +42,7 @@ pub use haven_store::messaging::{
 
 use crate::gate::AuditedResource;
 use crate::identity::invalid;
+use crate::notifications::{KIND_NEW_MESSAGE, notify};
 use crate::relay::Event;
 use crate::transparency::{ProvenEntries, ProvenEntry, prove_entries};
 use crate::{App, AppError, AppResult, RequestContext};
@@ -717,6 +718,7 @@ impl App {
             SendOutcome::Sent { seq } => {
                 self.relay
                     .publish(&recipients, &Event::Message { thread, seq });
+                self.notify_offline(user, &recipients, thread).await?;
                 Ok(seq)
             }
             SendOutcome::NotARecipient(_) => Err(AppError::Conflict {
@@ -728,6 +730,37 @@ impl App {
                 message: "a message with this id exists".into(),
             }),
         }
+    }
+
+    /// Leaves "You have a new secure message" for the recipients who are not connected, once
+    /// per conversation until they read it. The notice names the conversation, nothing of
+    /// the message, so any delivery channel may carry it.
+    async fn notify_offline(
+        &self,
+        sender: UserId,
+        recipients: &[UserId],
+        thread: Uuid,
+    ) -> AppResult<()> {
+        let mut offline = Vec::new();
+        for user in recipients {
+            if *user == sender || self.relay.is_connected(*user) {
+                continue;
+            }
+            let waiting = self.store.notifications(*user).await?.into_iter().any(|n| {
+                n.kind == KIND_NEW_MESSAGE && n.subject == Some(thread) && n.read_at_ms.is_none()
+            });
+            if !waiting {
+                offline.push(*user);
+            }
+        }
+        notify(
+            &*self.store,
+            &offline,
+            KIND_NEW_MESSAGE,
+            Some(thread),
+            self.clock.now_ms(),
+        )
+        .await
     }
 
     /// A page of a conversation's messages for one of the caller's devices, after `after`.
@@ -786,13 +819,23 @@ impl App {
         if seq < 1 || seq > stored.last_message_seq {
             return Err(invalid("seq", "a message of this conversation"));
         }
-        if self
-            .store
-            .mark_read(thread, user, seq, self.clock.now_ms())
-            .await?
-        {
+        let now_ms = self.clock.now_ms();
+        if self.store.mark_read(thread, user, seq, now_ms).await? {
             self.relay
                 .publish(&current(&participants), &Event::Read { thread, user, seq });
+        }
+        // Read up to the newest message: the conversation's notice is dealt with.
+        if seq == stored.last_message_seq {
+            for notice in self.store.notifications(user).await? {
+                if notice.kind == KIND_NEW_MESSAGE
+                    && notice.subject == Some(thread)
+                    && notice.read_at_ms.is_none()
+                {
+                    self.store
+                        .mark_notification_read(user, notice.id, now_ms)
+                        .await?;
+                }
+            }
         }
         Ok(())
     }

@@ -16,6 +16,9 @@ use crate::{App, AppError, AppResult, RequestContext};
 pub const KIND_BREAK_GLASS_REVIEW: &str = "break_glass_review";
 /// The account was locked after repeated failed sign-ins (someone may be guessing).
 pub const KIND_ACCOUNT_LOCKED: &str = "account_locked";
+/// "You have a new secure message" in a conversation (the subject): left for a person who
+/// was not connected when it arrived, once per conversation until they read it.
+pub const KIND_NEW_MESSAGE: &str = "new_message";
 
 /// A notice as shown to its recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -113,6 +113,14 @@ impl Relay {
         }
     }
 
+    /// Whether `user` has a connection open on this instance.
+    pub fn is_connected(&self, user: UserId) -> bool {
+        self.lock()
+            .by_user
+            .get(&user)
+            .is_some_and(|open| open.iter().any(|(_, sender)| !sender.is_closed()))
+    }
+
     /// Connections open now, for metrics and tests.
     pub fn connection_count(&self) -> usize {
         self.lock().by_user.values().map(Vec::len).sum()

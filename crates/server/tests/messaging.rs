@@ -300,6 +300,20 @@ async fn a_patient_and_their_care_team_exchange_sealed_messages(backend: Backend
         std::slice::from_ref(&question)
     );
 
+    // The clinician was not connected: a notice says a message waits, and nothing more.
+    let notices = server
+        .get_json(&clinic.clinician.token, "/api/v1/notifications")
+        .await;
+    let waiting: Vec<&Value> = notices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "new_message")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{notices}");
+    assert_eq!(waiting[0]["subject"], thread);
+    assert!(!notices.to_string().contains(&marker));
+
     // The clinician sees it unread, reads it, and the patient sees the receipt.
     let inbox = server
         .get_json(&clinic.clinician.token, "/api/v1/threads")
@@ -319,6 +333,13 @@ async fn a_patient_and_their_care_team_exchange_sealed_messages(backend: Backend
         .get_json(&clinic.clinician.token, "/api/v1/threads")
         .await;
     assert_eq!(inbox["unread"], 0);
+    let notices = server
+        .get_json(&clinic.clinician.token, "/api/v1/notifications")
+        .await;
+    assert_eq!(
+        notices["unread"], 0,
+        "reading the conversation deals with its notice"
+    );
     let view = server
         .get_json(
             &clinic.patient_user.token,
