@@ -906,3 +906,291 @@ async fn exported_entries_verify_elsewhere_with_the_public_key_alone() {
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("checkpoint"));
 }
+
+/// Enrols a person of `role` (a patient's invitation names `patient`) through the running
+/// binary's API, with TOTP for staff; returns their id and bearer session token.
+async fn enrol_person(
+    client: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    role: &str,
+    patient: Option<&str>,
+    login: &str,
+) -> (String, String) {
+    let invitation: Value = client
+        .post(format!("{url}/api/v1/invitations"))
+        .bearer_auth(admin)
+        .json(&json!({ "role": role, "patient": patient }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let enrolled: Value = client
+        .post(format!("{url}/api/v1/auth/enrol"))
+        .json(&json!({
+            "invitation": invitation["invitation"],
+            "login": login,
+            "password": "wandering violet lighthouse",
+            "transport": "bearer",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = enrolled["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{invitation} {enrolled}"))
+        .to_owned();
+    if enrolled["state"] != "complete" {
+        let setup: Value = client
+            .post(format!("{url}/api/v1/auth/totp/setup"))
+            .bearer_auth(&token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let code =
+            haven_app::identity::totp::code_at_base32(setup["secret"].as_str().unwrap(), now)
+                .unwrap();
+        let confirmed = client
+            .post(format!("{url}/api/v1/auth/totp/confirm"))
+            .bearer_auth(&token)
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), StatusCode::OK);
+    }
+    let me: Value = client
+        .get(format!("{url}/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (me["actor"].as_str().unwrap().to_owned(), token)
+}
+
+/// Registers a device with fresh keys; returns its id and keys.
+async fn register_device(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> (String, haven_crypto::e2e::DeviceKeys) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let keys = haven_crypto::e2e::DeviceKeys::generate();
+    let registered: Value = client
+        .post(format!("{url}/api/v1/devices"))
+        .bearer_auth(token)
+        .json(&json!({
+            "label": "Test device",
+            "hpke_public_key": b64.encode(keys.public().hpke),
+            "signing_public_key": b64.encode(keys.public().signing),
+            "self_signature": b64.encode(keys.self_signature()),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (registered["id"].as_str().unwrap().to_owned(), keys)
+}
+
+/// Every file under `dir`, concatenated.
+fn all_file_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            bytes.extend(all_file_bytes(&path));
+        } else {
+            bytes.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    bytes
+}
+
+#[tokio::test]
+async fn a_message_leaves_no_plaintext_in_any_file_or_log() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HAVEN_LISTEN", "127.0.0.1:0")];
+    let admin = admin_token(dir.path(), &env).await;
+    // The organisation people are invited into.
+    let bootstrapped = haven(dir.path())
+        .args(["admin", "bootstrap"])
+        .env("HAVEN_LISTEN", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        bootstrapped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bootstrapped.stderr)
+    );
+    // As verbose as an operator would run it, every line kept.
+    let mut command = haven(dir.path());
+    command
+        .arg("serve")
+        .env("HAVEN_LISTEN", "127.0.0.1:0")
+        .env("HAVEN_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all.join("\n")
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(START_TIMEOUT_SECS), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+
+    let patient = create(&client, &url, &admin, 1).await;
+    let (_, patient_token) = enrol_person(
+        &client,
+        &url,
+        &admin,
+        "patient",
+        Some(&patient),
+        "ada@example.org",
+    )
+    .await;
+    let (clinician, clinician_token) = enrol_person(
+        &client,
+        &url,
+        &admin,
+        "clinician",
+        None,
+        "grace@clinic.example",
+    )
+    .await;
+    let added = client
+        .put(format!(
+            "{url}/api/v1/patients/{patient}/care-team/{clinician}"
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(added.status().is_success());
+    let (phone, phone_keys) = register_device(&client, &url, &patient_token).await;
+    let (desk, desk_keys) = register_device(&client, &url, &clinician_token).await;
+    let thread: Value = client
+        .post(format!("{url}/api/v1/threads"))
+        .bearer_auth(&patient_token)
+        .json(&json!({ "patient": patient, "participants": [clinician] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let thread = thread["id"].as_str().unwrap().to_owned();
+
+    let marker = format!("PLANTED-{}", uuid::Uuid::new_v4().simple());
+    let message_id = uuid::Uuid::new_v4();
+    let body = json!({ "v": 1, "text": format!("Chest pain since {marker}"), "attachments": [] })
+        .to_string();
+    let sealed = haven_crypto::e2e::seal_message(
+        thread.parse().unwrap(),
+        message_id,
+        body.as_bytes(),
+        &[phone_keys.public(), desk_keys.public()],
+        &phone_keys,
+    )
+    .unwrap();
+    let sent = client
+        .post(format!("{url}/api/v1/threads/{thread}/messages"))
+        .bearer_auth(&patient_token)
+        .json(&json!({
+            "id": message_id.to_string(),
+            "sender_device": phone,
+            "ciphertext": b64.encode(&sealed.ciphertext),
+            "signature": b64.encode(sealed.signature),
+            "keys": [
+                { "device": phone, "enc": b64.encode(sealed.keys[0].enc), "sealed_key": b64.encode(&sealed.keys[0].sealed_key) },
+                { "device": desk, "enc": b64.encode(sealed.keys[1].enc), "sealed_key": b64.encode(&sealed.keys[1].sealed_key) },
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::CREATED);
+
+    // Control: the clinician's device reads the marker through the API.
+    let page: Value = client
+        .get(format!(
+            "{url}/api/v1/threads/{thread}/messages?device={desk}"
+        ))
+        .bearer_auth(&clinician_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message = &page["items"][0];
+    let opened = desk_keys
+        .open_message(
+            &haven_crypto::e2e::MessageRef {
+                thread_id: thread.parse().unwrap(),
+                message_id,
+                ciphertext: &b64.decode(message["ciphertext"].as_str().unwrap()).unwrap(),
+                signature: &b64.decode(message["signature"].as_str().unwrap()).unwrap(),
+            },
+            &haven_crypto::e2e::SealedKey {
+                enc: b64
+                    .decode(message["key"]["enc"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+                sealed_key: b64
+                    .decode(message["key"]["sealed_key"].as_str().unwrap())
+                    .unwrap(),
+            },
+            &phone_keys.public(),
+        )
+        .unwrap();
+    assert!(String::from_utf8(opened).unwrap().contains(&marker));
+
+    assert!(terminate(&mut child).await.success());
+    let logs = logs.await.unwrap();
+    assert!(
+        logs.contains("request"),
+        "the server logged at debug level: {logs:.400}"
+    );
+    assert!(!logs.contains(&marker), "a message's text reached the logs");
+    let files = all_file_bytes(dir.path());
+    assert!(
+        !files.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "a message's text reached a file of the data directory"
+    );
+}
