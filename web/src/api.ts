@@ -67,9 +67,24 @@ tabs?.addEventListener('message', (event: MessageEvent) => {
 
 type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
-async function request(method: Method, path: string, body: unknown, accept: string): Promise<Response> {
-  const headers: Record<string, string> = { accept };
-  if (body !== undefined) headers['content-type'] = path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json';
+async function request(method: Method, path: string, body: unknown, accept: string, person = true): Promise<Response> {
+  if (body === undefined) return send(method, path, { accept }, undefined, person);
+  const contentType = path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json';
+  return send(method, path, { accept, 'content-type': contentType }, JSON.stringify(body), person);
+}
+
+/**
+ * `person`: whether a person's act caused the request. One the app makes by itself (a
+ * refresh after a nudge on the event stream) does not count as activity for the idle
+ * time-out here, so a busy conversation on an unattended screen still signs out.
+ */
+async function send(
+  method: Method,
+  path: string,
+  headers: Record<string, string>,
+  body?: BodyInit,
+  person = true,
+): Promise<Response> {
   if (method !== 'GET' && csrfToken) headers['x-csrf-token'] = csrfToken;
   const startedMs = Date.now();
   let response: Response;
@@ -77,7 +92,7 @@ async function request(method: Method, path: string, body: unknown, accept: stri
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body,
       credentials: 'same-origin',
       cache: 'no-store',
     });
@@ -85,7 +100,7 @@ async function request(method: Method, path: string, body: unknown, accept: stri
     throw new ApiError(0, 'network', 'Haven could not be reached. Check your connection and try again.');
   }
   // Haven answered with the session (not a proxy's 5xx, not a refusal of the session).
-  if (response.status !== 401 && response.status < 500) contacted(startedMs, true);
+  if (person && response.status !== 401 && response.status < 500) contacted(startedMs, true);
   if (response.ok) return response;
   const failure = await describeFailure(response);
   if (response.status === 401 && SESSION_OVER.has(failure.code) && !path.startsWith('/api/v1/auth/sign-in')) {
@@ -137,14 +152,40 @@ export async function api<T>(method: Method, path: string, body?: unknown): Prom
   return json<T>(await request(method, path, body, 'application/json'));
 }
 
+/** A JSON call the app makes by itself, not for a person's act: it is not activity. */
+export async function apiInBackground<T>(method: Method, path: string, body?: unknown): Promise<T> {
+  return json<T>(await request(method, path, body, 'application/json', false));
+}
+
 /** A plain-text answer (signed checkpoints, keys). */
-export async function apiText(path: string): Promise<string> {
-  return (await request('GET', path, undefined, 'text/plain')).text();
+export async function apiText(path: string, person = true): Promise<string> {
+  return (await request('GET', path, undefined, 'text/plain', person)).text();
 }
 
 /** A FHIR call (`application/fhir+json`). */
 export async function fhir<T>(method: Method, path: string, body?: unknown): Promise<T> {
   return json<T>(await request(method, `/fhir/${path}`, body, 'application/fhir+json'));
+}
+
+/**
+ * Sends bytes as they are (a sealed attachment, a file for the chart) with their media type
+ * and any further headers, and reads the JSON answer.
+ */
+export async function apiUpload<T>(
+  method: 'PUT' | 'POST',
+  path: string,
+  bytes: Uint8Array<ArrayBuffer>,
+  contentType: string,
+  headers: Record<string, string> = {},
+): Promise<T> {
+  const accept = path.startsWith('/fhir') ? 'application/fhir+json' : 'application/json';
+  return json<T>(await send(method, path, { ...headers, accept, 'content-type': contentType }, bytes));
+}
+
+/** An answer's bytes (a sealed attachment). */
+export async function apiBytes(path: string): Promise<Uint8Array<ArrayBuffer>> {
+  const response = await send('GET', path, { accept: 'application/octet-stream' });
+  return new Uint8Array(await response.arrayBuffer());
 }
 
 /** A message fit to show a person for any failure. */

@@ -19,6 +19,8 @@ import { PrivacyConsole } from './pages/privacy';
 import { PrivacySettings } from './pages/privacy-settings';
 import { SignIn } from './pages/sign-in';
 import { Workspace } from './pages/workspace';
+import { MessagesInbox, NewConversation, TeamConversation, ThreadPage, UnreadBadge } from './pages/messages';
+import { MessagingProvider, messagingFor, useMessaging } from './messaging/context';
 import { navigate, usePath } from './router';
 import { type Session, currentSession, homeOf, roleNames } from './session';
 import { type Subject, subjectsOf } from './subjects';
@@ -35,6 +37,7 @@ function navigation(session: Session, subject: Subject | null): [string, string]
       // A proxy sees what their delegation allows; the rest is the patient's own business.
       const items: [string, string][] = [['/portal', 'Home']];
       if (subject?.scopes.includes('record')) items.push(['/portal/record', subject.own ? 'My record' : 'Record']);
+      if (subject?.own) items.push(['/portal/messages', 'Messages']);
       if (subject?.own) items.push(['/portal/forms', 'Forms']);
       if (subject?.scopes.includes('access_log')) items.push(['/portal/access', 'Who accessed my record']);
       if (subject?.own) items.push(['/portal/privacy', 'Privacy and sharing']);
@@ -43,6 +46,11 @@ function navigation(session: Session, subject: Subject | null): [string, string]
     }
     case 'clinician':
     case 'nurse':
+      return [
+        ['/workspace', 'Patients'],
+        ['/workspace/messages', 'Messages'],
+        ['/account', 'Account'],
+      ];
     case 'front_desk':
       return [
         ['/workspace', 'Patients'],
@@ -69,6 +77,10 @@ const CHART_PATH = /^\/workspace\/patients\/([0-9a-fA-F-]{36})$/;
 const CORRECTION_PATH = /^\/portal\/corrections\/new\/([A-Za-z]{1,64}\/[A-Za-z0-9\-.]{1,64})$/;
 /** A form's path: `/portal/forms/{Questionnaire id}` (FHIR ids: letters, digits, `-`, `.`). */
 const FORM_PATH = /^\/portal\/forms\/([A-Za-z0-9\-.]{1,64})$/;
+/** A conversation: `/portal/messages/{id}` or `/workspace/messages/{id}`. */
+const THREAD_PATH = /^\/(?:portal|workspace)\/messages\/([0-9a-f-]{36})$/;
+/** Starting a conversation with a patient's care team: `/workspace/patients/{id}/message`. */
+const TEAM_MESSAGE_PATH = /^\/workspace\/patients\/([0-9a-fA-F-]{36})\/message$/;
 
 const STAFF_ROLES = ['clinician', 'nurse', 'front_desk'];
 const PRIVACY_ROLES = ['privacy_officer', 'auditor'];
@@ -137,6 +149,12 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     else if (own && path === '/portal/forms') page = <FormsList patient={patient} />;
     else if (own && path === '/portal/corrections') page = <MyCorrections patient={patient} />;
     else if (own && path === '/portal/privacy') page = <PrivacySettings patient={patient} />;
+    else if (own && path === '/portal/messages') page = <MessagesInbox base="/portal/messages" />;
+    else if (own && path === '/portal/messages/new') page = <NewConversation patient={patient} base="/portal/messages" />;
+    else if (own && THREAD_PATH.test(path) && path.startsWith('/portal/')) {
+      const thread = THREAD_PATH.exec(path)![1]!;
+      page = <ThreadPage key={thread} thread={thread} base="/portal/messages" />;
+    }
     else if (own && CORRECTION_PATH.test(path)) {
       const reference = CORRECTION_PATH.exec(path)![1]!;
       page = <NewCorrection key={reference} patient={patient} reference={reference} />;
@@ -148,7 +166,14 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
   if (STAFF_ROLES.includes(session.role)) {
     const chart = CHART_PATH.exec(path);
     if (path === '/workspace') page = <Workspace />;
-    else if (chart?.[1]) page = <Chart key={chart[1]} patient={chart[1]} />;
+    else if (chart?.[1]) page = <Chart key={chart[1]} patient={chart[1]} messaging={messagingFor(session)} />;
+  }
+  if (messagingFor(session) && session.role !== 'patient') {
+    const thread = THREAD_PATH.exec(path);
+    const team = TEAM_MESSAGE_PATH.exec(path);
+    if (path === '/workspace/messages') page = <MessagesInbox base="/workspace/messages" />;
+    else if (thread?.[1] && path.startsWith('/workspace/')) page = <ThreadPage key={thread[1]} thread={thread[1]} base="/workspace/messages" />;
+    else if (team?.[1]) page = <TeamConversation key={team[1]} patient={team[1]} />;
   }
   if (PRIVACY_ROLES.includes(session.role)) {
     if (path === '/privacy') page = <PrivacyConsole />;
@@ -179,7 +204,7 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     .map(([href]) => href)
     .filter((href) => path === href || path.startsWith(`${href}/`))
     .sort((a, b) => b.length - a.length)[0];
-  return (
+  const shell = (
     <>
       <header class="top">
         <Link href={homeOf(session.role)} class="brand">
@@ -191,6 +216,7 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
               <li key={href}>
                 <Link href={href} class={href === current ? 'current' : undefined} current={href === path}>
                   {label}
+                  {href.endsWith('/messages') && <NavigationUnread />}
                 </Link>
               </li>
             ))}
@@ -217,6 +243,12 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
       />
     </>
   );
+  // The messaging roles get this browser's device, the event stream and the unread count.
+  return messagingFor(session) ? <MessagingProvider session={session}>{shell}</MessagingProvider> : shell;
+}
+
+function NavigationUnread() {
+  return <UnreadBadge count={useMessaging()?.unread ?? null} />;
 }
 
 function App() {

@@ -463,6 +463,8 @@ pub(crate) async fn download_attachment(
         .read_message_attachment(&context, thread, attachment)
         .await?;
     let size = reader.size_bytes();
+    // Fused: the compression layer polls once more after the end (a browser asks for gzip),
+    // which a bare `unfold` answers with a panic.
     let stream = futures_util::stream::unfold(Some(reader), |reader| async move {
         let mut reader = reader?;
         match reader.next_chunk().await {
@@ -474,6 +476,7 @@ pub(crate) async fn download_attachment(
             }
         }
     });
+    let stream = futures_util::StreamExt::fuse(stream);
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -20,6 +20,12 @@
 //! Passkeys: a clinician registers one with Chromium's virtual authenticator and signs in
 //! with it, no login typed; the session that comes back is complete, a replayed response is
 //! refused, and both ceremonies are in the audit trail.
+//!
+//! Secure messages: a patient and their clinician, signed in in two browsers (two devices),
+//! exchange end-to-end encrypted messages and a file, live over the event stream, with read
+//! receipts; the clinician files a message to the chart. A device then written into the
+//! database behind Haven's back is named in a warning and withheld by the patient's browser.
+//! Haven's database and audit log hold none of what was written.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +44,7 @@ haven_test_support::on_every_backend!(
     a_clinician_signs_in_with_a_passkey_writes_a_note_and_breaks_the_glass,
     an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user,
     a_parent_sees_their_childs_record_within_the_delegation,
+    sealed_messaging_between_a_patient_and_two_browsers_of_their_clinician,
 );
 
 /// Browser scripts get long enough to start Chromium on a loaded machine.
@@ -46,11 +53,84 @@ const SCRIPT_TIMEOUT_SECS: u64 = 120;
 /// may set (60 s).
 const JOURNEY_TIMEOUT_SECS: u64 = 300;
 
+/// A script in two phases: it prints one JSON line when the first is done and waits for a
+/// line on its standard input, which `between` (given the first line) returns; then it
+/// prints the second. Answers both lines.
+async fn run_two_phase_script<F, Fut>(
+    script: &str,
+    env: &[(&str, &str)],
+    between: F,
+) -> (Value, Value)
+where
+    F: FnOnce(Value) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut command = node(script, env);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("node runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    async fn next_json(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        script: &str,
+    ) -> Option<Value> {
+        let line =
+            tokio::time::timeout(Duration::from_secs(JOURNEY_TIMEOUT_SECS), lines.next_line())
+                .await
+                .expect("the browser script answered in time")
+                .expect("its output is readable")?;
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {line}")),
+        )
+    }
+    let Some(first) = next_json(&mut lines, script).await else {
+        panic!(
+            "{script} failed in its first phase: {}",
+            errors.await.unwrap()
+        );
+    };
+    let answer = between(first.clone()).await;
+    stdin
+        .write_all(format!("{answer}\n").as_bytes())
+        .await
+        .unwrap();
+    stdin.flush().await.unwrap();
+    let Some(second) = next_json(&mut lines, script).await else {
+        panic!(
+            "{script} failed in its second phase: {}",
+            errors.await.unwrap()
+        );
+    };
+    let status = tokio::time::timeout(Duration::from_secs(SCRIPT_TIMEOUT_SECS), child.wait())
+        .await
+        .expect("the browser script ended in time")
+        .unwrap();
+    assert!(
+        status.success(),
+        "{script} failed: {}",
+        errors.await.unwrap()
+    );
+    (first, second)
+}
+
 async fn run_script(script: &str, env: &[(&str, &str)]) -> Value {
     run_script_for(script, env, SCRIPT_TIMEOUT_SECS).await
 }
 
-async fn run_script_for(script: &str, env: &[(&str, &str)], timeout_secs: u64) -> Value {
+/// `node tests/browser/<script>` with `env`, killed if dropped.
+fn node(script: &str, env: &[(&str, &str)]) -> tokio::process::Command {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
@@ -65,6 +145,11 @@ async fn run_script_for(script: &str, env: &[(&str, &str)], timeout_secs: u64) -
     for (name, value) in env {
         command.env(name, value);
     }
+    command
+}
+
+async fn run_script_for(script: &str, env: &[(&str, &str)], timeout_secs: u64) -> Value {
+    let mut command = node(script, env);
     let output = tokio::time::timeout(Duration::from_secs(timeout_secs), command.output())
         .await
         .expect("the browser script finished in time")
@@ -458,7 +543,11 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
     assert_eq!(after["markerInDom"], false, "{out}");
     assert_eq!(after["localStorage"], 0, "{out}");
     assert_eq!(after["sessionStorage"], 0, "{out}");
-    assert_eq!(after["indexedDb"], json!([]), "{out}");
+    // IndexedDB holds this browser's keys for secure messages, which outlive a sign-out, and
+    // what it trusts: CryptoKeys that cannot be read out, public keys and ids; no health data.
+    assert_eq!(after["indexedDb"], json!(["haven-device"]), "{out}");
+    assert_device_database_holds_keys_and_public_data(&after["deviceDatabase"]);
+    assert_eq!(after["healthDataInDeviceDatabase"], false, "{out}");
     assert_eq!(out["afterBack"]["markerInDom"], false, "{out}");
     assert_eq!(out["afterBack"]["path"], "/sign-in", "{out}");
 
@@ -488,6 +577,88 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
         );
     }
     server.stop().await;
+}
+
+/// Asserts that the `haven-device` database, as `describeDeviceDatabase` in portal.mjs
+/// reads it, holds one device whose private keys are non-extractable CryptoKeys, and trust
+/// records of the known kinds, whose every value is public: ids, fingerprints, base64 public
+/// keys, the log's verifier key, times.
+fn assert_device_database_holds_keys_and_public_data(database: &Value) {
+    let stores = database
+        .as_object()
+        .expect("the haven-device database was read");
+    assert_eq!(
+        stores.keys().collect::<Vec<_>>(),
+        ["devices", "trust"],
+        "{database}"
+    );
+    let devices = database["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "one device, the patient's: {database}");
+    let device = &devices[0];
+    let mut fields: Vec<&str> = device
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["createdAtMs", "hpke", "signing", "userId"],
+        "{device}"
+    );
+    for (pair, algorithm) in [("hpke", "X25519"), ("signing", "Ed25519")] {
+        assert_eq!(
+            device[pair]["privateKey"],
+            json!({ "cryptoKey": "private", "algorithm": algorithm, "extractable": false }),
+            "{device}"
+        );
+        assert_eq!(
+            device[pair]["publicKey"],
+            json!({ "cryptoKey": "public", "algorithm": algorithm, "extractable": true }),
+            "{device}"
+        );
+    }
+    let public_text = |text: &str| {
+        let is_id = uuid::Uuid::try_parse(text).is_ok();
+        let is_hex = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_base64 = text.len() == 44 && text.ends_with('=');
+        let is_vkey = text.splitn(3, '+').count() == 3;
+        is_id || is_hex || is_base64 || is_vkey
+    };
+    for record in database["trust"].as_array().unwrap() {
+        let key = record["key"].as_str().unwrap();
+        match key.split_once(':').map_or(key, |(kind, _)| kind) {
+            "audit-log-vkey" => assert!(public_text(record["vkey"].as_str().unwrap()), "{record}"),
+            "registration" => {
+                assert!(
+                    public_text(record["deviceId"].as_str().unwrap()),
+                    "{record}"
+                );
+                assert!(
+                    public_text(record["fingerprint"].as_str().unwrap()),
+                    "{record}"
+                );
+            }
+            "known-devices" => {
+                for (user, devices) in record["users"].as_object().unwrap() {
+                    assert!(public_text(user), "{record}");
+                    for (id, device) in devices.as_object().unwrap() {
+                        assert!(public_text(id), "{record}");
+                        assert!(
+                            public_text(device["fingerprint"].as_str().unwrap()),
+                            "{record}"
+                        );
+                        assert!(
+                            public_text(device["signingPublicKey"].as_str().unwrap()),
+                            "{record}"
+                        );
+                    }
+                }
+            }
+            other => panic!("an unexpected trust record {other}: {record}"),
+        }
+    }
 }
 
 /// Asserts that a journey's pages kept to the policy: nothing from another origin, no
@@ -859,5 +1030,255 @@ async fn a_parent_sees_their_childs_record_within_the_delegation(backend: Backen
         out["correctionLinks"], 0,
         "corrections are the patient's own: {out}"
     );
+    server.stop().await;
+}
+
+/// The file the messaging journey attaches, made the same way as in messaging.mjs: a PNG's
+/// signature, a line with the marker, and 300 000 bytes of a fixed pattern.
+fn journey_attachment(marker: &str) -> Vec<u8> {
+    let mut file = vec![0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+    file.extend_from_slice(format!("rash photo, day 3 {marker}\n").as_bytes());
+    file.extend((0..300_000u32).map(|i| u8::try_from(i * 7919 % 251).unwrap()));
+    file
+}
+
+async fn sealed_messaging_between_a_patient_and_two_browsers_of_their_clinician(backend: Backend) {
+    use haven_app::Clock;
+    // The browser keeps real time (the authenticator's codes), so Haven does.
+    let server = TestServer::start_in_real_time(backend).await;
+    let patient = server.create_patient("Lovelace").await;
+    let patient_user = server.user(Role::Patient, Some(patient)).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(patient, clinician.id).await;
+    let marker = format!("HVN-MSG-{}", uuid::Uuid::new_v4().simple());
+    // The clinician set up TOTP with the current step's code; the browsers use later ones.
+    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let screenshots = screenshot_dir(backend);
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let spy_label = "Desk 2";
+    let spy = std::sync::Mutex::new(None::<String>);
+    let clinician_id = clinician.id;
+    let (first, out) = run_two_phase_script(
+        "messaging.mjs",
+        &[
+            ("HAVEN_URL", &url),
+            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
+            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
+            (
+                "HAVEN_CLINICIAN_TOTP",
+                clinician.totp_secret.as_deref().unwrap(),
+            ),
+            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
+            ("HAVEN_MARKER", &marker),
+            ("HAVEN_SCREENSHOTS", &screenshots.display().to_string()),
+        ],
+        |first| {
+            let server = &server;
+            let spy = &spy;
+            async move {
+                assert_eq!(first["phase"], "first", "{first}");
+                let id = server
+                    .insert_unpublished_device(clinician_id, spy_label)
+                    .await;
+                *spy.lock().unwrap() = Some(id.clone());
+                json!({ "spy": id, "label": spy_label }).to_string()
+            }
+        },
+    )
+    .await;
+    let spy = spy.into_inner().unwrap().expect("the device was written");
+    assert_well_behaved(&out);
+    let text = |key: &str| {
+        out[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in {out}"))
+            .to_owned()
+    };
+
+    // Two devices of the clinician's, each with its own safety number.
+    assert_eq!(out["clinicianDevices"], 2, "{out}");
+    assert_ne!(out["deskSafetyNumber"], out["laptopSafetyNumber"], "{out}");
+    // The message and its answer, opened in every browser; the events arrived live.
+    let question = format!("My rash is spreading, photo attached {marker}");
+    let answer = format!("Thank you, it looks like contact dermatitis {marker}");
+    for key in ["patientSees", "laptopSees", "deskSees"] {
+        assert!(text(key).contains(&question), "{key}: {out}");
+    }
+    let words = |key: &str| text(key).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words("deskUnread").contains("1 unread"), "{out}");
+    assert!(
+        words("deskNavigation").contains("Messages 1 unread"),
+        "{out}"
+    );
+    assert_eq!(
+        out["liveWithoutReload"],
+        json!({ "desk": "desk", "laptop": "laptop" }),
+        "{out}"
+    );
+    let events = |browser: &str| -> Vec<String> {
+        out["events"][browser]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap().to_owned())
+            .collect()
+    };
+    for browser in ["desk", "laptop"] {
+        let got = events(browser);
+        assert!(
+            got.iter().any(|e| e == "participants") && got.iter().any(|e| e == "message"),
+            "{browser}: {got:?}"
+        );
+    }
+    let got = events("patient");
+    assert!(
+        got.iter().any(|e| e == "read") && got.iter().any(|e| e == "message"),
+        "{got:?}"
+    );
+    // The file, decrypted in both of the clinician's browsers: the bytes the patient sent.
+    let file = journey_attachment(&marker);
+    for key in ["deskDownload", "laptopDownload"] {
+        assert_eq!(
+            out[key],
+            json!({ "name": "rash.png", "size": file.len(), "same": true }),
+            "{key}: {out}"
+        );
+    }
+    // The answer reached the patient, whose message shows it was seen.
+    let seen_under = text("seenUnder");
+    assert!(
+        seen_under.starts_with("You")
+            && seen_under.contains(&question)
+            && seen_under.contains("Seen"),
+        "{seen_under:?}"
+    );
+    let thread = text("patientThread");
+    assert!(
+        thread.contains(&answer) && thread.contains("Clinician (…"),
+        "{thread:?}"
+    );
+    assert!(text("patientWith").contains("Clinician (…"), "{out}");
+    // The safety numbers the patient can compare: their own device and both of the clinician's.
+    let safety = text("safetyList");
+    assert_eq!(
+        safety.matches("Verified in the transparency log").count(),
+        3,
+        "{safety:?}"
+    );
+    for key in ["deskSafetyNumber", "laptopSafetyNumber"] {
+        assert!(safety.contains(&text(key)), "{key} in {safety:?}");
+    }
+    assert_eq!(out["warningsBefore"], 0, "{out}");
+    assert!(text("filed").starts_with("Filed to chart"), "{out}");
+
+    // The device nobody published: named in a warning, withheld from the next message,
+    // which still reached the clinician's desk, live.
+    let warning = text("withheldWarning");
+    for expected in ["Clinician (…", spy_label, "not in the transparency log"] {
+        assert!(warning.contains(expected), "{expected} in {warning:?}");
+    }
+    assert_eq!(out["spyNamed"], true, "{out}");
+    let sent = out["sentRequests"].as_array().unwrap();
+    assert_eq!(sent.len(), 2, "{out}");
+    assert_eq!(sent[1]["withheld"], json!([spy]), "still withheld: {out}");
+    assert_eq!(
+        sent[1]["keys"].as_array().unwrap().len(),
+        3,
+        "the laptop's new device: {out}"
+    );
+    assert_eq!(sent[0]["withheld"], json!([spy]), "{out}");
+    let keys = sent[0]["keys"].as_array().unwrap();
+    assert_eq!(
+        keys.len(),
+        3,
+        "the patient's device and the clinician's two: {out}"
+    );
+    assert!(keys.iter().all(|k| *k != json!(spy)), "{out}");
+    assert_eq!(out["deskSeesAfter"], true, "{out}");
+    assert_eq!(out["deskLiveAfter"], "desk", "{out}");
+
+    // The clinician's own list of devices flags the one they never added.
+    let spy_row = text("accountSpyRow");
+    assert!(
+        spy_row.contains("Not verified: not in the transparency log"),
+        "{spy_row:?}"
+    );
+    // The laptop, removed from the clinician's devices, said so and was set up again; the
+    // patient was told of the new device, with the safety number the laptop shows.
+    assert!(
+        text("removedNotice").contains("removed from your devices"),
+        "{out}"
+    );
+    let new_laptop = text("newLaptopSafetyNumber");
+    assert_ne!(new_laptop, text("laptopSafetyNumber"), "new keys: {out}");
+    let notice = text("newDeviceNotice");
+    assert!(
+        notice.contains("Clinician (…")
+            && notice.contains("has a new device")
+            && notice.contains(&new_laptop),
+        "{notice:?}"
+    );
+    // Its new keys open what was sent since, and nothing sealed to the old ones.
+    let laptop_after = text("laptopAfterSetUpAgain");
+    assert!(
+        laptop_after.contains(&format!("Thank you both {marker}")),
+        "{laptop_after:?}"
+    );
+    assert!(!laptop_after.contains(&question), "{laptop_after:?}");
+    assert!(
+        laptop_after.contains("Sent before this browser was set up"),
+        "{laptop_after:?}"
+    );
+    let _ = first;
+
+    // Filed to the chart: a Communication with the message's text, from the patient, and
+    // the file as a Binary of the chart, byte for byte.
+    let filed: Value = server
+        .get_json(
+            &clinician.token,
+            &format!("/fhir/Communication?patient={patient}"),
+        )
+        .await;
+    assert_eq!(filed["entry"].as_array().map(Vec::len), Some(1), "{filed}");
+    let communication = &filed["entry"][0]["resource"];
+    assert_eq!(communication["status"], "completed", "{communication}");
+    assert_eq!(
+        communication["subject"]["reference"],
+        format!("Patient/{patient}")
+    );
+    assert_eq!(
+        communication["sender"]["reference"],
+        format!("Patient/{patient}")
+    );
+    assert_eq!(communication["payload"][0]["contentString"], question);
+    let binary = communication["payload"][1]["contentAttachment"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(binary.starts_with("Binary/"), "{communication}");
+    let stored = server
+        .get_as(&clinician.token, &format!("/fhir/{binary}"))
+        .await;
+    assert_eq!(stored.status(), StatusCode::OK);
+    assert_eq!(stored.bytes().await.unwrap().as_ref(), file.as_slice());
+
+    // Haven relayed and stored ciphertext only: the marker is nowhere in its database (the
+    // filed copy is sealed under the patient's key like every record) or its audit log.
+    let raw = server.raw_database_bytes().await;
+    assert!(
+        !raw.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "a message's text reached the database"
+    );
+    for entry in server.audit_entries().await {
+        assert!(!format!("{:?}", entry.event).contains(&marker), "{entry:?}");
+    }
+    for file in out["screenshots"].as_array().unwrap() {
+        let file = Path::new(file.as_str().unwrap());
+        assert!(
+            file.metadata().is_ok_and(|m| m.len() > 1000),
+            "{} was written",
+            file.display()
+        );
+    }
     server.stop().await;
 }

@@ -482,39 +482,15 @@ async fn a_device_written_behind_havens_back_has_no_proof(backend: Backend) {
     .await;
 
     // Someone with database access adds a device to the clinician, to read along.
-    let spy = DeviceKeys::generate().public();
-    let spy_id = Uuid::now_v7();
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let (id, user, hpke, signing, signature) = match backend {
-        Backend::Sqlite => (
-            format!("X'{}'", hex(spy_id.as_bytes())),
-            format!("X'{}'", hex(clinic.clinician.id.as_uuid().as_bytes())),
-            format!("X'{}'", hex(&spy.hpke)),
-            format!("X'{}'", hex(&spy.signing)),
-            format!("X'{}'", hex(&[0u8; 64])),
-        ),
-        Backend::Postgres => (
-            format!("'{spy_id}'"),
-            format!("'{}'", clinic.clinician.id),
-            format!("'\\x{}'", hex(&spy.hpke)),
-            format!("'\\x{}'", hex(&spy.signing)),
-            format!("'\\x{}'", hex(&[0u8; 64])),
-        ),
-    };
-    server
-        .execute_raw(&[&format!(
-            "INSERT INTO devices (id, user_id, label, hpke_public_key, signing_public_key,
-                 self_signature, fingerprint, added_at_ms)
-             VALUES ({id}, {user}, 'Desk 2', {hpke}, {signing}, {signature}, '{}', 1)",
-            spy.fingerprint()
-        )])
+    let spy_id = server
+        .insert_unpublished_device(clinic.clinician.id, "Desk 2")
         .await;
 
     let list = thread_devices(&server, &clinic.patient_user, &thread).await;
     let devices = list["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 3, "the server lists the inserted device");
     for device in devices {
-        if device["id"] == spy_id.to_string() {
+        if device["id"] == spy_id.as_str() {
             assert!(device["log_entry"].is_null(), "no entry publishes it");
         } else {
             assert!(device["log_entry"]["proof"].is_object());
@@ -523,7 +499,7 @@ async fn a_device_written_behind_havens_back_has_no_proof(backend: Backend) {
     // A client that withholds the unproven device can still write to the others.
     let honest: Vec<(String, DevicePublicKeys)> = all_recipients(&list)
         .into_iter()
-        .filter(|(id, _)| *id != spy_id.to_string())
+        .filter(|(id, _)| *id != spy_id)
         .collect();
     let sent = send(
         &server,
@@ -531,7 +507,7 @@ async fn a_device_written_behind_havens_back_has_no_proof(backend: Backend) {
         &thread,
         &phone,
         &honest,
-        &[spy_id.to_string()],
+        std::slice::from_ref(&spy_id),
         "Only my care team",
     )
     .await;
@@ -736,6 +712,18 @@ async fn sealed_attachments_reach_participants_only(backend: Backend) {
         haven_crypto::e2e::open_attachment(attachment, file_key.as_ref(), &bytes).unwrap(),
         photo
     );
+    // As a browser asks for it, compressed: the body still arrives whole (the compression
+    // layer polls the stream once more after its end, which must not break it).
+    let compressed = server
+        .client
+        .get(server.endpoint(&path))
+        .bearer_auth(&clinic.clinician.token)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.status(), StatusCode::OK);
+    assert!(!compressed.bytes().await.expect("the whole body").is_empty());
     // Someone outside the conversation is told there is no such thing.
     let outsider = server.user(Role::Clinician, None).await;
     assert_eq!(
@@ -744,18 +732,45 @@ async fn sealed_attachments_reach_participants_only(backend: Backend) {
     );
     let theirs = put(outsider.token.clone(), blob, "application/octet-stream").await;
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
-    // Larger than the limit: refused, and nothing is kept.
+    // Larger than the limit, sent without a length (as a stream is): refused once the
+    // limit is passed, and nothing is kept.
     let big = Uuid::new_v4();
+    let chunks = (0..26).map(|_| Ok::<_, std::io::Error>(vec![0u8; 1024 * 1024]));
     let too_big = server
         .client
         .put(server.endpoint(&format!("/api/v1/threads/{thread}/attachments/{big}")))
         .bearer_auth(&clinic.patient_user.token)
         .header("content-type", "application/octet-stream")
-        .body(vec![0u8; 26 * 1024 * 1024])
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
     assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Declared too large: refused before a byte of it is read (the client hears the
+    // answer at once, without sending the body).
+    let declared = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = server.url.trim_start_matches("http://").to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request = format!(
+            "PUT /api/v1/threads/{thread}/attachments/{} HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\n\r\n",
+            Uuid::new_v4(),
+            clinic.patient_user.token,
+            26 * 1024 * 1024
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+            .await
+            .expect("an answer before the body")
+            .unwrap();
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    };
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
     assert_eq!(
         server
             .get_as(

@@ -612,6 +612,44 @@ impl TestServer {
         }
     }
 
+    /// Writes a device for `user` straight into the database, as someone with access to it
+    /// might to read along: no audit entry publishes it. Returns its id.
+    pub async fn insert_unpublished_device(
+        &self,
+        user: haven_domain::UserId,
+        label: &str,
+    ) -> String {
+        // Keys of the intruder's own, properly self-signed: only the log can tell them apart.
+        let keys = haven_crypto::e2e::DeviceKeys::generate();
+        let spy = keys.public();
+        let spy_id = uuid::Uuid::now_v7();
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let (id, owner, hpke, signing, signature) = match self.backend {
+            Backend::Sqlite => (
+                format!("X'{}'", hex(spy_id.as_bytes())),
+                format!("X'{}'", hex(user.as_uuid().as_bytes())),
+                format!("X'{}'", hex(&spy.hpke)),
+                format!("X'{}'", hex(&spy.signing)),
+                format!("X'{}'", hex(&keys.self_signature())),
+            ),
+            Backend::Postgres => (
+                format!("'{spy_id}'"),
+                format!("'{user}'"),
+                format!("'\\x{}'", hex(&spy.hpke)),
+                format!("'\\x{}'", hex(&spy.signing)),
+                format!("'\\x{}'", hex(&keys.self_signature())),
+            ),
+        };
+        self.execute_raw(&[&format!(
+            "INSERT INTO devices (id, user_id, label, hpke_public_key, signing_public_key,
+                     self_signature, fingerprint, added_at_ms)
+                 VALUES ({id}, {owner}, '{label}', {hpke}, {signing}, {signature}, '{}', 1)",
+            spy.fingerprint()
+        )])
+        .await;
+        spy_id.to_string()
+    }
+
     /// Stops the server gracefully and starts it again on the same data directory and
     /// database, with the same settings and clock, as an operator's restart would. The
     /// server listens on a new port afterwards; tokens stay valid.

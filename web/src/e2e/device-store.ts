@@ -7,6 +7,11 @@
 // them by structured clone, still non-extractable), one device per user id, because two
 // people may share a browser. Whether a sign-out wipes the device is the caller's decision:
 // `deleteDevice` is the only way keys leave.
+//
+// Beside the devices, the same database keeps what this browser has learnt to trust (public
+// data only, never message content): the audit log's verifier key, pinned on first use, and
+// for each person signed in here the devices of the people they write to, so that a new
+// one is noticed.
 import { type DevicePublicKeys, deviceFingerprint, signDevice } from './formats';
 
 /** This browser's device for one user. */
@@ -50,8 +55,10 @@ export class DeviceStoreError extends Error {
 }
 
 const DATABASE = 'haven-device';
-const DATABASE_VERSION = 1;
+const DATABASE_VERSION = 2;
 const STORE = 'devices';
+/** Trust records, `{ key, ... }`: public keys, fingerprints and ids only. */
+const TRUST_STORE = 'trust';
 /** User ids are UUIDs; the bound only keeps a wrong argument from becoming a huge key. */
 const USER_ID_CHARS_MAX = 200;
 
@@ -82,14 +89,14 @@ export async function createDevice(userId: string): Promise<Device> {
     throw new Error('a device private key came out extractable');
   }
   const device: Device = { userId, hpke, signing, createdAtMs: Date.now() };
-  await withStore('readwrite', (store) => store.add(device));
+  await withStore(STORE, 'readwrite', (store) => store.add(device));
   return device;
 }
 
 /** The user's device in this browser, or null if there is none. */
 export async function loadDevice(userId: string): Promise<Device | null> {
   requireUserId(userId);
-  const stored = await withStore('readonly', (store) => store.get(userId));
+  const stored = await withStore(STORE, 'readonly', (store) => store.get(userId));
   if (stored === undefined) return null;
   if (!isDevice(stored, userId)) {
     throw new DeviceStoreError('corrupt', 'the stored device is not one this app wrote');
@@ -100,7 +107,29 @@ export async function loadDevice(userId: string): Promise<Device | null> {
 /** Forgets the user's device in this browser (its private keys are then gone for good). */
 export async function deleteDevice(userId: string): Promise<void> {
   requireUserId(userId);
-  await withStore('readwrite', (store) => store.delete(userId));
+  await withStore(STORE, 'readwrite', (store) => store.delete(userId));
+}
+
+/** A record of what this browser trusts: public data under a key of the caller's choosing. */
+export interface TrustRecord {
+  key: string;
+  [field: string]: unknown;
+}
+
+/** The trust record under `key`, or null. */
+export async function loadTrustRecord<T extends TrustRecord>(key: string): Promise<T | null> {
+  const stored = await withStore(TRUST_STORE, 'readonly', (store) => store.get(key));
+  return (stored as T | undefined) ?? null;
+}
+
+/** Writes (or replaces) a trust record. */
+export async function saveTrustRecord(record: TrustRecord): Promise<void> {
+  await withStore(TRUST_STORE, 'readwrite', (store) => store.put(record));
+}
+
+/** Forgets a trust record. */
+export async function deleteTrustRecord(key: string): Promise<void> {
+  await withStore(TRUST_STORE, 'readwrite', (store) => store.delete(key));
 }
 
 /** The device's raw public keys, self-signature and fingerprint, to register or show it. */
@@ -138,18 +167,22 @@ function isDevice(value: unknown, userId: string): value is Device {
  * created device is on disk before anyone registers it. The connection is closed after each
  * use, so that it never blocks another tab's upgrade or deletion of the database.
  */
-async function withStore<T>(mode: IDBTransactionMode, request: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> {
+async function withStore<T>(
+  name: string,
+  mode: IDBTransactionMode,
+  request: (store: IDBObjectStore) => IDBRequest<T>,
+): Promise<T> {
   const db = await openDatabase();
   try {
     return await new Promise<T>((resolve, reject) => {
-      const transaction = db.transaction(STORE, mode);
-      const pending = request(transaction.objectStore(STORE));
+      const transaction = db.transaction(name, mode);
+      const pending = request(transaction.objectStore(name));
       transaction.oncomplete = () => resolve(pending.result);
       // A failed request aborts the transaction; its own error says more than the abort's.
       transaction.onabort = () => {
         const error = pending.error ?? transaction.error;
         // Only `add` meets an existing key: the user already has a device here.
-        if (error?.name === 'ConstraintError') {
+        if (error?.name === 'ConstraintError' && name === STORE) {
           reject(new DeviceStoreError('device_exists', 'this user already has a device in this browser'));
         } else {
           reject(storageFailed(`the device database refused the change (${String(error)})`));
@@ -170,6 +203,9 @@ function openDatabase(): Promise<IDBDatabase> {
     request.onupgradeneeded = () => {
       if (!request.result.objectStoreNames.contains(STORE)) {
         request.result.createObjectStore(STORE, { keyPath: 'userId' });
+      }
+      if (!request.result.objectStoreNames.contains(TRUST_STORE)) {
+        request.result.createObjectStore(TRUST_STORE, { keyPath: 'key' });
       }
     };
     request.onsuccess = () => {

@@ -42,8 +42,13 @@ export const TAG_BYTES = 16;
 /** An Ed25519 signature. */
 export const SIGNATURE_BYTES = 64;
 
-/** The largest message body, before encryption: text is typed by people, files go apart. */
-export const MESSAGE_BODY_BYTES_MAX = 1024 * 1024;
+/**
+ * The largest message body, before encryption: text is typed by people, files go apart. The
+ * same as Haven's limit on a sealed body (`MESSAGE_CIPHERTEXT_BYTES_MAX` in
+ * crates/app/src/messaging.rs, less the nonce and tag), so nothing is sealed that Haven
+ * would refuse.
+ */
+export const MESSAGE_BODY_BYTES_MAX = 256 * 1024;
 /** The most attachments one message may carry. */
 export const ATTACHMENTS_PER_MESSAGE_MAX = 32;
 /** The longest file name or media type kept in a message body. */

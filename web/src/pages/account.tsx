@@ -2,7 +2,12 @@
 // name (end any of them, or all at once).
 import { useState } from 'preact/hooks';
 import { api } from '../api';
-import { ErrorNote, Field, Page, Show, useLoad } from '../ui';
+import { safetyNumber } from '../e2e';
+import { useEvents, useMessaging } from '../messaging/context';
+import type { DeviceList } from '../messaging/device';
+import { checkDevices, logKey } from '../messaging/trust';
+import { ErrorNote, Field, Page, Show, useLoad, when } from '../ui';
+import { DeviceNotice } from './messages';
 
 interface Passkey {
   id: string;
@@ -100,6 +105,84 @@ function Passkeys() {
   );
 }
 
+/**
+ * The devices that receive my secure messages, each with its safety number (which the
+ * people I write to can compare with what their app shows for me), and removing one.
+ */
+function MessageDevices() {
+  const messaging = useMessaging();
+  const [version, setVersion] = useState(0);
+  const [error, setError] = useState<unknown>(null);
+  // Checked against the audit log, as correspondents check them: a device of mine that the
+  // log does not prove is one someone else may have added.
+  const devices = useLoad(async () => {
+    const list = await api<DeviceList>('GET', '/api/v1/devices');
+    return { devices: await checkDevices(list, await logKey()) };
+  }, [version]);
+  useEvents((event) => {
+    if (event.type === 'devices' && event.user === messaging?.me) setVersion((v) => v + 1);
+  });
+  if (!messaging) return null;
+  const thisDevice = messaging.device.state === 'ready' ? messaging.device.id : null;
+  const remove = async (id: string) => {
+    setError(null);
+    try {
+      await api('DELETE', `/api/v1/devices/${id}`);
+      setVersion(version + 1);
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const number = (fingerprint: string) => {
+    try {
+      return safetyNumber(fingerprint);
+    } catch {
+      return 'unreadable';
+    }
+  };
+  return (
+    <section class="card" aria-labelledby="account-devices">
+      <h2 id="account-devices">Devices for secure messages</h2>
+      <p>
+        Each browser or app where you read secure messages holds its own keys, which never leave it. Remove a device you no
+        longer use: it then receives nothing more. People you write to can compare these safety numbers with what they see.
+      </p>
+      <DeviceNotice />
+      <Show loaded={devices} what="your devices">
+        {({ devices: items }) =>
+          items.length === 0 ? (
+            <p class="empty">No devices yet.</p>
+          ) : (
+            <ul class="plain" data-testid="message-devices">
+              {items.map(({ device: d, verified, reason }) => (
+                <li key={d.id}>
+                  <strong>{d.label}</strong>
+                  {d.id === thisDevice && ' (this browser)'}
+                  <span class="detail">
+                    Safety number <code class="safety-number">{number(d.fingerprint)}</code> · added {when(d.added_at)}
+                  </span>
+                  {verified ? (
+                    <span class="verified">Verified in the transparency log</span>
+                  ) : (
+                    <span class="error">
+                      Not verified: {reason}. If you did not add this device, someone may be trying to read your messages:
+                      remove it and tell your clinic.
+                    </span>
+                  )}
+                  <button type="button" class="small" onClick={() => remove(d.id)}>
+                    Remove<span class="visually-hidden"> {d.label}</span>
+                  </button>
+                </li>
+              ))}
+            </ul>
+          )
+        }
+      </Show>
+      <ErrorNote error={error} />
+    </section>
+  );
+}
+
 interface OpenSession {
   id: string;
   current: boolean;
@@ -171,6 +254,7 @@ export function Account(props: { onSignedOut: (notice: string) => void; canActFo
     <Page title="Your account">
       {props.canActForOthers && <ActForSomeone onAccepted={props.onActingChanged} />}
       <Passkeys />
+      <MessageDevices />
       <section class="card" aria-labelledby="account-sessions">
         <h2 id="account-sessions">Where you are signed in</h2>
         <Show loaded={sessions} what="your sessions">

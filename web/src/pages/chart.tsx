@@ -5,7 +5,7 @@
 import { useState } from 'preact/hooks';
 import { ApiError, api, fhir } from '../api';
 import { type Bundle, type CodeableConcept, type Observation, type Resource, categoryOf, conceptText, matches } from '../fhir';
-import { ErrorNote, Page, Show, useLoad, when } from '../ui';
+import { ErrorNote, Link, Page, Show, useLoad, when } from '../ui';
 import { PendingCorrections } from './corrections';
 import { ResultsTable } from './portal';
 import { VitalsCharts } from '../vitals-chart';
@@ -170,7 +170,7 @@ function Notes(props: { patient: string; notes: Entry[]; onWritten: () => void }
   );
 }
 
-function ChartBody(props: { patient: PatientSummary; emergencyUntil: string | null }) {
+function ChartBody(props: { patient: PatientSummary; emergencyUntil: string | null; messaging: boolean }) {
   const { patient } = props;
   const [version, setVersion] = useState(0);
   const count = String(CHART_ROWS_MAX);
@@ -192,6 +192,13 @@ function ChartBody(props: { patient: PatientSummary; emergencyUntil: string | nu
       {props.emergencyUntil && (
         <p class="notice" role="status" data-testid="break-glass-banner">
           Emergency access until {when(props.emergencyUntil)}. The privacy officer will review it.
+        </p>
+      )}
+      {props.messaging && !props.emergencyUntil && (
+        <p class="actions">
+          <Link href={`/workspace/patients/${id}/message`} class="button">
+            Message the care team
+          </Link>
         </p>
       )}
       <PendingCorrections patient={id} onAnswered={() => setVersion(version + 1)} />
@@ -262,7 +269,8 @@ function ChartBody(props: { patient: PatientSummary; emergencyUntil: string | nu
   );
 }
 
-export function Chart(props: { patient: string }) {
+/** `messaging`: the reader writes secure messages (clinicians and nurses). */
+export function Chart(props: { patient: string; messaging?: boolean }) {
   const [attempt, setAttempt] = useState(0);
   const [emergencyUntil, setEmergencyUntil] = useState<string | null>(null);
   const patient = useLoad(() => api<PatientSummary>('GET', `/api/v1/patients/${props.patient}`), [props.patient, attempt]);
@@ -288,7 +296,7 @@ export function Chart(props: { patient: string }) {
   }
   return (
     <Show loaded={patient} what="the chart">
-      {(value) => <ChartBody patient={value} emergencyUntil={emergencyUntil} />}
+      {(value) => <ChartBody patient={value} emergencyUntil={emergencyUntil} messaging={props.messaging ?? false} />}
     </Show>
   );
 }

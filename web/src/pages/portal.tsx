@@ -16,6 +16,7 @@ import { Link, Page, Show, localDate, useLoad, when } from '../ui';
 import { AccessLogTable, byOthers, useAccessLog } from './access-log';
 import { correctionPath } from './corrections';
 import { useFormsToComplete } from './forms';
+import { MessagesCard } from './messages';
 
 /** Visits on the home page. */
 const HOME_VISITS_MAX = 3;
@@ -136,6 +137,7 @@ export function PortalHome(props: { patient: string; me: string; scopes: string[
     <Page title={props.own ? 'Your health at a glance' : 'At a glance'}>
       {props.own && <FormsToComplete patient={props.patient} />}
       <div class="grid">
+        {props.own && <MessagesCard href="/portal/messages" />}
         {record && <NextVisits patient={props.patient} />}
         {record && <LatestResults patient={props.patient} />}
         {props.scopes.includes('access_log') && <RecentAccesses patient={props.patient} me={props.me} />}

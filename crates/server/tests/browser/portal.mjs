@@ -6,7 +6,9 @@
 //
 // All along it records what the pages must never do: load anything from another origin, or
 // break the Content Security Policy. After the time-out it looks for the result's marker in
-// the DOM and for anything in localStorage, sessionStorage or IndexedDB.
+// the DOM and for anything in localStorage, sessionStorage or IndexedDB: IndexedDB may hold
+// only `haven-device`, this browser's keys for secure messages (non-extractable CryptoKeys)
+// and what it trusts (public keys, fingerprints, ids), which the test reads back whole.
 //
 // Input (environment): HAVEN_URL, HAVEN_INVITATION, HAVEN_LOGIN, HAVEN_PASSWORD, HAVEN_MARKER
 // (text of the seeded result), HAVEN_FORM_ANSWER (what to write in the form's free text),
@@ -22,6 +24,39 @@ const password = env('HAVEN_PASSWORD');
 const marker = env('HAVEN_MARKER');
 const formAnswer = env('HAVEN_FORM_ANSWER');
 const screenshots = env('HAVEN_SCREENSHOTS');
+
+/**
+ * In the page: every record of the `haven-device` database, with each CryptoKey described
+ * (type, algorithm, extractable) instead of its bytes; `null` when there is no such database.
+ */
+async function describeDeviceDatabase() {
+  if (!(await indexedDB.databases()).some((d) => d.name === 'haven-device')) return null;
+  const db = await new Promise((resolve, reject) => {
+    const request = indexedDB.open('haven-device');
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+  const describe = (value) => {
+    if (value instanceof CryptoKey) {
+      return { cryptoKey: value.type, algorithm: value.algorithm.name, extractable: value.extractable };
+    }
+    if (Array.isArray(value)) return value.map(describe);
+    if (value !== null && typeof value === 'object') {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, describe(v)]));
+    }
+    return value;
+  };
+  const stores = {};
+  for (const name of db.objectStoreNames) {
+    stores[name] = await new Promise((resolve, reject) => {
+      const request = db.transaction(name).objectStore(name).getAll();
+      request.onsuccess = () => resolve(request.result.map(describe));
+      request.onerror = () => reject(request.error);
+    });
+  }
+  db.close();
+  return stores;
+}
 
 const out = {};
 const browser = await launch();
@@ -157,7 +192,10 @@ try {
     sessionStorage: sessionStorage.length,
     indexedDb: (await indexedDB.databases()).map((d) => d.name),
   }));
+  out.afterIdle.deviceDatabase = await page.evaluate(describeDeviceDatabase);
   out.afterIdle.markerInDom = out.afterIdle.html.includes(marker);
+  const deviceDatabase = JSON.stringify(out.afterIdle.deviceDatabase);
+  out.afterIdle.healthDataInDeviceDatabase = deviceDatabase.includes(marker) || deviceDatabase.includes(formAnswer);
   delete out.afterIdle.html;
   // Going back shows no health data either: the pages held it in memory, now gone.
   await page.goBack();
