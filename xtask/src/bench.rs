@@ -12,7 +12,10 @@
 //!   `GET /api/v1/patients/{id}` answers 200;
 //! - `haven audit vkey --data-dir DIR` prints the audit log's verifier key, with which the
 //!   bench checks the checkpoints and inclusion proofs of the sampled access logs as a
-//!   client would.
+//!   client would;
+//! - the messaging phases use the messaging API as the web app does (`/api/v1/devices`,
+//!   `/api/v1/threads…`, and the event stream `GET /api/v1/events`, a WebSocket that says
+//!   `{"type":"message","thread":…,"seq":…}` when a message arrives); see `messaging_load`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,6 +52,8 @@ pub struct Options {
     connections: usize,
     /// Only the FHIR phases, on SQLite: for working on the FHIR paths.
     fhir_only: bool,
+    /// Only the messaging phases, on SQLite and on PostgreSQL.
+    messaging_only: bool,
     /// Keep the data directories and server logs afterwards, for a look at what the load
     /// left (profiling `haven audit verify`, say).
     keep: bool,
@@ -60,6 +65,7 @@ impl Options {
             seconds: SECONDS_DEFAULT,
             connections: CONNECTIONS_DEFAULT,
             fhir_only: false,
+            messaging_only: false,
             keep: false,
         };
         let mut args = args.iter();
@@ -93,9 +99,13 @@ impl Options {
                         })?;
                 }
                 "--fhir-only" => options.fhir_only = true,
+                "--messaging-only" => options.messaging_only = true,
                 "--keep" => options.keep = true,
                 other => bail!("unexpected argument `{other}` to `cargo xtask bench`"),
             }
+        }
+        if options.fhir_only && options.messaging_only {
+            bail!("--fhir-only and --messaging-only exclude each other");
         }
         Ok(options)
     }
@@ -115,8 +125,11 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<()> {
     let scratch = scratch_dir()?;
     let outcome = if options.fhir_only {
         bench_fhir(&haven, &scratch, options, None)
+    } else if options.messaging_only {
+        bench_messaging_on_both(&haven, &scratch, options)
     } else {
         bench_in(&haven, &scratch, options)
+            .and_then(|()| bench_messaging_on_both(&haven, &scratch, options))
     };
     match outcome {
         Ok(()) if options.keep => {
@@ -258,6 +271,76 @@ fn bench_fhir(
     if let Ok(memory) = memory {
         println!(
             "server memory ({engine}): peak RSS {:.1} MiB",
+            kib_to_mib(memory.peak_rss_kib)
+        );
+    }
+    stopped?;
+    verify_audit_log_with(haven, &data_dir, &env)
+}
+
+/// The messaging phases on SQLite, then on PostgreSQL (a fresh local database).
+fn bench_messaging_on_both(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
+    println!();
+    bench_messaging(haven, scratch, options, None)?;
+    if std::env::var_os("TMP_SQLITE_ONLY").is_some() {
+        return Ok(());
+    }
+    println!();
+    let url = crate::postgres::fresh_database(BENCH_DATABASE)?;
+    bench_messaging(haven, scratch, options, Some(&url))
+}
+
+/// The messaging phases (`messaging_load`) on a fresh server: with `database_url` on
+/// PostgreSQL, without on SQLite.
+fn bench_messaging(
+    haven: &Path,
+    scratch: &Path,
+    options: &Options,
+    database_url: Option<&str>,
+) -> Result<()> {
+    let engine = if database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let data_dir = scratch.join(format!("data-messaging-{}", engine.to_lowercase()));
+    std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let env: Vec<(&str, &str)> = database_url
+        .map(|url| ("HAVEN_DATABASE_URL", url))
+        .into_iter()
+        .collect();
+    let token = mint_token_with(haven, &data_dir, "administrator", &env)?;
+    // The organisation the patients and clinicians are invited into.
+    last_line_of_with(haven, &data_dir, &["admin", "bootstrap"], &env)?;
+    let log_path = scratch.join(format!("server-messaging-{}.log", engine.to_lowercase()));
+    let mut server = Server::start_with(haven, &data_dir, &log_path, &env)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let reports = runtime.block_on(crate::messaging_load::run(
+        server.address,
+        &token,
+        engine,
+        options.connections,
+        Duration::from_secs(options.seconds),
+        server.pid,
+    ));
+    let memory = server.memory();
+    let stopped = server.stop();
+    // The sockets' tasks end with the runtime, before the next server starts.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let reports = reports?;
+    for report in &reports {
+        println!();
+        print!("{report}");
+    }
+    if reports.iter().any(|r| r.acknowledged() == 0) {
+        bail!("a messaging phase had no message acknowledged");
+    }
+    if let Ok(memory) = memory {
+        println!(
+            "server memory (messaging, {engine}): peak RSS {:.1} MiB",
             kib_to_mib(memory.peak_rss_kib)
         );
     }
@@ -473,7 +556,7 @@ pub(crate) fn mint_token_with(
 #[derive(Debug)]
 pub(crate) struct Server {
     child: Child,
-    pid: u32,
+    pub(crate) pid: u32,
     pub(crate) address: SocketAddr,
 }
 

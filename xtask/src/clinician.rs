@@ -19,13 +19,13 @@ const REQUEST_TIMEOUT_SECS: u64 = 10;
 const RESPONSE_BODY_BYTES_MAX: usize = 64 * 1024;
 const PASSWORD: &str = "steady amber compass at noon";
 
-struct Client {
+pub(crate) struct Client {
     sender: http1::SendRequest<Full<Bytes>>,
     host: String,
 }
 
 impl Client {
-    async fn connect(address: SocketAddr) -> Result<Self> {
+    pub(crate) async fn connect(address: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
@@ -37,7 +37,7 @@ impl Client {
     }
 
     /// One request with an optional JSON body; the status and the JSON answer (or null).
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         method: Method,
         path: &str,
@@ -78,7 +78,7 @@ impl Client {
     }
 }
 
-fn text<'a>(value: &'a Value, field: &str) -> Result<&'a str> {
+pub(crate) fn text<'a>(value: &'a Value, field: &str) -> Result<&'a str> {
     value[field]
         .as_str()
         .with_context(|| format!("an answer without `{field}`: {value}"))

@@ -2,7 +2,7 @@
 //!
 //! Everything a contributor or CI needs goes through here so that a fresh machine needs
 //! nothing but a Rust toolchain: `run` starts the server with zero configuration, `test`
-//! installs what the tests need and runs all of them, `bench` measures the patient API, `seed` loads demonstration data.
+//! installs what the tests need and runs all of them, `bench` measures the patient, FHIR and messaging APIs, `seed` loads demonstration data.
 
 // xtask is a command-line tool: printing to stdout is its job.
 #![allow(clippy::print_stdout)]
@@ -13,6 +13,7 @@ mod browser_tools;
 mod clinician;
 mod fhir_load;
 mod load;
+mod messaging_load;
 mod npm;
 mod postgres;
 mod python_tools;
@@ -53,14 +54,18 @@ Commands:
       it is for working on one step, CI always runs all of them.
       Arguments after `--` go to `cargo nextest run`.
 
-  bench [--seconds N] [--connections C] [--fhir-only] [--keep]
+  bench [--seconds N] [--connections C] [--fhir-only | --messaging-only] [--keep]
       Build the server (release), start it on a temporary data directory and load
       POST /api/v1/patients, then GET /api/v1/patients/{id}, with C keep-alive
       connections (default 64) for N seconds each (default 10), then the FHIR phases
-      (import, create, read, search) on SQLite and on PostgreSQL. Prints requests,
-      errors, throughput, latency percentiles and the server's peak memory.
-      --fhir-only runs just the FHIR phases on SQLite. --keep keeps the data
-      directories and server logs.
+      (import, create, read, search) on SQLite and on PostgreSQL, then the messaging
+      phases on SQLite and on PostgreSQL: C conversations between patients and
+      clinicians, 1 KiB sealed messages to 2 recipient devices each, timed to the
+      event on each recipient's WebSocket, with one closed-loop sender per
+      conversation and then at a steady 1000 messages/s. Prints requests, errors,
+      throughput, latency percentiles and the server's peak memory.
+      --fhir-only runs just the FHIR phases on SQLite; --messaging-only just the
+      messaging phases. --keep keeps the data directories and server logs.
 
   seed [--patients N]
       Build the server (debug) and fill the default data directory (./haven-data)

@@ -668,27 +668,33 @@ impl App {
                 ));
             }
         }
-        let (stored, participants) = self.participation(context, thread).await?;
-        let sender = self.store.device(message.sender_device).await?;
-        if !sender.is_some_and(|d| d.user == user && d.removed_at_ms.is_none()) {
+        // The conversation, who takes part and their devices in one read: sending is the
+        // hot path. The store checks the recipients again as it stores the message.
+        let Some(conversation) = self.store.conversation_devices(thread).await?.filter(|c| {
+            c.participants
+                .iter()
+                .any(|p| p.user == user && p.removed_at_ms.is_none())
+        }) else {
+            return Err(AppError::NotFound);
+        };
+        // The caller takes part, so all their active devices are among the conversation's.
+        if !conversation
+            .devices
+            .iter()
+            .any(|d| d.id == message.sender_device && d.user == user)
+        {
             return Err(invalid("sender_device", "not one of your active devices"));
         }
         self.authorize_conversation(
             context,
             Action::Create,
-            &stored,
+            &conversation.thread,
             "Message",
             message.id.to_string(),
         )
         .await?;
-        let recipients = current(&participants);
-        let devices: BTreeSet<Uuid> = self
-            .store
-            .devices_of(&recipients)
-            .await?
-            .into_iter()
-            .map(|d| d.id)
-            .collect();
+        let recipients = current(&conversation.participants);
+        let devices: BTreeSet<Uuid> = conversation.devices.iter().map(|d| d.id).collect();
         let covered: BTreeSet<Uuid> = message
             .keys
             .iter()

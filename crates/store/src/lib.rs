@@ -921,6 +921,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Everyone who takes or took part, removed participants included.
     async fn thread_participants(&self, id: uuid::Uuid)
     -> StoreResult<Vec<messaging::Participant>>;
+    /// A conversation, its participants (removed ones included) and the active devices of
+    /// its current participants, in one read: what sending a message checks.
+    async fn conversation_devices(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<messaging::ConversationDevices>>;
     /// Adds a participant, or brings back a removed one; `false` if already present or the
     /// conversation has [`limits::THREAD_PARTICIPANTS_MAX`].
     async fn add_participant(&self, participant: messaging::Participant) -> StoreResult<bool>;

@@ -56,6 +56,16 @@ pub struct Participant {
     pub read_at_ms: Option<i64>,
 }
 
+/// A conversation as a message to it is checked, read at one moment: the thread, everyone
+/// who takes or took part, and the active devices of those who take part now (the
+/// recipients a new message must be sealed to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationDevices {
+    pub thread: StoredThread,
+    pub participants: Vec<Participant>,
+    pub devices: Vec<StoredDevice>,
+}
+
 /// A conversation in someone's inbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadSummary {

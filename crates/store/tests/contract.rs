@@ -132,6 +132,8 @@ contracts! {
         message_attachments_keep_their_chunks_while_their_row_exists,
         retention_deletes_an_organisations_older_messages_in_bounded_batches,
         concurrent_sends_all_reach_a_device_that_syncs_by_seq,
+        a_conversations_devices_are_read_with_it,
+        concurrent_sends_are_answered_one_by_one,
     ],
     sqlite_only: [
         acknowledged_writes_are_in_the_files_before_shutdown,
@@ -150,8 +152,9 @@ use fhir_contracts::{
 #[path = "contract/messaging.rs"]
 mod messaging_contracts;
 use messaging_contracts::{
-    a_message_refused_leaves_no_trace, concurrent_sends_all_reach_a_device_that_syncs_by_seq,
-    conversations_have_at_most_thread_participants_max,
+    a_conversations_devices_are_read_with_it, a_message_refused_leaves_no_trace,
+    concurrent_sends_all_reach_a_device_that_syncs_by_seq,
+    concurrent_sends_are_answered_one_by_one, conversations_have_at_most_thread_participants_max,
     devices_are_listed_by_owner_and_removed_only_by_their_owner,
     devices_per_person_are_bounded_and_fingerprints_unique,
     each_device_reads_only_the_key_sealed_to_it,

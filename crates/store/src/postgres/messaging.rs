@@ -1,7 +1,7 @@
-//! End-to-end messaging on PostgreSQL. A message and its sealed keys are one transaction,
-//! which stores keys only for devices of participants current in its snapshot (a removal
-//! committed while the message is being stored is seen by the next message), and which
-//! holds its conversation's row so that one conversation's seqs commit in order. Bounded
+//! End-to-end messaging on PostgreSQL. A message and its sealed keys are one statement,
+//! stored only if every key is for a device of a participant current in its snapshot (a
+//! removal committed while the message is being stored is seen by the next message), and
+//! which holds its conversation's row so that one conversation's seqs commit in order. Bounded
 //! inserts (devices per person, participants per conversation) take an advisory lock on
 //! their owner first, so two instances cannot both pass the count.
 
@@ -11,8 +11,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::messaging::{
-    MessageKey, MessagesDeleted, NewMessage, Participant, SendOutcome, StoredDevice, StoredMessage,
-    StoredMessageAttachment, StoredThread, ThreadSummary,
+    ConversationDevices, MessageKey, MessagesDeleted, NewMessage, Participant, SendOutcome,
+    StoredDevice, StoredMessage, StoredMessageAttachment, StoredThread, ThreadSummary,
 };
 use crate::{StoreError, StoreResult, limits};
 
@@ -232,6 +232,75 @@ pub(super) async fn thread_participants(pool: &PgPool, id: Uuid) -> StoreResult<
     rows.iter().map(participant).collect()
 }
 
+/// The conversation, its participants and its current participants' active devices in one
+/// statement (one snapshot, one round trip): a row per participant and device.
+pub(super) async fn conversation_devices(
+    pool: &PgPool,
+    id: Uuid,
+) -> StoreResult<Option<ConversationDevices>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {THREAD_COLUMNS},
+             p.user_id AS participant, p.added_by, p.added_at_ms AS participant_added_at_ms,
+             p.removed_at_ms AS participant_removed_at_ms, p.read_seq, p.read_at_ms,
+             d.id AS device, d.label, d.hpke_public_key, d.signing_public_key,
+             d.self_signature, d.fingerprint, d.added_at_ms AS device_added_at_ms
+         FROM threads t
+         LEFT JOIN thread_participants p ON p.thread_id = t.id
+         LEFT JOIN devices d ON d.user_id = p.user_id
+             AND p.removed_at_ms IS NULL AND d.removed_at_ms IS NULL
+         WHERE t.id = $1
+         ORDER BY p.added_at_ms, p.user_id, d.added_at_ms, d.id"
+    ))
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let thread = thread(first)?;
+    let mut participants: Vec<Participant> = Vec::new();
+    let mut devices = Vec::new();
+    for row in &rows {
+        let Some(user) = row.try_get::<Option<Uuid>, _>("participant")? else {
+            continue;
+        };
+        let user = UserId::from_uuid(user);
+        if participants.last().is_none_or(|last| last.user != user) {
+            participants.push(Participant {
+                thread: id,
+                user,
+                added_by: row.try_get("added_by")?,
+                added_at_ms: row.try_get("participant_added_at_ms")?,
+                removed_at_ms: row.try_get("participant_removed_at_ms")?,
+                read_seq: row.try_get("read_seq")?,
+                read_at_ms: row.try_get("read_at_ms")?,
+            });
+        }
+        if let Some(device) = row.try_get::<Option<Uuid>, _>("device")? {
+            devices.push(StoredDevice {
+                id: device,
+                user,
+                label: row.try_get("label")?,
+                hpke_public_key: row.try_get("hpke_public_key")?,
+                signing_public_key: row.try_get("signing_public_key")?,
+                self_signature: row.try_get("self_signature")?,
+                fingerprint: row.try_get("fingerprint")?,
+                added_at_ms: row.try_get("device_added_at_ms")?,
+                removed_at_ms: None,
+            });
+        }
+    }
+    // Listed like `devices_of`: by owner, then as added.
+    devices.sort_by(|a, b| {
+        (a.user.as_uuid(), a.added_at_ms, a.id).cmp(&(b.user.as_uuid(), b.added_at_ms, b.id))
+    });
+    Ok(Some(ConversationDevices {
+        thread,
+        participants,
+        devices,
+    }))
+}
+
 pub(super) async fn add_participant(pool: &PgPool, participant: Participant) -> StoreResult<bool> {
     let mut transaction = pool.begin().await?;
     lock(&mut transaction, participant.thread, 22).await?;
@@ -287,19 +356,57 @@ pub(super) async fn user_threads(pool: &PgPool, user: UserId) -> StoreResult<Vec
 
 pub(super) async fn insert_message(pool: &PgPool, message: NewMessage) -> StoreResult<SendOutcome> {
     message.check()?;
-    let mut transaction = pool.begin().await?;
-    // One conversation's messages are stored one at a time, so their seqs commit in order:
-    // a device syncs from the last seq it read, and a smaller seq committed after a larger
-    // one was read would never reach it (nor could `last_message_seq` and the sender's read
-    // position, set below, go back). NO KEY UPDATE, which the update below takes anyway,
-    // still lets rows that refer to the conversation be inserted meanwhile.
-    sqlx::query("SELECT 1 FROM threads WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(message.thread)
-        .execute(&mut *transaction)
-        .await?;
-    let inserted = sqlx::query(
-        "INSERT INTO messages (id, thread_id, sender_user, sender_device, sent_at_ms,
-             ciphertext, signature) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+    let devices: Vec<Uuid> = message.keys.iter().map(|k| k.device).collect();
+    let encs: Vec<&[u8]> = message.keys.iter().map(|k| k.enc.as_slice()).collect();
+    let sealed: Vec<&[u8]> = message
+        .keys
+        .iter()
+        .map(|k| k.sealed_key.as_slice())
+        .collect();
+    // One statement, so one round trip and one transaction (where BEGIN, a lock, the writes
+    // and COMMIT took four):
+    // - `locked`: one conversation's messages are stored one at a time, so their seqs commit
+    //   in order: a device syncs from the last seq it read, and a smaller seq committed after
+    //   a larger one was read would never reach it (nor could `last_message_seq` and the
+    //   sender's read position go back). The message's row is made from the locked row, so
+    //   its seq is taken only once the lock is held. NO KEY UPDATE, which the update takes
+    //   anyway, still lets rows that refer to the conversation be inserted meanwhile.
+    // - `refused`: the first key sealed to a device that is not an active device of a
+    //   current participant; with one, nothing is written.
+    // - then the message (nothing for an id taken), its keys, the conversation's last
+    //   message and the sender's read position (what one writes, one has read).
+    let row = sqlx::query(
+        "WITH locked AS (
+             SELECT id FROM threads WHERE id = $2 FOR NO KEY UPDATE),
+         refused AS (
+             SELECT k.device_id FROM unnest($8::uuid[]) WITH ORDINALITY AS k (device_id, position)
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM devices d JOIN thread_participants p ON p.user_id = d.user_id
+                 WHERE d.id = k.device_id AND d.removed_at_ms IS NULL
+                   AND p.thread_id = $2 AND p.removed_at_ms IS NULL)
+             ORDER BY k.position LIMIT 1),
+         message AS (
+             INSERT INTO messages (id, thread_id, sender_user, sender_device, sent_at_ms,
+                 ciphertext, signature)
+             SELECT $1, locked.id, $3, $4, $5, $6, $7 FROM locked
+             WHERE NOT EXISTS (SELECT 1 FROM refused)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING seq),
+         keys AS (
+             INSERT INTO message_keys (device_id, message_seq, enc, sealed_key)
+             SELECT k.device_id, message.seq, k.enc, k.sealed_key
+             FROM message,
+                  unnest($8::uuid[], $9::bytea[], $10::bytea[]) AS k (device_id, enc, sealed_key)),
+         thread AS (
+             UPDATE threads SET last_message_seq = message.seq, last_message_at_ms = $5
+             FROM message WHERE threads.id = $2),
+         own_read AS (
+             UPDATE thread_participants SET read_seq = message.seq, read_at_ms = $5
+             FROM message WHERE thread_id = $2 AND user_id = $3)
+         SELECT (SELECT seq FROM message) AS seq,
+             EXISTS (SELECT 1 FROM messages WHERE id = $1) AS taken,
+             (SELECT device_id FROM refused) AS refused,
+             EXISTS (SELECT 1 FROM locked) AS conversation",
     )
     .bind(message.id)
     .bind(message.thread)
@@ -308,58 +415,28 @@ pub(super) async fn insert_message(pool: &PgPool, message: NewMessage) -> StoreR
     .bind(message.sent_at_ms)
     .bind(&message.ciphertext)
     .bind(&message.signature)
-    .fetch_one(&mut *transaction)
-    .await;
-    let seq: i64 = match inserted {
-        Ok(row) => row.try_get("seq")?,
-        Err(error) if is_unique_violation(&error) => return Ok(SendOutcome::DuplicateId),
-        Err(error) => return Err(error.into()),
-    };
-    let devices: Vec<Uuid> = message.keys.iter().map(|k| k.device).collect();
-    let encs: Vec<Vec<u8>> = message.keys.iter().map(|k| k.enc.clone()).collect();
-    let sealed: Vec<Vec<u8>> = message.keys.iter().map(|k| k.sealed_key.clone()).collect();
-    let stored: Vec<Uuid> = sqlx::query(
-        "INSERT INTO message_keys (device_id, message_seq, enc, sealed_key)
-         SELECT k.device_id, $2, k.enc, k.sealed_key
-         FROM unnest($1::uuid[], $3::bytea[], $4::bytea[]) AS k (device_id, enc, sealed_key)
-         WHERE EXISTS (
-             SELECT 1 FROM devices d JOIN thread_participants p ON p.user_id = d.user_id
-             WHERE d.id = k.device_id AND d.removed_at_ms IS NULL
-               AND p.thread_id = $5 AND p.removed_at_ms IS NULL)
-         RETURNING device_id",
-    )
     .bind(&devices)
-    .bind(seq)
     .bind(&encs)
     .bind(&sealed)
-    .bind(message.thread)
-    .fetch_all(&mut *transaction)
-    .await?
-    .iter()
-    .map(|row| row.try_get("device_id"))
-    .collect::<Result<_, _>>()?;
-    if let Some(missing) = devices.iter().find(|d| !stored.contains(d)) {
-        transaction.rollback().await?;
-        return Ok(SendOutcome::NotARecipient(*missing));
-    }
-    sqlx::query("UPDATE threads SET last_message_seq = $1, last_message_at_ms = $2 WHERE id = $3")
-        .bind(seq)
-        .bind(message.sent_at_ms)
-        .bind(message.thread)
-        .execute(&mut *transaction)
-        .await?;
-    sqlx::query(
-        "UPDATE thread_participants SET read_seq = $1, read_at_ms = $2
-         WHERE thread_id = $3 AND user_id = $4",
-    )
-    .bind(seq)
-    .bind(message.sent_at_ms)
-    .bind(message.thread)
-    .bind(message.sender_user.as_uuid())
-    .execute(&mut *transaction)
+    .fetch_one(pool)
     .await?;
-    transaction.commit().await?;
-    Ok(SendOutcome::Sent { seq })
+    if let Some(seq) = row.try_get::<Option<i64>, _>("seq")? {
+        return Ok(SendOutcome::Sent { seq });
+    }
+    if row.try_get::<bool, _>("taken")? {
+        return Ok(SendOutcome::DuplicateId);
+    }
+    if let Some(refused) = row.try_get::<Option<Uuid>, _>("refused")? {
+        return Ok(SendOutcome::NotARecipient(refused));
+    }
+    if row.try_get::<bool, _>("conversation")? {
+        // Nothing refused, nothing stored: the id was taken by a send this statement's
+        // snapshot did not see yet (`ON CONFLICT` waited for it).
+        return Ok(SendOutcome::DuplicateId);
+    }
+    Err(StoreError::Invalid(
+        "a message to a conversation that does not exist",
+    ))
 }
 
 pub(super) async fn thread_messages(

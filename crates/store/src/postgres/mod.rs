@@ -1030,6 +1030,12 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<crate::messaging::Participant>> {
         messaging::thread_participants(&self.pool, id).await
     }
+    async fn conversation_devices(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<crate::messaging::ConversationDevices>> {
+        messaging::conversation_devices(&self.pool, id).await
+    }
     async fn add_participant(
         &self,
         participant: crate::messaging::Participant,

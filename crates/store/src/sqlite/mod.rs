@@ -199,6 +199,14 @@ enum WriteOp {
 }
 
 impl WriteOp {
+    /// The message this write stores, if it is one.
+    fn new_message(&self) -> Option<&crate::messaging::NewMessage> {
+        match self {
+            WriteOp::Messaging(op) => op.new_message(),
+            _ => None,
+        }
+    }
+
     /// Whether the write goes to the audit file rather than the records' file.
     fn is_audit(&self) -> bool {
         matches!(
@@ -317,7 +325,7 @@ async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<
             WriteOp::DeleteOrphanChunks(_) => true,
             _ => false,
         });
-        match commit_batch(&mut connection, &mut batch).await {
+        match commit(&mut connection, &mut batch).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
                     // A caller that gave up (its request was cancelled) no longer listens.
@@ -349,6 +357,31 @@ async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<
     }
 }
 
+/// Commits a batch: one made only of messages as a transaction of their own
+/// ([`messaging::insert_messages`], two round trips to sqlx's worker thread: messages are
+/// the records' writer's hot path), anything else (or messages whose batch failed) with
+/// [`commit_batch`].
+async fn commit(
+    connection: &mut SqliteConnection,
+    batch: &mut [WriteJob],
+) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
+    let messages: Vec<&crate::messaging::NewMessage> = batch
+        .iter()
+        .filter_map(|job| job.op.new_message())
+        .collect();
+    if messages.len() == batch.len() {
+        match messaging::insert_messages(connection, &messages, messaging::Framing::Transaction)
+            .await?
+        {
+            messaging::StoredTogether::Answered(results) => return Ok(results),
+            messaging::StoredTogether::RolledBack(error) => {
+                tracing::warn!(%error, "a batch of messages failed; retrying one by one");
+            }
+        }
+    }
+    commit_batch(connection, batch).await
+}
+
 /// Applies every job in its own savepoint, so one failing write does not undo the others,
 /// then commits once. Returns one result per job, in order.
 ///
@@ -356,6 +389,10 @@ async fn run_writer(mut connection: SqliteConnection, mut queue: mpsc::Receiver<
 /// queue, and writing them as a few multi-row INSERTs costs one statement per
 /// [`AUDIT_ROWS_PER_STATEMENT`] entries instead of three (savepoint, insert, release) per
 /// entry. Should that fail, each append is retried alone so only the faulty one fails.
+/// Messages are stored together the same way ([`messaging::insert_messages`]). Writes of
+/// one batch are concurrent (none was acknowledged before the others were queued), so
+/// applying these groups ahead of the batch's other writes is an order they could have
+/// arrived in.
 async fn commit_batch(
     connection: &mut SqliteConnection,
     batch: &mut [WriteJob],
@@ -389,6 +426,35 @@ async fn commit_batch(
             Err(error) => {
                 tracing::warn!(%error, "batched audit append failed; retrying one by one");
                 savepoint.rollback().await?;
+            }
+        }
+    }
+
+    // Messages next, also together (`messaging::insert_messages`): sending is the hot path
+    // of the records' writer. Should that fail, each is retried alone below.
+    let message_jobs: Vec<usize> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, job)| job.op.new_message().is_some())
+        .map(|(index, _)| index)
+        .collect();
+    if message_jobs.len() > 1 {
+        let messages: Vec<&crate::messaging::NewMessage> = message_jobs
+            .iter()
+            .filter_map(|&index| batch[index].op.new_message())
+            .collect();
+        // Its own savepoint, folded into its commands; an `Err` here means that savepoint
+        // could not be rolled back, and the whole batch fails.
+        match messaging::insert_messages(&mut transaction, &messages, messaging::Framing::Savepoint)
+            .await?
+        {
+            messaging::StoredTogether::Answered(outcomes) => {
+                for (index, outcome) in message_jobs.into_iter().zip(outcomes) {
+                    results[index] = Some(outcome);
+                }
+            }
+            messaging::StoredTogether::RolledBack(error) => {
+                tracing::warn!(%error, "batched message insert failed; retrying one by one");
             }
         }
     }
@@ -1482,6 +1548,13 @@ impl Store for SqliteStore {
         id: uuid::Uuid,
     ) -> StoreResult<Vec<crate::messaging::Participant>> {
         self.readers.thread_participants(id)
+    }
+
+    async fn conversation_devices(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<crate::messaging::ConversationDevices>> {
+        self.readers.conversation_devices(id)
     }
 
     async fn add_participant(

@@ -1244,3 +1244,211 @@ pub(crate) async fn concurrent_sends_all_reach_a_device_that_syncs_by_seq(engine
         );
     }
 }
+
+pub(crate) async fn a_conversations_devices_are_read_with_it(engine: &Engine) {
+    let store = engine.store();
+    let org = stored_organisation(&*store).await;
+    let alice = member(&*store, org).await;
+    let bob = member(&*store, org).await;
+    let carol = member(&*store, org).await;
+    let a1 = registered_device(&*store, alice, T0_MS).await;
+    let a2 = registered_device(&*store, alice, T0_MS + 1).await;
+    let b1 = registered_device(&*store, bob, T0_MS).await;
+    let b2 = registered_device(&*store, bob, T0_MS + 1).await;
+    let c1 = registered_device(&*store, carol, T0_MS).await;
+    let thread = started_thread(&*store, org, &[alice, bob, carol], T0_MS).await;
+    // Someone who left keeps their place in the list; their devices are no recipients, nor
+    // is a device removed by a current participant.
+    assert!(
+        store
+            .remove_participant(thread.id, carol, T0_MS + 2)
+            .await
+            .unwrap()
+    );
+    assert!(store.remove_device(bob, b2.id, T0_MS + 3).await.unwrap());
+    let sent_seq = sent(
+        &*store,
+        message(&thread, &a1, T0_MS + 4, &[a1.id, a2.id, b1.id]),
+    )
+    .await;
+
+    let read = store
+        .conversation_devices(thread.id)
+        .await
+        .unwrap()
+        .expect("the conversation exists");
+    assert_eq!(
+        read.thread,
+        store.thread(thread.id).await.unwrap().unwrap(),
+        "the conversation as `thread` reads it"
+    );
+    assert_eq!(read.thread.last_message_seq, sent_seq);
+    let mut listed = read.participants.clone();
+    listed.sort_by_key(|p| p.user);
+    assert_eq!(listed, participants(&*store, thread.id).await);
+    assert_eq!(
+        by_id(read.devices),
+        by_id(store.devices_of(&[alice, bob]).await.unwrap()),
+        "the active devices of the current participants, as `devices_of` lists them"
+    );
+    assert!(!by_id(store.devices_of(&[alice, bob]).await.unwrap()).contains(&c1));
+    assert_eq!(
+        store.conversation_devices(Uuid::now_v7()).await.unwrap(),
+        None
+    );
+}
+
+/// Sends that arrive together are stored together on some engines: each must still get the
+/// answer it would get alone, and a refused one must not take the others down.
+pub(crate) async fn concurrent_sends_are_answered_one_by_one(engine: &Engine) {
+    let store = engine.store();
+    let org = stored_organisation(&*store).await;
+    let alice = member(&*store, org).await;
+    let bob = member(&*store, org).await;
+    let carol = member(&*store, org).await;
+    let a1 = registered_device(&*store, alice, T0_MS).await;
+    let b1 = registered_device(&*store, bob, T0_MS).await;
+    let c1 = registered_device(&*store, carol, T0_MS).await;
+    let threads = [
+        started_thread(&*store, org, &[alice, bob], T0_MS).await,
+        started_thread(&*store, org, &[alice, bob], T0_MS).await,
+    ];
+    let stored_before = NewMessage {
+        ..message(&threads[0], &a1, T0_MS + 1, &[a1.id, b1.id])
+    };
+    sent(&*store, stored_before.clone()).await;
+
+    // (message, what it must get): good ones in both conversations, an outsider's device,
+    // an id already stored, and one id sent twice at once (exactly one of the two wins).
+    let twice = Uuid::now_v7();
+    let mut plan: Vec<(NewMessage, Option<SendOutcome>)> = Vec::new();
+    for index in 0..CONCURRENT_SENDS {
+        let thread = &threads[index % 2];
+        let sender = if index % 3 == 0 { &b1 } else { &a1 };
+        let at_ms = T0_MS + 10 + i64::try_from(index).unwrap();
+        let good = message(thread, sender, at_ms, &[a1.id, b1.id]);
+        plan.push(match index % 10 {
+            3 => (
+                message(thread, sender, at_ms, &[a1.id, c1.id, b1.id]),
+                Some(SendOutcome::NotARecipient(c1.id)),
+            ),
+            5 => (
+                NewMessage {
+                    id: stored_before.id,
+                    ..good
+                },
+                Some(SendOutcome::DuplicateId),
+            ),
+            7 if index < 10 => (NewMessage { id: twice, ..good }, None),
+            _ => (good, None),
+        });
+    }
+    plan.push((
+        NewMessage {
+            id: twice,
+            ..message(&threads[1], &b1, T0_MS + 99, &[a1.id, b1.id])
+        },
+        None,
+    ));
+    // One faulty message amid them (a key sealed twice to one device, which no client
+    // sends): it fails alone, whatever it was stored with.
+    let faulty = message(&threads[0], &a1, T0_MS + 50, &[a1.id, a1.id, b1.id]);
+    let spawn = |message: NewMessage| {
+        let store = store.clone();
+        tokio::spawn(async move { store.insert_message(message).await })
+    };
+    let mut sends: Vec<_> = plan.iter().map(|(m, _)| spawn(m.clone())).collect();
+    let faulty_send = spawn(faulty.clone());
+    sends.extend(
+        (0..CONCURRENT_SENDS)
+            .map(|index| {
+                let at_ms = T0_MS + 100 + i64::try_from(index).unwrap();
+                message(&threads[index % 2], &a1, at_ms, &[a1.id, b1.id])
+            })
+            .map(|message| {
+                plan.push((message.clone(), None));
+                spawn(message)
+            })
+            .collect::<Vec<_>>(),
+    );
+    let mut outcomes = Vec::new();
+    for send in sends {
+        outcomes.push(send.await.unwrap().unwrap());
+    }
+    assert!(
+        faulty_send.await.unwrap().is_err(),
+        "a message sealed twice to one device is refused"
+    );
+    assert!(
+        store
+            .thread_messages(threads[0].id, a1.id, 0, limits::MESSAGES_PAGE_MAX)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.id != faulty.id)
+    );
+
+    let mut stored = std::collections::BTreeMap::new();
+    let mut twice_won = Vec::new();
+    for ((message, expected), outcome) in plan.iter().zip(&outcomes) {
+        match (expected, outcome) {
+            (Some(expected), outcome) => assert_eq!(outcome, expected, "{message:?}"),
+            (None, SendOutcome::Sent { seq }) => {
+                if message.id == twice {
+                    twice_won.push(message.clone());
+                }
+                assert!(
+                    stored.insert(*seq, message.clone()).is_none(),
+                    "one seq each"
+                );
+            }
+            (None, SendOutcome::DuplicateId) if message.id == twice => {}
+            (None, other) => panic!("a good message was refused: {other:?}"),
+        }
+    }
+    assert_eq!(
+        twice_won.len(),
+        1,
+        "an id sent twice at once is stored once"
+    );
+
+    // What each conversation holds is exactly what was acknowledged, each with its keys.
+    for thread in &threads {
+        let mut expected: Vec<StoredMessage> = stored
+            .iter()
+            .filter(|(_, message)| message.thread == thread.id)
+            .map(|(seq, message)| as_read_by(message, *seq, b1.id))
+            .collect();
+        if thread.id == threads[0].id {
+            expected.insert(0, all_messages(&*store, thread.id, b1.id).await[0].clone());
+        }
+        assert_eq!(all_messages(&*store, thread.id, b1.id).await, expected);
+        let newest = expected.last().unwrap();
+        let read = store.thread(thread.id).await.unwrap().unwrap();
+        assert_eq!(
+            (read.last_message_seq, read.last_message_at_ms),
+            (newest.seq, Some(newest.sent_at_ms))
+        );
+        for (user, device) in [(alice, a1.id), (bob, b1.id)] {
+            let own_newest = expected
+                .iter()
+                .filter(|m| m.sender_device == device)
+                .map(|m| m.seq)
+                .max()
+                .unwrap_or(0);
+            assert_eq!(
+                participant_of(&*store, thread.id, user).await.read_seq,
+                own_newest
+            );
+        }
+    }
+    // The outsider's device received nothing.
+    for thread in &threads {
+        assert!(
+            all_messages(&*store, thread.id, c1.id)
+                .await
+                .iter()
+                .all(|m| m.key.is_none())
+        );
+    }
+}
