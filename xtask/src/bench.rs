@@ -282,9 +282,6 @@ fn bench_fhir(
 fn bench_messaging_on_both(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
     println!();
     bench_messaging(haven, scratch, options, None)?;
-    if std::env::var_os("TMP_SQLITE_ONLY").is_some() {
-        return Ok(());
-    }
     println!();
     let url = crate::postgres::fresh_database(BENCH_DATABASE)?;
     bench_messaging(haven, scratch, options, Some(&url))

@@ -191,6 +191,7 @@ impl MessagingReport {
 /// The sockets and what they have received, shared with their reading tasks.
 #[derive(Debug, Default)]
 struct Listeners {
+    /// At most three a message of the sealed pool, which bounds it.
     receipts: Mutex<Vec<Receipt>>,
     /// `message` events received, echoes to the sender's own device included.
     events: AtomicU64,
@@ -261,7 +262,7 @@ pub async fn run(
     let pools: Vec<Arc<Mutex<Vec<Prepared>>>> = pools
         .into_iter()
         .map(|mut pool| {
-            // Popped from the end: oldest sealed first is not needed, but keep order stable.
+            // Reversed, so that `pop` takes them in the order they were sealed.
             pool.reverse();
             Arc::new(Mutex::new(pool))
         })
@@ -308,8 +309,8 @@ async fn run_phase(
         Pace::ClosedLoop => None,
         Pace::Steady(rate) => Some(Duration::from_secs_f64(senders as f64 / rate as f64)),
     };
-    let cpu_before = server_cpu_ticks(server_pid);
-    let own_cpu_before = server_cpu_ticks(std::process::id());
+    let cpu_before = process_cpu_ticks(server_pid);
+    let own_cpu_before = process_cpu_ticks(std::process::id());
     let machine_before = machine_cpu_ticks();
     let started = Instant::now();
     let deadline = started + duration;
@@ -337,8 +338,8 @@ async fn run_phase(
         tallies.push(joined.context("a sender task panicked")?);
     }
     let elapsed = started.elapsed();
-    let cpu_after = server_cpu_ticks(server_pid);
-    let own_cpu_after = server_cpu_ticks(std::process::id());
+    let cpu_after = process_cpu_ticks(server_pid);
+    let own_cpu_after = process_cpu_ticks(std::process::id());
     let machine_after = machine_cpu_ticks();
 
     let acknowledged: Vec<Acknowledged> = tallies
@@ -1016,7 +1017,7 @@ async fn open_newest(address: SocketAddr, conversations: &[Conversation]) -> Res
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// User plus system CPU time the process has used, in clock ticks.
-fn server_cpu_ticks(pid: u32) -> Option<u64> {
+fn process_cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: count fields after it.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -1152,7 +1153,7 @@ mod tests {
     #[test]
     fn cpu_time_is_read_after_the_command_name() {
         // Our own process has a stat line; whatever it reads is a number.
-        assert!(server_cpu_ticks(std::process::id()).is_some());
+        assert!(process_cpu_ticks(std::process::id()).is_some());
     }
 
     #[test]
