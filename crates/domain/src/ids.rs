@@ -94,6 +94,10 @@ typed_id!(
     /// A notice for one user (an account locked, an access awaiting review).
     NotificationId
 );
+typed_id!(
+    /// A guest of one video visit (an interpreter, a relative), invited by its clinician.
+    GuestId
+);
 
 /// The text is not a canonical, hyphenated UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -11,9 +11,10 @@ pub mod ids;
 pub mod patient;
 pub mod policy;
 pub mod role;
+pub mod visit;
 
 pub use ids::{
-    BreakGlassId, DelegationId, InvitationId, NotificationId, OrganisationId, PatientId, SessionId,
+    BreakGlassId, DelegationId, GuestId, InvitationId, NotificationId, OrganisationId, PatientId, SessionId,
     TokenId, UserId,
 };
 pub use patient::{

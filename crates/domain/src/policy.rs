@@ -100,6 +100,9 @@ pub enum Resource {
     /// The end-to-end device keys of people: one's own to add and remove, one's
     /// correspondents' to read.
     DeviceKeys,
+    /// A video visit with a patient: joining its call (`Create`), and for its clinicians
+    /// admitting, declining and ending (`Update`).
+    Visit(PatientId),
 }
 
 /// Which part of the chart a resource is, for minimum necessary: the front desk books
@@ -126,6 +129,7 @@ impl Resource {
             | Resource::CareTeam(id)
             | Resource::Delegations(id)
             | Resource::Conversation(id)
+            | Resource::Visit(id)
             | Resource::Chart(id, _) => Some(*id),
             Resource::PatientDirectory
             | Resource::Directory
@@ -476,6 +480,15 @@ pub fn decide(actor: &Actor, action: Action, resource: &Resource, context: &Cont
                 Decision::Deny(DenyReason::NotTheirRecord)
             }
         }
+        // A patient joins their own visits and waits to be admitted. Proxies do not yet: a
+        // clinician invites a relative as a guest of the one visit instead.
+        (Role::Patient, Resource::Visit(id)) if matches!(action, Read | Create) => {
+            if actor.patient == Some(*id) {
+                allow("patient_own_record", PatientRequest)
+            } else {
+                Decision::Deny(DenyReason::NotTheirRecord)
+            }
+        }
         // Auditors and privacy officers review the audit log, not the chart.
         _ => Decision::Deny(DenyReason::RoleNotPermitted),
     }
@@ -546,6 +559,14 @@ fn clinical_staff(
             allow("care_team", Treatment)
         }
         (Read | Create | Update, Resource::Conversation(_)) => {
+            Decision::Deny(DenyReason::NoCareRelationship)
+        }
+        // The care team holds the patient's visits: joins them at once, admits the patient
+        // and guests, ends them. Break-the-glass reads a record; it does not open a call.
+        (Read | Create | Update, Resource::Visit(_)) if context.care_team => {
+            allow("care_team", Treatment)
+        }
+        (Read | Create | Update, Resource::Visit(_)) => {
             Decision::Deny(DenyReason::NoCareRelationship)
         }
         (Read | Create | Update, Resource::TeamConversation) => {
@@ -783,6 +804,57 @@ mod tests {
         // Who takes part is the care team's to change, not the patient's.
         assert!(!decide_alone(&patient, Action::Update, &conversation).is_allowed());
         assert!(decide(&user(Role::Nurse), Action::Update, &conversation, &on_team).is_allowed());
+    }
+
+    #[test]
+    fn a_visit_is_joined_by_its_patient_and_held_by_the_care_team() {
+        let patient_id = PatientId::generate();
+        let visit = Resource::Visit(patient_id);
+        let patient = Actor {
+            patient: Some(patient_id),
+            ..user(Role::Patient)
+        };
+        let someone_else = Actor {
+            patient: Some(PatientId::generate()),
+            ..user(Role::Patient)
+        };
+        let on_team = Context {
+            care_team: true,
+            ..Context::default()
+        };
+        let glass = Context {
+            break_glass: true,
+            ..Context::default()
+        };
+        for action in [Action::Read, Action::Create] {
+            assert!(decide_alone(&patient, action, &visit).is_allowed());
+            assert_eq!(
+                decide_alone(&someone_else, action, &visit),
+                Decision::Deny(DenyReason::NotTheirRecord)
+            );
+        }
+        // Admitting and ending are the clinicians'.
+        assert!(!decide_alone(&patient, Action::Update, &visit).is_allowed());
+        for role in [Role::Clinician, Role::Nurse] {
+            for action in [Action::Read, Action::Create, Action::Update] {
+                assert!(decide(&user(role), action, &visit, &on_team).is_allowed());
+                assert_eq!(
+                    decide(&user(role), action, &visit, &glass),
+                    Decision::Deny(DenyReason::NoCareRelationship)
+                );
+            }
+        }
+        for role in [
+            Role::FrontDesk,
+            Role::Administrator,
+            Role::PrivacyOfficer,
+            Role::Auditor,
+            Role::Integration,
+        ] {
+            for action in [Action::Read, Action::Create, Action::Update] {
+                assert!(!decide(&user(role), action, &visit, &on_team).is_allowed());
+            }
+        }
     }
 
     #[test]
