@@ -25,6 +25,7 @@ pub mod identity;
 pub mod messaging;
 pub mod postgres;
 pub mod sqlite;
+pub mod visits;
 
 pub use identity::{
     NewUser, Redeemed, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
@@ -900,6 +901,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn attachment(&self, id: uuid::Uuid) -> StoreResult<Option<fhir::StoredAttachment>>;
     /// Registers a device; `false` when its owner already has
     /// [`limits::DEVICES_PER_USER_MAX`] devices.
+    /// Records that a visit is over; `false` when it already was (the first ending stands).
+    async fn end_visit(&self, ending: visits::VisitEnding) -> StoreResult<bool>;
+    async fn visit_ending(&self, appointment: &str) -> StoreResult<Option<visits::VisitEnding>>;
+
     async fn insert_device(&self, device: messaging::StoredDevice) -> StoreResult<bool>;
     /// Marks one of `user`'s devices removed; `false` if it was not theirs or not active.
     async fn remove_device(

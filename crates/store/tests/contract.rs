@@ -134,6 +134,7 @@ contracts! {
         concurrent_sends_all_reach_a_device_that_syncs_by_seq,
         a_conversations_devices_are_read_with_it,
         concurrent_sends_are_answered_one_by_one,
+        a_visit_ends_once_and_stays_ended_after_a_restart,
     ],
     sqlite_only: [
         acknowledged_writes_are_in_the_files_before_shutdown,
@@ -163,6 +164,39 @@ use messaging_contracts::{
     threads_keep_their_participants_including_removed_ones,
     unread_counts_follow_messages_from_others_and_read_positions,
 };
+
+/// A visit's ending is recorded once (the first stands, so who ended it cannot be rewritten
+/// by a second call) and survives a restart, so nobody joins an ended visit again.
+async fn a_visit_ends_once_and_stays_ended_after_a_restart(engine: &Engine) {
+    let store = engine.store();
+    let organisation = organisation();
+    let organisation_id = organisation.id;
+    store.insert_organisation(organisation).await.unwrap();
+    let patient = insert_patient_row(store.as_ref()).await;
+    assert_eq!(store.visit_ending("appointment-1").await.unwrap(), None);
+    let ending = haven_store::visits::VisitEnding {
+        appointment: "appointment-1".to_owned(),
+        organisation: organisation_id,
+        patient,
+        ended_by: "first-host".to_owned(),
+        ended_at_ms: T0_MS,
+    };
+    assert!(store.end_visit(ending.clone()).await.unwrap());
+    let second = haven_store::visits::VisitEnding {
+        ended_by: "second-host".to_owned(),
+        ended_at_ms: T0_MS + 5,
+        ..ending.clone()
+    };
+    assert!(!store.end_visit(second).await.unwrap());
+    assert_eq!(store.visit_ending("appointment-2").await.unwrap(), None);
+    drop(store);
+    engine.restart().await;
+    let store = engine.store();
+    assert_eq!(
+        store.visit_ending("appointment-1").await.unwrap(),
+        Some(ending)
+    );
+}
 
 // ------------------------------------------------------------------------------------------
 // Engines

@@ -994,6 +994,46 @@ impl Store for PostgresStore {
     async fn care_team(&self, patient: PatientId) -> StoreResult<Vec<crate::care::CareTeamMember>> {
         care::care_team(&self.pool, patient).await
     }
+    async fn end_visit(&self, ending: crate::visits::VisitEnding) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "INSERT INTO visit_endings (appointment_id, organisation_id, patient_id, ended_by,
+                 ended_at_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appointment_id) DO NOTHING",
+        )
+        .bind(&ending.appointment)
+        .bind(ending.organisation.as_uuid())
+        .bind(ending.patient.as_uuid())
+        .bind(&ending.ended_by)
+        .bind(ending.ended_at_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0)
+    }
+    async fn visit_ending(
+        &self,
+        appointment: &str,
+    ) -> StoreResult<Option<crate::visits::VisitEnding>> {
+        let row = sqlx::query(
+            "SELECT appointment_id, organisation_id, patient_id, ended_by, ended_at_ms
+             FROM visit_endings WHERE appointment_id = $1",
+        )
+        .bind(appointment)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(crate::visits::VisitEnding {
+                appointment: row.try_get("appointment_id")?,
+                organisation: haven_domain::OrganisationId::from_uuid(
+                    row.try_get("organisation_id")?,
+                ),
+                patient: PatientId::from_uuid(row.try_get("patient_id")?),
+                ended_by: row.try_get("ended_by")?,
+                ended_at_ms: row.try_get("ended_at_ms")?,
+            })
+        })
+        .transpose()
+    }
     async fn insert_device(&self, device: crate::messaging::StoredDevice) -> StoreResult<bool> {
         messaging::insert_device(&self.pool, device).await
     }

@@ -196,6 +196,7 @@ enum WriteOp {
         resource_type: String,
         id: String,
     },
+    EndVisit(crate::visits::VisitEnding),
 }
 
 impl WriteOp {
@@ -764,6 +765,22 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             )
             .bind(resource_type)
             .bind(id)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected()
+                > 0,
+        )),
+        WriteOp::EndVisit(ending) => Ok(WriteOutcome::Changed(
+            sqlx::query(
+                "INSERT INTO visit_endings (appointment_id, organisation_id, patient_id,
+                     ended_by, ended_at_ms)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (appointment_id) DO NOTHING",
+            )
+            .bind(&ending.appointment)
+            .bind(ending.organisation.as_uuid().as_bytes().to_vec())
+            .bind(ending.patient.as_uuid().as_bytes().to_vec())
+            .bind(&ending.ended_by)
+            .bind(ending.ended_at_ms)
             .execute(&mut *connection)
             .await?
             .rows_affected()
@@ -1492,6 +1509,20 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Vec<crate::care::StoredDelegation>> {
         self.readers.proxy_delegations(proxy, now_ms)
+    }
+
+    async fn end_visit(&self, ending: crate::visits::VisitEnding) -> StoreResult<bool> {
+        match self.write(WriteOp::EndVisit(ending)).await? {
+            WriteOutcome::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn visit_ending(
+        &self,
+        appointment: &str,
+    ) -> StoreResult<Option<crate::visits::VisitEnding>> {
+        self.readers.visit_ending(appointment)
     }
 
     async fn insert_device(&self, device: crate::messaging::StoredDevice) -> StoreResult<bool> {

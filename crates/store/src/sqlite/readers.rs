@@ -133,6 +133,28 @@ impl Readers {
         Ok(result?)
     }
 
+    pub(super) fn visit_ending(
+        &self,
+        appointment: &str,
+    ) -> StoreResult<Option<crate::visits::VisitEnding>> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT appointment_id, organisation_id, patient_id, ended_by, ended_at_ms
+                 FROM visit_endings WHERE appointment_id = ?1",
+            )?
+            .query_row([appointment], |row| {
+                Ok(crate::visits::VisitEnding {
+                    appointment: row.get(0)?,
+                    organisation: haven_domain::OrganisationId::from_uuid(uuid_from(row.get(1)?)?),
+                    patient: PatientId::from_uuid(uuid_from(row.get(2)?)?),
+                    ended_by: row.get(3)?,
+                    ended_at_ms: row.get(4)?,
+                })
+            })
+            .optional()
+        })
+    }
+
     pub(super) fn ping(&self) -> StoreResult<()> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
