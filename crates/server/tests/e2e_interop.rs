@@ -8,6 +8,10 @@
 //! - a message sealed here opens there;
 //! - a message sealed there, by a device whose keys are non-extractable, opens here, and
 //!   that device's self-signature checks here.
+//!
+//! And SFrame (RFC 9605), the media encryption of video visits (`web/src/visit/sframe.ts`),
+//! held to every test vector of the RFC's Appendix C in Chromium, with a call in one page
+//! sealed and opened through its frame transform worker (`tests/browser/sframe-vectors.mjs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -181,4 +185,93 @@ async fn rust_and_the_browser_seal_and_open_each_others_messages() {
             )
             .is_err()
     );
+}
+
+/// The number of vectors in each section of RFC 9605's Appendix C: C.1 header encodings,
+/// C.2 AES-CTR + HMAC encryptions, C.3 SFrame encryptions. The file must hold them all.
+const RFC9605_VECTORS: [(&str, usize); 3] = [("header", 289), ("aead", 3), ("sframe", 5)];
+
+#[tokio::test]
+async fn sframe_matches_rfc9605_test_vectors_in_chromium() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let browser = tests.join("browser");
+    assert!(
+        browser.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed in {}: run `cargo xtask test`",
+        browser.display()
+    );
+    let vectors_file = tests.join("vectors/rfc9605-sframe.json");
+    let vectors: Value = serde_json::from_slice(&std::fs::read(&vectors_file).unwrap()).unwrap();
+    // Counted here, not taken from the script, so that a file or a script that lost vectors
+    // cannot pass with fewer.
+    let mut vectors_total = 0;
+    for (section, wanted) in RFC9605_VECTORS {
+        let held = vectors[section].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            held,
+            wanted,
+            "{section} vectors in {}",
+            vectors_file.display()
+        );
+        vectors_total += held;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (input_path, output_path) = (dir.path().join("in.json"), dir.path().join("out.json"));
+    std::fs::write(
+        &input_path,
+        json!({ "vectors_file": vectors_file }).to_string(),
+    )
+    .unwrap();
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(browser.join("sframe-vectors.mjs"))
+        .arg(&input_path)
+        .arg(&output_path)
+        .current_dir(&browser)
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(Duration::from_secs(SCRIPT_TIMEOUT_SECS), command.output())
+        .await
+        .expect("the SFrame script finished in time")
+        .expect("node runs");
+    assert!(
+        run.status.success(),
+        "sframe-vectors.mjs failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let output: Value = serde_json::from_slice(&std::fs::read(&output_path).unwrap()).unwrap();
+
+    // Every vector ran in Chromium's WebCrypto, and every one passed.
+    assert_eq!(output["failures"], json!([]), "{output}");
+    assert_eq!(output["run"], json!(vectors_total), "{output}");
+    assert_eq!(output["passed"], json!(vectors_total), "{output}");
+    for (section, wanted) in RFC9605_VECTORS {
+        assert_eq!(
+            output["by_section"][section]["run"],
+            json!(wanted),
+            "{output}"
+        );
+        assert_eq!(
+            output["by_section"][section]["passed"],
+            json!(wanted),
+            "{output}"
+        );
+    }
+
+    // The library's own behaviour: media framing, tampering, keys, the counter, the limits.
+    assert_eq!(output["self_checks"]["failures"], json!([]), "{output}");
+    assert!(
+        output["self_checks"]["run"].as_u64().unwrap() >= 7,
+        "{output}"
+    );
+    assert_eq!(
+        output["self_checks"]["passed"], output["self_checks"]["run"],
+        "{output}"
+    );
+
+    // The call: sealed frames out, opened and decoded in, a rotation, nothing without keys,
+    // the worker created under Haven's CSP through the `haven-worker` Trusted Types policy.
+    assert_eq!(output["call"]["failures"], json!([]), "{output}");
+    assert!(output["call"]["run"].as_u64().unwrap() >= 6, "{output}");
+    assert_eq!(output["call"]["passed"], output["call"]["run"], "{output}");
 }

@@ -110,7 +110,10 @@ function trustedWorkerUrl(input: string): string | object {
 export interface SendKey {
   readonly suite: CipherSuiteId;
   readonly kid: bigint;
-  /** Fresh random bytes: 16 for AES-128-GCM, 32 otherwise. */
+  /**
+   * Fresh random bytes: 16 for AES-128-GCM, 32 otherwise. The worker has its own copy once
+   * the key is set; the caller wipes this one (`fill(0)`) when it has sealed it to the others.
+   */
   readonly baseKey: Uint8Array<ArrayBuffer>;
 }
 

@@ -2,8 +2,8 @@
 // call passes through here (WebRTC Encoded Transform, `RTCRtpScriptTransform`), and leaves
 // sealed with SFrame (sframe.ts) on the way out, opened on the way in.
 //
-// A worker, because that is where the browser hands over encoded frames, and because it
-// keeps the keys away from the page's DOM. One worker serves the whole call (media-e2ee.ts
+// A worker, because that is where the browser hands over encoded frames, and the work on
+// each frame stays off the page's thread. One worker serves the whole call (media-e2ee.ts
 // makes it once): every sender transform, audio and video, to every peer of the mesh,
 // seals under the one send key with the one counter kept here, so no two frames ever share
 // a nonce, however many peer connections carry them.
@@ -12,15 +12,18 @@
 // framing: VP8 keeps 10 bytes of a key frame and 3 of a delta frame readable, Opus 1, so
 // Chromium's packetizers still work; those bytes are authenticated as SFrame metadata).
 // Frames in: opened with the sending participant's keys, or dropped and counted: a frame
-// that does not open is never passed on, sealed or not.
+// that does not open is never passed on, sealed or not. Frames of a codec other than VP8 or
+// Opus (as the frame's metadata names it) are dropped both ways: the framing knows no other.
 //
 // Messages from the page (each with a numeric `id`, answered once with the same `id`):
 //   { type: 'setSendKey', kid, baseKey, suite? }        seal from now on under this key
 //   { type: 'addReceiveKey', participant, kid, baseKey, suite? }
 //   { type: 'removeReceiveKey', participant, kid, afterMs? }   afterMs: grace for frames in flight
 //   { type: 'removeParticipant', participant }          forget all of a participant's keys
-//   { type: 'probe', count }                            answers with the next `count` outgoing frames
-//   { type: 'stats' }                                   counts of frames sealed, opened, dropped
+//   { type: 'probe', count }     answers, once `count` more frames went out, with each one's
+//                                input and output bytes, kind, KID and CTR (a newer probe
+//                                supersedes a waiting one, which is answered `probe_superseded`)
+//   { type: 'stats' }            frames sealed, opened, dropped by reason; the KIDs held
 // Answers: { id, ok: true, result } or { id, ok: false, error: { code, message } }.
 // KIDs are bigints; a base key is an HKDF CryptoKey (deriveBits) or raw bytes.
 // Transform options (`new RTCRtpScriptTransform(worker, options)`):
@@ -272,7 +275,7 @@ async function decryptFrame(frame: EncodedFrame, controller: TransformStreamDefa
     counts.decrypted += 1;
     controller.enqueue(frame);
   } catch (error) {
-    controller.enqueue(frame);
+    // Dropped, never passed on: the decoder sees a lost frame and asks for a key frame.
     counts.dropped[dropReason(error)] += 1;
   }
 }

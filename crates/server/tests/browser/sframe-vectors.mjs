@@ -163,8 +163,9 @@ async function serve(script, call) {
 }
 
 // ------------------------------------------------------------------------------------------
-// What runs in the page: these functions are served as source into Chromium, so they may use
-// only the page's globals and `window.HavenSFrame`.
+// What runs in the pages: these functions are served as source into Chromium, so they may
+// use only the page's globals and `window.HavenSFrame` (or, for `inCall`,
+// `window.HavenMediaE2ee`).
 // ------------------------------------------------------------------------------------------
 
 async function inPage(vectors) {
