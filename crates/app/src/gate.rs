@@ -350,6 +350,59 @@ impl AccessGate {
         self.decide_with_context(actor, action, resource).await
     }
 
+    /// Decides and records one step of a video visit about `patient` (`resource` `Visit`,
+    /// id `resource_id`): joining (`visit_join`, as `Create`), admitting, declining and
+    /// ending (`Update`). Leaving needs nobody's permission: it is recorded as allowed and
+    /// never refused, so a person can always hang up. Nothing takes effect unless this
+    /// returned `Ok`: the entry is durable first.
+    pub async fn authorize_visit(
+        &self,
+        context: &RequestContext,
+        action: AuditAction,
+        patient: PatientId,
+        resource_id: String,
+    ) -> AppResult<()> {
+        let policy_action = match action {
+            AuditAction::VisitJoin => Some(Action::Create),
+            AuditAction::VisitAdmit | AuditAction::VisitDecline | AuditAction::VisitEnd => {
+                Some(Action::Update)
+            }
+            AuditAction::VisitLeave => None,
+            _ => return Err(AppError::Unexpected("not a visit action".into())),
+        };
+        let decision = match policy_action {
+            Some(policy_action) => {
+                self.decide_with_context(&context.actor, policy_action, &Resource::Visit(patient))
+                    .await?
+            }
+            None => Decision::Allow {
+                rule: "visit_leave",
+                purpose: if context.actor.role == Role::Patient {
+                    haven_domain::PurposeOfUse::PatientRequest
+                } else {
+                    haven_domain::PurposeOfUse::Treatment
+                },
+                obligations: haven_domain::Obligations::NONE,
+            },
+        };
+        let mut event = self.event(
+            context,
+            policy_action.unwrap_or(Action::Read),
+            Some(patient),
+            decision,
+        );
+        event.action = action;
+        event.resource_type = Some("Visit".to_owned());
+        event.resource_id = Some(resource_id);
+        self.append(vec![event]).await?;
+        match decision {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny(reason) => Err(AppError::Forbidden {
+                reason: reason.as_str(),
+            }),
+        }
+    }
+
     /// Decides a change to the caller's own device keys and records it as a key-transparency
     /// entry (`device_add` / `device_remove`, resource `Device`, id = the device's
     /// fingerprint). Correspondents' clients are shown this entry with its inclusion proof,

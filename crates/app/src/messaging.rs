@@ -130,7 +130,7 @@ fn conversation(thread: &StoredThread) -> Resource {
 impl App {
     /// The person calling; an API token is refused (and the refusal recorded): keys and
     /// conversations belong to people.
-    async fn person(
+    pub(crate) async fn person(
         &self,
         context: &RequestContext,
         action: Action,

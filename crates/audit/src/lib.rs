@@ -44,10 +44,20 @@ pub enum AuditAction {
     DeviceAdd,
     /// A device's keys withdrawn.
     DeviceRemove,
+    /// Someone entered a video visit (its call, or its waiting room).
+    VisitJoin,
+    /// A clinician let someone waiting into a visit's call.
+    VisitAdmit,
+    /// A clinician turned someone waiting away.
+    VisitDecline,
+    /// Someone left a visit (hung up, or their connection did not come back).
+    VisitLeave,
+    /// A clinician ended a visit for everyone.
+    VisitEnd,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 20] = [
+    pub const ALL: [AuditAction; 25] = [
         AuditAction::Read,
         AuditAction::Search,
         AuditAction::Create,
@@ -68,6 +78,11 @@ impl AuditAction {
         AuditAction::BreakGlass,
         AuditAction::DeviceAdd,
         AuditAction::DeviceRemove,
+        AuditAction::VisitJoin,
+        AuditAction::VisitAdmit,
+        AuditAction::VisitDecline,
+        AuditAction::VisitLeave,
+        AuditAction::VisitEnd,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +107,11 @@ impl AuditAction {
             AuditAction::BreakGlass => "break_glass",
             AuditAction::DeviceAdd => "device_add",
             AuditAction::DeviceRemove => "device_remove",
+            AuditAction::VisitJoin => "visit_join",
+            AuditAction::VisitAdmit => "visit_admit",
+            AuditAction::VisitDecline => "visit_decline",
+            AuditAction::VisitLeave => "visit_leave",
+            AuditAction::VisitEnd => "visit_end",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod e2e;
 pub mod envelope;
 pub mod keyring;
 pub mod secret;
+pub mod turn;
 
 pub use blind::{BlindIndexKey, BlindToken};
 pub use envelope::{RecordBinding, Sealed, SubjectKey, SubjectKeyId};
