@@ -39,6 +39,7 @@ mod health;
 mod messaging;
 mod patients;
 mod transparency;
+pub mod visits;
 mod web;
 
 pub use error::ApiError;
@@ -199,6 +200,8 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             get(messaging::download_attachment).put(messaging::upload_attachment),
         )
         .route("/api/v1/events", get(messaging::events))
+        .route("/api/v1/visits/{appointment}/signal", get(visits::signal))
+        .route("/api/v1/visits/{appointment}/devices", get(visits::devices))
         .route("/fhir", post(fhir::bundle))
         .route("/fhir/metadata", get(fhir::metadata))
         .route("/fhir/Binary", post(fhir::upload_binary))

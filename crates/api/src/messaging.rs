@@ -79,7 +79,7 @@ fn device_output(proven: &ProvenDevice) -> Value {
     })
 }
 
-fn device_list_output(list: &DeviceList) -> Value {
+pub(crate) fn device_list_output(list: &DeviceList) -> Value {
     json!({
         "checkpoint": list.checkpoint.clone().map(CheckpointOutput::from),
         "devices": list.devices.iter().map(device_output).collect::<Vec<_>>(),

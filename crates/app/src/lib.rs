@@ -34,6 +34,7 @@ pub mod relay;
 pub mod siem;
 pub mod tokens;
 pub mod transparency;
+pub mod visits;
 
 pub use clock::{Clock, SystemClock};
 pub use gate::AccessGate;
@@ -155,6 +156,10 @@ pub struct App {
     verifying: Arc<tokio::sync::Mutex<()>>,
     /// The connected clients to nudge when something of theirs changes.
     relay: Arc<relay::Relay>,
+    /// The video visits' rooms on this instance.
+    rooms: Arc<visits::Rooms>,
+    /// The media relay browsers are given, when the deployment has one.
+    turn: Option<Arc<visits::TurnSettings>>,
 }
 
 impl fmt::Debug for App {
@@ -196,6 +201,8 @@ impl App {
             audit_verifier,
             verifying: Arc::default(),
             relay: Arc::default(),
+            rooms: Arc::default(),
+            turn: None,
         })
     }
 

@@ -287,7 +287,7 @@ impl App {
 
     /// Each device with the newest `device_add` entry of its owner naming its fingerprint,
     /// proven against the latest checkpoint.
-    async fn prove_devices(&self, devices: Vec<StoredDevice>) -> AppResult<DeviceList> {
+    pub(crate) async fn prove_devices(&self, devices: Vec<StoredDevice>) -> AppResult<DeviceList> {
         let checkpoint = self.store.latest_checkpoint().await?;
         let owners: BTreeSet<UserId> = devices.iter().map(|d| d.user).collect();
         let mut entries = Vec::new();

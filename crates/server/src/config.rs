@@ -36,6 +36,19 @@ pub struct Config {
     /// `None`: attachments' sealed chunks are kept in the database (the default); a
     /// directory keeps them as files instead.
     pub attachments_dir: Option<PathBuf>,
+    /// `None`: no media relay (browsers on one network still connect directly).
+    pub turn: Option<TurnConfig>,
+}
+
+/// coturn as the visits' media relay, with `use-auth-secret`: Haven hands browsers
+/// credentials made from the secret they share, which expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// `turn:`, `turns:` or `stun:` URLs, given to browsers as they are.
+    pub urls: Vec<String>,
+    /// A file holding coturn's `static-auth-secret` (a file, so the secret is in no
+    /// environment or process list).
+    pub secret_file: PathBuf,
 }
 
 /// The database URL may hold a password: never print it.
@@ -59,6 +72,7 @@ impl fmt::Debug for Config {
             .field("connections_max", &self.connections_max)
             .field("siem", &self.siem)
             .field("attachments_dir", &self.attachments_dir)
+            .field("turn", &self.turn)
             .finish_non_exhaustive()
     }
 }
@@ -145,11 +159,13 @@ const KEYS: &[&str] = &[
     "siem_client_key",
     "siem_server_name",
     "siem_hostname",
+    "turn_urls",
+    "turn_secret_file",
 ];
 
 /// Settings grouped in a TOML table: `[siem]` with `collector = …` is the setting
 /// `siem_collector` (`HAVEN_SIEM_COLLECTOR`, `--siem-collector`).
-const SECTIONS: &[&str] = &["siem"];
+const SECTIONS: &[&str] = &["siem", "turn"];
 
 /// The section a key belongs to and its name inside it (`siem_collector` → `siem`,
 /// `collector`).
@@ -422,6 +438,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
 
     let siem = siem(raw, path)?;
     let attachments_dir = raw.parse("attachments_dir", path)?;
+    let turn = turn(raw, path)?;
 
     if tls.is_none() && !behind_tls_proxy && !listen.ip().is_loopback() {
         return Err(ConfigError {
@@ -448,7 +465,56 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         log_format,
         siem,
         attachments_dir,
+        turn,
     })
+}
+
+/// The media relay: both settings or neither.
+fn turn(
+    raw: &Raw,
+    path: impl Fn(&str) -> Result<PathBuf, String> + Copy,
+) -> Result<Option<TurnConfig>, ConfigError> {
+    let urls = raw.parse("turn_urls", parse_turn_urls)?;
+    let secret_file = raw.parse("turn_secret_file", path)?;
+    match (urls, secret_file) {
+        (Some(urls), Some(secret_file)) => Ok(Some(TurnConfig { urls, secret_file })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError {
+            setting: raw.source("turn_urls"),
+            message: "the media relay needs turn_secret_file (HAVEN_TURN_SECRET_FILE): the \
+                      file holding coturn's static-auth-secret"
+                .to_owned(),
+        }),
+        (None, Some(_)) => Err(ConfigError {
+            setting: raw.source("turn_secret_file"),
+            message: "has no effect without turn_urls (HAVEN_TURN_URLS), the relay's URLs"
+                .to_owned(),
+        }),
+    }
+}
+
+/// A comma-separated list of `turn:`, `turns:` or `stun:` URLs.
+fn parse_turn_urls(text: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err("give one or more URLs such as turn:turn.example.org:3478".to_owned());
+    }
+    for url in &urls {
+        let scheme_ok = ["turn:", "turns:", "stun:"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        if !scheme_ok || url.len() > 256 || url.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "`{url}` is not a relay URL: expected turn:host:port, turns:host:port or stun:host:port"
+            ));
+        }
+    }
+    Ok(urls)
 }
 
 /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 6514.

@@ -173,6 +173,9 @@ impl Application {
                 .with_context(|| format!("cannot keep attachments in {}", dir.display()))?;
             app = app.with_blobs(Arc::new(blobs));
         }
+        if let Some(turn) = &config.turn {
+            app = app.with_turn(read_turn_secret(turn)?);
+        }
         let tls = config
             .tls
             .as_ref()
@@ -251,6 +254,14 @@ impl Application {
             })
             .await;
         });
+        let (stop_visits, visits_stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = self.app.clone();
+        let visits = tokio::spawn(async move {
+            app.run_visit_sweeper(async {
+                let _ = visits_stopped.await;
+            })
+            .await;
+        });
         let (stop_retention, retention_stopped) = tokio::sync::oneshot::channel::<()>();
         let app = self.app.clone();
         let retention = tokio::spawn(async move {
@@ -284,6 +295,10 @@ impl Application {
         let _ = stop_siem.send(());
         let _ = stop_sweeper.send(());
         let _ = stop_retention.send(());
+        let _ = stop_visits.send(());
+        if let Err(error) = visits.await {
+            tracing::error!(%error, "the visit sweep ended abnormally");
+        }
         if let Err(error) = retention.await {
             tracing::error!(%error, "the message retention sweep ended abnormally");
         }
@@ -339,4 +354,27 @@ impl TableAuditSinkExt for Arc<dyn Store> {
     fn audit_sink(&self) -> Arc<dyn AuditSink> {
         Arc::new(TableAuditSink(self.clone()))
     }
+}
+
+/// Reads coturn's shared secret from its file: trimmed, and long enough to be a secret.
+fn read_turn_secret(turn: &config::TurnConfig) -> anyhow::Result<haven_app::visits::TurnSettings> {
+    /// Shorter than this, the secret could be guessed from the credentials browsers hold.
+    const TURN_SECRET_CHARS_MIN: usize = 16;
+    let text = std::fs::read_to_string(&turn.secret_file).with_context(|| {
+        format!(
+            "cannot read the media relay's secret from {}",
+            turn.secret_file.display()
+        )
+    })?;
+    let secret = text.trim().to_owned();
+    if secret.chars().count() < TURN_SECRET_CHARS_MIN {
+        anyhow::bail!(
+            "the media relay's secret in {} is shorter than {TURN_SECRET_CHARS_MIN} characters",
+            turn.secret_file.display()
+        );
+    }
+    Ok(haven_app::visits::TurnSettings {
+        urls: turn.urls.clone(),
+        secret: haven_app::Secret::new(secret),
+    })
 }

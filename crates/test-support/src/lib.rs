@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::expect_used)] // a harness that cannot start should stop the test loudly
 
+pub mod coturn;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

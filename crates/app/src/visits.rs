@@ -1,0 +1,673 @@
+//! Video visits: who may enter a visit's call, the waiting room, and the relay between its
+//! members' browsers.
+//!
+//! A visit is a FHIR `Appointment` held as a call. Entering it ([`App::enter_visit`]) reads
+//! the appointment through the access gate (so the patient and the care team can, and
+//! nobody else), checks that it is neither cancelled nor over and that its time has come
+//! (from [`VISIT_OPENS_BEFORE_MS`] before its start), and records `visit_join`. The
+//! patient then waits until a clinician of the visit — a member of the patient's care
+//! team, whom the policy makes its host — admits them. Nobody enters by holding a link:
+//! the identity is the signed-in session, decided by the policy person by person.
+//!
+//! The room (`haven_domain::visit::Room`) lives in memory on this instance, with one bounded
+//! queue of notices per connection ([`SIGNAL_QUEUE_NOTICES_MAX`]): a connection that does
+//! not keep up is dropped, and its browser reconnects and takes its place back. Admitting,
+//! declining, ending and leaving are audited before they take effect; what members relay to
+//! each other (session descriptions, candidates, sealed media keys and chat) is opaque to
+//! Haven and not recorded. That a visit ended is stored, so it stays ended across restarts.
+//! Several instances would need the rooms' notices fanned out between them (NATS); this
+//! module is the seam.
+//!
+//! Media never passes through Haven: browsers connect peer to peer, through coturn when
+//! they must, with credentials that expire ([`App::ice_servers`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use haven_audit::AuditAction;
+pub use haven_crypto::turn::TurnCredential;
+use haven_crypto::turn::turn_credential;
+use haven_domain::visit::{
+    Delivery, MemberId, MemberView, Notice, Person, Room, RoomError, SignalKind, VisitRole,
+};
+use haven_domain::{Action, OrganisationId, PatientId, Role};
+use haven_fhir::resources::AnyResource;
+use haven_store::visits::VisitEnding;
+use tokio::sync::mpsc;
+
+use crate::identity::invalid;
+use crate::{App, AppError, AppResult, RequestContext, Secret};
+
+/// A visit's call opens this long before the appointment's start.
+pub const VISIT_OPENS_BEFORE_MS: i64 = 30 * 60 * 1000;
+/// And stays open this long after its booked end (visits run late).
+pub const VISIT_CLOSES_AFTER_MS: i64 = 2 * 60 * 60 * 1000;
+/// The length assumed for an appointment booked without an end.
+pub const VISIT_LENGTH_DEFAULT_MS: i64 = 60 * 60 * 1000;
+/// Notices waiting for one connection at most; a connection this far behind is dropped.
+pub const SIGNAL_QUEUE_NOTICES_MAX: usize = 256;
+/// Rooms open on one instance at most.
+pub const ROOMS_MAX: usize = 10_000;
+/// The largest payload a member relays: a session description with every codec and
+/// candidate fits well within it.
+pub const SIGNAL_PAYLOAD_BYTES_MAX: usize = 32 * 1024;
+/// How long a TURN credential handed to a browser lasts: long enough for a long visit's
+/// reconnects, short enough to be worthless soon after.
+pub const TURN_CREDENTIAL_SECS: i64 = 4 * 60 * 60;
+
+/// Where browsers find a relay for their media, when the deployment has one: coturn with
+/// `use-auth-secret`, whose secret Haven shares.
+#[derive(Clone)]
+pub struct TurnSettings {
+    /// `turn:` / `turns:` / `stun:` URLs given to browsers as they are.
+    pub urls: Vec<String>,
+    pub secret: Secret<String>,
+}
+
+impl std::fmt::Debug for TurnSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnSettings")
+            .field("urls", &self.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a browser needs to reach its peers: the relay's URLs and a credential for them.
+#[derive(Debug, Clone)]
+pub struct IceServers {
+    pub urls: Vec<String>,
+    pub credential: Option<TurnCredential>,
+}
+
+/// Someone allowed into a visit (into its waiting room, or straight into its call), as
+/// [`App::enter_visit`] established.
+#[derive(Debug, Clone)]
+pub struct VisitPass {
+    /// The appointment's logical id: the visit's name.
+    pub appointment: String,
+    pub patient: PatientId,
+    pub organisation: Option<OrganisationId>,
+    pub person: Person,
+    pub role: VisitRole,
+    /// The fingerprint of the device they take part from (media keys are sealed to it).
+    pub device: Option<String>,
+    /// Who they are, for the audit entries of what they do in the visit.
+    context: RequestContext,
+}
+
+/// What a member asks of the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VisitCommand {
+    Admit(MemberId),
+    Decline(MemberId),
+    Relay {
+        to: MemberId,
+        kind: SignalKind,
+        payload: String,
+    },
+    Leave,
+    End,
+}
+
+/// One connection to a room: the member it speaks for and the notices for it. The queue
+/// ends when the member is replaced by a newer connection, declined, the visit ends, or the
+/// connection fell too far behind.
+#[derive(Debug)]
+pub struct VisitConnection {
+    pub member: MemberId,
+    pub notices: mpsc::Receiver<Notice>,
+    id: u64,
+}
+
+struct Slot {
+    room: Room,
+    patient: PatientId,
+    /// The open connection of each member.
+    connections: HashMap<MemberId, (u64, mpsc::Sender<Notice>)>,
+}
+
+/// The rooms of this instance.
+#[derive(Default)]
+pub struct Rooms {
+    slots: Mutex<HashMap<String, Slot>>,
+    next_connection: AtomicU64,
+}
+
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms").finish_non_exhaustive()
+    }
+}
+
+/// Hands each notice to its member's connection. A connection whose queue is full is
+/// dropped (its browser reconnects); one that is gone is forgotten.
+fn deliver(slot: &mut Slot, deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        let closes = matches!(
+            delivery.notice,
+            Notice::Declined | Notice::Ended | Notice::Replaced
+        );
+        let Some((_, sender)) = slot.connections.get(&delivery.to) else {
+            continue;
+        };
+        let failed = sender.try_send(delivery.notice).is_err();
+        if failed || closes {
+            slot.connections.remove(&delivery.to);
+        }
+    }
+}
+
+impl Rooms {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many rooms are open (for the bench and the operator).
+    pub fn open_rooms(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn join(&self, pass: &VisitPass) -> Result<VisitConnection, RoomError> {
+        let mut slots = self.lock();
+        if !slots.contains_key(&pass.appointment) && slots.len() >= ROOMS_MAX {
+            return Err(RoomError::RoomFull);
+        }
+        let slot = slots
+            .entry(pass.appointment.clone())
+            .or_insert_with(|| Slot {
+                room: Room::new(),
+                patient: pass.patient,
+                connections: HashMap::new(),
+            });
+        let joined = match slot.room.join(pass.person, pass.role, pass.device.clone()) {
+            Ok(joined) => joined,
+            Err(error) => {
+                if slot.room.is_empty() {
+                    slots.remove(&pass.appointment);
+                }
+                return Err(error);
+            }
+        };
+        let (sender, notices) = mpsc::channel(SIGNAL_QUEUE_NOTICES_MAX);
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        if let Some((_, previous)) = slot.connections.insert(joined.member, (id, sender)) {
+            // The earlier connection of the same person ends; the new one carries on.
+            let _ = previous.try_send(Notice::Replaced);
+        }
+        deliver(slot, joined.deliveries);
+        Ok(VisitConnection {
+            member: joined.member,
+            notices,
+            id,
+        })
+    }
+
+    /// Runs `change` on the room of `appointment` and delivers what it says.
+    fn change(
+        &self,
+        appointment: &str,
+        change: impl FnOnce(&mut Room) -> Result<Vec<Delivery>, RoomError>,
+    ) -> Result<(), RoomError> {
+        let mut slots = self.lock();
+        let slot = slots.get_mut(appointment).ok_or(RoomError::UnknownMember)?;
+        let deliveries = change(&mut slot.room)?;
+        deliver(slot, deliveries);
+        if slot.room.is_empty() {
+            slots.remove(appointment);
+        }
+        Ok(())
+    }
+
+    fn read<T>(
+        &self,
+        appointment: &str,
+        read: impl FnOnce(&Room) -> Result<T, RoomError>,
+    ) -> Result<T, RoomError> {
+        let slots = self.lock();
+        let slot = slots.get(appointment).ok_or(RoomError::UnknownMember)?;
+        read(&slot.room)
+    }
+
+    /// The connection `connection` of `member` closed. Unless a newer connection took the
+    /// member over, they are marked away and keep their place for the grace period.
+    fn disconnected(&self, appointment: &str, member: MemberId, connection: u64, now_ms: i64) {
+        let mut slots = self.lock();
+        let Some(slot) = slots.get_mut(appointment) else {
+            return;
+        };
+        let current = slot
+            .connections
+            .get(&member)
+            .is_some_and(|(id, _)| *id == connection);
+        let taken_over = slot.connections.contains_key(&member) && !current;
+        if taken_over {
+            return;
+        }
+        slot.connections.remove(&member);
+        let deliveries = slot.room.disconnect(member, now_ms);
+        deliver(slot, deliveries);
+    }
+
+    /// Removes members whose grace ran out, in every room; returns who left where.
+    fn expire(&self, now_ms: i64) -> Vec<(String, PatientId, MemberView)> {
+        let mut slots = self.lock();
+        let mut gone = Vec::new();
+        slots.retain(|appointment, slot| {
+            let views: HashMap<MemberId, MemberView> = slot
+                .room
+                .members()
+                .into_iter()
+                .map(|view| (view.id, view))
+                .collect();
+            let (expired, deliveries) = slot.room.expire(now_ms);
+            deliver(slot, deliveries);
+            for member in expired {
+                if let Some(view) = views.get(&member) {
+                    gone.push((appointment.clone(), slot.patient, view.clone()));
+                }
+            }
+            !slot.room.is_empty()
+        });
+        gone
+    }
+
+    /// The visit ended (by a host here, or found ended in the store): everyone is told.
+    fn close(&self, appointment: &str) {
+        let mut slots = self.lock();
+        if let Some(mut slot) = slots.remove(appointment) {
+            let deliveries = slot.room.close();
+            deliver(&mut slot, deliveries);
+        }
+    }
+}
+
+/// A refusal of the room, as the application answers it.
+pub fn room_refusal(error: RoomError) -> AppError {
+    AppError::Conflict {
+        code: error.as_str(),
+        message: error.message().to_owned(),
+    }
+}
+
+/// Whether an appointment in this state can be held as a call.
+fn holds_a_call(status: &str) -> bool {
+    matches!(status, "booked" | "arrived" | "checked-in" | "pending")
+}
+
+impl App {
+    /// The rooms of this instance.
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
+    /// Lets the caller into the visit booked as `appointment`: its host straight into the
+    /// call, its patient into the waiting room. `device` names one of the caller's
+    /// registered devices, to which the others seal their media keys.
+    pub async fn enter_visit(
+        &self,
+        context: &RequestContext,
+        appointment: &str,
+        device: Option<uuid::Uuid>,
+    ) -> AppResult<VisitPass> {
+        let user = self.person(context, Action::Create, "Visit").await?;
+        // Reading the appointment is itself authorized and audited; someone who may not
+        // read it never learns whether it exists.
+        let view = self.fhir_read(context, "Appointment", appointment).await?;
+        let Some(AnyResource::Appointment(booked)) = view.resource else {
+            return Err(AppError::NotFound);
+        };
+        let patient = booked
+            .patient()
+            .and_then(|reference| reference.target())
+            .and_then(|(_, id)| id.parse::<PatientId>().ok())
+            .ok_or_else(|| AppError::Conflict {
+                code: "visit_without_patient",
+                message: "this appointment names no patient, so it cannot be held as a visit"
+                    .to_owned(),
+            })?;
+        let role = match context.actor.role {
+            Role::Patient => VisitRole::Patient,
+            Role::Clinician | Role::Nurse => VisitRole::Host,
+            _ => {
+                return Err(AppError::Forbidden {
+                    reason: haven_domain::DenyReason::RoleNotPermitted.as_str(),
+                });
+            }
+        };
+        if self.store.visit_ending(appointment).await?.is_some() {
+            return Err(room_refusal(RoomError::Ended));
+        }
+        let status = booked.status.as_str();
+        if !holds_a_call(status) {
+            return Err(AppError::Conflict {
+                code: "visit_not_held",
+                message: format!("this appointment is {status}, so its visit cannot be joined"),
+            });
+        }
+        let now_ms = self.clock.now_ms();
+        let span = booked.span().ok_or_else(|| AppError::Conflict {
+            code: "visit_without_time",
+            message: "this appointment has no start time, so its visit cannot be joined"
+                .to_owned(),
+        })?;
+        let start_ms = span.start_ms;
+        let end_ms = if booked.end.is_some() {
+            span.end_ms
+        } else {
+            start_ms + VISIT_LENGTH_DEFAULT_MS
+        };
+        if now_ms < start_ms - VISIT_OPENS_BEFORE_MS {
+            return Err(AppError::Conflict {
+                code: "visit_not_open_yet",
+                message: format!(
+                    "this visit opens {} minutes before it starts",
+                    VISIT_OPENS_BEFORE_MS / 60_000
+                ),
+            });
+        }
+        if now_ms > end_ms + VISIT_CLOSES_AFTER_MS {
+            return Err(AppError::Conflict {
+                code: "visit_over",
+                message: "this visit's time is over".to_owned(),
+            });
+        }
+        let device = match device {
+            None => None,
+            Some(id) => {
+                let stored = self.store.device(id).await?;
+                match stored {
+                    Some(stored) if stored.user == user && stored.removed_at_ms.is_none() => {
+                        Some(stored.fingerprint)
+                    }
+                    _ => return Err(invalid("device", "one of your current devices")),
+                }
+            }
+        };
+        self.gate
+            .authorize_visit(
+                context,
+                AuditAction::VisitJoin,
+                patient,
+                appointment.to_owned(),
+            )
+            .await?;
+        Ok(VisitPass {
+            appointment: appointment.to_owned(),
+            patient,
+            organisation: context.actor.organisation,
+            person: Person::User(user),
+            role,
+            device,
+            context: context.clone(),
+        })
+    }
+
+    /// The published devices of the call's members, each with its proof, for a member of
+    /// the call: the devices its media keys and chat are sealed to. Someone waiting, or not
+    /// in the room, is told nothing.
+    pub async fn visit_devices(
+        &self,
+        context: &RequestContext,
+        appointment: &str,
+    ) -> AppResult<crate::messaging::DeviceList> {
+        let user = self.person(context, Action::Read, "Device").await?;
+        let members = self
+            .rooms
+            .read(appointment, |room| Ok(room.members()))
+            .unwrap_or_default();
+        let admitted = |view: &MemberView| {
+            view.admission == haven_domain::visit::Admission::Admitted
+        };
+        if !members
+            .iter()
+            .any(|m| admitted(m) && m.person == Person::User(user))
+        {
+            return Err(AppError::NotFound);
+        }
+        self.gate
+            .authorize_unaudited_read(context, haven_domain::Resource::DeviceKeys)
+            .await?;
+        let users: Vec<haven_domain::UserId> = members
+            .iter()
+            .filter(|m| admitted(m))
+            .filter_map(|m| match m.person {
+                Person::User(user) => Some(user),
+                Person::Guest(_) => None,
+            })
+            .collect();
+        let fingerprints: Vec<&str> = members
+            .iter()
+            .filter(|m| admitted(m))
+            .filter_map(|m| m.device.as_deref())
+            .collect();
+        let devices = self
+            .store
+            .devices_of(&users)
+            .await?
+            .into_iter()
+            .filter(|d| fingerprints.contains(&d.fingerprint.as_str()))
+            .collect();
+        self.prove_devices(devices).await
+    }
+
+    /// Connects an entered person to the visit's room.
+    pub fn connect_visit(&self, pass: &VisitPass) -> AppResult<VisitConnection> {
+        self.rooms.join(pass).map_err(room_refusal)
+    }
+
+    /// Carries out what a member asked. Admitting, declining and ending are decided by the
+    /// policy and recorded before they take effect; a refusal of the room changes nothing.
+    pub async fn visit_command(
+        &self,
+        pass: &VisitPass,
+        member: MemberId,
+        command: VisitCommand,
+    ) -> AppResult<()> {
+        let rooms = &self.rooms;
+        let appointment = pass.appointment.as_str();
+        match command {
+            VisitCommand::Relay { to, kind, payload } => {
+                if payload.len() > SIGNAL_PAYLOAD_BYTES_MAX {
+                    return Err(AppError::TooLarge {
+                        limit_bytes: SIGNAL_PAYLOAD_BYTES_MAX as u64,
+                    });
+                }
+                rooms
+                    .change(appointment, |room| {
+                        room.relay(member, to, kind, payload).map(|d| vec![d])
+                    })
+                    .map_err(room_refusal)
+            }
+            VisitCommand::Admit(waiting) | VisitCommand::Decline(waiting) => {
+                let admit = matches!(command, VisitCommand::Admit(_));
+                let person = rooms
+                    .read(appointment, |room| room.check_admission(member, waiting))
+                    .map_err(room_refusal)?;
+                let action = if admit {
+                    AuditAction::VisitAdmit
+                } else {
+                    AuditAction::VisitDecline
+                };
+                self.gate
+                    .authorize_visit(
+                        &pass.context,
+                        action,
+                        pass.patient,
+                        format!("{appointment}/{}", person_id(person)),
+                    )
+                    .await?;
+                rooms
+                    .change(appointment, |room| {
+                        if admit {
+                            room.admit(member, waiting)
+                        } else {
+                            room.decline(member, waiting)
+                        }
+                    })
+                    .map_err(room_refusal)
+            }
+            VisitCommand::Leave => {
+                self.gate
+                    .authorize_visit(
+                        &pass.context,
+                        AuditAction::VisitLeave,
+                        pass.patient,
+                        appointment.to_owned(),
+                    )
+                    .await?;
+                rooms
+                    .change(appointment, |room| Ok(room.leave(member)))
+                    .map_err(room_refusal)
+            }
+            VisitCommand::End => {
+                rooms
+                    .read(appointment, |room| room.check_end(member))
+                    .map_err(room_refusal)?;
+                self.end_visit(&pass.context, appointment, pass.patient)
+                    .await
+            }
+        }
+    }
+
+    /// Ends a visit for everyone, as one of its hosts: recorded, stored (so it stays ended
+    /// after a restart), then everyone in the room is told.
+    async fn end_visit(
+        &self,
+        context: &RequestContext,
+        appointment: &str,
+        patient: PatientId,
+    ) -> AppResult<()> {
+        self.gate
+            .authorize_visit(context, AuditAction::VisitEnd, patient, appointment.to_owned())
+            .await?;
+        let Some(organisation) = context.actor.organisation else {
+            return Err(AppError::Unexpected("a host without an organisation".into()));
+        };
+        self.store
+            .end_visit(VisitEnding {
+                appointment: appointment.to_owned(),
+                organisation,
+                patient,
+                ended_by: context.actor.principal.actor_id(),
+                ended_at_ms: self.clock.now_ms(),
+            })
+            .await?;
+        self.rooms.close(appointment);
+        Ok(())
+    }
+
+    /// A connection of a member closed (the network dropped, the tab closed).
+    pub fn visit_disconnected(&self, pass: &VisitPass, connection: &VisitConnection) {
+        self.rooms.disconnected(
+            &pass.appointment,
+            connection.member,
+            connection.id,
+            self.clock.now_ms(),
+        );
+    }
+
+    /// Lets members whose connection did not come back within the grace leave, recording
+    /// each departure as theirs. Run every few seconds by [`App::run_visit_sweeper`].
+    pub async fn sweep_visits(&self) -> AppResult<usize> {
+        let gone = self.rooms.expire(self.clock.now_ms());
+        let count = gone.len();
+        for (appointment, patient, member) in gone {
+            self.gate
+                .record_system(haven_audit::AuditEvent {
+                    at_ms: self.clock.now_ms(),
+                    actor: Some(person_id(member.person)),
+                    role: None,
+                    organisation: None,
+                    session: None,
+                    client_app: None,
+                    action: AuditAction::VisitLeave,
+                    patient: Some(patient),
+                    resource_type: Some("Visit".to_owned()),
+                    resource_id: Some(appointment),
+                    outcome: haven_audit::Outcome::Allowed,
+                    reason: "connection_lost".to_owned(),
+                    purpose_of_use: None,
+                    origin: haven_audit::RequestOrigin::default(),
+                })
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// Sweeps the rooms every second until `stop` completes.
+    pub async fn run_visit_sweeper(&self, stop: impl std::future::Future<Output = ()>) {
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(error) = self.sweep_visits().await {
+                        tracing::error!(%error, "visit sweep failed");
+                    }
+                }
+                () = &mut stop => break,
+            }
+        }
+    }
+
+    /// The relay browsers use for a visit's media, with a credential of their own that
+    /// expires after [`TURN_CREDENTIAL_SECS`]. Without a configured relay, none: browsers
+    /// on one network still connect directly.
+    pub fn ice_servers(&self, _entered: &VisitPass) -> IceServers {
+        let Some(turn) = self.turn.as_ref() else {
+            return IceServers {
+                urls: Vec::new(),
+                credential: None,
+            };
+        };
+        // An opaque name: the relay learns nothing of who calls whom.
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let expires_at_secs = self.clock.now_ms() / 1000 + TURN_CREDENTIAL_SECS;
+        IceServers {
+            urls: turn.urls.clone(),
+            credential: Some(turn_credential(
+                turn.secret.expose_secret().as_bytes(),
+                &name,
+                expires_at_secs,
+            )),
+        }
+    }
+
+    /// Uses `turn` as the media relay.
+    pub fn with_turn(mut self, turn: TurnSettings) -> Self {
+        self.turn = Some(std::sync::Arc::new(turn));
+        self
+    }
+}
+
+/// How a person is named in the audit trail.
+fn person_id(person: Person) -> String {
+    match person {
+        Person::User(user) => user.to_string(),
+        Person::Guest(guest) => format!("guest:{guest}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_booked_and_arrived_appointments_hold_a_call() {
+        for status in ["booked", "arrived", "checked-in", "pending"] {
+            assert!(holds_a_call(status), "{status}");
+        }
+        for status in [
+            "proposed",
+            "fulfilled",
+            "cancelled",
+            "noshow",
+            "entered-in-error",
+            "waitlist",
+        ] {
+            assert!(!holds_a_call(status), "{status}");
+        }
+    }
+}
