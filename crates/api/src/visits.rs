@@ -82,12 +82,7 @@ pub(crate) async fn signal(
                 .map_err(|_| ApiError::bad_request("invalid_id", "device: not a valid id"))
         })
         .transpose()?;
-    let Some(session_token) = caller.session_token else {
-        return Err(ApiError::unauthenticated(
-            "unauthenticated",
-            "a visit is for signed-in people",
-        ));
-    };
+    state.app.visit_caller(&caller.context).await?;
     let upgrade = upgrade.map_err(|_| {
         ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -95,6 +90,12 @@ pub(crate) async fn signal(
             "a visit's signaling is a WebSocket: send the upgrade handshake",
         )
     })?;
+    let Some(session_token) = caller.session_token else {
+        return Err(ApiError::unauthenticated(
+            "unauthenticated",
+            "a visit is for signed-in people",
+        ));
+    };
     let pass = state
         .app
         .enter_visit(&caller.context, &appointment, device)
@@ -284,7 +285,10 @@ fn refusal(error: &AppError) -> (&'static str, String) {
         ),
         other => {
             tracing::error!(error = %other, "visit command failed");
-            ("internal_error", "something went wrong; nothing was done".into())
+            (
+                "internal_error",
+                "something went wrong; nothing was done".into(),
+            )
         }
     }
 }
@@ -293,9 +297,17 @@ fn refusal(error: &AppError) -> (&'static str, String) {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum CommandInput {
-    Admit { member: u32 },
-    Decline { member: u32 },
-    Signal { to: u32, kind: String, payload: String },
+    Admit {
+        member: u32,
+    },
+    Decline {
+        member: u32,
+    },
+    Signal {
+        to: u32,
+        kind: String,
+        payload: String,
+    },
     Leave,
     End,
 }

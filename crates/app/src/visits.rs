@@ -301,6 +301,12 @@ impl App {
         &self.rooms
     }
 
+    /// Whom a visit's socket would be for: a person; an API token is refused (and the
+    /// refusal recorded) before anything else is looked at.
+    pub async fn visit_caller(&self, context: &RequestContext) -> AppResult<haven_domain::UserId> {
+        self.person(context, Action::Create, "Visit").await
+    }
+
     /// Lets the caller into the visit booked as `appointment`: its host straight into the
     /// call, its patient into the waiting room. `device` names one of the caller's
     /// registered devices, to which the others seal their media keys.
@@ -329,10 +335,20 @@ impl App {
         let role = match context.actor.role {
             Role::Patient => VisitRole::Patient,
             Role::Clinician | Role::Nurse => VisitRole::Host,
+            // Anyone else may have read the appointment (the front desk books it) but has
+            // no place in its call: the policy refuses, and the refusal is recorded.
             _ => {
-                return Err(AppError::Forbidden {
-                    reason: haven_domain::DenyReason::RoleNotPermitted.as_str(),
-                });
+                self.gate
+                    .authorize_visit(
+                        context,
+                        AuditAction::VisitJoin,
+                        patient,
+                        appointment.to_owned(),
+                    )
+                    .await?;
+                return Err(AppError::Unexpected(
+                    "the policy let a role without a place in visits join one".into(),
+                ));
             }
         };
         if self.store.visit_ending(appointment).await?.is_some() {
@@ -348,8 +364,7 @@ impl App {
         let now_ms = self.clock.now_ms();
         let span = booked.span().ok_or_else(|| AppError::Conflict {
             code: "visit_without_time",
-            message: "this appointment has no start time, so its visit cannot be joined"
-                .to_owned(),
+            message: "this appointment has no start time, so its visit cannot be joined".to_owned(),
         })?;
         let start_ms = span.start_ms;
         let end_ms = if booked.end.is_some() {
@@ -416,9 +431,8 @@ impl App {
             .rooms
             .read(appointment, |room| Ok(room.members()))
             .unwrap_or_default();
-        let admitted = |view: &MemberView| {
-            view.admission == haven_domain::visit::Admission::Admitted
-        };
+        let admitted =
+            |view: &MemberView| view.admission == haven_domain::visit::Admission::Admitted;
         if !members
             .iter()
             .any(|m| admitted(m) && m.person == Person::User(user))
@@ -539,10 +553,17 @@ impl App {
         patient: PatientId,
     ) -> AppResult<()> {
         self.gate
-            .authorize_visit(context, AuditAction::VisitEnd, patient, appointment.to_owned())
+            .authorize_visit(
+                context,
+                AuditAction::VisitEnd,
+                patient,
+                appointment.to_owned(),
+            )
             .await?;
         let Some(organisation) = context.actor.organisation else {
-            return Err(AppError::Unexpected("a host without an organisation".into()));
+            return Err(AppError::Unexpected(
+                "a host without an organisation".into(),
+            ));
         };
         self.store
             .end_visit(VisitEnding {

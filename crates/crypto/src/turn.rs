@@ -52,10 +52,11 @@ mod tests {
     #[test]
     fn the_password_is_rfc_2202s_hmac_sha1_in_base64() {
         // RFC 2202, test case 2: HMAC-SHA1 with key "Jefe".
-        let expected = STANDARD.encode(
-            hex_bytes("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+        let expected = STANDARD.encode(hex_bytes("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"));
+        assert_eq!(
+            turn_password(b"Jefe", "what do ya want for nothing?"),
+            expected
         );
-        assert_eq!(turn_password(b"Jefe", "what do ya want for nothing?"), expected);
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub mod role;
 pub mod visit;
 
 pub use ids::{
-    BreakGlassId, DelegationId, GuestId, InvitationId, NotificationId, OrganisationId, PatientId, SessionId,
-    TokenId, UserId,
+    BreakGlassId, DelegationId, GuestId, InvitationId, NotificationId, OrganisationId, PatientId,
+    SessionId, TokenId, UserId,
 };
 pub use patient::{
     ContactKind, ContactPoint, HumanName, Identifier, PatientRecord, ValidationError,

@@ -670,11 +670,13 @@ mod tests {
         let (mut room, host, patient) = host_and_waiting_patient();
         let deliveries = room.admit(host, patient).unwrap();
         let to_patient = notices_for(&deliveries, patient);
-        assert!(
-            matches!(to_patient[..], [Notice::Admitted { members }] if members.len() == 2)
-        );
+        assert!(matches!(to_patient[..], [Notice::Admitted { members }] if members.len() == 2));
         let to_host = notices_for(&deliveries, host);
-        assert!(to_host.iter().any(|n| matches!(n, Notice::Joined(v) if v.id == patient)));
+        assert!(
+            to_host
+                .iter()
+                .any(|n| matches!(n, Notice::Joined(v) if v.id == patient))
+        );
         assert!(
             to_host
                 .iter()
@@ -746,7 +748,10 @@ mod tests {
     fn a_dropped_member_comes_back_admitted_within_the_grace() {
         let mut room = Room::new();
         let host_person = user();
-        let host = room.join(host_person, VisitRole::Host, None).unwrap().member;
+        let host = room
+            .join(host_person, VisitRole::Host, None)
+            .unwrap()
+            .member;
         let patient_person = user();
         let patient = room
             .join(patient_person, VisitRole::Patient, None)
@@ -766,7 +771,11 @@ mod tests {
         assert!(expired.is_empty());
 
         let back = room
-            .join(patient_person, VisitRole::Patient, Some("new-device".into()))
+            .join(
+                patient_person,
+                VisitRole::Patient,
+                Some("new-device".into()),
+            )
             .unwrap();
         assert_eq!(back.member, patient);
         assert!(!back.replaced, "the old connection was already gone");
@@ -851,7 +860,10 @@ mod tests {
             notices_for(&left, host)[..],
             [Notice::Lobby { waiting }] if waiting.is_empty()
         ));
-        assert!(room.leave(patient).is_empty(), "leaving twice changes nothing");
+        assert!(
+            room.leave(patient).is_empty(),
+            "leaving twice changes nothing"
+        );
         let left = room.leave(host);
         assert!(left.is_empty());
         assert!(room.is_empty());

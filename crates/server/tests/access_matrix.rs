@@ -422,6 +422,17 @@ fn endpoints() -> Vec<Endpoint> {
             path: "/api/v1/events",
             body: None,
         },
+        // A visit is entered over its signaling socket; `{stranger}` names no appointment.
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/visits/{stranger}/signal",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/visits/{stranger}/devices",
+            body: None,
+        },
         Endpoint {
             method: Method::PUT,
             path: "/api/v1/organisation",
@@ -925,6 +936,22 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
         // A sealed file is `application/octet-stream`: anything else is refused first.
         ("PUT", "/api/v1/threads/{stranger}/attachments/{notice}") => {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        // A plain GET is no WebSocket handshake; a token enters no visit.
+        ("GET", "/api/v1/visits/{stranger}/signal") => {
+            if person {
+                StatusCode::UPGRADE_REQUIRED
+            } else {
+                forbidden
+            }
+        }
+        // The caller is in no such call: nothing to show, and nothing said about it.
+        ("GET", "/api/v1/visits/{stranger}/devices") => {
+            if person {
+                StatusCode::NOT_FOUND
+            } else {
+                forbidden
+            }
         }
         // A plain GET is no WebSocket handshake; a token has no event stream.
         ("GET", "/api/v1/events") => {
