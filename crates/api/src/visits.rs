@@ -1,6 +1,8 @@
 //! Video visits over a WebSocket: the waiting room and the signaling between the call's
 //! browsers.
 //!
+//! - `GET /api/v1/visits/{appointment}`: where the visit stands for the caller (their role,
+//!   open or not yet, over, ended), for the page to say so before it connects.
 //! - `GET /api/v1/visits/{appointment}/signal?device=…`: the visit's signaling socket. The
 //!   handshake enters the visit (policy, time window, audit) before it is upgraded, so a
 //!   refusal is an ordinary HTTP answer (`403`, `404`, `409 visit_ended`, …).
@@ -62,6 +64,28 @@ fn appointment_id(text: &str) -> Result<String, ApiError> {
             "appointment: not a valid id",
         ))
     }
+}
+
+/// Where a visit stands for the caller: their role, whether it is open, and when.
+pub(crate) async fn status(
+    State(state): State<ApiState>,
+    Path(appointment): Path<String>,
+    Caller(context): Caller,
+) -> Result<Response, ApiError> {
+    let appointment = appointment_id(&appointment)?;
+    state.app.visit_caller(&context).await?;
+    let status = state.app.visit_status(&context, &appointment).await?;
+    Ok(axum::Json(json!({
+        "appointment": appointment,
+        "patient": status.patient.to_string(),
+        "role": status.role.as_str(),
+        "state": status.state.as_str(),
+        "appointment_status": status.status,
+        "starts_at": crate::patients::timestamp(status.starts_at_ms),
+        "ends_at": crate::patients::timestamp(status.ends_at_ms),
+        "opens_at": crate::patients::timestamp(status.opens_at_ms),
+    }))
+    .into_response())
 }
 
 /// The visit's signaling socket.

@@ -96,6 +96,46 @@ pub struct VisitPass {
     context: RequestContext,
 }
 
+/// Whether a visit's call can be entered now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitState {
+    Open,
+    /// Earlier than [`VISIT_OPENS_BEFORE_MS`] before its start.
+    NotOpenYet,
+    /// Later than [`VISIT_CLOSES_AFTER_MS`] after its end.
+    Over,
+    /// A host ended it.
+    Ended,
+    /// The appointment is cancelled, a no-show, fulfilled or otherwise not held as a call.
+    NotHeld,
+}
+
+impl VisitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VisitState::Open => "open",
+            VisitState::NotOpenYet => "not_open_yet",
+            VisitState::Over => "over",
+            VisitState::Ended => "ended",
+            VisitState::NotHeld => "not_held",
+        }
+    }
+}
+
+/// Where a visit stands for one person.
+#[derive(Debug, Clone)]
+pub struct VisitStatus {
+    pub patient: PatientId,
+    /// The caller's role in it.
+    pub role: VisitRole,
+    pub state: VisitState,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+    pub opens_at_ms: i64,
+    /// The appointment's FHIR status.
+    pub status: String,
+}
+
 /// What a member asks of the room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VisitCommand {
@@ -307,18 +347,39 @@ impl App {
         self.person(context, Action::Create, "Visit").await
     }
 
-    /// Lets the caller into the visit booked as `appointment`: its host straight into the
-    /// call, its patient into the waiting room. `device` names one of the caller's
-    /// registered devices, to which the others seal their media keys.
-    pub async fn enter_visit(
+    /// Where the visit booked as `appointment` stands for the caller: whether they may take
+    /// part (decided by the policy, and recorded), in which role, and whether its call is
+    /// open. Reading the appointment is itself authorized and audited, so someone who may
+    /// not read it never learns whether it exists.
+    pub async fn visit_status(
         &self,
         context: &RequestContext,
         appointment: &str,
-        device: Option<uuid::Uuid>,
-    ) -> AppResult<VisitPass> {
-        let user = self.person(context, Action::Create, "Visit").await?;
-        // Reading the appointment is itself authorized and audited; someone who may not
-        // read it never learns whether it exists.
+    ) -> AppResult<VisitStatus> {
+        let checked = self.check_visit(context, appointment).await?;
+        self.gate
+            .authorize_resource(
+                context,
+                Action::Read,
+                crate::gate::AuditedResource {
+                    resource: haven_domain::Resource::Visit(checked.patient),
+                    patient: None,
+                    resource_type: "Visit",
+                    resource_id: Some(appointment.to_owned()),
+                },
+                false,
+            )
+            .await?;
+        Ok(checked)
+    }
+
+    /// The appointment, read through the gate, held against the time and the record of
+    /// endings; no entry of its own beyond the appointment's read.
+    async fn check_visit(
+        &self,
+        context: &RequestContext,
+        appointment: &str,
+    ) -> AppResult<VisitStatus> {
         let view = self.fhir_read(context, "Appointment", appointment).await?;
         let Some(AnyResource::Appointment(booked)) = view.resource else {
             return Err(AppError::NotFound);
@@ -351,41 +412,79 @@ impl App {
                 ));
             }
         };
-        if self.store.visit_ending(appointment).await?.is_some() {
-            return Err(room_refusal(RoomError::Ended));
-        }
-        let status = booked.status.as_str();
-        if !holds_a_call(status) {
-            return Err(AppError::Conflict {
-                code: "visit_not_held",
-                message: format!("this appointment is {status}, so its visit cannot be joined"),
-            });
-        }
-        let now_ms = self.clock.now_ms();
         let span = booked.span().ok_or_else(|| AppError::Conflict {
             code: "visit_without_time",
             message: "this appointment has no start time, so its visit cannot be joined".to_owned(),
         })?;
-        let start_ms = span.start_ms;
-        let end_ms = if booked.end.is_some() {
+        let starts_at_ms = span.start_ms;
+        let ends_at_ms = if booked.end.is_some() {
             span.end_ms
         } else {
-            start_ms + VISIT_LENGTH_DEFAULT_MS
+            starts_at_ms + VISIT_LENGTH_DEFAULT_MS
         };
-        if now_ms < start_ms - VISIT_OPENS_BEFORE_MS {
-            return Err(AppError::Conflict {
-                code: "visit_not_open_yet",
-                message: format!(
-                    "this visit opens {} minutes before it starts",
-                    VISIT_OPENS_BEFORE_MS / 60_000
-                ),
-            });
-        }
-        if now_ms > end_ms + VISIT_CLOSES_AFTER_MS {
-            return Err(AppError::Conflict {
-                code: "visit_over",
-                message: "this visit's time is over".to_owned(),
-            });
+        let opens_at_ms = starts_at_ms - VISIT_OPENS_BEFORE_MS;
+        let closes_at_ms = ends_at_ms + VISIT_CLOSES_AFTER_MS;
+        let now_ms = self.clock.now_ms();
+        let state = if self.store.visit_ending(appointment).await?.is_some() {
+            VisitState::Ended
+        } else if !holds_a_call(booked.status.as_str()) {
+            VisitState::NotHeld
+        } else if now_ms < opens_at_ms {
+            VisitState::NotOpenYet
+        } else if now_ms > closes_at_ms {
+            VisitState::Over
+        } else {
+            VisitState::Open
+        };
+        Ok(VisitStatus {
+            patient,
+            role,
+            state,
+            starts_at_ms,
+            ends_at_ms,
+            opens_at_ms,
+            status: booked.status.as_str().to_owned(),
+        })
+    }
+
+    /// Lets the caller into the visit booked as `appointment`: its host straight into the
+    /// call, its patient into the waiting room. `device` names one of the caller's
+    /// registered devices, to which the others seal their media keys.
+    pub async fn enter_visit(
+        &self,
+        context: &RequestContext,
+        appointment: &str,
+        device: Option<uuid::Uuid>,
+    ) -> AppResult<VisitPass> {
+        let user = self.person(context, Action::Create, "Visit").await?;
+        let checked = self.check_visit(context, appointment).await?;
+        match checked.state {
+            VisitState::Open => {}
+            VisitState::Ended => return Err(room_refusal(RoomError::Ended)),
+            VisitState::NotHeld => {
+                return Err(AppError::Conflict {
+                    code: "visit_not_held",
+                    message: format!(
+                        "this appointment is {}, so its visit cannot be joined",
+                        checked.status
+                    ),
+                });
+            }
+            VisitState::NotOpenYet => {
+                return Err(AppError::Conflict {
+                    code: "visit_not_open_yet",
+                    message: format!(
+                        "this visit opens {} minutes before it starts",
+                        VISIT_OPENS_BEFORE_MS / 60_000
+                    ),
+                });
+            }
+            VisitState::Over => {
+                return Err(AppError::Conflict {
+                    code: "visit_over",
+                    message: "this visit's time is over".to_owned(),
+                });
+            }
         }
         let device = match device {
             None => None,
@@ -403,16 +502,16 @@ impl App {
             .authorize_visit(
                 context,
                 AuditAction::VisitJoin,
-                patient,
+                checked.patient,
                 appointment.to_owned(),
             )
             .await?;
         Ok(VisitPass {
             appointment: appointment.to_owned(),
-            patient,
+            patient: checked.patient,
             organisation: context.actor.organisation,
             person: Person::User(user),
-            role,
+            role: checked.role,
             device,
             context: context.clone(),
         })

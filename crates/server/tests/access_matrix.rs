@@ -425,6 +425,11 @@ fn endpoints() -> Vec<Endpoint> {
         // A visit is entered over its signaling socket; `{stranger}` names no appointment.
         Endpoint {
             method: Method::GET,
+            path: "/api/v1/visits/{stranger}",
+            body: None,
+        },
+        Endpoint {
+            method: Method::GET,
             path: "/api/v1/visits/{stranger}/signal",
             body: None,
         },
@@ -936,6 +941,18 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
         // A sealed file is `application/octet-stream`: anything else is refused first.
         ("PUT", "/api/v1/threads/{stranger}/attachments/{notice}") => {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        // Reading a visit reads its appointment: no such appointment for those who may read
+        // appointments, a refusal for the rest; a token has no visits.
+        ("GET", "/api/v1/visits/{stranger}") => {
+            if !person {
+                forbidden
+            } else {
+                match role {
+                    Administrator | FrontDesk => StatusCode::NOT_FOUND,
+                    _ => forbidden,
+                }
+            }
         }
         // A plain GET is no WebSocket handshake; a token enters no visit.
         ("GET", "/api/v1/visits/{stranger}/signal") => {

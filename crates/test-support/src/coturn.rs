@@ -264,7 +264,9 @@ fn wait_until_answering(child: &mut Child, port: u16) -> Result<(), Launch> {
             return Err(Launch::PortTaken);
         }
         let bound_udp = listening.iter().any(|socket| socket.udp);
-        let bound_tcp = listening.iter().any(|socket| !socket.udp && socket.listening);
+        let bound_tcp = listening
+            .iter()
+            .any(|socket| !socket.udp && socket.listening);
         if bound_udp && bound_tcp && answers_stun_binding(port).map_err(Launch::Failed)? {
             return Ok(());
         }
@@ -318,7 +320,12 @@ struct PortSocket {
 fn sockets_on_port(port: u16) -> Result<Vec<PortSocket>> {
     const TCP_LISTEN: &str = "0A";
     let mut sockets = Vec::new();
-    for (table, udp) in [("tcp", false), ("tcp6", false), ("udp", true), ("udp6", true)] {
+    for (table, udp) in [
+        ("tcp", false),
+        ("tcp6", false),
+        ("udp", true),
+        ("udp6", true),
+    ] {
         let path = format!("/proc/net/{table}");
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -360,7 +367,11 @@ fn socket_inodes_of(pid: u32) -> Result<Vec<u64>> {
         .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
         .filter_map(|target| {
             let target = target.to_str()?;
-            target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
         })
         .collect())
 }
@@ -435,4 +446,37 @@ fn log_tail(dir: &Path) -> String {
         dir.join(OUTPUT_FILE).display(),
         read(OUTPUT_FILE)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_another_process_holds_is_reported_taken_not_ready() {
+        // Stands in for a turnserver whose port someone else already holds.
+        let mut stand_in = Command::new("sleep").arg("30").spawn().expect("run sleep");
+        let held = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a UDP socket");
+        let port = held.local_addr().expect("its address").port();
+
+        let outcome = wait_until_answering(&mut stand_in, port);
+        let _ = stand_in.kill();
+        let _ = stand_in.wait();
+
+        assert!(matches!(outcome, Err(Launch::PortTaken)));
+    }
+
+    #[test]
+    fn the_sockets_on_a_port_are_found_with_their_owner() {
+        let port = free_listening_port().expect("a free port");
+        let _tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("a TCP listener");
+        let _udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).expect("a UDP socket");
+
+        let sockets = sockets_on_port(port).expect("the socket tables");
+        let ours = socket_inodes_of(std::process::id()).expect("our sockets");
+
+        assert!(sockets.iter().any(|socket| socket.udp));
+        assert!(sockets.iter().any(|socket| socket.listening));
+        assert!(sockets.iter().all(|socket| ours.contains(&socket.inode)));
+    }
 }
