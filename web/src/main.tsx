@@ -19,6 +19,7 @@ import { PrivacyConsole } from './pages/privacy';
 import { PrivacySettings } from './pages/privacy-settings';
 import { SignIn } from './pages/sign-in';
 import { Workspace } from './pages/workspace';
+import { VisitPage } from './pages/visit';
 import { MessagesInbox, NewConversation, TeamConversation, ThreadPage, UnreadBadge } from './pages/messages';
 import { MessagingProvider, messagingFor, useMessaging } from './messaging/context';
 import { navigate, usePath } from './router';
@@ -79,6 +80,8 @@ const CORRECTION_PATH = /^\/portal\/corrections\/new\/([A-Za-z]{1,64}\/[A-Za-z0-
 const FORM_PATH = /^\/portal\/forms\/([A-Za-z0-9\-.]{1,64})$/;
 /** A conversation: `/portal/messages/{id}` or `/workspace/messages/{id}`. */
 const THREAD_PATH = /^\/(?:portal|workspace)\/messages\/([0-9a-f-]{36})$/;
+/** A video visit: `/visits/{Appointment id}`. */
+const VISIT_PATH = /^\/visits\/([A-Za-z0-9\-.]{1,64})$/;
 /** Starting a conversation with a patient's care team: `/workspace/patients/{id}/message`. */
 const TEAM_MESSAGE_PATH = /^\/workspace\/patients\/([0-9a-fA-F-]{36})\/message$/;
 
@@ -174,6 +177,11 @@ function SignedIn(props: { session: Session; path: string; signOut: (notice: str
     if (path === '/workspace/messages') page = <MessagesInbox base="/workspace/messages" />;
     else if (thread?.[1] && path.startsWith('/workspace/')) page = <ThreadPage key={thread[1]} thread={thread[1]} base="/workspace/messages" />;
     else if (team?.[1]) page = <TeamConversation key={team[1]} patient={team[1]} />;
+  }
+  // A patient's own visits, and the care team's: Haven decides who may enter which.
+  const visit = VISIT_PATH.exec(path);
+  if (visit?.[1] && messagingFor(session) && (session.role !== 'patient' || subject?.own)) {
+    page = <VisitPage key={visit[1]} appointment={visit[1]} role={session.role} me={session.user} />;
   }
   if (PRIVACY_ROLES.includes(session.role)) {
     if (path === '/privacy') page = <PrivacyConsole />;

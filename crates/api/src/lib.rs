@@ -234,11 +234,13 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             header::CONTENT_SECURITY_POLICY,
             // The web app's files and the API share one policy: nothing from another
             // origin, no inline script or style, no plugins, and (where the browser has
-            // Trusted Types) no HTML string ever becomes markup.
+            // Trusted Types) no HTML string ever becomes markup. The one policy allowed,
+            // `haven-worker`, passes only the app's own built scripts as worker URLs (the
+            // video visit's frame encryption runs in a worker).
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
              connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
              frame-ancestors 'none'; form-action 'self'; \
-             require-trusted-types-for 'script'; trusted-types 'none'",
+             require-trusted-types-for 'script'; trusted-types haven-worker",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),

@@ -92,9 +92,10 @@ fn is_file_name(name: &str) -> bool {
 
 /// The sections of the web app: their paths (and the root) are answered with its page; any
 /// other path is a 404, as it would be without the app.
-const APP_SECTIONS: [&str; 7] = [
+const APP_SECTIONS: [&str; 8] = [
     "portal",
     "workspace",
+    "visits",
     "privacy",
     "admin",
     "account",

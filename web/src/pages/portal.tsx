@@ -17,6 +17,7 @@ import { AccessLogTable, byOthers, useAccessLog } from './access-log';
 import { correctionPath } from './corrections';
 import { useFormsToComplete } from './forms';
 import { MessagesCard } from './messages';
+import { joinable } from '../visit/schedule';
 
 /** Visits on the home page. */
 const HOME_VISITS_MAX = 3;
@@ -24,6 +25,7 @@ const HOME_VISITS_MAX = 3;
 interface Appointment extends Resource {
   status: string;
   start?: string;
+  end?: string;
   description?: string;
   serviceType?: CodeableConcept[];
 }
@@ -53,6 +55,7 @@ function NextVisits(props: { patient: string }) {
                 <li key={a.id}>
                   <strong>{when(a.start)}</strong>
                   <span class="detail">{a.description ?? conceptText(a.serviceType?.[0]) ?? 'Visit'}</span>
+                  {joinable(a) && <Link href={`/visits/${a.id}`}>Join video visit</Link>}
                 </li>
               ))}
             </ul>

@@ -6,6 +6,7 @@ import { useState } from 'preact/hooks';
 import { api, fhir } from '../api';
 import { type Bundle, type Resource, matches } from '../fhir';
 import { ErrorNote, Field, Link, type Loaded, Page, Show, localDate, useLoad, when } from '../ui';
+import { joinable } from '../visit/schedule';
 
 export interface PatientSummary {
   id: string;
@@ -50,6 +51,7 @@ const SCHEDULE_MAX = 20;
 interface Appointment extends Resource {
   status: string;
   start?: string;
+  end?: string;
   description?: string;
   participant?: { actor?: { reference?: string } }[];
 }
@@ -87,6 +89,7 @@ function Schedule(props: { patients: PatientSummary[] }) {
                 <li key={a.id}>
                   <strong>{when(a.start)}</strong> · {nameOf(a)}
                   {a.description && <span class="detail">{a.description}</span>}
+                  {joinable(a) && <Link href={`/visits/${a.id}`}>Start video visit</Link>}
                 </li>
               ))}
             </ul>

@@ -1,0 +1,719 @@
+// One video visit as this browser takes part in it: the signaling socket, a peer connection
+// to every other admitted member (a full mesh, at most four people), and the end-to-end
+// encryption of the media.
+//
+// Media is encrypted frame by frame with SFrame (media-e2ee.ts) before it leaves, and only
+// members whose device keys were checked against the transparency log receive the key:
+// this browser seals its send key to each of them (sealed.ts), signed by this device, and
+// opens theirs the same way. A member whose device cannot be checked gets no key and is
+// named in a warning; their frames do not decode here either, since they have none of ours
+// and we open only keys signed by a checked device. When someone leaves, every remaining
+// member makes a new send key and seals it to those who remain (the one who left never
+// sees it), so they can no longer decode what follows.
+//
+// Negotiation follows the "perfect negotiation" pattern: either side may offer; on a
+// collision the member with the higher number gives way.
+import { api, apiInBackground } from '../api';
+import { type Device, safetyNumber } from '../e2e';
+import type { DeviceList } from '../messaging/device';
+import { type CheckedDevice, type LogKey, checkDevices } from '../messaging/trust';
+import { type MediaE2ee, type SendKey, startMediaE2ee, preferSFrameCodecs } from './media-e2ee';
+import { CHAT_LINE_CHARS_MAX, openFromMember, sealForMember } from './sealed';
+import { openMediaFrame, SFrameReceiveContext } from './sframe';
+import { type FinalClose, type IceServerWire, type Member, type ServerFrame, type SignalKind, VisitSignaling } from './signaling';
+
+/** How often each peer connection's statistics are read for the quality indicator. */
+const STATS_INTERVAL_MS = 2000;
+/** Chat lines kept on the page. */
+const CHAT_LINES_MAX = 200;
+
+export type Phase =
+  | 'connecting'
+  | 'waiting'
+  | 'in_call'
+  | FinalClose;
+
+export type Quality = 'unknown' | 'good' | 'fair' | 'poor';
+
+export interface PeerView {
+  member: Member;
+  stream: MediaStream | null;
+  quality: Quality;
+  /** The device was checked against the transparency log; `null` while checking. */
+  verified: boolean | null;
+  warning: string | null;
+  safetyNumber: string | null;
+  /** They sent us their media key (so we can see and hear them). */
+  keyReceived: boolean;
+  /** What they say of their own media. */
+  audioMuted: boolean;
+  videoOff: boolean;
+  sharingScreen: boolean;
+}
+
+export interface ChatLine {
+  id: string;
+  from: number | 'me';
+  text: string;
+  atMs: number;
+}
+
+export interface CallSnapshot {
+  phase: Phase;
+  reconnecting: boolean;
+  me: number | null;
+  role: Member['role'] | null;
+  peers: PeerView[];
+  waiting: Member[];
+  chat: ChatLine[];
+  localStream: MediaStream | null;
+  audioMuted: boolean;
+  videoOff: boolean;
+  sharingScreen: boolean;
+  /** The last thing Haven refused, in words. */
+  notice: string | null;
+}
+
+interface Peer {
+  member: Member;
+  pc: RTCPeerConnection | null;
+  polite: boolean;
+  makingOffer: boolean;
+  ignoreOffer: boolean;
+  view: PeerView;
+  checked: CheckedDevice | null;
+  /** Key ids this peer sent us, newest last. */
+  kids: bigint[];
+}
+
+export interface CallOptions {
+  appointment: string;
+  device: { id: string; fingerprint: string; keys: Device };
+  logKey: LogKey;
+  /** Media to send; the page asks for it before the call starts. */
+  localStream: MediaStream;
+  /** Relay every packet through TURN (hides this network address from the others). */
+  relayOnly: boolean;
+  onChange: (snapshot: CallSnapshot) => void;
+}
+
+function randomId(): string {
+  return crypto.randomUUID();
+}
+
+export class VisitCall {
+  private readonly signaling: VisitSignaling;
+  private readonly e2ee: MediaE2ee;
+  private readonly peers = new Map<number, Peer>();
+  private readonly attached = new WeakSet<RTCRtpReceiver>();
+  private iceServers: RTCIceServer[] = [];
+  private sendKey: SendKey | null = null;
+  private keyRotation: Promise<void> = Promise.resolve();
+  private statsTimer: ReturnType<typeof setInterval>;
+  private screenTrack: MediaStreamTrack | null = null;
+  private state: CallSnapshot;
+  private closed = false;
+
+  constructor(private readonly options: CallOptions) {
+    // Throws `unsupported` on a browser that cannot encrypt frames: no call in the clear.
+    this.e2ee = startMediaE2ee();
+    this.state = {
+      phase: 'connecting',
+      reconnecting: false,
+      me: null,
+      role: null,
+      peers: [],
+      waiting: [],
+      chat: [],
+      localStream: options.localStream,
+      audioMuted: false,
+      videoOff: false,
+      sharingScreen: false,
+      notice: null,
+    };
+    this.signaling = new VisitSignaling(options.appointment, options.device.id, {
+      frame: (frame) => void this.onFrame(frame).catch((e) => this.setNotice(String(e))),
+      reconnecting: (retrying) => this.update({ reconnecting: retrying }),
+      closed: (reason) => this.finish(reason),
+    });
+    this.statsTimer = setInterval(() => void this.readStats(), STATS_INTERVAL_MS);
+  }
+
+  snapshot(): CallSnapshot {
+    return this.state;
+  }
+
+  private update(changes: Partial<CallSnapshot>): void {
+    this.state = { ...this.state, ...changes };
+    this.options.onChange(this.state);
+  }
+
+  private refreshPeers(): void {
+    this.update({ peers: [...this.peers.values()].map((p) => ({ ...p.view })) });
+  }
+
+  private setNotice(notice: string): void {
+    this.update({ notice });
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // The room
+  // ----------------------------------------------------------------------------------------
+
+  private async onFrame(frame: ServerFrame): Promise<void> {
+    switch (frame.type) {
+      case 'welcome': {
+        this.iceServers = frame.ice_servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }) satisfies RTCIceServer & IceServerWire);
+        // A welcome after a reconnect starts the call afresh: the others do the same.
+        for (const peer of this.peers.values()) this.closePeer(peer);
+        this.peers.clear();
+        this.update({ me: frame.you, role: frame.role, phase: frame.admission === 'admitted' ? 'in_call' : 'waiting', waiting: [] });
+        if (frame.admission === 'admitted') await this.enterCall(frame.members);
+        else this.refreshPeers();
+        return;
+      }
+      case 'admitted':
+        this.update({ phase: 'in_call' });
+        await this.enterCall(frame.members);
+        return;
+      case 'lobby':
+        this.update({ waiting: frame.waiting });
+        return;
+      case 'joined':
+        if (frame.member.id === this.state.me) return;
+        // Someone new, or someone back: a fresh connection to them either way.
+        this.removePeer(frame.member.id, false);
+        await this.addPeers([frame.member]);
+        return;
+      case 'left':
+        this.removePeer(frame.member, true);
+        return;
+      case 'presence': {
+        const peer = this.peers.get(frame.member);
+        if (peer) {
+          peer.member = { ...peer.member, connected: frame.connected };
+          peer.view.member = peer.member;
+          this.refreshPeers();
+        }
+        return;
+      }
+      case 'signal':
+        await this.onSignal(frame.from, frame.kind, frame.payload);
+        return;
+      case 'error':
+        this.setNotice(frame.message);
+        return;
+      case 'declined':
+      case 'ended':
+      case 'replaced':
+        // The close that follows says so too; nothing more will come.
+        return;
+    }
+  }
+
+  private async enterCall(members: Member[]): Promise<void> {
+    const me = this.state.me;
+    await this.addPeers(members.filter((m) => m.id !== me));
+  }
+
+  /** Checks the new members' devices, then connects to each and sends our key to the checked. */
+  private async addPeers(members: Member[]): Promise<void> {
+    if (members.length === 0) return;
+    const me = this.state.me ?? 0;
+    for (const member of members) {
+      if (this.peers.has(member.id)) continue;
+      const peer: Peer = {
+        member,
+        pc: null,
+        polite: me > member.id,
+        makingOffer: false,
+        ignoreOffer: false,
+        checked: null,
+        kids: [],
+        view: {
+          member,
+          stream: null,
+          quality: 'unknown',
+          verified: null,
+          warning: null,
+          safetyNumber: null,
+          keyReceived: false,
+          audioMuted: false,
+          videoOff: false,
+          sharingScreen: false,
+        },
+      };
+      this.peers.set(member.id, peer);
+      this.connect(peer);
+    }
+    this.refreshPeers();
+    await this.checkDevices();
+    await this.ensureSendKey();
+    for (const member of members) {
+      const peer = this.peers.get(member.id);
+      if (peer) await this.sendKeyTo(peer);
+    }
+    this.sendMediaState();
+  }
+
+  /** Checks every peer's device against the log; a device that fails is warned about. */
+  private async checkDevices(): Promise<void> {
+    let list: DeviceList;
+    try {
+      list = await apiInBackground<DeviceList>('GET', `/api/v1/visits/${encodeURIComponent(this.options.appointment)}/devices`);
+    } catch {
+      return;
+    }
+    const checked = await checkDevices(list, this.options.logKey);
+    for (const peer of this.peers.values()) {
+      if (peer.checked?.verified) continue;
+      const fingerprint = peer.member.device;
+      const found = checked.find((c) => c.device.fingerprint === fingerprint && c.device.user === peer.member.user);
+      peer.checked = found ?? null;
+      peer.view.verified = found?.verified ?? false;
+      peer.view.safetyNumber = fingerprint ? safetyNumber(fingerprint) : null;
+      peer.view.warning = !fingerprint
+        ? 'takes part without a device key, so cannot receive encrypted media'
+        : !found
+          ? 'their device is not among the published ones'
+          : found.verified
+            ? null
+            : `their device could not be checked: ${found.reason ?? 'unknown reason'}`;
+    }
+    this.refreshPeers();
+  }
+
+  private async ensureSendKey(): Promise<void> {
+    if (this.sendKey) return;
+    const key = this.e2ee.createSendKey();
+    this.sendKey = key;
+    await this.e2ee.setSendKey(key);
+  }
+
+  private async sendKeyTo(peer: Peer): Promise<void> {
+    const key = this.sendKey;
+    const me = this.state.me;
+    const checked = peer.checked;
+    if (!key || me === null || !checked?.verified || !checked.hpkePublicKey || !peer.member.device) return;
+    const plaintext = new TextEncoder().encode(JSON.stringify({ suite: key.suite, base_key: Array.from(key.baseKey) }));
+    const payload = await sealForMember({
+      purpose: 'key',
+      target: {
+        appointment: this.options.appointment,
+        from: me,
+        recipientFingerprint: peer.member.device,
+        recipientHpkeKey: checked.hpkePublicKey,
+      },
+      id: key.kid.toString(),
+      plaintext,
+      myFingerprint: this.options.device.fingerprint,
+      signer: this.options.device.keys.signing.privateKey,
+    });
+    plaintext.fill(0);
+    this.signal(peer.member.id, 'key', payload);
+  }
+
+  /** A new send key for those who remain: the one who left never sees it. */
+  private rotateSendKey(): void {
+    this.keyRotation = this.keyRotation.then(async () => {
+      if (this.closed || this.state.phase !== 'in_call') return;
+      const previous = this.sendKey;
+      const key = this.e2ee.createSendKey();
+      this.sendKey = key;
+      // Sealed to the others first, so they hold it before frames arrive under it.
+      for (const peer of this.peers.values()) await this.sendKeyTo(peer);
+      await this.e2ee.setSendKey(key);
+      previous?.baseKey.fill(0);
+    });
+  }
+
+  private removePeer(member: number, left: boolean): void {
+    const peer = this.peers.get(member);
+    if (!peer) return;
+    this.closePeer(peer);
+    this.peers.delete(member);
+    void this.e2ee.removeParticipant(String(member));
+    this.refreshPeers();
+    if (left) this.rotateSendKey();
+  }
+
+  private closePeer(peer: Peer): void {
+    peer.pc?.close();
+    peer.pc = null;
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Peer connections
+  // ----------------------------------------------------------------------------------------
+
+  private connect(peer: Peer): void {
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.options.relayOnly ? 'relay' : 'all',
+    });
+    peer.pc = pc;
+    const me = String(this.state.me ?? 0);
+    for (const track of this.options.localStream.getTracks()) {
+      const kind = track.kind === 'audio' ? 'audio' : 'video';
+      const sending = kind === 'video' && this.screenTrack ? this.screenTrack : track;
+      const transceiver = pc.addTransceiver(sending, { direction: 'sendrecv', streams: [this.options.localStream] });
+      preferSFrameCodecs(transceiver, kind);
+      this.e2ee.attachSender(transceiver.sender, me, kind);
+      this.attachReceiver(transceiver.receiver, peer);
+    }
+    pc.ontrack = (event) => {
+      this.attachReceiver(event.receiver, peer);
+      const stream = event.streams[0] ?? new MediaStream([event.track]);
+      peer.view.stream = stream;
+      this.refreshPeers();
+    };
+    pc.onnegotiationneeded = async () => {
+      try {
+        peer.makingOffer = true;
+        await pc.setLocalDescription();
+        if (pc.localDescription) this.signal(peer.member.id, 'description', JSON.stringify(pc.localDescription));
+      } catch (e) {
+        this.setNotice(`could not start the connection: ${String(e)}`);
+      } finally {
+        peer.makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate) this.signal(peer.member.id, 'candidate', JSON.stringify(candidate));
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed') pc.restartIce();
+    };
+  }
+
+  private attachReceiver(receiver: RTCRtpReceiver, peer: Peer): void {
+    if (this.attached.has(receiver)) return;
+    this.attached.add(receiver);
+    this.e2ee.attachReceiver(receiver, String(peer.member.id));
+  }
+
+  private signal(to: number, kind: SignalKind, payload: string): void {
+    this.signaling.send({ type: 'signal', to, kind, payload });
+  }
+
+  private async onSignal(from: number, kind: SignalKind, payload: string): Promise<void> {
+    const peer = this.peers.get(from);
+    if (!peer) return;
+    switch (kind) {
+      case 'description':
+        return this.onDescription(peer, JSON.parse(payload) as RTCSessionDescriptionInit);
+      case 'candidate': {
+        try {
+          await peer.pc?.addIceCandidate(JSON.parse(payload) as RTCIceCandidateInit);
+        } catch (e) {
+          if (!peer.ignoreOffer) throw e;
+        }
+        return;
+      }
+      case 'key':
+        return this.onKey(peer, payload);
+      case 'chat':
+        return this.onChat(peer, payload);
+      case 'media': {
+        const state = JSON.parse(payload) as { audio_muted?: boolean; video_off?: boolean; sharing_screen?: boolean };
+        peer.view.audioMuted = state.audio_muted === true;
+        peer.view.videoOff = state.video_off === true;
+        peer.view.sharingScreen = state.sharing_screen === true;
+        this.refreshPeers();
+        return;
+      }
+    }
+  }
+
+  private async onDescription(peer: Peer, description: RTCSessionDescriptionInit): Promise<void> {
+    const pc = peer.pc;
+    if (!pc) return;
+    const collision = description.type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
+    peer.ignoreOffer = !peer.polite && collision;
+    if (peer.ignoreOffer) return;
+    await pc.setRemoteDescription(description);
+    if (description.type === 'offer') {
+      await pc.setLocalDescription();
+      if (pc.localDescription) this.signal(peer.member.id, 'description', JSON.stringify(pc.localDescription));
+    }
+  }
+
+  /** Opens a peer's media key, if their device was checked and signed it. */
+  private async onKey(peer: Peer, payload: string): Promise<void> {
+    const opened = await this.openFrom(peer, 'key', payload);
+    if (!opened) return;
+    const key = JSON.parse(new TextDecoder().decode(opened.plaintext)) as { suite: number; base_key: number[] };
+    opened.plaintext.fill(0);
+    const kid = BigInt(opened.id);
+    await this.e2ee.addReceiveKey(String(peer.member.id), {
+      kid,
+      baseKey: new Uint8Array(key.base_key),
+      suite: key.suite as SendKey['suite'],
+    });
+    // Their previous key stays a moment, for frames in flight.
+    for (const old of peer.kids) void this.e2ee.removeReceiveKey(String(peer.member.id), old);
+    peer.kids = [kid];
+    peer.view.keyReceived = true;
+    this.refreshPeers();
+  }
+
+  private async onChat(peer: Peer, payload: string): Promise<void> {
+    const opened = await this.openFrom(peer, 'chat', payload);
+    if (!opened) return;
+    const text = new TextDecoder().decode(opened.plaintext).slice(0, CHAT_LINE_CHARS_MAX);
+    this.addChat({ id: opened.id, from: peer.member.id, text, atMs: Date.now() });
+  }
+
+  private async openFrom(peer: Peer, purpose: 'key' | 'chat', payload: string) {
+    const me = this.state.me;
+    const checked = peer.checked;
+    if (me === null || !peer.member.device) return null;
+    if (!checked?.verified || !checked.signingPublicKey) {
+      // Not from a checked device: nothing it sealed is opened.
+      return null;
+    }
+    try {
+      return await openFromMember({
+        purpose,
+        payload,
+        appointment: this.options.appointment,
+        from: peer.member.id,
+        senderFingerprint: peer.member.device,
+        senderSigningKey: checked.signingPublicKey,
+        myFingerprint: this.options.device.fingerprint,
+        recipientKey: this.options.device.keys.hpke,
+      });
+    } catch (e) {
+      peer.view.warning = `something sealed by their device did not open: ${String(e)}`;
+      this.refreshPeers();
+      return null;
+    }
+  }
+
+  private addChat(line: ChatLine): void {
+    const chat = [...this.state.chat, line].slice(-CHAT_LINES_MAX);
+    this.update({ chat });
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // What the page asks
+  // ----------------------------------------------------------------------------------------
+
+  admit(member: number): void {
+    this.signaling.send({ type: 'admit', member });
+  }
+
+  decline(member: number): void {
+    this.signaling.send({ type: 'decline', member });
+  }
+
+  /** Sends a chat line, sealed to each checked member's device. */
+  async sendChat(text: string): Promise<void> {
+    const line = text.trim().slice(0, CHAT_LINE_CHARS_MAX);
+    const me = this.state.me;
+    if (!line || me === null) return;
+    const id = randomId();
+    const bytes = new TextEncoder().encode(line);
+    for (const peer of this.peers.values()) {
+      const checked = peer.checked;
+      if (!checked?.verified || !checked.hpkePublicKey || !peer.member.device) continue;
+      const payload = await sealForMember({
+        purpose: 'chat',
+        target: { appointment: this.options.appointment, from: me, recipientFingerprint: peer.member.device, recipientHpkeKey: checked.hpkePublicKey },
+        id,
+        plaintext: bytes,
+        myFingerprint: this.options.device.fingerprint,
+        signer: this.options.device.keys.signing.privateKey,
+      });
+      this.signal(peer.member.id, 'chat', payload);
+    }
+    this.addChat({ id, from: 'me', text: line, atMs: Date.now() });
+  }
+
+  setAudioMuted(muted: boolean): void {
+    for (const track of this.options.localStream.getAudioTracks()) track.enabled = !muted;
+    this.update({ audioMuted: muted });
+    this.sendMediaState();
+  }
+
+  setVideoOff(off: boolean): void {
+    for (const track of this.options.localStream.getVideoTracks()) track.enabled = !off;
+    this.update({ videoOff: off });
+    this.sendMediaState();
+  }
+
+  /** Shares the screen in place of the camera, until stopped here or in the browser. */
+  async shareScreen(): Promise<void> {
+    const display = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    const track = display.getVideoTracks()[0];
+    if (!track) return;
+    this.screenTrack = track;
+    track.onended = () => void this.stopSharing();
+    await this.replaceVideo(track);
+    this.update({ sharingScreen: true });
+    this.sendMediaState();
+  }
+
+  async stopSharing(): Promise<void> {
+    const track = this.screenTrack;
+    if (!track) return;
+    this.screenTrack = null;
+    track.stop();
+    const camera = this.options.localStream.getVideoTracks()[0] ?? null;
+    await this.replaceVideo(camera);
+    this.update({ sharingScreen: false });
+    this.sendMediaState();
+  }
+
+  private async replaceVideo(track: MediaStreamTrack | null): Promise<void> {
+    for (const peer of this.peers.values()) {
+      for (const sender of peer.pc?.getSenders() ?? []) {
+        if (sender.track?.kind === 'video' || (sender.track === null && track)) await sender.replaceTrack(track);
+      }
+    }
+  }
+
+  private sendMediaState(): void {
+    const payload = JSON.stringify({
+      audio_muted: this.state.audioMuted,
+      video_off: this.state.videoOff,
+      sharing_screen: this.state.sharingScreen,
+    });
+    for (const peer of this.peers.values()) this.signal(peer.member.id, 'media', payload);
+  }
+
+  /** Hangs up: Haven records the departure; the others rotate their keys. */
+  leave(): void {
+    if (!this.signaling.send({ type: 'leave' })) this.finish('left');
+  }
+
+  /** Ends the visit for everyone (hosts only). */
+  end(): void {
+    this.signaling.send({ type: 'end' });
+  }
+
+  private finish(reason: FinalClose): void {
+    this.update({ phase: reason, reconnecting: false });
+    this.close();
+  }
+
+  /** Stops everything here (the page is going away); Haven keeps the place for a while. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.statsTimer);
+    this.signaling.close();
+    for (const peer of this.peers.values()) this.closePeer(peer);
+    this.peers.clear();
+    this.screenTrack?.stop();
+    this.e2ee.close();
+    this.sendKey?.baseKey.fill(0);
+    this.sendKey = null;
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Quality, and what tests read
+  // ----------------------------------------------------------------------------------------
+
+  private async readStats(): Promise<void> {
+    let changed = false;
+    for (const peer of this.peers.values()) {
+      const report = await peer.pc?.getStats().catch(() => null);
+      if (!report) continue;
+      let rttSecs: number | null = null;
+      let lost = 0;
+      let received = 0;
+      report.forEach((stat: { type: string; state?: string; nominated?: boolean; currentRoundTripTime?: number; packetsLost?: number; packetsReceived?: number }) => {
+        if (stat.type === 'candidate-pair' && stat.state === 'succeeded' && stat.nominated && stat.currentRoundTripTime !== undefined) {
+          rttSecs = stat.currentRoundTripTime;
+        }
+        if (stat.type === 'inbound-rtp') {
+          lost += stat.packetsLost ?? 0;
+          received += stat.packetsReceived ?? 0;
+        }
+      });
+      const lossRatio = received + lost > 0 ? lost / (received + lost) : 0;
+      const rtt = rttSecs as number | null;
+      const quality: Quality = rtt === null ? 'unknown' : rtt > 0.4 || lossRatio > 0.08 ? 'poor' : rtt > 0.15 || lossRatio > 0.02 ? 'fair' : 'good';
+      if (quality !== peer.view.quality) {
+        peer.view.quality = quality;
+        changed = true;
+      }
+    }
+    if (changed) this.refreshPeers();
+  }
+
+  /** Per peer: frames decoded, and the selected candidate pair's kind (relay or direct). */
+  async mediaStats(): Promise<{ member: number; framesDecoded: number; relayed: boolean }[]> {
+    const out = [];
+    for (const peer of this.peers.values()) {
+      const report = await peer.pc?.getStats();
+      let framesDecoded = 0;
+      let relayed = false;
+      const localCandidates = new Map<string, string>();
+      report?.forEach((stat: { type: string; id: string; candidateType?: string }) => {
+        if (stat.type === 'local-candidate' && stat.candidateType) localCandidates.set(stat.id, stat.candidateType);
+      });
+      report?.forEach((stat: { type: string; kind?: string; framesDecoded?: number; state?: string; nominated?: boolean; localCandidateId?: string }) => {
+        if (stat.type === 'inbound-rtp' && stat.kind === 'video') framesDecoded += stat.framesDecoded ?? 0;
+        if (stat.type === 'candidate-pair' && stat.state === 'succeeded' && stat.nominated && stat.localCandidateId) {
+          relayed = localCandidates.get(stat.localCandidateId) === 'relay';
+        }
+      });
+      out.push({ member: peer.member.id, framesDecoded, relayed });
+    }
+    return out;
+  }
+
+  /**
+   * Takes `count` frames as they leave this browser and checks each in the page: the frame
+   * that left differs from the encoded frame, opens with this browser's current send key to
+   * exactly that frame, and does not open with any other key. Only the verdicts leave.
+   */
+  async probeEncryption(count: number): Promise<{ frames: number; sealed: number; openWithKey: number; openWithoutKey: number }> {
+    const key = this.sendKey;
+    if (!key) throw new Error('no send key yet');
+    const frames = await this.e2ee.probe(count);
+    const right = new SFrameReceiveContext();
+    await right.addKey(key.kid, key.baseKey, key.suite);
+    const wrong = new SFrameReceiveContext();
+    await wrong.addKey(key.kid, crypto.getRandomValues(new Uint8Array(key.baseKey.length)), key.suite);
+    let sealed = 0;
+    let openWithKey = 0;
+    let openWithoutKey = 0;
+    for (const frame of frames) {
+      const input = new Uint8Array(frame.input);
+      const output = new Uint8Array(frame.output);
+      if (output.length > input.length && !output.every((b, i) => b === input[i])) sealed += 1;
+      try {
+        const opened = (await openMediaFrame(right, frame.kind, output)).plaintext;
+        if (opened.length === input.length && opened.every((b, i) => b === input[i])) openWithKey += 1;
+      } catch {
+        // Counted as not opened.
+      }
+      try {
+        await openMediaFrame(wrong, frame.kind, output);
+        openWithoutKey += 1;
+      } catch {
+        // As it must be.
+      }
+    }
+    return { frames: frames.length, sealed, openWithKey, openWithoutKey };
+  }
+}
+
+/** The visit as Haven describes it to the caller, before connecting. */
+export interface VisitStatus {
+  appointment: string;
+  patient: string;
+  role: Member['role'];
+  state: 'open' | 'not_open_yet' | 'over' | 'ended' | 'not_held';
+  appointment_status: string;
+  starts_at: string;
+  ends_at: string;
+  opens_at: string;
+}
+
+export function fetchVisitStatus(appointment: string): Promise<VisitStatus> {
+  return api<VisitStatus>('GET', `/api/v1/visits/${encodeURIComponent(appointment)}`);
+}
