@@ -54,6 +54,8 @@ pub struct Options {
     fhir_only: bool,
     /// Only the messaging phases, on SQLite and on PostgreSQL.
     messaging_only: bool,
+    /// Only the video-visit signaling phase, on SQLite.
+    visits_only: bool,
     /// Keep the data directories and server logs afterwards, for a look at what the load
     /// left (profiling `haven audit verify`, say).
     keep: bool,
@@ -66,6 +68,7 @@ impl Options {
             connections: CONNECTIONS_DEFAULT,
             fhir_only: false,
             messaging_only: false,
+            visits_only: false,
             keep: false,
         };
         let mut args = args.iter();
@@ -100,12 +103,14 @@ impl Options {
                 }
                 "--fhir-only" => options.fhir_only = true,
                 "--messaging-only" => options.messaging_only = true,
+                "--visits-only" => options.visits_only = true,
                 "--keep" => options.keep = true,
                 other => bail!("unexpected argument `{other}` to `cargo xtask bench`"),
             }
         }
-        if options.fhir_only && options.messaging_only {
-            bail!("--fhir-only and --messaging-only exclude each other");
+        let only = [options.fhir_only, options.messaging_only, options.visits_only];
+        if only.iter().filter(|o| **o).count() > 1 {
+            bail!("--fhir-only, --messaging-only and --visits-only exclude each other");
         }
         Ok(options)
     }
@@ -127,9 +132,12 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<()> {
         bench_fhir(&haven, &scratch, options, None)
     } else if options.messaging_only {
         bench_messaging_on_both(&haven, &scratch, options)
+    } else if options.visits_only {
+        bench_visits(&haven, &scratch, options)
     } else {
         bench_in(&haven, &scratch, options)
             .and_then(|()| bench_messaging_on_both(&haven, &scratch, options))
+            .and_then(|()| bench_visits(&haven, &scratch, options))
     };
     match outcome {
         Ok(()) if options.keep => {
@@ -271,6 +279,53 @@ fn bench_fhir(
     if let Ok(memory) = memory {
         println!(
             "server memory ({engine}): peak RSS {:.1} MiB",
+            kib_to_mib(memory.peak_rss_kib)
+        );
+    }
+    stopped?;
+    verify_audit_log_with(haven, &data_dir, &env)
+}
+
+/// Signaling sessions of video visits open at once in the visits phase.
+const VISIT_SESSIONS: usize = 1_000;
+
+/// The video-visit phase (`visits_load`) on a fresh server on SQLite: signaling touches the
+/// database only to enter, admit and leave (the audit log), so the engine matters little.
+fn bench_visits(haven: &Path, scratch: &Path, options: &Options) -> Result<()> {
+    println!();
+    let data_dir = scratch.join("data-visits");
+    std::fs::create_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    // Every session is a connection: room for all of them and the set-up's.
+    let connections = (VISIT_SESSIONS * 2).to_string();
+    let env = [("HAVEN_CONNECTIONS_MAX", connections.as_str())];
+    let token = mint_token_with(haven, &data_dir, "administrator", &env)?;
+    last_line_of_with(haven, &data_dir, &["admin", "bootstrap"], &env)?;
+    let log_path = scratch.join("server-visits.log");
+    let mut server = Server::start_with(haven, &data_dir, &log_path, &env)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let report = runtime.block_on(crate::visits_load::run(
+        server.address,
+        &token,
+        "SQLite",
+        VISIT_SESSIONS,
+        Duration::from_secs(options.seconds),
+        server.pid,
+    ));
+    let memory = server.memory();
+    let stopped = server.stop();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let report = report?;
+    println!();
+    print!("{report}");
+    if report.delivered() == 0 {
+        bail!("the visits phase relayed nothing");
+    }
+    if let Ok(memory) = memory {
+        println!(
+            "server memory (visits): peak RSS {:.1} MiB",
             kib_to_mib(memory.peak_rss_kib)
         );
     }

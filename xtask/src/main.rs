@@ -21,6 +21,7 @@ mod run;
 mod seed;
 mod sign_in_load;
 mod test_suite;
+mod visits_load;
 mod web;
 mod workspace;
 
@@ -54,7 +55,7 @@ Commands:
       it is for working on one step, CI always runs all of them.
       Arguments after `--` go to `cargo nextest run`.
 
-  bench [--seconds N] [--connections C] [--fhir-only | --messaging-only] [--keep]
+  bench [--seconds N] [--connections C] [--fhir-only | --messaging-only | --visits-only] [--keep]
       Build the server (release), start it on a temporary data directory and load
       POST /api/v1/patients, then GET /api/v1/patients/{id}, with C keep-alive
       connections (default 64) for N seconds each (default 10), then the FHIR phases
@@ -62,10 +63,14 @@ Commands:
       phases on SQLite and on PostgreSQL: C conversations between patients and
       clinicians, 1 KiB sealed messages to 2 recipient devices each, timed to the
       event on each recipient's WebSocket, with one closed-loop sender per
-      conversation and then at a steady 1000 messages/s. Prints requests, errors,
-      throughput, latency percentiles and the server's peak memory.
+      conversation and then at a steady 1000 messages/s, then the video-visit phase
+      on SQLite: 1000 signaling sessions (500 visits entered and admitted), memory
+      per idle session, and signals relayed at 2000/s for N seconds, timed from
+      sender to receiver. Prints requests, errors, throughput, latency percentiles
+      and the server's peak memory.
       --fhir-only runs just the FHIR phases on SQLite; --messaging-only just the
-      messaging phases. --keep keeps the data directories and server logs.
+      messaging phases; --visits-only just the visit phase. --keep keeps the data
+      directories and server logs.
 
   seed [--patients N]
       Build the server (debug) and fill the default data directory (./haven-data)

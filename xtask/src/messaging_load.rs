@@ -76,8 +76,8 @@ struct Device {
 
 /// A signed-in person.
 #[derive(Debug, Clone)]
-struct Person {
-    token: String,
+pub(crate) struct Person {
+    pub(crate) token: String,
     user: String,
 }
 
@@ -754,7 +754,7 @@ async fn whoami(address: SocketAddr, token: &str) -> Result<Person> {
     })
 }
 
-async fn enrol_patient(
+pub(crate) async fn enrol_patient(
     address: SocketAddr,
     admin_token: &str,
     patient: &str,
@@ -1044,7 +1044,7 @@ fn machine_cpu_ticks() -> Option<(u64, u64)> {
 }
 
 /// The nearest-rank percentile of sorted samples, in milliseconds.
-fn millis(sorted: &[u32], fraction: f64) -> String {
+pub(crate) fn millis(sorted: &[u32], fraction: f64) -> String {
     if sorted.is_empty() {
         return "-".to_owned();
     }
