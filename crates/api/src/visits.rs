@@ -11,10 +11,12 @@
 //!
 //! The protocol ([`pump`]) is generic over the socket's `Stream` and `Sink`, so it runs the
 //! same over a real socket and over in-memory channels. Client frames are JSON text:
-//! `admit` / `decline` `{member}`, `signal {to, kind, payload}`, `leave`, `end`. The
+//! `admit` / `decline` `{member}`, `signal {to, kind, payload}`, `leave`, `end`, and for
+//! recording `ask_to_record`, `consent {granted}`, `start_recording`, `stop_recording`. The
 //! server's are `welcome` (with the relay's credentials), `admitted`, `declined`, `lobby`,
-//! `joined`, `left`, `presence`, `signal {from, kind, payload}`, `ended`, `replaced`, and
-//! `error {code, message}` for a frame the server refused, which changes nothing.
+//! `joined`, `left`, `presence`, `signal {from, kind, payload}`, `recording {phase, by,
+//! consented, ended, declined_by}`, `ended`, `replaced`, and `error {code, message}` for a
+//! frame the server refused, which changes nothing.
 
 use std::time::Duration;
 
@@ -334,6 +336,13 @@ enum CommandInput {
     },
     Leave,
     End,
+    /// Recording: a host asks, everyone answers, a host starts and stops.
+    AskToRecord,
+    Consent {
+        granted: bool,
+    },
+    StartRecording,
+    StopRecording,
 }
 
 /// Parses a client frame into a command, or says what is wrong with it.
@@ -364,6 +373,10 @@ pub fn parse_command(text: &str) -> Result<VisitCommand, (&'static str, String)>
         },
         CommandInput::Leave => VisitCommand::Leave,
         CommandInput::End => VisitCommand::End,
+        CommandInput::AskToRecord => VisitCommand::AskToRecord,
+        CommandInput::Consent { granted } => VisitCommand::ConsentToRecord(granted),
+        CommandInput::StartRecording => VisitCommand::StartRecording,
+        CommandInput::StopRecording => VisitCommand::StopRecording,
     })
 }
 
@@ -439,6 +452,25 @@ pub fn notice_frame(notice: &Notice, ice: &IceServers) -> Value {
         }),
         Notice::Ended => json!({ "type": "ended" }),
         Notice::Replaced => json!({ "type": "replaced" }),
+        Notice::Recording {
+            phase,
+            by,
+            consented,
+            ended,
+        } => {
+            let declined_by = match ended {
+                Some(haven_domain::visit::RecordingEnd::Declined(member)) => Some(member.0),
+                _ => None,
+            };
+            json!({
+                "type": "recording",
+                "phase": phase.as_str(),
+                "by": by.map(|m| m.0),
+                "consented": consented.iter().map(|m| m.0).collect::<Vec<_>>(),
+                "ended": ended.map(|e| e.as_str()),
+                "declined_by": declined_by,
+            })
+        }
     }
 }
 
@@ -472,6 +504,14 @@ mod tests {
             })
         );
         assert_eq!(parse_command(r#"{"type":"end"}"#), Ok(VisitCommand::End));
+        assert_eq!(
+            parse_command(r#"{"type":"consent","granted":false}"#),
+            Ok(VisitCommand::ConsentToRecord(false))
+        );
+        assert_eq!(
+            parse_command(r#"{"type":"start_recording"}"#),
+            Ok(VisitCommand::StartRecording)
+        );
         for malformed in [
             "",
             "not json",
@@ -484,6 +524,8 @@ mod tests {
             r#"{"type":"signal","to":3,"kind":"offer","payload":"x"}"#,
             r#"{"type":"signal","to":3,"kind":"key"}"#,
             r#"{"member":2}"#,
+            r#"{"type":"consent"}"#,
+            r#"{"type":"consent","granted":"yes"}"#,
         ] {
             let refused = parse_command(malformed).unwrap_err();
             assert_eq!(refused.0, "invalid_frame", "{malformed}");

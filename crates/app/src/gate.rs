@@ -351,8 +351,8 @@ impl AccessGate {
     }
 
     /// Decides and records one step of a video visit about `patient` (`resource` `Visit`,
-    /// id `resource_id`): joining (`visit_join`, as `Create`), admitting, declining and
-    /// ending (`Update`). Leaving needs nobody's permission: it is recorded as allowed and
+    /// id `resource_id`): joining and answering whether one may be recorded (as `Create`),
+    /// admitting, declining, ending, starting and stopping a recording (`Update`). Leaving needs nobody's permission: it is recorded as allowed and
     /// never refused, so a person can always hang up. Nothing takes effect unless this
     /// returned `Ok`: the entry is durable first.
     pub async fn authorize_visit(
@@ -363,10 +363,15 @@ impl AccessGate {
         resource_id: String,
     ) -> AppResult<()> {
         let policy_action = match action {
-            AuditAction::VisitJoin => Some(Action::Create),
-            AuditAction::VisitAdmit | AuditAction::VisitDecline | AuditAction::VisitEnd => {
-                Some(Action::Update)
-            }
+            // Taking part: entering, and answering whether one may be recorded.
+            AuditAction::VisitJoin
+            | AuditAction::RecordingConsent
+            | AuditAction::RecordingRefusal => Some(Action::Create),
+            AuditAction::VisitAdmit
+            | AuditAction::VisitDecline
+            | AuditAction::VisitEnd
+            | AuditAction::RecordingStart
+            | AuditAction::RecordingStop => Some(Action::Update),
             AuditAction::VisitLeave => None,
             _ => return Err(AppError::Unexpected("not a visit action".into())),
         };

@@ -148,6 +148,12 @@ pub enum VisitCommand {
     },
     Leave,
     End,
+    /// A host asks everyone to agree to a recording (and agrees).
+    AskToRecord,
+    /// A member answers the ask.
+    ConsentToRecord(bool),
+    StartRecording,
+    StopRecording,
 }
 
 /// One connection to a room: the member it speaks for and the notices for it. The queue
@@ -640,7 +646,69 @@ impl App {
                 self.end_visit(&pass.context, appointment, pass.patient)
                     .await
             }
+            VisitCommand::AskToRecord => {
+                rooms
+                    .read(appointment, |room| room.check_ask_to_record(member))
+                    .map_err(room_refusal)?;
+                // Asking is agreeing: the host's consent is recorded as theirs.
+                self.record_visit_step(pass, AuditAction::RecordingConsent, pass.person)
+                    .await?;
+                rooms
+                    .change(appointment, |room| room.ask_to_record(member))
+                    .map_err(room_refusal)
+            }
+            VisitCommand::ConsentToRecord(granted) => {
+                let person = rooms
+                    .read(appointment, |room| room.check_consent(member))
+                    .map_err(room_refusal)?;
+                let action = if granted {
+                    AuditAction::RecordingConsent
+                } else {
+                    AuditAction::RecordingRefusal
+                };
+                self.record_visit_step(pass, action, person).await?;
+                rooms
+                    .change(appointment, |room| room.consent_to_record(member, granted))
+                    .map_err(room_refusal)
+            }
+            VisitCommand::StartRecording => {
+                rooms
+                    .read(appointment, |room| room.check_start_recording(member))
+                    .map_err(room_refusal)?;
+                self.record_visit_step(pass, AuditAction::RecordingStart, pass.person)
+                    .await?;
+                rooms
+                    .change(appointment, |room| room.start_recording(member))
+                    .map_err(room_refusal)
+            }
+            VisitCommand::StopRecording => {
+                rooms
+                    .read(appointment, |room| room.check_stop_recording(member))
+                    .map_err(room_refusal)?;
+                self.record_visit_step(pass, AuditAction::RecordingStop, pass.person)
+                    .await?;
+                rooms
+                    .change(appointment, |room| room.stop_recording(member))
+                    .map_err(room_refusal)
+            }
         }
+    }
+
+    /// Records one step of `pass`'s holder in the visit, naming the person it concerns.
+    async fn record_visit_step(
+        &self,
+        pass: &VisitPass,
+        action: AuditAction,
+        person: Person,
+    ) -> AppResult<()> {
+        self.gate
+            .authorize_visit(
+                &pass.context,
+                action,
+                pass.patient,
+                format!("{}/{}", pass.appointment, person_id(person)),
+            )
+            .await
     }
 
     /// Ends a visit for everyone, as one of its hosts: recorded, stored (so it stays ended

@@ -54,10 +54,18 @@ pub enum AuditAction {
     VisitLeave,
     /// A clinician ended a visit for everyone.
     VisitEnd,
+    /// Someone in a visit agreed to its recording (asking is agreeing).
+    RecordingConsent,
+    /// Someone in a visit refused its recording.
+    RecordingRefusal,
+    /// A clinician started recording a visit, everyone having agreed.
+    RecordingStart,
+    /// The recording stopped.
+    RecordingStop,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 25] = [
+    pub const ALL: [AuditAction; 29] = [
         AuditAction::Read,
         AuditAction::Search,
         AuditAction::Create,
@@ -83,6 +91,10 @@ impl AuditAction {
         AuditAction::VisitDecline,
         AuditAction::VisitLeave,
         AuditAction::VisitEnd,
+        AuditAction::RecordingConsent,
+        AuditAction::RecordingRefusal,
+        AuditAction::RecordingStart,
+        AuditAction::RecordingStop,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +124,10 @@ impl AuditAction {
             AuditAction::VisitDecline => "visit_decline",
             AuditAction::VisitLeave => "visit_leave",
             AuditAction::VisitEnd => "visit_end",
+            AuditAction::RecordingConsent => "recording_consent",
+            AuditAction::RecordingRefusal => "recording_refusal",
+            AuditAction::RecordingStart => "recording_start",
+            AuditAction::RecordingStop => "recording_stop",
         }
     }
 }

@@ -14,6 +14,10 @@
 //!   full mesh, so every member sends to every other) and [`WAITING_MAX`] waiting ones.
 //! - Once a host ends the visit, the room refuses everyone for good.
 //!
+//! - Recording needs everyone's consent: a host asks, every admitted member answers, and
+//!   only when all have agreed may a host start; anyone declining ends the ask. Someone
+//!   admitted while a recording runs has not agreed to it, so the recording stops.
+//!
 //! What members relay to each other (session descriptions, ICE candidates, sealed media keys,
 //! sealed chat) is opaque text here: the room decides who may send to whom, not what.
 
@@ -128,6 +132,63 @@ pub struct MemberView {
     pub device: Option<String>,
 }
 
+/// Where the visit's recording stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingPhase {
+    Off,
+    /// A host asked; members are answering.
+    Asking,
+    /// Everyone agreed and a host is recording.
+    On,
+}
+
+impl RecordingPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingPhase::Off => "off",
+            RecordingPhase::Asking => "asking",
+            RecordingPhase::On => "on",
+        }
+    }
+}
+
+/// Why a recording (or the ask for one) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingEnd {
+    /// This member did not agree.
+    Declined(MemberId),
+    /// Someone who has not agreed joined the call.
+    Joined,
+    /// A host stopped it.
+    Stopped,
+    /// The host who asked or records left.
+    RecorderLeft,
+}
+
+impl RecordingEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingEnd::Declined(_) => "declined",
+            RecordingEnd::Joined => "joined",
+            RecordingEnd::Stopped => "stopped",
+            RecordingEnd::RecorderLeft => "recorder_left",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Recording {
+    #[default]
+    Off,
+    Asking {
+        by: MemberId,
+        consents: Vec<MemberId>,
+    },
+    On {
+        by: MemberId,
+    },
+}
+
 /// What the room tells a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -161,6 +222,16 @@ pub enum Notice {
     Ended,
     /// You connected again elsewhere; this connection ends.
     Replaced,
+    /// The recording's state changed (asked, answered, started, stopped).
+    Recording {
+        phase: RecordingPhase,
+        /// The host who asked, or records.
+        by: Option<MemberId>,
+        /// Who has agreed so far.
+        consented: Vec<MemberId>,
+        /// Why it ended, when it just did.
+        ended: Option<RecordingEnd>,
+    },
 }
 
 /// One notice for one member.
@@ -188,6 +259,14 @@ pub enum RoomError {
     UnknownMember,
     /// The member is not waiting (already admitted, or gone).
     NotWaiting,
+    /// A recording is already asked for or running.
+    RecordingBusy,
+    /// Nobody asked to record.
+    NotAsking,
+    /// Not every member of the call has agreed to be recorded.
+    ConsentMissing,
+    /// No recording is running.
+    NotRecording,
 }
 
 impl RoomError {
@@ -200,6 +279,10 @@ impl RoomError {
             RoomError::NotAdmitted => "not_admitted",
             RoomError::UnknownMember => "unknown_member",
             RoomError::NotWaiting => "not_waiting",
+            RoomError::RecordingBusy => "recording_busy",
+            RoomError::NotAsking => "recording_not_asked",
+            RoomError::ConsentMissing => "recording_consent_missing",
+            RoomError::NotRecording => "not_recording",
         }
     }
 
@@ -213,6 +296,10 @@ impl RoomError {
             RoomError::NotAdmitted => "wait until a clinician admits you",
             RoomError::UnknownMember => "that participant is not in this visit",
             RoomError::NotWaiting => "that participant is not waiting to be admitted",
+            RoomError::RecordingBusy => "a recording is already asked for or running",
+            RoomError::NotAsking => "nobody asked to record this visit",
+            RoomError::ConsentMissing => "not everyone in the visit has agreed to be recorded",
+            RoomError::NotRecording => "this visit is not being recorded",
         }
     }
 }
@@ -257,6 +344,7 @@ pub struct Room {
     members: Vec<Member>,
     next_member: u32,
     ended: bool,
+    recording: Recording,
 }
 
 impl Room {
@@ -349,6 +437,7 @@ impl Room {
             if view.admission == Admission::Admitted {
                 // The others drop their peer connection to the old one and start afresh.
                 self.tell_admitted(id, Notice::Joined(view), &mut deliveries);
+                self.recording_after_arrival(id, &mut deliveries);
             } else {
                 self.lobby_for_hosts(&mut deliveries);
             }
@@ -398,6 +487,7 @@ impl Room {
                         waiting: self.waiting_views(),
                     },
                 });
+                self.recording_after_arrival(id, &mut deliveries);
             }
             Admission::Waiting => self.lobby_for_hosts(&mut deliveries),
         }
@@ -474,6 +564,7 @@ impl Room {
         });
         self.tell_admitted(member, Notice::Joined(view), &mut deliveries);
         self.lobby_for_hosts(&mut deliveries);
+        self.recording_after_arrival(member, &mut deliveries);
         Ok(deliveries)
     }
 
@@ -532,6 +623,7 @@ impl Room {
                 self.tell_admitted(member, Notice::Left(member), &mut deliveries);
                 // The last host gone: the lobby has nobody to admit it, but it may wait for
                 // one to come back.
+                self.recording_after_departure(member, &mut deliveries);
             }
             Admission::Waiting => self.lobby_for_hosts(&mut deliveries),
         }
@@ -579,6 +671,190 @@ impl Room {
         (expired, deliveries)
     }
 
+    /// The recording's state, as told to members.
+    fn recording_notice(&self, ended: Option<RecordingEnd>) -> Notice {
+        let (phase, by, consented) = match &self.recording {
+            Recording::Off => (RecordingPhase::Off, None, Vec::new()),
+            Recording::Asking { by, consents } => {
+                (RecordingPhase::Asking, Some(*by), consents.clone())
+            }
+            Recording::On { by } => (
+                RecordingPhase::On,
+                Some(*by),
+                self.admitted().map(|m| m.id).collect(),
+            ),
+        };
+        Notice::Recording {
+            phase,
+            by,
+            consented,
+            ended,
+        }
+    }
+
+    /// Tells every admitted member where the recording stands.
+    fn tell_recording(&self, ended: Option<RecordingEnd>, deliveries: &mut Vec<Delivery>) {
+        let notice = self.recording_notice(ended);
+        for member in self.admitted() {
+            deliveries.push(Delivery {
+                to: member.id,
+                notice: notice.clone(),
+            });
+        }
+    }
+
+    /// Someone is (again) in the call: they have not agreed to a recording that runs, and
+    /// must hear of an ask that is open.
+    fn recording_after_arrival(&mut self, member: MemberId, deliveries: &mut Vec<Delivery>) {
+        match self.recording {
+            Recording::Off => {}
+            Recording::Asking { by, .. } if by == member => {
+                // The asker's connection came back: the ask stays, and they see it.
+                self.tell_recording(None, deliveries);
+            }
+            Recording::Asking { .. } => self.tell_recording(None, deliveries),
+            Recording::On { by } => {
+                let end = if by == member {
+                    RecordingEnd::RecorderLeft
+                } else {
+                    RecordingEnd::Joined
+                };
+                self.recording = Recording::Off;
+                self.tell_recording(Some(end), deliveries);
+            }
+        }
+    }
+
+    /// Someone left the call: their answer goes with them; the asker or recorder leaving
+    /// ends it.
+    fn recording_after_departure(&mut self, member: MemberId, deliveries: &mut Vec<Delivery>) {
+        match &mut self.recording {
+            Recording::Off => {}
+            Recording::Asking { by, .. } | Recording::On { by } if *by == member => {
+                self.recording = Recording::Off;
+                self.tell_recording(Some(RecordingEnd::RecorderLeft), deliveries);
+            }
+            Recording::Asking { consents, .. } => {
+                consents.retain(|m| *m != member);
+                self.tell_recording(None, deliveries);
+            }
+            Recording::On { .. } => {}
+        }
+    }
+
+    /// Checks that `by` may ask to record now: a host, with nothing asked or running.
+    pub fn check_ask_to_record(&self, by: MemberId) -> Result<(), RoomError> {
+        if self.ended {
+            return Err(RoomError::Ended);
+        }
+        self.host(by)?;
+        if self.recording != Recording::Off {
+            return Err(RoomError::RecordingBusy);
+        }
+        Ok(())
+    }
+
+    /// A host asks everyone in the call to agree to be recorded; asking is agreeing.
+    pub fn ask_to_record(&mut self, by: MemberId) -> Result<Vec<Delivery>, RoomError> {
+        self.check_ask_to_record(by)?;
+        self.recording = Recording::Asking {
+            by,
+            consents: vec![by],
+        };
+        let mut deliveries = Vec::new();
+        self.tell_recording(None, &mut deliveries);
+        Ok(deliveries)
+    }
+
+    /// Checks that `member` may answer the ask now, without changing anything.
+    pub fn check_consent(&self, member: MemberId) -> Result<Person, RoomError> {
+        if self.ended {
+            return Err(RoomError::Ended);
+        }
+        let found = self.find(member).ok_or(RoomError::UnknownMember)?;
+        if found.admission != Admission::Admitted {
+            return Err(RoomError::NotAdmitted);
+        }
+        match self.recording {
+            Recording::Asking { .. } => Ok(found.person),
+            _ => Err(RoomError::NotAsking),
+        }
+    }
+
+    /// A member answers the ask. A refusal ends it for everyone.
+    pub fn consent_to_record(
+        &mut self,
+        member: MemberId,
+        granted: bool,
+    ) -> Result<Vec<Delivery>, RoomError> {
+        self.check_consent(member)?;
+        let mut deliveries = Vec::new();
+        if !granted {
+            self.recording = Recording::Off;
+            self.tell_recording(Some(RecordingEnd::Declined(member)), &mut deliveries);
+            return Ok(deliveries);
+        }
+        if let Recording::Asking { consents, .. } = &mut self.recording
+            && !consents.contains(&member)
+        {
+            consents.push(member);
+        }
+        self.tell_recording(None, &mut deliveries);
+        Ok(deliveries)
+    }
+
+    /// Checks that `by` may start recording now: a host, and everyone in the call agreed.
+    pub fn check_start_recording(&self, by: MemberId) -> Result<(), RoomError> {
+        if self.ended {
+            return Err(RoomError::Ended);
+        }
+        self.host(by)?;
+        let Recording::Asking { consents, .. } = &self.recording else {
+            return Err(match self.recording {
+                Recording::On { .. } => RoomError::RecordingBusy,
+                _ => RoomError::NotAsking,
+            });
+        };
+        if self.admitted().all(|m| consents.contains(&m.id)) {
+            Ok(())
+        } else {
+            Err(RoomError::ConsentMissing)
+        }
+    }
+
+    pub fn start_recording(&mut self, by: MemberId) -> Result<Vec<Delivery>, RoomError> {
+        self.check_start_recording(by)?;
+        self.recording = Recording::On { by };
+        let mut deliveries = Vec::new();
+        self.tell_recording(None, &mut deliveries);
+        Ok(deliveries)
+    }
+
+    /// Checks that `by` may stop the recording (or withdraw the ask): a host.
+    pub fn check_stop_recording(&self, by: MemberId) -> Result<(), RoomError> {
+        if self.ended {
+            return Err(RoomError::Ended);
+        }
+        self.host(by)?;
+        if self.recording == Recording::Off {
+            return Err(RoomError::NotRecording);
+        }
+        Ok(())
+    }
+
+    pub fn stop_recording(&mut self, by: MemberId) -> Result<Vec<Delivery>, RoomError> {
+        self.check_stop_recording(by)?;
+        self.recording = Recording::Off;
+        let mut deliveries = Vec::new();
+        self.tell_recording(Some(RecordingEnd::Stopped), &mut deliveries);
+        Ok(deliveries)
+    }
+
+    /// Whether a recording runs now.
+    pub fn is_recording(&self) -> bool {
+        matches!(self.recording, Recording::On { .. })
+    }
+
     /// Checks that `by` may end the visit, without changing anything.
     pub fn check_end(&self, by: MemberId) -> Result<(), RoomError> {
         if self.ended {
@@ -596,6 +872,7 @@ impl Room {
     /// The visit ended elsewhere (another instance, an API call): everyone is told.
     pub fn close(&mut self) -> Vec<Delivery> {
         self.ended = true;
+        self.recording = Recording::Off;
         let deliveries = self
             .members
             .iter()
@@ -867,6 +1144,122 @@ mod tests {
         let left = room.leave(host);
         assert!(left.is_empty());
         assert!(room.is_empty());
+    }
+
+    /// A call of a host and an admitted patient.
+    fn call() -> (Room, MemberId, MemberId) {
+        let (mut room, host, patient) = host_and_waiting_patient();
+        room.admit(host, patient).unwrap();
+        (room, host, patient)
+    }
+
+    fn recording_of(deliveries: &[Delivery], member: MemberId) -> Option<&Notice> {
+        notices_for(deliveries, member)
+            .into_iter()
+            .rev()
+            .find(|n| matches!(n, Notice::Recording { .. }))
+    }
+
+    #[test]
+    fn recording_starts_only_once_everyone_agreed() {
+        let (mut room, host, patient) = call();
+        assert_eq!(room.ask_to_record(patient), Err(RoomError::NotHost));
+        assert_eq!(room.start_recording(host), Err(RoomError::NotAsking));
+        let asked = room.ask_to_record(host).unwrap();
+        assert!(matches!(
+            recording_of(&asked, patient),
+            Some(Notice::Recording { phase: RecordingPhase::Asking, by: Some(by), consented, .. })
+                if *by == host && consented == &vec![host]
+        ));
+        assert_eq!(room.ask_to_record(host), Err(RoomError::RecordingBusy));
+        // The patient has not answered: no recording.
+        assert_eq!(room.start_recording(host), Err(RoomError::ConsentMissing));
+        room.consent_to_record(patient, true).unwrap();
+        let started = room.start_recording(host).unwrap();
+        assert!(matches!(
+            recording_of(&started, patient),
+            Some(Notice::Recording {
+                phase: RecordingPhase::On,
+                ..
+            })
+        ));
+        assert!(room.is_recording());
+        assert_eq!(
+            room.consent_to_record(patient, true),
+            Err(RoomError::NotAsking)
+        );
+        let stopped = room.stop_recording(host).unwrap();
+        assert!(matches!(
+            recording_of(&stopped, patient),
+            Some(Notice::Recording {
+                phase: RecordingPhase::Off,
+                ended: Some(RecordingEnd::Stopped),
+                ..
+            })
+        ));
+        assert_eq!(room.stop_recording(host), Err(RoomError::NotRecording));
+    }
+
+    #[test]
+    fn one_refusal_ends_the_ask_for_everyone() {
+        let (mut room, host, patient) = call();
+        room.ask_to_record(host).unwrap();
+        let declined = room.consent_to_record(patient, false).unwrap();
+        assert!(matches!(
+            recording_of(&declined, host),
+            Some(Notice::Recording { phase: RecordingPhase::Off, ended: Some(RecordingEnd::Declined(who)), .. })
+                if *who == patient
+        ));
+        assert_eq!(room.start_recording(host), Err(RoomError::NotAsking));
+    }
+
+    #[test]
+    fn someone_new_in_the_call_stops_a_recording_they_did_not_agree_to() {
+        let (mut room, host, patient) = call();
+        room.ask_to_record(host).unwrap();
+        room.consent_to_record(patient, true).unwrap();
+        room.start_recording(host).unwrap();
+        let guest = room
+            .join(Person::Guest(GuestId::generate()), VisitRole::Guest, None)
+            .unwrap()
+            .member;
+        assert!(room.is_recording(), "waiting is not being in the call");
+        let admitted = room.admit(host, guest).unwrap();
+        assert!(!room.is_recording());
+        assert!(matches!(
+            recording_of(&admitted, patient),
+            Some(Notice::Recording {
+                ended: Some(RecordingEnd::Joined),
+                ..
+            })
+        ));
+        // A new ask needs the newcomer's answer too.
+        room.ask_to_record(host).unwrap();
+        room.consent_to_record(patient, true).unwrap();
+        assert_eq!(room.start_recording(host), Err(RoomError::ConsentMissing));
+        // A waiting member cannot answer.
+        let waiting = room.join(user(), VisitRole::Guest, None).unwrap().member;
+        assert_eq!(
+            room.consent_to_record(waiting, true),
+            Err(RoomError::NotAdmitted)
+        );
+    }
+
+    #[test]
+    fn the_recorder_leaving_ends_the_recording() {
+        let (mut room, host, patient) = call();
+        room.ask_to_record(host).unwrap();
+        room.consent_to_record(patient, true).unwrap();
+        room.start_recording(host).unwrap();
+        let left = room.leave(host);
+        assert!(matches!(
+            recording_of(&left, patient),
+            Some(Notice::Recording {
+                ended: Some(RecordingEnd::RecorderLeft),
+                ..
+            })
+        ));
+        assert!(!room.is_recording());
     }
 
     #[test]

@@ -26,6 +26,15 @@
 //! receipts; the clinician files a message to the chart. A device then written into the
 //! database behind Haven's back is named in a warning and withheld by the patient's browser.
 //! Haven's database and audit log hold none of what was written.
+//!
+//! Video visits: a patient waits in the waiting room, seeing nothing of the call, until
+//! their clinician admits them; both then decode each other's video, every frame leaving
+//! either browser is sealed under its SFrame key, each names the other's device as checked
+//! against the transparency log, and a chat line reaches the patient without ever being
+//! stored; the clinician ends the visit for everyone. Three people through a real coturn,
+//! relayed only: when the nurse leaves, the two others rotate their keys and carry on.
+//! Nobody enters without admission: another patient's visit, one not open yet, one declined
+//! or ended.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,6 +54,9 @@ haven_test_support::on_every_backend!(
     an_administrator_steps_up_to_invite_change_a_policy_and_disable_a_user,
     a_parent_sees_their_childs_record_within_the_delegation,
     sealed_messaging_between_a_patient_and_two_browsers_of_their_clinician,
+    a_video_visit_from_the_waiting_room_to_the_end,
+    a_three_person_video_visit_through_the_relay,
+    nobody_enters_a_video_visit_without_admission,
 );
 
 /// Browser scripts get long enough to start Chromium on a loaded machine.
@@ -1280,5 +1292,484 @@ async fn sealed_messaging_between_a_patient_and_two_browsers_of_their_clinician(
             file.display()
         );
     }
+    server.stop().await;
+}
+
+/// A video visit's browser script: `visit.mjs` with the journey and its settings, given
+/// long enough for Chromium's fake camera to be encoded, sealed and decoded by every page.
+async fn run_visit_script(journey: &str, env: &[(&str, &str)]) -> Value {
+    let mut env = env.to_vec();
+    env.push(("HAVEN_JOURNEY", journey));
+    run_script_for("visit.mjs", &env, VISIT_SCRIPT_TIMEOUT_SECS).await
+}
+
+/// Sign-ins, TOTP steps, the call's set-up and up to a minute of waiting for video per page.
+const VISIT_SCRIPT_TIMEOUT_SECS: u64 = 400;
+
+/// Books a video visit with `patient`, starting `starts_in_ms` from Haven's now, for 20
+/// minutes, as `by`; its Appointment id.
+async fn book_visit(
+    server: &TestServer,
+    by: &haven_test_support::TestUser,
+    patient: haven_domain::PatientId,
+    starts_in_ms: i64,
+) -> String {
+    use haven_app::Clock;
+    let rfc3339 = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let start = server.clock.now_ms() + starts_in_ms;
+    let booked = create(
+        server,
+        &by.token,
+        "Appointment",
+        json!({
+            "resourceType": "Appointment",
+            "status": "booked",
+            "start": rfc3339(start),
+            "end": rfc3339(start + 20 * 60 * 1000),
+            "participant": [{"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"}],
+        }),
+    )
+    .await;
+    booked["id"].as_str().unwrap().to_owned()
+}
+
+/// The visit entries of the audit log: action, actor and outcome.
+async fn visit_audit(server: &TestServer) -> Vec<(haven_audit::AuditAction, String, String)> {
+    server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| e.event.resource_type.as_deref() == Some("Visit"))
+        .map(|e| {
+            (
+                e.event.action,
+                e.event.actor.unwrap_or_default(),
+                e.event.outcome.as_str().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// What `probe(10)` must answer: ten frames, each sealed, each opening with the sender's
+/// current key and none with a random one.
+fn sealed_probe() -> Value {
+    json!({ "frames": 10, "sealed": 10, "openWithKey": 10, "openWithoutKey": 0 })
+}
+
+/// `stats()` of a page: the peer `member`'s entry.
+fn peer_stats(stats: &Value, member: &Value) -> Value {
+    stats
+        .as_array()
+        .unwrap_or_else(|| panic!("stats: {stats}"))
+        .iter()
+        .find(|p| p["member"] == *member)
+        .unwrap_or_else(|| panic!("no peer {member} in {stats}"))
+        .clone()
+}
+
+fn assert_screenshots_written(out: &Value) {
+    for file in out["screenshots"].as_array().unwrap() {
+        let file = Path::new(file.as_str().unwrap());
+        assert!(
+            file.metadata().is_ok_and(|m| m.len() > 1000),
+            "{} was written",
+            file.display()
+        );
+    }
+}
+
+async fn a_video_visit_from_the_waiting_room_to_the_end(backend: Backend) {
+    use haven_app::Clock;
+    use haven_audit::AuditAction;
+    let started = std::time::Instant::now();
+    // The browsers keep real time (the authenticator's codes, the visit's window), so Haven does.
+    let server = TestServer::start_in_real_time(backend).await;
+    let patient = server.create_patient("Lovelace").await;
+    let patient_user = server.user(Role::Patient, Some(patient)).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(patient, clinician.id).await;
+    let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
+    let marker = format!("HVN-VISIT-{}", uuid::Uuid::new_v4().simple());
+    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let out = run_visit_script(
+        "visit",
+        &[
+            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
+            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+            ("HAVEN_VISIT", &visit),
+            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
+            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
+            (
+                "HAVEN_CLINICIAN_TOTP",
+                clinician.totp_secret.as_deref().unwrap(),
+            ),
+            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
+            ("HAVEN_MARKER", &marker),
+            (
+                "HAVEN_SCREENSHOTS",
+                &screenshot_dir(backend).display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    assert_well_behaved(&out);
+    let text = |key: &str| {
+        out[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in {out}"))
+            .to_owned()
+    };
+
+    // Both found the visit from their home page.
+    let path = format!("/visits/{visit}");
+    assert_eq!(out["homeLink"], path.as_str(), "{out}");
+    assert_eq!(out["scheduleLink"], path.as_str(), "{out}");
+    // Waiting, the patient had no call on the page and no peer connection.
+    assert!(
+        text("waitingRoom").contains("Waiting for your clinician"),
+        "{out}"
+    );
+    assert_eq!(out["callWhileWaiting"], 0, "{out}");
+    assert_eq!(out["statsWhileWaiting"], json!([]), "{out}");
+    assert!(text("lobby").contains("Patient"), "{out}");
+
+    // Video both ways, decoded; what left each browser was sealed under its key.
+    let members = &out["members"];
+    assert_ne!(members["patient"], members["clinician"], "{out}");
+    let from_clinician = peer_stats(&out["patientStats"], &members["clinician"]);
+    let from_patient = peer_stats(&out["clinicianStats"], &members["patient"]);
+    for peer in [&from_clinician, &from_patient] {
+        assert!(peer["framesDecoded"].as_u64().unwrap() > 0, "{out}");
+    }
+    assert_eq!(out["patientProbe"], sealed_probe(), "{out}");
+    assert_eq!(out["clinicianProbe"], sealed_probe(), "{out}");
+
+    // Each holds the other's key from a device checked against the log: the one the other
+    // shows as its own.
+    let patient_keys = text("patientKeyHolders");
+    assert!(
+        patient_keys.contains("Clinician · device checked against the transparency log"),
+        "{patient_keys:?}"
+    );
+    assert!(
+        patient_keys.contains(&text("clinicianSafetyNumber")),
+        "{patient_keys:?}"
+    );
+    let clinician_keys = text("clinicianKeyHolders");
+    assert!(
+        clinician_keys.contains("Patient · device checked against the transparency log"),
+        "{clinician_keys:?}"
+    );
+    assert!(
+        clinician_keys.contains(&text("patientSafetyNumber")),
+        "{clinician_keys:?}"
+    );
+    assert_ne!(out["patientSafetyNumber"], out["clinicianSafetyNumber"]);
+    assert_eq!(out["deviceWarnings"], 0, "{out}");
+
+    // The chat line reached the patient, from the clinician.
+    let line = format!("Please hold the rash up to the camera {marker}");
+    assert!(
+        text("patientChat").contains(&format!("Clinician: {line}")),
+        "{out}"
+    );
+    assert!(
+        text("clinicianChat").contains(&format!("You: {line}")),
+        "{out}"
+    );
+
+    // Ended for everyone, and ended it stays.
+    for who in ["patient", "clinician"] {
+        assert_eq!(out[format!("{who}Ended")]["phase"], "ended", "{out}");
+        let reopened = &out[format!("{who}Reopened")];
+        assert_eq!(reopened["state"], "ended", "{out}");
+        assert_eq!(reopened["join"], 0, "{out}");
+    }
+    assert!(
+        out["patientEnded"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("The visit has ended"),
+        "{out}"
+    );
+
+    // Haven recorded who came, whom the clinician let in and the end.
+    let entries = visit_audit(&server).await;
+    let allowed = |action: AuditAction, actor: String| {
+        entries
+            .iter()
+            .filter(|(a, who, outcome)| *a == action && *who == actor && outcome == "allowed")
+            .count()
+    };
+    assert_eq!(
+        allowed(AuditAction::VisitJoin, patient_user.id.to_string()),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        allowed(AuditAction::VisitJoin, clinician.id.to_string()),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        allowed(AuditAction::VisitAdmit, clinician.id.to_string()),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        allowed(AuditAction::VisitEnd, clinician.id.to_string()),
+        1,
+        "{entries:?}"
+    );
+
+    // Haven relayed the chat sealed: the marker is nowhere in its database or audit log.
+    let raw = server.raw_database_bytes().await;
+    assert!(
+        !raw.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "a chat line reached the database"
+    );
+    for entry in server.audit_entries().await {
+        assert!(!format!("{:?}", entry.event).contains(&marker), "{entry:?}");
+    }
+    assert_screenshots_written(&out);
+    eprintln!(
+        "a_video_visit_from_the_waiting_room_to_the_end ({backend:?}): {:.1} s; in the script (ms): {}",
+        started.elapsed().as_secs_f64(),
+        out["timings"]
+    );
+    server.stop().await;
+}
+
+async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
+    use haven_app::Clock;
+    use haven_audit::AuditAction;
+    let started = std::time::Instant::now();
+    // A real coturn, sharing its secret with Haven through a file as a deployment would.
+    let relay = haven_test_support::coturn::Coturn::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("turn-secret");
+    std::fs::write(&secret_file, relay.secret()).unwrap();
+    let urls = relay.urls().join(",");
+    let secret_path = secret_file.display().to_string();
+    let server = TestServer::start_in_real_time_with(
+        backend,
+        &[
+            ("HAVEN_TURN_URLS", &urls),
+            ("HAVEN_TURN_SECRET_FILE", &secret_path),
+        ],
+    )
+    .await;
+    let patient = server.create_patient("Lovelace").await;
+    let patient_user = server.user(Role::Patient, Some(patient)).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    let nurse = server.user(Role::Nurse, None).await;
+    server.add_to_care_team(patient, clinician.id).await;
+    server.add_to_care_team(patient, nurse.id).await;
+    let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
+    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let out = run_visit_script(
+        "relay",
+        &[
+            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
+            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+            ("HAVEN_VISIT", &visit),
+            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
+            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
+            (
+                "HAVEN_CLINICIAN_TOTP",
+                clinician.totp_secret.as_deref().unwrap(),
+            ),
+            ("HAVEN_NURSE_LOGIN", &nurse.login),
+            ("HAVEN_NURSE_TOTP", nurse.totp_secret.as_deref().unwrap()),
+            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
+            (
+                "HAVEN_SCREENSHOTS",
+                &screenshot_dir(backend).display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    assert_well_behaved(&out);
+    let members = &out["members"];
+
+    // Everyone decoded both others, every one of them through the relay.
+    for (page, others) in [
+        ("patient", ["clinician", "nurse"]),
+        ("clinician", ["patient", "nurse"]),
+        ("nurse", ["patient", "clinician"]),
+    ] {
+        let stats = &out["decoding"][page];
+        assert_eq!(stats.as_array().unwrap().len(), 2, "{page}: {out}");
+        for other in others {
+            let peer = peer_stats(stats, &members[other]);
+            assert!(
+                peer["framesDecoded"].as_u64().unwrap() > 0,
+                "{page} from {other}: {out}"
+            );
+            assert_eq!(peer["relayed"], true, "{page} from {other}: {out}");
+        }
+    }
+    // With `?relay=only` the browsers offered each other relay candidates and nothing else.
+    let candidates = out["candidateTypes"].as_array().unwrap();
+    assert!(!candidates.is_empty(), "{out}");
+    assert!(candidates.iter().all(|c| c == "relay"), "{candidates:?}");
+    assert_eq!(out["nurseProbe"], sealed_probe(), "{out}");
+
+    // The nurse left; the two others went on without them, under new keys.
+    assert_eq!(out["nurseLeft"]["phase"], "left", "{out}");
+    assert_eq!(
+        out["peersAfterLeave"]["patient"],
+        json!([members["clinician"]]),
+        "{out}"
+    );
+    assert_eq!(
+        out["peersAfterLeave"]["clinician"],
+        json!([members["patient"]]),
+        "{out}"
+    );
+    let after = &out["afterRotation"];
+    let grew = |page: &str, other: &str| {
+        let now = peer_stats(&after[page], &members[other])["framesDecoded"]
+            .as_u64()
+            .unwrap();
+        let before = after["before"][page].as_u64().unwrap();
+        assert!(now > before, "{page} from {other}: {before} then {now}");
+        assert_eq!(
+            peer_stats(&after[page], &members[other])["relayed"],
+            true,
+            "{out}"
+        );
+    };
+    grew("patient", "clinician");
+    grew("clinician", "patient");
+    assert_eq!(out["patientProbeAfter"], sealed_probe(), "{out}");
+    assert_eq!(out["clinicianProbeAfter"], sealed_probe(), "{out}");
+
+    // The relay allocated for Haven's credentials; the nurse's departure is on record.
+    assert!(
+        relay.log().contains("ALLOCATE"),
+        "coturn saw no allocation:\n{}",
+        relay.log()
+    );
+    let left = visit_audit(&server)
+        .await
+        .into_iter()
+        .filter(|(action, who, _)| {
+            *action == AuditAction::VisitLeave && *who == nurse.id.to_string()
+        })
+        .count();
+    assert_eq!(left, 1);
+    assert_screenshots_written(&out);
+    eprintln!(
+        "a_three_person_video_visit_through_the_relay ({backend:?}): {:.1} s; in the script (ms): {}",
+        started.elapsed().as_secs_f64(),
+        out["timings"]
+    );
+    server.stop().await;
+}
+
+async fn nobody_enters_a_video_visit_without_admission(backend: Backend) {
+    use haven_app::Clock;
+    use haven_audit::AuditAction;
+    let started = std::time::Instant::now();
+    let server = TestServer::start_in_real_time(backend).await;
+    let patient = server.create_patient("Lovelace").await;
+    let patient_user = server.user(Role::Patient, Some(patient)).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(patient, clinician.id).await;
+    let other_patient = server.create_patient("Byron").await;
+    let other = server.user(Role::Patient, Some(other_patient)).await;
+    let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
+    let later = book_visit(&server, &clinician, patient, 3 * 60 * 60 * 1000).await;
+    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let out = run_visit_script(
+        "admission",
+        &[
+            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
+            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+            ("HAVEN_VISIT", &visit),
+            ("HAVEN_LATER_VISIT", &later),
+            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
+            ("HAVEN_OTHER_PATIENT_LOGIN", &other.login),
+            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
+            (
+                "HAVEN_CLINICIAN_TOTP",
+                clinician.totp_secret.as_deref().unwrap(),
+            ),
+            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
+            (
+                "HAVEN_SCREENSHOTS",
+                &screenshot_dir(backend).display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    assert_well_behaved(&out);
+
+    // Another patient's visit: a refusal, nothing to press, and the socket refused.
+    assert_eq!(out["strangerJoin"], 0, "{out}");
+    assert!(
+        out["strangerSees"]
+            .as_str()
+            .unwrap()
+            .contains("Video visit"),
+        "{out}"
+    );
+    assert_eq!(out["strangerSocket"]["opened"], false, "{out}");
+    // Not open yet, hours ahead.
+    assert_eq!(out["notOpenYet"]["state"], "not_open_yet", "{out}");
+    assert_eq!(out["notOpenYet"]["join"], 0, "{out}");
+    assert!(
+        out["notOpenYet"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("half an hour before it starts"),
+        "{out}"
+    );
+    // Declined: told so, never in the call.
+    assert_eq!(out["declined"]["phase"], "declined", "{out}");
+    assert_eq!(out["declined"]["call"], 0, "{out}");
+    // Ended: told so, and no way back in.
+    assert_eq!(out["ended"]["phase"], "ended", "{out}");
+    assert_eq!(out["afterEnd"]["state"], "ended", "{out}");
+    assert_eq!(out["afterEnd"]["join"], 0, "{out}");
+    assert_eq!(out["socketAfterEnd"]["opened"], false, "{out}");
+
+    // The other patient's attempts (the visit's status, its socket) are on record as denied.
+    let other_id = other.id.to_string();
+    let denied: Vec<_> = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .filter(|e| e.event.actor.as_deref() == Some(other_id.as_str()))
+        .filter(|e| e.event.outcome.as_str() == "denied")
+        .map(|e| (e.event.action, e.event.resource_type, e.event.resource_id))
+        .collect();
+    assert!(denied.len() >= 2, "{denied:?}");
+    let entries = visit_audit(&server).await;
+    let clinician_id = clinician.id.to_string();
+    for action in [
+        AuditAction::VisitDecline,
+        AuditAction::VisitAdmit,
+        AuditAction::VisitEnd,
+    ] {
+        assert!(
+            entries.iter().any(|(a, who, outcome)| *a == action
+                && *who == clinician_id
+                && outcome == "allowed"),
+            "{action:?}: {entries:?}"
+        );
+    }
+    assert_screenshots_written(&out);
+    eprintln!(
+        "nobody_enters_a_video_visit_without_admission ({backend:?}): {:.1} s; in the script (ms): {}",
+        started.elapsed().as_secs_f64(),
+        out["timings"]
+    );
     server.stop().await;
 }

@@ -25,6 +25,7 @@ haven_test_support::on_every_backend!(
     a_dropped_connection_takes_its_place_back_within_the_grace,
     the_socket_refuses_bad_frames_and_keeps_its_limits,
     the_calls_devices_are_shown_to_its_members_only,
+    recording_needs_everyones_consent_and_is_audited,
 );
 
 /// How long a test waits for a frame that must come.
@@ -759,4 +760,121 @@ async fn the_calls_devices_are_shown_to_its_members_only(backend: Backend) {
     // Someone outside the call sees nothing.
     let response = server.get_as(&clinic.nurse.token, &path).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// The next `recording` frame, skipping other notices (joins, lobbies).
+async fn recording(socket: &mut Socket) -> Value {
+    loop {
+        let frame = next(socket).await;
+        assert_ne!(frame["type"], "closed", "the socket closed");
+        if frame["type"] == "recording" || frame["type"] == "error" {
+            return frame;
+        }
+    }
+}
+
+async fn recording_needs_everyones_consent_and_is_audited(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let clinic = clinic(&server).await;
+    let visit = book(&server, &clinic.clinician, clinic.patient, "booked", 0).await;
+    let mut clinician = enter(&server, &clinic.clinician.token, &visit)
+        .await
+        .unwrap();
+    let host = expect(&mut clinician, "welcome").await["you"].clone();
+    let mut patient = enter(&server, &clinic.patient_user.token, &visit)
+        .await
+        .unwrap();
+    let member = expect(&mut patient, "welcome").await["you"].clone();
+    // Waiting, the patient can neither be asked nor answer.
+    send(&mut patient, json!({"type": "consent", "granted": true})).await;
+    assert_eq!(expect(&mut patient, "error").await["code"], "not_admitted");
+    send(&mut clinician, json!({"type": "admit", "member": member})).await;
+    expect(&mut patient, "admitted").await;
+
+    // Only a host asks; asking is agreeing.
+    send(&mut patient, json!({"type": "ask_to_record"})).await;
+    assert_eq!(expect(&mut patient, "error").await["code"], "not_host");
+    send(&mut clinician, json!({"type": "ask_to_record"})).await;
+    let asked = recording(&mut patient).await;
+    assert_eq!(asked["phase"], "asking");
+    assert_eq!(asked["by"], host);
+    assert_eq!(asked["consented"], json!([host]));
+    assert_eq!(recording(&mut clinician).await["phase"], "asking");
+
+    // Not before the patient agrees.
+    send(&mut clinician, json!({"type": "start_recording"})).await;
+    assert_eq!(
+        recording(&mut clinician).await["code"],
+        "recording_consent_missing"
+    );
+    send(&mut patient, json!({"type": "consent", "granted": true})).await;
+    assert_eq!(
+        recording(&mut clinician).await["consented"],
+        json!([host, member])
+    );
+    recording(&mut patient).await;
+    send(&mut clinician, json!({"type": "start_recording"})).await;
+    assert_eq!(recording(&mut patient).await["phase"], "on");
+    assert_eq!(recording(&mut clinician).await["phase"], "on");
+    send(&mut clinician, json!({"type": "stop_recording"})).await;
+    let stopped = recording(&mut patient).await;
+    assert_eq!(stopped["phase"], "off");
+    assert_eq!(stopped["ended"], "stopped");
+    recording(&mut clinician).await;
+
+    // One refusal ends the ask for everyone.
+    send(&mut clinician, json!({"type": "ask_to_record"})).await;
+    recording(&mut patient).await;
+    recording(&mut clinician).await;
+    send(&mut patient, json!({"type": "consent", "granted": false})).await;
+    let refused = recording(&mut clinician).await;
+    assert_eq!(refused["phase"], "off");
+    assert_eq!(refused["ended"], "declined");
+    assert_eq!(refused["declined_by"], member);
+
+    let patient_id = clinic.patient_user.id.to_string();
+    let clinician_id = clinic.clinician.id.to_string();
+    let entries = visit_entries(&server, &visit).await;
+    let count = |action, actor: &str| {
+        entries
+            .iter()
+            .filter(|(a, who, outcome)| *a == action && who == actor && outcome == "allowed")
+            .count()
+    };
+    assert_eq!(
+        count(AuditAction::RecordingConsent, &clinician_id),
+        2,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingConsent, &patient_id),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingRefusal, &patient_id),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingStart, &clinician_id),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingStop, &clinician_id),
+        1,
+        "{entries:?}"
+    );
+    // The refusal names who refused.
+    let refusal = server
+        .audit_entries()
+        .await
+        .into_iter()
+        .find(|e| e.event.action == AuditAction::RecordingRefusal)
+        .unwrap();
+    assert_eq!(
+        refusal.event.resource_id.unwrap(),
+        format!("{visit}/{patient_id}")
+    );
 }

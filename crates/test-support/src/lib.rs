@@ -212,7 +212,13 @@ impl TestServer {
     /// Starts with a clock that keeps real time: for tests where a browser counts time too
     /// (time-outs, authenticator codes).
     pub async fn start_in_real_time(backend: Backend) -> Self {
-        Self::start_with_clock(backend, &[], FakeClock::running()).await
+        Self::start_in_real_time_with(backend, &[]).await
+    }
+
+    /// Both: extra settings, and a clock that keeps real time (a browser's video visit
+    /// through a TURN relay, whose credentials the relay checks against the real clock).
+    pub async fn start_in_real_time_with(backend: Backend, settings: &[(&str, &str)]) -> Self {
+        Self::start_with_clock(backend, settings, FakeClock::running()).await
     }
 
     async fn start_with_clock(

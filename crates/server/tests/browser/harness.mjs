@@ -29,7 +29,11 @@ export const JOURNAL_LISTS = [
   'screenshots',
 ];
 
-export function launch() {
+/**
+ * Debian's Chromium with the flags every journey uses, and `extraArgs` after them (a video
+ * visit adds the fake camera and microphone, and their permission prompt answered yes).
+ */
+export function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
@@ -40,6 +44,7 @@ export function launch() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extraArgs,
     ],
   });
 }
