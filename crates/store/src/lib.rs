@@ -79,6 +79,8 @@ pub mod limits {
     pub const DELEGATIONS_PER_PATIENT_MAX: u32 = 20;
     /// The most notifications one listing returns (newest first).
     pub const NOTIFICATIONS_LISTED_MAX: u32 = 100;
+    /// Guests one visit may have been given invitations for; a listing shows them all.
+    pub const VISIT_GUESTS_LISTED_MAX: u32 = 16;
     /// Devices one person may have registered at once.
     pub const DEVICES_PER_USER_MAX: u32 = 10;
     /// Participants of one conversation, removed ones included.
@@ -904,6 +906,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Records that a visit is over; `false` when it already was (the first ending stands).
     async fn end_visit(&self, ending: visits::VisitEnding) -> StoreResult<bool>;
     async fn visit_ending(&self, appointment: &str) -> StoreResult<Option<visits::VisitEnding>>;
+
+    async fn insert_visit_guest(&self, guest: visits::StoredGuest) -> StoreResult<()>;
+    /// Redeems an unexpired invitation that was never redeemed, giving it `session_hash`;
+    /// `None` for any other (unknown, used, expired), and then nothing changes.
+    async fn redeem_visit_guest(
+        &self,
+        invitation_hash: &[u8],
+        session_hash: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<Option<visits::StoredGuest>>;
+    async fn visit_guest_by_session(
+        &self,
+        session_hash: &[u8],
+    ) -> StoreResult<Option<visits::StoredGuest>>;
+    /// A visit's guests, oldest first, at most `limits::VISIT_GUESTS_LISTED_MAX`.
+    async fn visit_guests(&self, appointment: &str) -> StoreResult<Vec<visits::StoredGuest>>;
 
     async fn insert_device(&self, device: messaging::StoredDevice) -> StoreResult<bool>;
     /// Marks one of `user`'s devices removed; `false` if it was not theirs or not active.

@@ -135,6 +135,7 @@ contracts! {
         a_conversations_devices_are_read_with_it,
         concurrent_sends_are_answered_one_by_one,
         a_visit_ends_once_and_stays_ended_after_a_restart,
+        a_visit_guest_invitation_is_redeemed_once_before_it_expires,
     ],
     sqlite_only: [
         acknowledged_writes_are_in_the_files_before_shutdown,
@@ -195,6 +196,88 @@ async fn a_visit_ends_once_and_stays_ended_after_a_restart(engine: &Engine) {
     assert_eq!(
         store.visit_ending("appointment-1").await.unwrap(),
         Some(ending)
+    );
+}
+
+/// A guest's invitation opens one session, once, and not after it expires; the session is
+/// found by its hash; a visit's guests are listed oldest first.
+async fn a_visit_guest_invitation_is_redeemed_once_before_it_expires(engine: &Engine) {
+    let store = engine.store();
+    let organisation = organisation();
+    let organisation_id = organisation.id;
+    store.insert_organisation(organisation).await.unwrap();
+    let patient = insert_patient_row(store.as_ref()).await;
+    let guest =
+        |kind: &str, created_at_ms: i64, expires_at_ms: i64| haven_store::visits::StoredGuest {
+            id: haven_domain::GuestId::generate(),
+            appointment: "appointment-1".to_owned(),
+            organisation: organisation_id,
+            patient,
+            kind: kind.to_owned(),
+            invitation_hash: random_bytes(32),
+            session_hash: None,
+            invited_by: "host".to_owned(),
+            created_at_ms,
+            expires_at_ms,
+            redeemed_at_ms: None,
+        };
+    let interpreter = guest("interpreter", T0_MS, T0_MS + 1000);
+    let relative = guest("family", T0_MS + 1, T0_MS + 10);
+    store.insert_visit_guest(interpreter.clone()).await.unwrap();
+    store.insert_visit_guest(relative.clone()).await.unwrap();
+
+    let session = random_bytes(32);
+    let redeemed = store
+        .redeem_visit_guest(&interpreter.invitation_hash, &session, T0_MS + 5)
+        .await
+        .unwrap()
+        .expect("a fresh invitation is redeemed");
+    assert_eq!(redeemed.id, interpreter.id);
+    assert_eq!(redeemed.session_hash.as_deref(), Some(session.as_slice()));
+    assert_eq!(redeemed.redeemed_at_ms, Some(T0_MS + 5));
+    // Once only: a second redemption gets nothing and changes nothing.
+    let again = random_bytes(32);
+    assert_eq!(
+        store
+            .redeem_visit_guest(&interpreter.invitation_hash, &again, T0_MS + 6)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.visit_guest_by_session(&again).await.unwrap(), None);
+    assert_eq!(
+        store.visit_guest_by_session(&session).await.unwrap(),
+        Some(redeemed)
+    );
+    // Not after it expires; an unknown invitation is nothing.
+    assert_eq!(
+        store
+            .redeem_visit_guest(&relative.invitation_hash, &random_bytes(32), T0_MS + 10)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .redeem_visit_guest(&random_bytes(32), &random_bytes(32), T0_MS)
+            .await
+            .unwrap(),
+        None
+    );
+    let listed: Vec<_> = store
+        .visit_guests("appointment-1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(listed, vec![interpreter.id, relative.id]);
+    assert!(
+        store
+            .visit_guests("appointment-2")
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

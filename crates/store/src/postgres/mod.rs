@@ -1034,6 +1034,72 @@ impl Store for PostgresStore {
         })
         .transpose()
     }
+    async fn insert_visit_guest(&self, guest: crate::visits::StoredGuest) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO visit_guests (id, appointment_id, organisation_id, patient_id, kind,
+                 invitation_hash, session_hash, invited_by, created_at_ms, expires_at_ms,
+                 redeemed_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(guest.id.as_uuid())
+        .bind(&guest.appointment)
+        .bind(guest.organisation.as_uuid())
+        .bind(guest.patient.as_uuid())
+        .bind(&guest.kind)
+        .bind(&guest.invitation_hash)
+        .bind(&guest.session_hash)
+        .bind(&guest.invited_by)
+        .bind(guest.created_at_ms)
+        .bind(guest.expires_at_ms)
+        .bind(guest.redeemed_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+    async fn redeem_visit_guest(
+        &self,
+        invitation_hash: &[u8],
+        session_hash: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<Option<crate::visits::StoredGuest>> {
+        let row = sqlx::query(&format!(
+            "UPDATE visit_guests SET session_hash = $1, redeemed_at_ms = $2
+             WHERE invitation_hash = $3 AND redeemed_at_ms IS NULL AND expires_at_ms > $2
+             RETURNING {GUEST_COLUMNS}"
+        ))
+        .bind(session_hash)
+        .bind(now_ms)
+        .bind(invitation_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(guest_row).transpose()
+    }
+    async fn visit_guest_by_session(
+        &self,
+        session_hash: &[u8],
+    ) -> StoreResult<Option<crate::visits::StoredGuest>> {
+        let row = sqlx::query(&format!(
+            "SELECT {GUEST_COLUMNS} FROM visit_guests WHERE session_hash = $1"
+        ))
+        .bind(session_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(guest_row).transpose()
+    }
+    async fn visit_guests(
+        &self,
+        appointment: &str,
+    ) -> StoreResult<Vec<crate::visits::StoredGuest>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {GUEST_COLUMNS} FROM visit_guests WHERE appointment_id = $1
+             ORDER BY created_at_ms, id LIMIT $2"
+        ))
+        .bind(appointment)
+        .bind(i64::from(crate::limits::VISIT_GUESTS_LISTED_MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(guest_row).collect()
+    }
     async fn insert_device(&self, device: crate::messaging::StoredDevice) -> StoreResult<bool> {
         messaging::insert_device(&self.pool, device).await
     }
@@ -1467,5 +1533,25 @@ fn tree_leaf_from_row(row: &PgRow) -> StoreResult<TreeLeaf> {
         })?,
         seq: row.try_get("seq")?,
         hash: crate::tree_hash("audit_tree_leaves", &hash)?,
+    })
+}
+
+const GUEST_COLUMNS: &str =
+    "id, appointment_id, organisation_id, patient_id, kind, invitation_hash,
+        session_hash, invited_by, created_at_ms, expires_at_ms, redeemed_at_ms";
+
+fn guest_row(row: &sqlx::postgres::PgRow) -> StoreResult<crate::visits::StoredGuest> {
+    Ok(crate::visits::StoredGuest {
+        id: haven_domain::GuestId::from_uuid(row.try_get("id")?),
+        appointment: row.try_get("appointment_id")?,
+        organisation: haven_domain::OrganisationId::from_uuid(row.try_get("organisation_id")?),
+        patient: PatientId::from_uuid(row.try_get("patient_id")?),
+        kind: row.try_get("kind")?,
+        invitation_hash: row.try_get("invitation_hash")?,
+        session_hash: row.try_get("session_hash")?,
+        invited_by: row.try_get("invited_by")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        redeemed_at_ms: row.try_get("redeemed_at_ms")?,
     })
 }

@@ -52,6 +52,7 @@ mod fhir;
 mod identity;
 mod messaging;
 mod readers;
+mod visits;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static AUDIT_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite-audit");
@@ -197,6 +198,12 @@ enum WriteOp {
         id: String,
     },
     EndVisit(crate::visits::VisitEnding),
+    InsertGuest(Box<crate::visits::StoredGuest>),
+    RedeemGuest {
+        invitation_hash: Vec<u8>,
+        session_hash: Vec<u8>,
+        now_ms: i64,
+    },
 }
 
 impl WriteOp {
@@ -299,6 +306,7 @@ enum WriteOutcome {
     Resources(Result<Vec<i64>, crate::fhir::WriteConflict>),
     SubjectKey(StoredSubjectKey),
     MessagesDeleted(crate::messaging::MessagesDeleted),
+    GuestRedeemed(Option<uuid::Uuid>),
 }
 
 #[derive(Debug)]
@@ -785,6 +793,17 @@ async fn apply(connection: &mut SqliteConnection, op: &WriteOp) -> StoreResult<W
             .await?
             .rows_affected()
                 > 0,
+        )),
+        WriteOp::InsertGuest(guest) => {
+            visits::insert_guest(&mut *connection, guest).await?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::RedeemGuest {
+            invitation_hash,
+            session_hash,
+            now_ms,
+        } => Ok(WriteOutcome::GuestRedeemed(
+            visits::redeem_guest(&mut *connection, invitation_hash, session_hash, *now_ms).await?,
         )),
         WriteOp::PutSubjectKeyIfAbsent { key, now_ms } => {
             sqlx::query(
@@ -1523,6 +1542,47 @@ impl Store for SqliteStore {
         appointment: &str,
     ) -> StoreResult<Option<crate::visits::VisitEnding>> {
         self.readers.visit_ending(appointment)
+    }
+
+    async fn insert_visit_guest(&self, guest: crate::visits::StoredGuest) -> StoreResult<()> {
+        match self.write(WriteOp::InsertGuest(Box::new(guest))).await? {
+            WriteOutcome::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn redeem_visit_guest(
+        &self,
+        invitation_hash: &[u8],
+        session_hash: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<Option<crate::visits::StoredGuest>> {
+        let redeemed = self
+            .write(WriteOp::RedeemGuest {
+                invitation_hash: invitation_hash.to_vec(),
+                session_hash: session_hash.to_vec(),
+                now_ms,
+            })
+            .await?;
+        match redeemed {
+            WriteOutcome::GuestRedeemed(Some(id)) => self.readers.visit_guest(id),
+            WriteOutcome::GuestRedeemed(None) => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn visit_guest_by_session(
+        &self,
+        session_hash: &[u8],
+    ) -> StoreResult<Option<crate::visits::StoredGuest>> {
+        self.readers.visit_guest_by_session(session_hash)
+    }
+
+    async fn visit_guests(
+        &self,
+        appointment: &str,
+    ) -> StoreResult<Vec<crate::visits::StoredGuest>> {
+        self.readers.visit_guests(appointment)
     }
 
     async fn insert_device(&self, device: crate::messaging::StoredDevice) -> StoreResult<bool> {
