@@ -320,6 +320,61 @@ impl FromRequestParts<ApiState> for EventCaller {
     }
 }
 
+/// The cookie that carries a video visit's guest session (no account; one visit only).
+pub const GUEST_COOKIE: &str = "__Host-haven_guest";
+
+/// Who calls a visit's routes: a signed-in person (as on the event stream), or a visit's
+/// guest with their session cookie. A guest's requests must come from Haven's own origin,
+/// for the same reason as a cookie handshake of the event stream.
+#[derive(Debug)]
+pub enum VisitCaller {
+    Person(EventCaller),
+    Guest {
+        session: haven_app::Secret<String>,
+        origin: RequestOrigin,
+    },
+}
+
+fn guest_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == GUEST_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+}
+
+impl FromRequestParts<ApiState> for VisitCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let signed_in =
+            parts.headers.contains_key(header::AUTHORIZATION) || cookie_session(parts).is_some();
+        if !signed_in && let Some(session) = guest_cookie(parts) {
+            if !same_origin(parts) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross_origin",
+                    "a visit opens only from Haven's own pages",
+                ));
+            }
+            return Ok(VisitCaller::Guest {
+                session: haven_app::Secret::new(session),
+                origin: origin(parts),
+            });
+        }
+        Ok(VisitCaller::Person(
+            EventCaller::from_request_parts(parts, state).await?,
+        ))
+    }
+}
+
 /// `Origin` names the host the request was sent to (scheme aside).
 fn same_origin(parts: &Parts) -> bool {
     let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());

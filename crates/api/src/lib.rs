@@ -200,7 +200,12 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             get(messaging::download_attachment).put(messaging::upload_attachment),
         )
         .route("/api/v1/events", get(messaging::events))
+        .route("/api/v1/visits/guest-sessions", post(visits::redeem_guest))
         .route("/api/v1/visits/{appointment}", get(visits::status))
+        .route(
+            "/api/v1/visits/{appointment}/guests",
+            get(visits::guests).post(visits::invite_guest),
+        )
         .route("/api/v1/visits/{appointment}/signal", get(visits::signal))
         .route("/api/v1/visits/{appointment}/devices", get(visits::devices))
         .route("/fhir", post(fhir::bundle))

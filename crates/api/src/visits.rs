@@ -7,7 +7,11 @@
 //!   handshake enters the visit (policy, time window, audit) before it is upgraded, so a
 //!   refusal is an ordinary HTTP answer (`403`, `404`, `409 visit_ended`, …).
 //! - `GET /api/v1/visits/{appointment}/devices`: the devices of the call's members, with
-//!   proofs, for a member of the call.
+//!   proofs (and guests' devices, which have none), for a member of the call.
+//! - `POST`/`GET /api/v1/visits/{appointment}/guests`: a host invites a guest (an
+//!   interpreter, a relative: the invitation's secret is shown once) and lists them.
+//! - `POST /api/v1/visits/guest-sessions`: a guest opens their invitation, once; the answer
+//!   sets the `__Host-haven_guest` cookie, good for that visit's socket and devices only.
 //!
 //! The protocol ([`pump`]) is generic over the socket's `Stream` and `Sink`, so it runs the
 //! same over a real socket and over in-memory channels. Client frames are JSON text:
@@ -23,8 +27,10 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use haven_app::visits::{IceServers, VisitCommand, VisitConnection, VisitPass};
+use haven_app::visits::{GuestDevice, IceServers, VisitCommand, VisitConnection, VisitPass};
 use haven_app::{App, AppError};
 use haven_domain::visit::{MemberId, MemberView, Notice, Person, SignalKind};
 use http::StatusCode;
@@ -32,7 +38,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::extract::{Caller, EventCaller, parse_query};
+use crate::extract::{Caller, GUEST_COOKIE, JsonBody, VisitCaller, parse_query};
 use crate::{ApiError, ApiState};
 
 /// The largest frame a client may send: a relayed payload
@@ -48,7 +54,43 @@ const SIGNAL_CHECK_SECS: u64 = 20;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignalQuery {
+    /// A person's registered device.
     device: Option<String>,
+    /// A guest's device keys, made for this visit (base64url, no padding).
+    hpke: Option<String>,
+    signing: Option<String>,
+    signature: Option<String>,
+}
+
+fn key32(field: &'static str, text: &str) -> Result<[u8; 32], ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("{field}: 32 bytes in base64url"))
+        })
+}
+
+/// A guest's device from the handshake's query, its self-signature checked.
+fn guest_device(query: &SignalQuery) -> Result<Option<GuestDevice>, ApiError> {
+    match (&query.hpke, &query.signing, &query.signature) {
+        (None, None, None) => Ok(None),
+        (Some(hpke), Some(signing), Some(signature)) => {
+            let signature = URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| ApiError::bad_request("invalid_query", "signature: base64url"))?;
+            Ok(Some(GuestDevice::new(
+                key32("hpke", hpke)?,
+                key32("signing", signing)?,
+                signature,
+            )?))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            "a guest's device needs hpke, signing and signature together",
+        )),
+    }
 }
 
 fn appointment_id(text: &str) -> Result<String, ApiError> {
@@ -95,52 +137,108 @@ pub(crate) async fn signal(
     State(state): State<ApiState>,
     Path(appointment): Path<String>,
     RawQuery(query): RawQuery,
-    caller: EventCaller,
+    caller: VisitCaller,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let appointment = appointment_id(&appointment)?;
     let query: SignalQuery = parse_query(query.as_deref().unwrap_or(""))?;
-    let device = query
-        .device
-        .as_deref()
-        .map(|text| {
-            text.parse::<Uuid>()
-                .map_err(|_| ApiError::bad_request("invalid_id", "device: not a valid id"))
-        })
-        .transpose()?;
-    state.app.visit_caller(&caller.context).await?;
-    let upgrade = upgrade.map_err(|_| {
+    let upgrade_required = || {
         ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "websocket_required",
             "a visit's signaling is a WebSocket: send the upgrade handshake",
         )
-    })?;
-    let Some(session_token) = caller.session_token else {
-        return Err(ApiError::unauthenticated(
-            "unauthenticated",
-            "a visit is for signed-in people",
-        ));
     };
-    let pass = state
-        .app
-        .enter_visit(&caller.context, &appointment, device)
-        .await?;
-    let origin = caller.context.origin.clone();
+    let (pass, live): (VisitPass, Liveness) = match caller {
+        VisitCaller::Person(caller) => {
+            let device = query
+                .device
+                .as_deref()
+                .map(|text| {
+                    text.parse::<Uuid>()
+                        .map_err(|_| ApiError::bad_request("invalid_id", "device: not a valid id"))
+                })
+                .transpose()?;
+            state.app.visit_caller(&caller.context).await?;
+            upgrade.as_ref().map_err(|_| upgrade_required())?;
+            let Some(session_token) = caller.session_token else {
+                return Err(ApiError::unauthenticated(
+                    "unauthenticated",
+                    "a visit is for signed-in people",
+                ));
+            };
+            let pass = state
+                .app
+                .enter_visit(&caller.context, &appointment, device)
+                .await?;
+            (
+                pass,
+                Liveness::Session {
+                    token: session_token,
+                    origin: caller.context.origin.clone(),
+                },
+            )
+        }
+        VisitCaller::Guest { session, origin } => {
+            let device = guest_device(&query)?;
+            upgrade.as_ref().map_err(|_| upgrade_required())?;
+            let pass = state
+                .app
+                .enter_visit_as_guest(session.expose_secret(), &appointment, device, &origin)
+                .await?;
+            (
+                pass,
+                Liveness::Guest {
+                    session,
+                    appointment: appointment.clone(),
+                },
+            )
+        }
+    };
+    let upgrade = upgrade.map_err(|_| upgrade_required())?;
     Ok(upgrade
         .max_message_size(SIGNAL_FRAME_BYTES_MAX)
         .max_frame_size(SIGNAL_FRAME_BYTES_MAX)
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             let app = state.app.clone();
-            let live = move || {
+            let check = move || {
                 let app = app.clone();
-                let token = session_token.clone();
-                let origin = origin.clone();
-                async move { app.session_is_live(token.expose_secret(), &origin).await }
+                let live = live.clone();
+                async move { live.check(&app).await }
             };
-            pump(&state.app, pass, stream, sink, live).await;
+            pump(&state.app, pass, stream, sink, check).await;
         }))
+}
+
+/// What keeps a visit's socket open: a person's session, or a guest's.
+#[derive(Clone)]
+enum Liveness {
+    Session {
+        token: haven_app::Secret<String>,
+        origin: haven_audit::RequestOrigin,
+    },
+    Guest {
+        session: haven_app::Secret<String>,
+        appointment: String,
+    },
+}
+
+impl Liveness {
+    async fn check(&self, app: &App) -> bool {
+        match self {
+            Liveness::Session { token, origin } => {
+                app.session_is_live(token.expose_secret(), origin).await
+            }
+            Liveness::Guest {
+                session,
+                appointment,
+            } => {
+                app.guest_session_is_live(session.expose_secret(), appointment)
+                    .await
+            }
+        }
+    }
 }
 
 /// Runs one member's connection: hands the room's notices to the client and the client's
@@ -474,15 +572,136 @@ pub fn notice_frame(notice: &Notice, ice: &IceServers) -> Value {
     }
 }
 
-/// The devices of the call's members, with proofs.
+/// The devices of the call's members: published ones with proofs, and guests'.
 pub(crate) async fn devices(
+    State(state): State<ApiState>,
+    Path(appointment): Path<String>,
+    caller: VisitCaller,
+) -> Result<Response, ApiError> {
+    let appointment = appointment_id(&appointment)?;
+    let devices = match caller {
+        VisitCaller::Person(caller) => {
+            state
+                .app
+                .visit_devices(&caller.context, &appointment)
+                .await?
+        }
+        VisitCaller::Guest { session, .. } => {
+            state
+                .app
+                .guest_visit_devices(session.expose_secret(), &appointment)
+                .await?
+        }
+    };
+    let mut output = crate::messaging::device_list_output(&devices.published);
+    output["guest_devices"] = devices
+        .guests
+        .iter()
+        .map(|(guest, device)| {
+            json!({
+                "guest": guest.to_string(),
+                "hpke_public_key": STANDARD.encode(device.hpke_public_key),
+                "signing_public_key": STANDARD.encode(device.signing_public_key),
+                "self_signature": STANDARD.encode(&device.self_signature),
+                "fingerprint": device.fingerprint,
+                "safety_number": haven_app::messaging::safety_number(&device.fingerprint),
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    Ok(axum::Json(output).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InviteInput {
+    kind: String,
+}
+
+/// A clinician of the visit invites a guest; the invitation's secret is shown once.
+pub(crate) async fn invite_guest(
+    State(state): State<ApiState>,
+    Path(appointment): Path<String>,
+    Caller(context): Caller,
+    JsonBody(input): JsonBody<InviteInput>,
+) -> Result<Response, ApiError> {
+    let appointment = appointment_id(&appointment)?;
+    let invited = state
+        .app
+        .invite_guest(&context, &appointment, &input.kind)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "id": invited.guest.to_string(),
+            "kind": invited.kind,
+            "invitation": invited.secret.expose_secret(),
+            "expires_at": crate::patients::timestamp(invited.expires_at_ms),
+        })),
+    )
+        .into_response())
+}
+
+/// A visit's guest invitations, for its hosts.
+pub(crate) async fn guests(
     State(state): State<ApiState>,
     Path(appointment): Path<String>,
     Caller(context): Caller,
 ) -> Result<Response, ApiError> {
     let appointment = appointment_id(&appointment)?;
-    let list = state.app.visit_devices(&context, &appointment).await?;
-    Ok(axum::Json(crate::messaging::device_list_output(&list)).into_response())
+    let guests = state.app.visit_guests(&context, &appointment).await?;
+    let listed: Vec<Value> = guests
+        .iter()
+        .map(|guest| {
+            json!({
+                "id": guest.id.to_string(),
+                "kind": guest.kind,
+                "created_at": crate::patients::timestamp(guest.created_at_ms),
+                "expires_at": crate::patients::timestamp(guest.expires_at_ms),
+                "redeemed_at": guest.redeemed_at_ms.map(crate::patients::timestamp),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "guests": listed })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedeemInput {
+    invitation: String,
+}
+
+/// A guest opens their invitation (once): the answer sets their visit's session cookie,
+/// which lasts until the visit closes.
+pub(crate) async fn redeem_guest(
+    State(state): State<ApiState>,
+    crate::auth::Origin(origin): crate::auth::Origin,
+    JsonBody(input): JsonBody<RedeemInput>,
+) -> Result<Response, ApiError> {
+    let session = state
+        .app
+        .redeem_guest_invitation(&input.invitation, &origin)
+        .await?;
+    let max_age_secs = ((session.expires_at_ms - state.app.clock().now_ms()) / 1000).max(0);
+    let cookie = format!(
+        "{GUEST_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}",
+        session.secret.expose_secret()
+    );
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "guest": session.guest.to_string(),
+            "appointment": session.appointment,
+            "kind": session.kind,
+            "expires_at": crate::patients::timestamp(session.expires_at_ms),
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        http::header::SET_COOKIE,
+        http::HeaderValue::from_str(&cookie).map_err(|_| ApiError::internal())?,
+    );
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -86,6 +86,18 @@ pub struct AuditedResource {
     pub resource_id: Option<String>,
 }
 
+/// One step of a visit's guest, for [`AccessGate::record_guest_visit`].
+#[derive(Debug, Clone)]
+pub struct GuestStep {
+    pub guest: haven_domain::GuestId,
+    pub organisation: haven_domain::OrganisationId,
+    pub origin: haven_audit::RequestOrigin,
+    pub action: AuditAction,
+    pub patient: PatientId,
+    pub resource_id: String,
+    pub allowed: bool,
+}
+
 pub struct AccessGate {
     keys: Arc<dyn KeyProvider>,
     audit: Arc<dyn AuditSink>,
@@ -371,7 +383,8 @@ impl AccessGate {
             | AuditAction::VisitDecline
             | AuditAction::VisitEnd
             | AuditAction::RecordingStart
-            | AuditAction::RecordingStop => Some(Action::Update),
+            | AuditAction::RecordingStop
+            | AuditAction::VisitInvite => Some(Action::Update),
             AuditAction::VisitLeave => None,
             _ => return Err(AppError::Unexpected("not a visit action".into())),
         };
@@ -406,6 +419,42 @@ impl AccessGate {
                 reason: reason.as_str(),
             }),
         }
+    }
+
+    /// Records a step of a visit's guest. A guest is no user: their invitation, given by a
+    /// clinician of the visit, lets them enter it, answer whether they may be recorded, and
+    /// leave (`allowed`); anything else is recorded as denied. Durable before it returns.
+    pub async fn record_guest_visit(&self, step: GuestStep) -> AppResult<()> {
+        let decision = if step.allowed {
+            Decision::Allow {
+                rule: "visit_guest_invitation",
+                purpose: haven_domain::PurposeOfUse::Treatment,
+                obligations: haven_domain::Obligations::NONE,
+            }
+        } else {
+            Decision::Deny(haven_domain::DenyReason::RoleNotPermitted)
+        };
+        let event = AuditEvent {
+            at_ms: self.clock.now_ms(),
+            actor: Some(format!("guest:{}", step.guest)),
+            role: Some("guest".to_owned()),
+            organisation: Some(step.organisation.to_string()),
+            session: None,
+            client_app: None,
+            action: step.action,
+            patient: Some(step.patient),
+            resource_type: Some("Visit".to_owned()),
+            resource_id: Some(step.resource_id),
+            outcome: if step.allowed {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            },
+            reason: decision.reason().to_owned(),
+            purpose_of_use: decision.purpose().map(|p| p.code().to_owned()),
+            origin: step.origin,
+        };
+        self.append(vec![event]).await
     }
 
     /// Decides a change to the caller's own device keys and records it as a key-transparency

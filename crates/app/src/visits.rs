@@ -31,7 +31,7 @@ use haven_crypto::turn::turn_credential;
 use haven_domain::visit::{
     Delivery, MemberId, MemberView, Notice, Person, Room, RoomError, SignalKind, VisitRole,
 };
-use haven_domain::{Action, OrganisationId, PatientId, Role};
+use haven_domain::{Action, GuestId, OrganisationId, PatientId, Role};
 use haven_fhir::resources::AnyResource;
 use haven_store::visits::VisitEnding;
 use tokio::sync::mpsc;
@@ -92,8 +92,89 @@ pub struct VisitPass {
     pub role: VisitRole,
     /// The fingerprint of the device they take part from (media keys are sealed to it).
     pub device: Option<String>,
+    /// A guest's device keys, made for this visit (others seal to them).
+    guest_device: Option<GuestDevice>,
     /// Who they are, for the audit entries of what they do in the visit.
-    context: RequestContext,
+    holder: Holder,
+}
+
+/// A guest's device: public keys made in their browser for one visit and published nowhere,
+/// so the others can only check its self-signature and compare its safety number aloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDevice {
+    pub hpke_public_key: [u8; 32],
+    pub signing_public_key: [u8; 32],
+    pub self_signature: Vec<u8>,
+    pub fingerprint: String,
+}
+
+impl GuestDevice {
+    /// Checks the keys' self-signature and computes their fingerprint.
+    pub fn new(
+        hpke_public_key: [u8; 32],
+        signing_public_key: [u8; 32],
+        self_signature: Vec<u8>,
+    ) -> AppResult<Self> {
+        let keys = haven_crypto::e2e::DevicePublicKeys {
+            hpke: hpke_public_key,
+            signing: signing_public_key,
+        };
+        keys.verify_self_signature(&self_signature)
+            .map_err(|_| invalid("self_signature", "the device's keys are not signed by it"))?;
+        Ok(Self {
+            hpke_public_key,
+            signing_public_key,
+            self_signature,
+            fingerprint: keys.fingerprint(),
+        })
+    }
+}
+
+/// What a guest may be to a visit: a word from a fixed list, so no name is kept.
+pub const GUEST_KINDS: [&str; 4] = ["interpreter", "family", "caregiver", "other"];
+/// Invitations one visit may have.
+pub const VISIT_GUESTS_MAX: usize = 8;
+/// Guest devices one room remembers.
+const GUEST_DEVICES_PER_ROOM_MAX: usize = 32;
+/// The prefixes of a guest's invitation and of their session, so a leaked one is recognised.
+const GUEST_INVITATION_PREFIX: &str = "hvgi_";
+const GUEST_SESSION_PREFIX: &str = "hvgs_";
+
+/// An invitation just made: its secret is shown once, to be sent to the guest as a link.
+#[derive(Debug)]
+pub struct GuestInvitation {
+    pub guest: GuestId,
+    pub kind: String,
+    pub secret: Secret<String>,
+    pub expires_at_ms: i64,
+}
+
+/// A guest's session for one visit, just opened from their invitation.
+#[derive(Debug)]
+pub struct GuestSession {
+    pub guest: GuestId,
+    pub appointment: String,
+    pub kind: String,
+    pub secret: Secret<String>,
+    pub expires_at_ms: i64,
+}
+
+/// The devices of a call: members' published devices with proofs, and guests' devices.
+#[derive(Debug)]
+pub struct CallDevices {
+    pub published: crate::messaging::DeviceList,
+    pub guests: Vec<(GuestId, GuestDevice)>,
+}
+
+/// Who holds a visit pass: a signed-in person, or a guest with their visit's session.
+#[derive(Debug, Clone)]
+enum Holder {
+    Person(RequestContext),
+    Guest {
+        guest: GuestId,
+        organisation: OrganisationId,
+        origin: haven_audit::RequestOrigin,
+    },
 }
 
 /// Whether a visit's call can be entered now.
@@ -171,6 +252,8 @@ struct Slot {
     patient: PatientId,
     /// The open connection of each member.
     connections: HashMap<MemberId, (u64, mpsc::Sender<Notice>)>,
+    /// The keys of guests' devices (made for this visit, published nowhere), by fingerprint.
+    guest_devices: HashMap<String, GuestDevice>,
 }
 
 /// The rooms of this instance.
@@ -225,6 +308,7 @@ impl Rooms {
                 room: Room::new(),
                 patient: pass.patient,
                 connections: HashMap::new(),
+                guest_devices: HashMap::new(),
             });
         let joined = match slot.room.join(pass.person, pass.role, pass.device.clone()) {
             Ok(joined) => joined,
@@ -235,6 +319,12 @@ impl Rooms {
                 return Err(error);
             }
         };
+        if let Some(device) = &pass.guest_device
+            && slot.guest_devices.len() < GUEST_DEVICES_PER_ROOM_MAX
+        {
+            slot.guest_devices
+                .insert(device.fingerprint.clone(), device.clone());
+        }
         let (sender, notices) = mpsc::channel(SIGNAL_QUEUE_NOTICES_MAX);
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         if let Some((_, previous)) = slot.connections.insert(joined.member, (id, sender)) {
@@ -293,6 +383,13 @@ impl Rooms {
         slot.connections.remove(&member);
         let deliveries = slot.room.disconnect(member, now_ms);
         deliver(slot, deliveries);
+    }
+
+    fn guest_devices(&self, appointment: &str) -> HashMap<String, GuestDevice> {
+        self.lock()
+            .get(appointment)
+            .map(|slot| slot.guest_devices.clone())
+            .unwrap_or_default()
     }
 
     /// Removes members whose grace ran out, in every room; returns who left where.
@@ -519,34 +616,58 @@ impl App {
             person: Person::User(user),
             role: checked.role,
             device,
-            context: context.clone(),
+            guest_device: None,
+            holder: Holder::Person(context.clone()),
         })
     }
 
-    /// The published devices of the call's members, each with its proof, for a member of
-    /// the call: the devices its media keys and chat are sealed to. Someone waiting, or not
-    /// in the room, is told nothing.
+    /// The devices of the call's members (published ones with their proofs, and guests'),
+    /// for a member of the call. Someone waiting, or not in the room, is told nothing.
     pub async fn visit_devices(
         &self,
         context: &RequestContext,
         appointment: &str,
-    ) -> AppResult<crate::messaging::DeviceList> {
+    ) -> AppResult<CallDevices> {
         let user = self.person(context, Action::Read, "Device").await?;
-        let members = self
+        self.call_devices(appointment, Person::User(user), Some(context))
+            .await
+    }
+
+    /// As [`App::visit_devices`], for a guest holding their visit's session.
+    pub async fn guest_visit_devices(
+        &self,
+        session: &str,
+        appointment: &str,
+    ) -> AppResult<CallDevices> {
+        let guest = self.guest_session(session, appointment).await?;
+        self.call_devices(appointment, Person::Guest(guest.id), None)
+            .await
+    }
+
+    async fn call_devices(
+        &self,
+        appointment: &str,
+        asking: Person,
+        context: Option<&RequestContext>,
+    ) -> AppResult<CallDevices> {
+        let (members, guest_devices) = self
             .rooms
             .read(appointment, |room| Ok(room.members()))
+            .map(|members| {
+                let devices = self.rooms.guest_devices(appointment);
+                (members, devices)
+            })
             .unwrap_or_default();
         let admitted =
             |view: &MemberView| view.admission == haven_domain::visit::Admission::Admitted;
-        if !members
-            .iter()
-            .any(|m| admitted(m) && m.person == Person::User(user))
-        {
+        if !members.iter().any(|m| admitted(m) && m.person == asking) {
             return Err(AppError::NotFound);
         }
-        self.gate
-            .authorize_unaudited_read(context, haven_domain::Resource::DeviceKeys)
-            .await?;
+        if let Some(context) = context {
+            self.gate
+                .authorize_unaudited_read(context, haven_domain::Resource::DeviceKeys)
+                .await?;
+        }
         let users: Vec<haven_domain::UserId> = members
             .iter()
             .filter(|m| admitted(m))
@@ -567,7 +688,249 @@ impl App {
             .into_iter()
             .filter(|d| fingerprints.contains(&d.fingerprint.as_str()))
             .collect();
-        self.prove_devices(devices).await
+        let guests = members
+            .iter()
+            .filter(|m| admitted(m))
+            .filter_map(|m| match (m.person, m.device.as_ref()) {
+                (Person::Guest(guest), Some(fingerprint)) => guest_devices
+                    .get(fingerprint)
+                    .map(|device| (guest, device.clone())),
+                _ => None,
+            })
+            .collect();
+        Ok(CallDevices {
+            published: self.prove_devices(devices).await?,
+            guests,
+        })
+    }
+
+    /// A clinician of the visit invites a guest (`kind` from [`GUEST_KINDS`]). The secret is
+    /// returned once; the invitation is redeemed once and lasts until the visit closes.
+    pub async fn invite_guest(
+        &self,
+        context: &RequestContext,
+        appointment: &str,
+        kind: &str,
+    ) -> AppResult<GuestInvitation> {
+        self.person(context, Action::Update, "Visit").await?;
+        let kind = GUEST_KINDS
+            .iter()
+            .find(|k| **k == kind)
+            .ok_or_else(|| invalid("kind", format!("one of {}", GUEST_KINDS.join(", "))))?;
+        let checked = self.check_visit(context, appointment).await?;
+        if !matches!(checked.state, VisitState::Open | VisitState::NotOpenYet) {
+            return Err(AppError::Conflict {
+                code: "visit_not_open",
+                message: "guests can be invited only to a visit still to come or under way"
+                    .to_owned(),
+            });
+        }
+        let guest = GuestId::generate();
+        self.gate
+            .authorize_visit(
+                context,
+                AuditAction::VisitInvite,
+                checked.patient,
+                format!("{appointment}/guest:{guest}"),
+            )
+            .await?;
+        if checked.role != VisitRole::Host {
+            return Err(AppError::Forbidden {
+                reason: haven_domain::DenyReason::RoleNotPermitted.as_str(),
+            });
+        }
+        if self.store.visit_guests(appointment).await?.len() >= VISIT_GUESTS_MAX {
+            return Err(AppError::Conflict {
+                code: "too_many_guests",
+                message: format!("a visit may have at most {VISIT_GUESTS_MAX} guest invitations"),
+            });
+        }
+        let Some(organisation) = context.actor.organisation else {
+            return Err(AppError::Unexpected(
+                "a host without an organisation".into(),
+            ));
+        };
+        let secret = crate::identity::random_token(GUEST_INVITATION_PREFIX);
+        let expires_at_ms = checked.ends_at_ms + VISIT_CLOSES_AFTER_MS;
+        self.store
+            .insert_visit_guest(haven_store::visits::StoredGuest {
+                id: guest,
+                appointment: appointment.to_owned(),
+                organisation,
+                patient: checked.patient,
+                kind: (*kind).to_owned(),
+                invitation_hash: crate::identity::secret_hash(&secret),
+                session_hash: None,
+                invited_by: context.actor.principal.actor_id(),
+                created_at_ms: self.clock.now_ms(),
+                expires_at_ms,
+                redeemed_at_ms: None,
+            })
+            .await?;
+        Ok(GuestInvitation {
+            guest,
+            kind: (*kind).to_owned(),
+            secret: Secret::new(secret),
+            expires_at_ms,
+        })
+    }
+
+    /// A guest opens their invitation, once: it becomes a session for this visit only. An
+    /// invitation used before, expired or unknown is refused alike, and the attempt is
+    /// recorded.
+    pub async fn redeem_guest_invitation(
+        &self,
+        invitation: &str,
+        origin: &haven_audit::RequestOrigin,
+    ) -> AppResult<GuestSession> {
+        let refused = || AppError::Unauthenticated {
+            reason: "guest_invitation_invalid",
+        };
+        let now_ms = self.clock.now_ms();
+        let redeemed = if invitation.starts_with(GUEST_INVITATION_PREFIX) && invitation.len() <= 128
+        {
+            let session = crate::identity::random_token(GUEST_SESSION_PREFIX);
+            self.store
+                .redeem_visit_guest(
+                    &crate::identity::secret_hash(invitation),
+                    &crate::identity::secret_hash(&session),
+                    now_ms,
+                )
+                .await?
+                .map(|guest| (guest, session))
+        } else {
+            None
+        };
+        let Some((guest, session)) = redeemed else {
+            self.gate
+                .record_system(haven_audit::AuditEvent {
+                    at_ms: now_ms,
+                    actor: None,
+                    role: Some("guest".to_owned()),
+                    organisation: None,
+                    session: None,
+                    client_app: None,
+                    action: AuditAction::FailedLogin,
+                    patient: None,
+                    resource_type: Some("Visit".to_owned()),
+                    resource_id: None,
+                    outcome: haven_audit::Outcome::Denied,
+                    reason: "guest_invitation_invalid".to_owned(),
+                    purpose_of_use: None,
+                    origin: origin.clone(),
+                })
+                .await?;
+            return Err(refused());
+        };
+        self.gate
+            .record_guest_visit(crate::gate::GuestStep {
+                guest: guest.id,
+                organisation: guest.organisation,
+                origin: origin.clone(),
+                action: AuditAction::Login,
+                patient: guest.patient,
+                resource_id: guest.appointment.clone(),
+                allowed: true,
+            })
+            .await?;
+        Ok(GuestSession {
+            guest: guest.id,
+            appointment: guest.appointment,
+            kind: guest.kind,
+            secret: Secret::new(session),
+            expires_at_ms: guest.expires_at_ms,
+        })
+    }
+
+    /// The guest whose session this is, for this visit, while it lasts.
+    async fn guest_session(
+        &self,
+        session: &str,
+        appointment: &str,
+    ) -> AppResult<haven_store::visits::StoredGuest> {
+        let refused = AppError::Unauthenticated {
+            reason: "guest_session_invalid",
+        };
+        if !session.starts_with(GUEST_SESSION_PREFIX) || session.len() > 128 {
+            return Err(refused);
+        }
+        let guest = self
+            .store
+            .visit_guest_by_session(&crate::identity::secret_hash(session))
+            .await?
+            .ok_or(refused)?;
+        if guest.expires_at_ms <= self.clock.now_ms() {
+            return Err(AppError::Unauthenticated {
+                reason: "guest_session_expired",
+            });
+        }
+        if guest.appointment != appointment {
+            return Err(AppError::NotFound);
+        }
+        Ok(guest)
+    }
+
+    /// Whether a guest's session still holds (for an open socket): unexpired, and the visit
+    /// not ended.
+    pub async fn guest_session_is_live(&self, session: &str, appointment: &str) -> bool {
+        self.guest_session(session, appointment).await.is_ok()
+            && matches!(self.store.visit_ending(appointment).await, Ok(None))
+    }
+
+    /// Lets a guest with their visit's session into its waiting room, with the device keys
+    /// their browser made for it.
+    pub async fn enter_visit_as_guest(
+        &self,
+        session: &str,
+        appointment: &str,
+        device: Option<GuestDevice>,
+        origin: &haven_audit::RequestOrigin,
+    ) -> AppResult<VisitPass> {
+        let guest = self.guest_session(session, appointment).await?;
+        if self.store.visit_ending(appointment).await?.is_some() {
+            return Err(room_refusal(RoomError::Ended));
+        }
+        self.gate
+            .record_guest_visit(crate::gate::GuestStep {
+                guest: guest.id,
+                organisation: guest.organisation,
+                origin: origin.clone(),
+                action: AuditAction::VisitJoin,
+                patient: guest.patient,
+                resource_id: appointment.to_owned(),
+                allowed: true,
+            })
+            .await?;
+        Ok(VisitPass {
+            appointment: appointment.to_owned(),
+            patient: guest.patient,
+            organisation: Some(guest.organisation),
+            person: Person::Guest(guest.id),
+            role: VisitRole::Guest,
+            device: device.as_ref().map(|d| d.fingerprint.clone()),
+            guest_device: device,
+            holder: Holder::Guest {
+                guest: guest.id,
+                organisation: guest.organisation,
+                origin: origin.clone(),
+            },
+        })
+    }
+
+    /// A visit's guests as its hosts see them (what they are, whether they came).
+    pub async fn visit_guests(
+        &self,
+        context: &RequestContext,
+        appointment: &str,
+    ) -> AppResult<Vec<haven_store::visits::StoredGuest>> {
+        self.person(context, Action::Read, "Visit").await?;
+        let checked = self.visit_status(context, appointment).await?;
+        if checked.role != VisitRole::Host {
+            return Err(AppError::Forbidden {
+                reason: haven_domain::DenyReason::RoleNotPermitted.as_str(),
+            });
+        }
+        Ok(self.store.visit_guests(appointment).await?)
     }
 
     /// Connects an entered person to the visit's room.
@@ -608,13 +971,7 @@ impl App {
                 } else {
                     AuditAction::VisitDecline
                 };
-                self.gate
-                    .authorize_visit(
-                        &pass.context,
-                        action,
-                        pass.patient,
-                        format!("{appointment}/{}", person_id(person)),
-                    )
+                self.audit_step(pass, action, format!("{appointment}/{}", person_id(person)))
                     .await?;
                 rooms
                     .change(appointment, |room| {
@@ -627,13 +984,7 @@ impl App {
                     .map_err(room_refusal)
             }
             VisitCommand::Leave => {
-                self.gate
-                    .authorize_visit(
-                        &pass.context,
-                        AuditAction::VisitLeave,
-                        pass.patient,
-                        appointment.to_owned(),
-                    )
+                self.audit_step(pass, AuditAction::VisitLeave, appointment.to_owned())
                     .await?;
                 rooms
                     .change(appointment, |room| Ok(room.leave(member)))
@@ -643,8 +994,10 @@ impl App {
                 rooms
                     .read(appointment, |room| room.check_end(member))
                     .map_err(room_refusal)?;
-                self.end_visit(&pass.context, appointment, pass.patient)
-                    .await
+                let Holder::Person(context) = &pass.holder else {
+                    return Err(room_refusal(RoomError::NotHost));
+                };
+                self.end_visit(context, appointment, pass.patient).await
             }
             VisitCommand::AskToRecord => {
                 rooms
@@ -701,14 +1054,61 @@ impl App {
         action: AuditAction,
         person: Person,
     ) -> AppResult<()> {
-        self.gate
-            .authorize_visit(
-                &pass.context,
-                action,
-                pass.patient,
-                format!("{}/{}", pass.appointment, person_id(person)),
-            )
-            .await
+        self.audit_step(
+            pass,
+            action,
+            format!("{}/{}", pass.appointment, person_id(person)),
+        )
+        .await
+    }
+
+    /// Decides and records a step of the pass's holder: a person through the policy, a
+    /// guest by their invitation, which lets them take part (enter, answer, leave) and do
+    /// nothing a host does.
+    async fn audit_step(
+        &self,
+        pass: &VisitPass,
+        action: AuditAction,
+        resource_id: String,
+    ) -> AppResult<()> {
+        match &pass.holder {
+            Holder::Person(context) => {
+                self.gate
+                    .authorize_visit(context, action, pass.patient, resource_id)
+                    .await
+            }
+            Holder::Guest {
+                guest,
+                organisation,
+                origin,
+            } => {
+                let taking_part = matches!(
+                    action,
+                    AuditAction::VisitJoin
+                        | AuditAction::VisitLeave
+                        | AuditAction::RecordingConsent
+                        | AuditAction::RecordingRefusal
+                );
+                self.gate
+                    .record_guest_visit(crate::gate::GuestStep {
+                        guest: *guest,
+                        organisation: *organisation,
+                        origin: origin.clone(),
+                        action,
+                        patient: pass.patient,
+                        resource_id,
+                        allowed: taking_part,
+                    })
+                    .await?;
+                if taking_part {
+                    Ok(())
+                } else {
+                    Err(AppError::Forbidden {
+                        reason: haven_domain::DenyReason::RoleNotPermitted.as_str(),
+                    })
+                }
+            }
+        }
     }
 
     /// Ends a visit for everyone, as one of its hosts: recorded, stored (so it stays ended

@@ -62,10 +62,12 @@ pub enum AuditAction {
     RecordingStart,
     /// The recording stopped.
     RecordingStop,
+    /// A clinician invited a guest (an interpreter, a relative) to a visit.
+    VisitInvite,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 29] = [
+    pub const ALL: [AuditAction; 30] = [
         AuditAction::Read,
         AuditAction::Search,
         AuditAction::Create,
@@ -95,6 +97,7 @@ impl AuditAction {
         AuditAction::RecordingRefusal,
         AuditAction::RecordingStart,
         AuditAction::RecordingStop,
+        AuditAction::VisitInvite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +131,7 @@ impl AuditAction {
             AuditAction::RecordingRefusal => "recording_refusal",
             AuditAction::RecordingStart => "recording_start",
             AuditAction::RecordingStop => "recording_stop",
+            AuditAction::VisitInvite => "visit_invite",
         }
     }
 }

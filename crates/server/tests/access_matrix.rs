@@ -85,6 +85,9 @@ const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/auth/enrol",
     "/api/v1/auth/passkeys/sign-in/options",
     "/api/v1/auth/passkeys/sign-in",
+    // A visit's guest has no account: their invitation is their credential (tested in
+    // `visits.rs`).
+    "/api/v1/visits/guest-sessions",
     // The CapabilityStatement: what the server offers, no data.
     "/fhir/metadata",
     // The web app's code and styles (the sign-in page needs them before anyone signs in).
@@ -437,6 +440,16 @@ fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/visits/{stranger}/devices",
             body: None,
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/visits/{stranger}/guests",
+            body: None,
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/visits/{stranger}/guests",
+            body: Some(json!({ "kind": "interpreter" })),
         },
         Endpoint {
             method: Method::PUT,
@@ -944,7 +957,9 @@ fn expected(role: Role, credential: Credential, endpoint: &Endpoint, target: Tar
         }
         // Reading a visit reads its appointment: no such appointment for those who may read
         // appointments, a refusal for the rest; a token has no visits.
-        ("GET", "/api/v1/visits/{stranger}") => {
+        ("GET", "/api/v1/visits/{stranger}")
+        | ("GET", "/api/v1/visits/{stranger}/guests")
+        | ("POST", "/api/v1/visits/{stranger}/guests") => {
             if !person {
                 forbidden
             } else {

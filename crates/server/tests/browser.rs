@@ -1482,6 +1482,12 @@ async fn a_video_visit_from_the_waiting_room_to_the_end(backend: Backend) {
         text("clinicianChat").contains(&format!("You: {line}")),
         "{out}"
     );
+    // It went through Haven's relay as a sealed `chat` signal: never in the clear.
+    let kinds = out["relayedKinds"].as_array().unwrap();
+    for kind in ["description", "candidate", "key", "chat"] {
+        assert!(kinds.contains(&json!(kind)), "{kind} in {kinds:?}");
+    }
+    assert_eq!(out["markerOnTheWire"], 0, "{out}");
 
     // Ended for everyone, and ended it stays.
     for who in ["patient", "clinician"] {
@@ -1647,6 +1653,30 @@ async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
     };
     grew("patient", "clinician");
     grew("clinician", "patient");
+    // Each had sealed its key to both others; after the nurse left, a new key, sealed to
+    // the one who remains and never to the nurse.
+    for (page, other) in [("patient", "clinician"), ("clinician", "patient")] {
+        let sent = out["keysSent"][page].as_array().unwrap();
+        let split = usize::try_from(out["keysBeforeLeave"][page].as_u64().unwrap()).unwrap();
+        let (before, after) = sent.split_at(split);
+        let to = |keys: &[Value], who: &str| -> Vec<String> {
+            keys.iter()
+                .filter(|k| k["to"] == members[who])
+                .map(|k| k["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let old_keys = to(before, other);
+        assert!(!old_keys.is_empty(), "{page}: {sent:?}");
+        assert!(!to(before, "nurse").is_empty(), "{page}: {sent:?}");
+        let new_keys = to(after, other);
+        assert!(!new_keys.is_empty(), "{page} rotated its key: {sent:?}");
+        assert!(
+            new_keys.iter().all(|id| !old_keys.contains(id)),
+            "{page}: {sent:?}"
+        );
+        assert!(to(after, "nurse").is_empty(), "{page}: {sent:?}");
+        assert_eq!(to(after, other).len(), after.len(), "{page}: {sent:?}");
+    }
     assert_eq!(out["patientProbeAfter"], sealed_probe(), "{out}");
     assert_eq!(out["clinicianProbeAfter"], sealed_probe(), "{out}");
 
@@ -1717,7 +1747,7 @@ async fn nobody_enters_a_video_visit_without_admission(backend: Backend) {
         out["strangerSees"]
             .as_str()
             .unwrap()
-            .contains("Video visit"),
+            .contains("You are not permitted"),
         "{out}"
     );
     assert_eq!(out["strangerSocket"]["opened"], false, "{out}");

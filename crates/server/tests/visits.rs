@@ -26,6 +26,7 @@ haven_test_support::on_every_backend!(
     the_socket_refuses_bad_frames_and_keeps_its_limits,
     the_calls_devices_are_shown_to_its_members_only,
     recording_needs_everyones_consent_and_is_audited,
+    a_guest_enters_by_an_invitation_used_once_and_waits_to_be_admitted,
 );
 
 /// How long a test waits for a frame that must come.
@@ -876,5 +877,226 @@ async fn recording_needs_everyones_consent_and_is_audited(backend: Backend) {
     assert_eq!(
         refusal.event.resource_id.unwrap(),
         format!("{visit}/{patient_id}")
+    );
+}
+
+/// Opens the visit's socket as a guest: their session cookie, Haven's own origin, and the
+/// device keys their browser made for the visit.
+async fn enter_as_guest(
+    server: &TestServer,
+    cookie: &str,
+    appointment: &str,
+    origin: &str,
+    keys: &haven_crypto::e2e::DeviceKeys,
+) -> Result<Socket, (StatusCode, String)> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let public = keys.public();
+    let url = server
+        .endpoint(&format!(
+            "/api/v1/visits/{appointment}/signal?hpke={}&signing={}&signature={}",
+            URL_SAFE_NO_PAD.encode(public.hpke),
+            URL_SAFE_NO_PAD.encode(public.signing),
+            URL_SAFE_NO_PAD.encode(keys.self_signature()),
+        ))
+        .replacen("http", "ws", 1);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+            let body: Value = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            let code = body["error"]["reason"]
+                .as_str()
+                .or(body["error"]["code"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            Err((status, code))
+        }
+        Err(other) => panic!("the handshake failed: {other}"),
+    }
+}
+
+async fn a_guest_enters_by_an_invitation_used_once_and_waits_to_be_admitted(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let clinic = clinic(&server).await;
+    let visit = book(&server, &clinic.clinician, clinic.patient, "booked", 0).await;
+    let guests = format!("/api/v1/visits/{visit}/guests");
+
+    // Only a host invites, and only a guest of a known kind.
+    let response = server
+        .post_as(
+            Some(&clinic.patient_user.token),
+            &guests,
+            json!({"kind": "family"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = server
+        .post_as(
+            Some(&clinic.clinician.token),
+            &guests,
+            json!({"kind": "cousin"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let response = server
+        .post_as(
+            Some(&clinic.clinician.token),
+            &guests,
+            json!({"kind": "interpreter", "name": "x"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = server
+        .post_as(
+            Some(&clinic.clinician.token),
+            &guests,
+            json!({"kind": "interpreter"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let invited: Value = response.json().await.unwrap();
+    let invitation = invited["invitation"].as_str().unwrap().to_owned();
+    assert!(invitation.starts_with("hvgi_"));
+    let listed = server.get_json(&clinic.clinician.token, &guests).await;
+    assert_eq!(listed["guests"][0]["kind"], "interpreter");
+    assert_eq!(listed["guests"][0]["redeemed_at"], Value::Null);
+    assert!(
+        !listed.to_string().contains(&invitation),
+        "the secret is shown once"
+    );
+
+    // The guest opens the invitation, once.
+    let redeem = || {
+        server
+            .client
+            .post(server.endpoint("/api/v1/visits/guest-sessions"))
+            .json(&json!({ "invitation": invitation }))
+            .send()
+    };
+    let opened = redeem().await.unwrap();
+    assert_eq!(opened.status(), StatusCode::CREATED);
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-haven_guest=hvgs_"), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let again = redeem().await.unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+
+    // Only from Haven's own pages, and only for this visit.
+    let origin = server.url.clone();
+    let keys = haven_crypto::e2e::DeviceKeys::generate();
+    let refused = enter_as_guest(&server, &cookie, &visit, "http://elsewhere.example", &keys)
+        .await
+        .err();
+    assert_eq!(refused.map(|r| r.0), Some(StatusCode::FORBIDDEN));
+    let other = book(&server, &clinic.clinician, clinic.patient, "booked", 0).await;
+    let refused = enter_as_guest(&server, &cookie, &other, &origin, &keys)
+        .await
+        .err();
+    assert_eq!(refused.map(|r| r.0), Some(StatusCode::NOT_FOUND));
+
+    // In, they wait; the host sees what they are, and their device.
+    let mut clinician = enter(&server, &clinic.clinician.token, &visit)
+        .await
+        .unwrap();
+    expect(&mut clinician, "welcome").await;
+    expect(&mut clinician, "lobby").await;
+    let mut guest = enter_as_guest(&server, &cookie, &visit, &origin, &keys)
+        .await
+        .unwrap();
+    let welcome = expect(&mut guest, "welcome").await;
+    assert_eq!(welcome["role"], "guest");
+    assert_eq!(welcome["admission"], "waiting");
+    let member = welcome["you"].clone();
+    let lobby = expect(&mut clinician, "lobby").await;
+    let waiting = &lobby["waiting"][0];
+    assert_eq!(waiting["role"], "guest");
+    assert_eq!(waiting["user"], Value::Null);
+    assert_eq!(waiting["device"], keys.public().fingerprint());
+    // Waiting, they can do nothing in the call.
+    send(&mut guest, json!({"type": "end"})).await;
+    assert_eq!(expect(&mut guest, "error").await["code"], "not_admitted");
+    send(&mut clinician, json!({"type": "admit", "member": member})).await;
+    expect(&mut guest, "admitted").await;
+    // Admitted, they still host nothing.
+    send(&mut guest, json!({"type": "ask_to_record"})).await;
+    assert_eq!(expect(&mut guest, "error").await["code"], "not_host");
+
+    // The host sees the guest's device keys (published nowhere, so no proof).
+    let devices = server
+        .get_json(
+            &clinic.clinician.token,
+            &format!("/api/v1/visits/{visit}/devices"),
+        )
+        .await;
+    assert_eq!(
+        devices["guest_devices"][0]["fingerprint"],
+        keys.public().fingerprint()
+    );
+    // The guest's cookie reads the call's devices too, from Haven's own origin.
+    let seen = server
+        .client
+        .get(server.endpoint(&format!("/api/v1/visits/{visit}/devices")))
+        .header("cookie", &cookie)
+        .header("origin", &origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), StatusCode::OK);
+    // But nothing else: the guest session is no account.
+    let elsewhere = server
+        .client
+        .get(server.endpoint("/api/v1/threads"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+
+    // When the visit ends, so does the guest's way in.
+    send(&mut clinician, json!({"type": "end"})).await;
+    loop {
+        if next(&mut guest).await["type"] == "ended" {
+            break;
+        }
+    }
+    let refused = enter_as_guest(&server, &cookie, &visit, &origin, &keys)
+        .await
+        .err();
+    assert_eq!(refused, Some((StatusCode::CONFLICT, "visit_ended".into())));
+
+    let actor = format!("guest:{}", invited["id"].as_str().unwrap());
+    let entries = server.audit_entries().await;
+    let by_guest: Vec<AuditAction> = entries
+        .iter()
+        .filter(|e| e.event.actor.as_deref() == Some(actor.as_str()))
+        .map(|e| e.event.action)
+        .collect();
+    assert!(by_guest.contains(&AuditAction::Login), "{by_guest:?}");
+    assert!(by_guest.contains(&AuditAction::VisitJoin), "{by_guest:?}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.event.action == AuditAction::VisitInvite
+                && e.event.actor.as_deref() == Some(clinic.clinician.id.to_string().as_str()))
+    );
+    // The second opening of the invitation was refused, and recorded.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.event.action == AuditAction::FailedLogin
+                && e.event.reason == "guest_invitation_invalid")
     );
 }

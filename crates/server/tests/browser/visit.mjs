@@ -194,6 +194,26 @@ async function twoPersonVisit() {
   const clinician = await watchedPage(browser, origin, out);
   const shootPatient = screenshotter(patient, screenshots, out);
   const shootClinician = screenshotter(clinician, screenshots, out);
+  // What crossed Haven's signaling socket, both ways, as Haven saw it: the kinds of what
+  // was relayed, and whether the marker was ever there in the clear.
+  out.relayedKinds = [];
+  out.markerOnTheWire = 0;
+  for (const page of [patient, clinician]) {
+    page.on('websocket', (socket) => {
+      if (!socket.url().includes('/signal')) return;
+      const look = (frame) => {
+        if (String(frame.payload).includes(marker)) out.markerOnTheWire += 1;
+        try {
+          const kind = JSON.parse(frame.payload).kind;
+          if (kind && !out.relayedKinds.includes(kind)) out.relayedKinds.push(kind);
+        } catch {
+          // Not JSON: counted above all the same.
+        }
+      };
+      socket.on('framesent', look);
+      socket.on('framereceived', look);
+    });
+  }
 
   // The patient arrives first, from the link on their home page.
   await signInPatient(patient, patientLogin);
@@ -221,8 +241,9 @@ async function twoPersonVisit() {
   await waitForHeading(clinician, 'Video visit');
   await join(clinician);
   await clinician.getByTestId('call').waitFor({ timeout: ROOM_WAIT_MS });
+  await clinician.getByTestId('lobby').getByRole('listitem').first().waitFor({ timeout: ROOM_WAIT_MS });
+  await shootClinician('visit-lobby');
   out.lobby = await answerLobby(clinician, 'Admit');
-  await shootClinician('visit-lobby').catch(() => undefined);
   mark('admitted');
   await patient.getByTestId('call').waitFor({ timeout: ROOM_WAIT_MS });
 
@@ -295,14 +316,17 @@ async function threePersonVisitThroughTheRelay() {
   const nurse = await watchedPage(browser, origin, out);
   const shootPatient = screenshotter(patient, screenshots, out);
   const shootNurse = screenshotter(nurse, screenshots, out);
-  // Every candidate each browser gathers: with `?relay=only`, relay candidates alone.
+  // Every candidate each browser gathers (with `?relay=only`, relay candidates alone), and
+  // the media keys each seals to whom: the key id is the one clear field of a sealed key.
   out.candidateTypes = [];
-  for (const page of [patient, clinician, nurse]) {
+  out.keysSent = { patient: [], clinician: [], nurse: [] };
+  for (const [name, page] of Object.entries({ patient, clinician, nurse })) {
     page.on('websocket', (socket) => {
       if (!socket.url().includes('/signal')) return;
       socket.on('framesent', (frame) => {
         try {
           const sent = JSON.parse(frame.payload);
+          if (sent.kind === 'key') out.keysSent[name].push({ to: sent.to, id: JSON.parse(sent.payload).id });
           if (sent.kind !== 'candidate') return;
           const candidate = JSON.parse(sent.payload).candidate ?? '';
           const type = / typ (\w+)/.exec(candidate)?.[1];
@@ -350,9 +374,11 @@ async function threePersonVisitThroughTheRelay() {
   }
   mark('allDecodingRelayed');
   await shootNurse('visit-three-nurse');
+  await screenshotter(clinician, screenshots, out)('visit-three-clinician');
   out.nurseProbe = await probe(nurse, 10);
 
   // The nurse hangs up: the others see the tile go, rotate their keys, and carry on.
+  out.keysBeforeLeave = { patient: out.keysSent.patient.length, clinician: out.keysSent.clinician.length };
   await nurse.getByRole('toolbar', { name: 'Call controls' }).getByRole('button', { name: 'Leave', exact: true }).click();
   const left = nurse.getByTestId('visit-ended');
   await left.waitFor({ timeout: ROOM_WAIT_MS });
@@ -404,6 +430,7 @@ async function admission() {
   out.strangerJoin = await stranger.getByTestId('join').count();
   out.strangerSocket = await trySocket(stranger, visit);
   await shootStranger('visit-not-yours');
+  mark('strangerRefused');
 
   // A visit hours away: not open yet.
   await signInPatient(patient, patientLogin);
@@ -412,6 +439,7 @@ async function admission() {
   await notYet.waitFor({ timeout: ROOM_WAIT_MS });
   out.notOpenYet = { state: await notYet.getAttribute('data-state'), text: await notYet.innerText(), join: await patient.getByTestId('join').count() };
   await shootPatient('visit-not-open-yet');
+  mark('notOpenYet');
 
   // Declined from the waiting room.
   await signInStaff(clinician, clinicianLogin, clinicianSecret);
@@ -426,6 +454,7 @@ async function admission() {
   await declined.waitFor({ timeout: ROOM_WAIT_MS });
   out.declined = { phase: await declined.getAttribute('data-phase'), text: await declined.innerText(), call: await patient.getByTestId('call').count() };
   await shootPatient('visit-declined');
+  mark('declined');
   await clinician.getByTestId('lobby').waitFor({ state: 'detached', timeout: ROOM_WAIT_MS });
 
   // Trying again, admitted this time; then the clinician ends the visit.
@@ -445,4 +474,5 @@ async function admission() {
   out.afterEnd = { state: await closed.getAttribute('data-state'), text: await closed.innerText(), join: await patient.getByTestId('join').count() };
   out.socketAfterEnd = await trySocket(patient, visit);
   await shootPatient('visit-closed-after-end');
+  mark('ended');
 }
