@@ -108,7 +108,11 @@ impl Options {
                 other => bail!("unexpected argument `{other}` to `cargo xtask bench`"),
             }
         }
-        let only = [options.fhir_only, options.messaging_only, options.visits_only];
+        let only = [
+            options.fhir_only,
+            options.messaging_only,
+            options.visits_only,
+        ];
         if only.iter().filter(|o| **o).count() > 1 {
             bail!("--fhir-only, --messaging-only and --visits-only exclude each other");
         }

@@ -279,7 +279,9 @@ async fn set_up(
             .as_millis(),
     )?;
     let start_ms = now_ms + 10 * 60 * 1000;
-    let start = haven_fhir::Instant::from_unix_ms(start_ms).as_str().to_owned();
+    let start = haven_fhir::Instant::from_unix_ms(start_ms)
+        .as_str()
+        .to_owned();
     let end = haven_fhir::Instant::from_unix_ms(start_ms + 20 * 60 * 1000)
         .as_str()
         .to_owned();
@@ -482,7 +484,8 @@ pub async fn run(
     }
     while relays.join_next().await.is_some() {}
     let seconds = duration.as_secs_f64();
-    let latencies_micros = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    let latencies_micros =
+        std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(VisitsReport {
         engine: engine.to_owned(),
         sessions,
