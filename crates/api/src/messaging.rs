@@ -560,6 +560,10 @@ pub(crate) async fn events(
     Ok(upgrade
         .max_message_size(EVENT_STREAM_FRAME_BYTES_MAX)
         .max_frame_size(EVENT_STREAM_FRAME_BYTES_MAX)
+        // The client sends nothing but pongs: a small read buffer (tungstenite reserves
+        // 128 KiB by default, per connection).
+        .read_buffer_size(EVENT_STREAM_FRAME_BYTES_MAX * 4)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             stream_events(state, socket, subscription, session_token, origin).await;
         }))

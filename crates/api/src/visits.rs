@@ -48,6 +48,11 @@ pub const SIGNAL_FRAME_BYTES_MAX: usize = haven_app::visits::SIGNAL_PAYLOAD_BYTE
 /// few dozen candidates at once, a settled call next to nothing.
 pub const SIGNAL_FRAMES_PER_SEC: u32 = 50;
 pub const SIGNAL_FRAMES_BURST: u32 = 200;
+/// The read buffer each socket reserves. Tungstenite's default (128 KiB) made an idle
+/// session cost about 150 KiB; frames larger than this still arrive, the buffer grows for them.
+const SIGNAL_READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Writes queued on a socket that cannot take them, at most: then the connection fails.
+const SIGNAL_WRITE_BUFFER_BYTES_MAX: usize = 4 * SIGNAL_FRAME_BYTES_MAX;
 /// How often the socket pings, and checks that its session is still live.
 const SIGNAL_CHECK_SECS: u64 = 20;
 
@@ -199,6 +204,9 @@ pub(crate) async fn signal(
     Ok(upgrade
         .max_message_size(SIGNAL_FRAME_BYTES_MAX)
         .max_frame_size(SIGNAL_FRAME_BYTES_MAX)
+        .read_buffer_size(SIGNAL_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(SIGNAL_WRITE_BUFFER_BYTES_MAX)
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             let app = state.app.clone();
