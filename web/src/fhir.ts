@@ -106,3 +106,10 @@ export function outOfRange(observation: Observation): 'high' | 'low' | null {
 export function categoryOf(observation: Observation): string {
   return observation.category?.[0]?.coding?.[0]?.code ?? '';
 }
+
+/** Text as FHIR's inline `Attachment.data`: standard base64 of its UTF-8 bytes. */
+export function utf8ToBase64(text: string): string {
+  let binary = '';
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}

@@ -4,7 +4,7 @@
 // time, reviewed by the privacy officer.
 import { useState } from 'preact/hooks';
 import { ApiError, api, fhir } from '../api';
-import { type Bundle, type CodeableConcept, type Observation, type Resource, categoryOf, conceptText, matches } from '../fhir';
+import { type Bundle, type CodeableConcept, type Observation, type Resource, categoryOf, conceptText, matches, utf8ToBase64 } from '../fhir';
 import { ErrorNote, Link, Page, Show, useLoad, when } from '../ui';
 import { PendingCorrections } from './corrections';
 import { ResultsTable } from './portal';
@@ -31,12 +31,6 @@ interface Entry extends Resource {
 
 function search<T extends Resource>(type: string, params: Record<string, string>): Promise<T[]> {
   return fhir<Bundle<T>>('GET', `${type}?${new URLSearchParams(params)}`).then(matches);
-}
-
-function utf8ToBase64(text: string): string {
-  let binary = '';
-  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
-  return btoa(binary);
 }
 
 function base64ToUtf8(data: string): string {
