@@ -602,6 +602,9 @@ pub(crate) async fn devices(
         }
     };
     let mut output = crate::messaging::device_list_output(&devices.published);
+    // The log's public key, for a guest, who has no account to fetch and pin it with (a
+    // person's browser checks against the key it pinned).
+    output["log_vkey"] = state.app.audit_verifier().vkey().to_string().into();
     output["guest_devices"] = devices
         .guests
         .iter()

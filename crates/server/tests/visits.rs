@@ -1055,6 +1055,12 @@ async fn a_guest_enters_by_an_invitation_used_once_and_waits_to_be_admitted(back
         .await
         .unwrap();
     assert_eq!(seen.status(), StatusCode::OK);
+    // With the log's key, which a guest has no other way to fetch.
+    let seen: Value = seen.json().await.unwrap();
+    assert_eq!(
+        seen["log_vkey"].as_str(),
+        Some(server.app().audit_verifier().vkey().as_str())
+    );
     // But nothing else: the guest session is no account.
     let elsewhere = server
         .client
