@@ -1766,6 +1766,7 @@ async fn nobody_enters_a_video_visit_without_admission(backend: Backend) {
     assert_eq!(out["declined"]["call"], 0, "{out}");
     // Ended: told so, and no way back in.
     assert_eq!(out["ended"]["phase"], "ended", "{out}");
+    assert_eq!(out["clinicianEnded"], "ended", "{out}");
     assert_eq!(out["afterEnd"]["state"], "ended", "{out}");
     assert_eq!(out["afterEnd"]["join"], 0, "{out}");
     assert_eq!(out["socketAfterEnd"]["opened"], false, "{out}");

@@ -109,6 +109,8 @@ export class VisitCall {
   private iceServers: RTCIceServer[] = [];
   private sendKey: SendKey | null = null;
   private keyRotation: Promise<void> = Promise.resolve();
+  /** The frames from Haven, handled in turn (see the constructor). */
+  private frames: Promise<void> = Promise.resolve();
   private statsTimer: ReturnType<typeof setInterval>;
   private screenTrack: MediaStreamTrack | null = null;
   private state: CallSnapshot;
@@ -132,7 +134,15 @@ export class VisitCall {
       notice: null,
     };
     this.signaling = new VisitSignaling(options.appointment, options.device.id, {
-      frame: (frame) => void this.onFrame(frame).catch((e) => this.setNotice(String(e))),
+      // One frame at a time, in the order Haven sent them. Handling a frame awaits (a
+      // device check, the worker, WebRTC), and a frame must not overtake the one before it:
+      // a peer's sealed key arriving just after `admitted` would otherwise be opened before
+      // their device was checked, and dropped as unchecked (then the call has no key to
+      // decode them with); two keys of a rotation could swap and leave the older one; chat
+      // lines could change order.
+      frame: (frame) => {
+        this.frames = this.frames.then(() => this.onFrame(frame)).catch((e: unknown) => this.setNotice(String(e)));
+      },
       reconnecting: (retrying) => this.update({ reconnecting: retrying }),
       closed: (reason) => this.finish(reason),
     });
@@ -164,6 +174,10 @@ export class VisitCall {
     switch (frame.type) {
       case 'welcome': {
         this.iceServers = frame.ice_servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }) satisfies RTCIceServer & IceServerWire);
+        // Relay-only with no relay gathers no candidate at all: the call could never connect.
+        if (this.options.relayOnly && this.iceServers.length === 0) {
+          this.setNotice('This page asks for a relayed call only, but Haven offers no media relay, so the call cannot connect. Open the visit without “?relay=only”.');
+        }
         // A welcome after a reconnect starts the call afresh: the others do the same.
         for (const peer of this.peers.values()) this.closePeer(peer);
         this.peers.clear();
@@ -261,7 +275,10 @@ export class VisitCall {
     let list: DeviceList;
     try {
       list = await apiInBackground<DeviceList>('GET', `/api/v1/visits/${encodeURIComponent(this.options.appointment)}/devices`);
-    } catch {
+    } catch (e) {
+      // Nobody unchecked gets a key, so the call shows no one until this works: say why
+      // rather than leave every peer "checking" in silence.
+      this.setNotice(`the call's devices could not be checked, so no keys were exchanged (${String(e)}); reload the page to try again`);
       return;
     }
     const checked = await checkDevices(list, this.options.logKey);
@@ -315,16 +332,22 @@ export class VisitCall {
 
   /** A new send key for those who remain: the one who left never sees it. */
   private rotateSendKey(): void {
-    this.keyRotation = this.keyRotation.then(async () => {
-      if (this.closed || this.state.phase !== 'in_call') return;
-      const previous = this.sendKey;
-      const key = this.e2ee.createSendKey();
-      this.sendKey = key;
-      // Sealed to the others first, so they hold it before frames arrive under it.
-      for (const peer of this.peers.values()) await this.sendKeyTo(peer);
-      await this.e2ee.setSendKey(key);
-      previous?.baseKey.fill(0);
-    });
+    this.keyRotation = this.keyRotation
+      .then(async () => {
+        if (this.closed || this.state.phase !== 'in_call') return;
+        const previous = this.sendKey;
+        const key = this.e2ee.createSendKey();
+        this.sendKey = key;
+        // Sealed to the others first, so they hold it before frames arrive under it.
+        for (const peer of this.peers.values()) await this.sendKeyTo(peer);
+        await this.e2ee.setSendKey(key);
+        previous?.baseKey.fill(0);
+      })
+      // A rotation that failed is said so; the chain stays usable, or no later departure
+      // would ever rotate the key again (a rejected promise skips every `then` after it).
+      .catch((e: unknown) => {
+        if (!this.closed) this.setNotice(`the call's key could not be renewed: ${String(e)}`);
+      });
   }
 
   private removePeer(member: number, left: boolean): void {
@@ -450,8 +473,11 @@ export class VisitCall {
       baseKey: new Uint8Array(key.base_key),
       suite: key.suite as SendKey['suite'],
     });
-    // Their previous key stays a moment, for frames in flight.
-    for (const old of peer.kids) void this.e2ee.removeReceiveKey(String(peer.member.id), old);
+    // Their previous key stays a moment, for frames in flight. A key they send again (the
+    // same KID) is the one just added: it must not be scheduled for removal with the old.
+    for (const old of peer.kids) {
+      if (old !== kid) void this.e2ee.removeReceiveKey(String(peer.member.id), old);
+    }
     peer.kids = [kid];
     peer.view.keyReceived = true;
     this.refreshPeers();
@@ -651,15 +677,31 @@ export class VisitCall {
       let framesDecoded = 0;
       let relayed = false;
       const localCandidates = new Map<string, string>();
-      report?.forEach((stat: { type: string; id: string; candidateType?: string }) => {
-        if (stat.type === 'local-candidate' && stat.candidateType) localCandidates.set(stat.id, stat.candidateType);
-      });
-      report?.forEach((stat: { type: string; kind?: string; framesDecoded?: number; state?: string; nominated?: boolean; localCandidateId?: string }) => {
-        if (stat.type === 'inbound-rtp' && stat.kind === 'video') framesDecoded += stat.framesDecoded ?? 0;
-        if (stat.type === 'candidate-pair' && stat.state === 'succeeded' && stat.nominated && stat.localCandidateId) {
-          relayed = localCandidates.get(stat.localCandidateId) === 'relay';
-        }
-      });
+      const pairs = new Map<string, { localCandidateId?: string; state?: string; nominated?: boolean }>();
+      const selectedPairs: string[] = [];
+      report?.forEach(
+        (stat: {
+          type: string;
+          id: string;
+          kind?: string;
+          framesDecoded?: number;
+          candidateType?: string;
+          state?: string;
+          nominated?: boolean;
+          localCandidateId?: string;
+          selectedCandidatePairId?: string;
+        }) => {
+          if (stat.type === 'local-candidate' && stat.candidateType) localCandidates.set(stat.id, stat.candidateType);
+          if (stat.type === 'candidate-pair') pairs.set(stat.id, stat);
+          if (stat.type === 'transport' && stat.selectedCandidatePairId) selectedPairs.push(stat.selectedCandidatePairId);
+          if (stat.type === 'inbound-rtp' && stat.kind === 'video') framesDecoded += stat.framesDecoded ?? 0;
+        },
+      );
+      // The pair the transport carries media on, as it names it: after an ICE restart a
+      // connection holds more than one succeeded, nominated pair, and only one is in use.
+      // Without a transport's word, the succeeded and nominated pairs must all be relayed.
+      const inUse = selectedPairs.length > 0 ? selectedPairs.map((id) => pairs.get(id)) : [...pairs.values()].filter((p) => p.state === 'succeeded' && p.nominated);
+      relayed = inUse.length > 0 && inUse.every((pair) => pair?.localCandidateId !== undefined && localCandidates.get(pair.localCandidateId) === 'relay');
       out.push({ member: peer.member.id, framesDecoded, relayed });
     }
     return out;

@@ -83,6 +83,16 @@ export class VisitSignaling {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private failedOpens = 0;
   private finished = false;
+  /**
+   * How the socket ends, when that is known before its close arrives: Haven said so in a
+   * notice (`ended`, `declined`, `replaced`), or this page sent `leave`. Haven drops the
+   * connection right after its close frame, and a drop with frames of ours still unread
+   * there resets the connection, which loses the close frame and its reason (the browser
+   * reports 1006, no reason). Without this, such a close would be taken for a network
+   * drop and retried: a visit that ended would be entered again (and refused), a member
+   * who left would come back.
+   */
+  private expectedClose: FinalClose | null = null;
 
   constructor(
     private readonly appointment: string,
@@ -111,12 +121,14 @@ export class VisitSignaling {
     };
     socket.onmessage = (event) => {
       const frame = parse(event.data);
-      if (frame) this.handlers.frame(frame);
+      if (!frame) return;
+      if (frame.type === 'ended' || frame.type === 'declined' || frame.type === 'replaced') this.expectedClose = frame.type;
+      this.handlers.frame(frame);
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
-      const final = FINAL_REASONS.find((reason) => reason === event.reason);
+      const final = FINAL_REASONS.find((reason) => reason === event.reason) ?? this.expectedClose;
       if (final) return this.finish(final);
       if (this.finished) return;
       if (!opened) this.failedOpens += 1;
@@ -140,6 +152,7 @@ export class VisitSignaling {
   send(frame: ClientFrame): boolean {
     if (this.socket?.readyState !== WebSocket.OPEN) return false;
     this.socket.send(JSON.stringify(frame));
+    if (frame.type === 'leave') this.expectedClose = 'left';
     return true;
   }
 

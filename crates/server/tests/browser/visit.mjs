@@ -467,6 +467,9 @@ async function admission() {
   const ended = patient.getByTestId('visit-ended');
   await ended.waitFor({ timeout: ROOM_WAIT_MS });
   out.ended = { phase: await ended.getAttribute('data-phase'), text: await ended.innerText() };
+  const endedHere = clinician.getByTestId('visit-ended');
+  await endedHere.waitFor({ timeout: ROOM_WAIT_MS });
+  out.clinicianEnded = await endedHere.getAttribute('data-phase');
   // No way back in: the page offers none, and Haven refuses the socket.
   await openVisit(patient, visit);
   const closed = patient.getByTestId('visit-closed');
