@@ -20,6 +20,7 @@ import { PrivacySettings } from './pages/privacy-settings';
 import { SignIn } from './pages/sign-in';
 import { Workspace } from './pages/workspace';
 import { VisitPage } from './pages/visit';
+import { GUEST_VISIT_PATH, GuestVisitPage } from './pages/visit-guest';
 import { MessagesInbox, NewConversation, TeamConversation, ThreadPage, UnreadBadge } from './pages/messages';
 import { MessagingProvider, messagingFor, useMessaging } from './messaging/context';
 import { navigate, usePath } from './router';
@@ -30,7 +31,7 @@ import { Link, Loading, Page, useLoad } from './ui';
 type Auth = { state: 'checking' } | { state: 'signed-out'; notice: string | null } | { state: 'signed-in'; session: Session };
 
 /** Paths a signed-out visitor may see. */
-const PUBLIC_PATHS = ['/sign-in', '/enrol'];
+const PUBLIC_PATHS = ['/sign-in', '/enrol', GUEST_VISIT_PATH];
 
 function navigation(session: Session, subject: Subject | null): [string, string][] {
   switch (session.role) {
@@ -320,6 +321,9 @@ function App() {
     if (auth.state === 'signed-out' && !PUBLIC_PATHS.includes(path)) navigate('/sign-in', { replace: true });
   }, [auth, path]);
 
+  // A visit's guest has no account: their page stands apart from signing in (and a
+  // signed-in person who opens a guest link joins as the guest it names).
+  if (path === GUEST_VISIT_PATH) return <GuestVisitPage />;
   if (auth.state === 'checking') return <Loading what="Haven" />;
   if (auth.state === 'signed-in') return <SignedIn session={auth.session} path={path} signOut={signOut} />;
   return (

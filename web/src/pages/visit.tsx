@@ -18,6 +18,8 @@ import { type LogKey, logKey } from '../messaging/trust';
 import { type Role, roleNames } from '../session';
 import { ErrorNote, Link, Loading, Page, Show, useLoad, when } from '../ui';
 import { type CallSnapshot, type PeerView, VisitCall, fetchVisitStatus } from '../visit/call';
+import { GuestsPanel, RecordingPanel, VisitNotePanel } from '../visit/panels';
+import type { Agreement } from '../visit/recording';
 import type { Member } from '../visit/signaling';
 
 interface VisitTestHook {
@@ -94,7 +96,13 @@ function EncryptionPanel(props: { snapshot: CallSnapshot; me: string | null; myS
         {peers.map((peer) => (
           <li key={peer.member.id}>
             {memberName(peer.member, props.me)} ·{' '}
-            {peer.verified === null ? 'checking their device…' : peer.verified ? 'device checked against the transparency log' : 'device not checked'}
+            {peer.verified === null
+              ? 'checking their device…'
+              : peer.verified && peer.guestDevice
+                ? 'a guest’s device, made for this visit and published nowhere: compare its safety number with them'
+                : peer.verified
+                  ? 'device checked against the transparency log'
+                  : 'device not checked'}
             {peer.safetyNumber && (
               <>
                 {' '}
@@ -220,23 +228,27 @@ const ENDINGS: Record<string, { title: string; text: string }> = {
   refused: { title: 'The visit could not be joined', text: 'Haven refused the connection. Reload the page to see why.' },
 };
 
-function InCall(props: {
+/** The call itself, for a signed-in person or a guest (`device.id` null, `me` null). */
+export function InCall(props: {
   appointment: string;
-  device: { id: string; fingerprint: string; safetyNumber: string; keys: Device };
+  device: { id: string | null; query?: string; fingerprint: string; safetyNumber: string; keys: Device };
   logKey: LogKey;
   stream: MediaStream;
   relayOnly: boolean;
-  me: string;
+  me: string | null;
+  /** The visit's patient, for what hosts file to the record; null for a guest. */
+  patient: string | null;
 }) {
   const [snapshot, setSnapshot] = useState<CallSnapshot | null>(null);
   const [failure, setFailure] = useState<unknown>(null);
+  const [startedAtMs] = useState(() => Date.now());
   const callRef = useRef<VisitCall | null>(null);
   useEffect(() => {
     let call: VisitCall;
     try {
       call = new VisitCall({
         appointment: props.appointment,
-        device: { id: props.device.id, fingerprint: props.device.fingerprint, keys: props.device.keys },
+        device: { id: props.device.id, query: props.device.query, fingerprint: props.device.fingerprint, keys: props.device.keys },
         logKey: props.logKey,
         localStream: props.stream,
         relayOnly: props.relayOnly,
@@ -316,14 +328,41 @@ function InCall(props: {
           <Controls snapshot={snapshot} call={call} />
           <EncryptionPanel snapshot={snapshot} me={props.me} mySafetyNumber={props.device.safetyNumber} />
           <Chat snapshot={snapshot} call={call} me={props.me} />
+          <RecordingPanel
+            state={snapshot.recording}
+            me={snapshot.me}
+            host={snapshot.role === 'host' && props.patient !== null}
+            everyone={[...(snapshot.me === null ? [] : [snapshot.me]), ...snapshot.peers.map((p) => p.member.id)]}
+            controls={call}
+            agreements={() => agreementsOf(snapshot, props.patient)}
+            appointment={props.appointment}
+            patient={props.patient ?? ''}
+          />
+          {snapshot.role === 'host' && props.patient && (
+            <>
+              <GuestsPanel appointment={props.appointment} />
+              <VisitNotePanel appointment={props.appointment} patient={props.patient} startedAtMs={startedAtMs} />
+            </>
+          )}
         </>
       )}
     </>
   );
 }
 
+/** Who agreed to the recording, as the chart names them: the patient by reference. */
+function agreementsOf(snapshot: CallSnapshot, patient: string | null): Agreement[] {
+  const roleOf = new Map<number, Member>(snapshot.peers.map((p) => [p.member.id, p.member]));
+  return snapshot.recording.consented.map((id) => {
+    if (id === snapshot.me) return { reference: null, display: 'Clinician (recording)' };
+    const member = roleOf.get(id);
+    if (member?.role === 'patient' && patient) return { reference: `Patient/${patient}`, display: 'Patient' };
+    return { reference: null, display: member?.role === 'guest' ? 'Guest' : 'Clinician' };
+  });
+}
+
 /** Asks for the camera and microphone, saying why it failed when it does. */
-function useLocalMedia(wanted: boolean): { stream: MediaStream | null; problem: string | null } {
+export function useLocalMedia(wanted: boolean): { stream: MediaStream | null; problem: string | null } {
   const [stream, setStream] = useState<MediaStream | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
   useEffect(() => {
@@ -419,6 +458,7 @@ export function VisitPage(props: { appointment: string; role: Role; me: string }
               stream={media.stream}
               relayOnly={relayOnly}
               me={props.me}
+              patient={visit.patient}
             />
           );
         }}

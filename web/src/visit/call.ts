@@ -14,10 +14,12 @@
 // Negotiation follows the "perfect negotiation" pattern: either side may offer; on a
 // collision the member with the higher number gives way.
 import { api, apiInBackground } from '../api';
-import { type Device, safetyNumber } from '../e2e';
+import { type Device, decodeBase64, deviceFingerprint, safetyNumber, verifyDeviceSelfSignature } from '../e2e';
 import type { DeviceList } from '../messaging/device';
 import { type CheckedDevice, type LogKey, checkDevices } from '../messaging/trust';
 import { type MediaE2ee, type SendKey, startMediaE2ee, preferSFrameCodecs } from './media-e2ee';
+import { RECORDING_OFF, type RecordingState } from './panels';
+import { VisitRecorder } from './recording';
 import { CHAT_LINE_CHARS_MAX, openFromMember, sealForMember } from './sealed';
 import { openMediaFrame, SFrameReceiveContext } from './sframe';
 import { type FinalClose, type IceServerWire, type Member, type ServerFrame, type SignalKind, VisitSignaling } from './signaling';
@@ -37,6 +39,8 @@ export type Quality = 'unknown' | 'good' | 'fair' | 'poor';
 
 export interface PeerView {
   member: Member;
+  /** A guest's device, made for this visit and published nowhere: compare its safety number. */
+  guestDevice?: boolean;
   stream: MediaStream | null;
   quality: Quality;
   /** The device was checked against the transparency log; `null` while checking. */
@@ -72,6 +76,9 @@ export interface CallSnapshot {
   sharingScreen: boolean;
   /** The last thing Haven refused, in words. */
   notice: string | null;
+  recording: RecordingState;
+  /** This browser records the visit (a host, everyone having agreed). */
+  recordingHere: boolean;
 }
 
 interface Peer {
@@ -88,7 +95,11 @@ interface Peer {
 
 export interface CallOptions {
   appointment: string;
-  device: { id: string; fingerprint: string; keys: Device };
+  /**
+   * This browser's device: a person's registered one (`id`), or a guest's made for this
+   * visit (`id` null, its keys in the handshake's `query`).
+   */
+  device: { id: string | null; query?: string; fingerprint: string; keys: Device };
   logKey: LogKey;
   /** Media to send; the page asks for it before the call starts. */
   localStream: MediaStream;
@@ -99,6 +110,42 @@ export interface CallOptions {
 
 function randomId(): string {
   return crypto.randomUUID();
+}
+
+/** `CallOptions.logKey` for a guest: check against the key served with the call's devices. */
+export const SERVED_LOG_KEY = 'served';
+
+/** A guest's device as Haven lists it with the call's devices. */
+interface GuestDeviceWire {
+  guest: string;
+  hpke_public_key: string;
+  signing_public_key: string;
+  self_signature: string;
+  fingerprint: string;
+}
+
+interface CallDeviceList extends DeviceList {
+  guest_devices?: GuestDeviceWire[];
+  log_vkey?: string;
+}
+
+/**
+ * A guest's device checked as far as it can be: its keys sign themselves and hash to its
+ * fingerprint. It is in no log, so the page asks people to compare its safety number.
+ */
+async function checkGuestDevice(wire: GuestDeviceWire): Promise<CheckedDevice | null> {
+  try {
+    const hpkePublicKey = decodeBase64(wire.hpke_public_key, 'HPKE key');
+    const signingPublicKey = decodeBase64(wire.signing_public_key, 'signing key');
+    const keys = { hpkePublicKey, signingPublicKey };
+    const signed = await verifyDeviceSelfSignature(keys, decodeBase64(wire.self_signature, 'self-signature'));
+    const fingerprint = await deviceFingerprint(keys);
+    if (!signed || fingerprint !== wire.fingerprint) return null;
+    const device = { fingerprint, user: `guest:${wire.guest}` } as unknown as CheckedDevice['device'];
+    return { device, role: null, verified: true, reason: null, hpkePublicKey, signingPublicKey };
+  } catch {
+    return null;
+  }
 }
 
 export class VisitCall {
@@ -113,6 +160,9 @@ export class VisitCall {
   private frames: Promise<void> = Promise.resolve();
   private statsTimer: ReturnType<typeof setInterval>;
   private screenTrack: MediaStreamTrack | null = null;
+  private recorder: VisitRecorder | null = null;
+  /** A recording the room stopped, waiting for the page to file it. */
+  private stoppedRecording: { recording: Blob; startedAtMs: number } | null = null;
   private state: CallSnapshot;
   private closed = false;
 
@@ -132,8 +182,11 @@ export class VisitCall {
       videoOff: false,
       sharingScreen: false,
       notice: null,
+      recording: RECORDING_OFF,
+      recordingHere: false,
     };
-    this.signaling = new VisitSignaling(options.appointment, options.device.id, {
+    const query = options.device.id ? `device=${encodeURIComponent(options.device.id)}` : (options.device.query ?? '');
+    this.signaling = new VisitSignaling(options.appointment, query, {
       // One frame at a time, in the order Haven sent them. Handling a frame awaits (a
       // device check, the worker, WebRTC), and a frame must not overtake the one before it:
       // a peer's sealed key arriving just after `admitted` would otherwise be opened before
@@ -214,6 +267,21 @@ export class VisitCall {
       case 'signal':
         await this.onSignal(frame.from, frame.kind, frame.payload);
         return;
+      case 'recording': {
+        const recording: RecordingState = {
+          phase: frame.phase,
+          by: frame.by,
+          consented: frame.consented,
+          ended: frame.ended,
+          declinedBy: frame.declined_by,
+        };
+        this.update({ recording });
+        if (frame.phase === 'on' && frame.by === this.state.me && !this.recorder) this.startRecorder();
+        // Stopped by the room (someone joined, someone left): what was recorded is kept for
+        // the page to file, since everyone had agreed to it.
+        if (frame.phase !== 'on' && this.recorder) void this.finishRecorder();
+        return;
+      }
       case 'error':
         this.setNotice(frame.message);
         return;
@@ -272,23 +340,40 @@ export class VisitCall {
 
   /** Checks every peer's device against the log; a device that fails is warned about. */
   private async checkDevices(): Promise<void> {
-    let list: DeviceList;
+    let list: CallDeviceList;
     try {
-      list = await apiInBackground<DeviceList>('GET', `/api/v1/visits/${encodeURIComponent(this.options.appointment)}/devices`);
+      list = await apiInBackground<CallDeviceList>('GET', `/api/v1/visits/${encodeURIComponent(this.options.appointment)}/devices`);
     } catch (e) {
       // Nobody unchecked gets a key, so the call shows no one until this works: say why
       // rather than leave every peer "checking" in silence.
       this.setNotice(`the call's devices could not be checked, so no keys were exchanged (${String(e)}); reload the page to try again`);
       return;
     }
-    const checked = await checkDevices(list, this.options.logKey);
+    // A guest pinned no key: they check against the one served with the list, for this visit.
+    const logKey: LogKey =
+      this.options.logKey.state === 'pinned' && this.options.logKey.vkey === SERVED_LOG_KEY
+        ? { state: 'pinned', vkey: list.log_vkey ?? '' }
+        : this.options.logKey;
+    const checked = await checkDevices(list, logKey);
     for (const peer of this.peers.values()) {
       if (peer.checked?.verified) continue;
       const fingerprint = peer.member.device;
+      peer.view.safetyNumber = fingerprint ? safetyNumber(fingerprint) : null;
+      if (peer.member.guest) {
+        const guest = (list.guest_devices ?? []).find((d) => d.fingerprint === fingerprint && d.guest === peer.member.guest);
+        peer.checked = guest ? await checkGuestDevice(guest) : null;
+        peer.view.verified = peer.checked?.verified ?? false;
+        peer.view.guestDevice = true;
+        peer.view.warning = !fingerprint
+          ? 'takes part without a device key, so cannot receive encrypted media'
+          : peer.checked?.verified
+            ? null
+            : 'their device keys do not sign themselves';
+        continue;
+      }
       const found = checked.find((c) => c.device.fingerprint === fingerprint && c.device.user === peer.member.user);
       peer.checked = found ?? null;
       peer.view.verified = found?.verified ?? false;
-      peer.view.safetyNumber = fingerprint ? safetyNumber(fingerprint) : null;
       peer.view.warning = !fingerprint
         ? 'takes part without a device key, so cannot receive encrypted media'
         : !found
@@ -608,6 +693,48 @@ export class VisitCall {
     for (const peer of this.peers.values()) this.signal(peer.member.id, 'media', payload);
   }
 
+  /** Asks everyone to agree to a recording (hosts). */
+  askToRecord(): void {
+    this.signaling.send({ type: 'ask_to_record' });
+  }
+
+  consentToRecord(granted: boolean): void {
+    this.signaling.send({ type: 'consent', granted });
+  }
+
+  /** Starts the recording (hosts, once everyone agreed); the room's answer starts it here. */
+  startRecording(): void {
+    this.signaling.send({ type: 'start_recording' });
+  }
+
+  private startRecorder(): void {
+    const others = [...this.peers.values()].flatMap((p) => (p.view.stream ? [p.view.stream] : []));
+    try {
+      this.recorder = new VisitRecorder([...others, this.options.localStream], () => this.stopRecording());
+      this.update({ recordingHere: true });
+    } catch (e) {
+      this.setNotice(`this browser could not record: ${String(e)}`);
+      this.signaling.send({ type: 'stop_recording' });
+    }
+  }
+
+  private async finishRecorder(): Promise<void> {
+    const recorder = this.recorder;
+    if (!recorder) return;
+    this.recorder = null;
+    this.stoppedRecording = { recording: await recorder.stop(), startedAtMs: recorder.startedAtMs };
+    this.update({ recordingHere: false });
+  }
+
+  /** Stops the recording for everyone and returns what this browser recorded, if anything. */
+  async stopRecording(): Promise<{ recording: Blob; startedAtMs: number } | null> {
+    if (this.state.recording.phase !== 'off') this.signaling.send({ type: 'stop_recording' });
+    await this.finishRecorder();
+    const stopped = this.stoppedRecording;
+    this.stoppedRecording = null;
+    return stopped;
+  }
+
   /** Hangs up: Haven records the departure; the others rotate their keys. */
   leave(): void {
     if (!this.signaling.send({ type: 'leave' })) this.finish('left');
@@ -632,6 +759,8 @@ export class VisitCall {
     for (const peer of this.peers.values()) this.closePeer(peer);
     this.peers.clear();
     this.screenTrack?.stop();
+    void this.recorder?.stop();
+    this.recorder = null;
     this.e2ee.close();
     this.sendKey?.baseKey.fill(0);
     this.sendKey = null;

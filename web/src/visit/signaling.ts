@@ -38,6 +38,14 @@ export type ServerFrame =
   | { type: 'signal'; from: number; kind: SignalKind; payload: string }
   | { type: 'ended' }
   | { type: 'replaced' }
+  | {
+      type: 'recording';
+      phase: 'off' | 'asking' | 'on';
+      by: number | null;
+      consented: number[];
+      ended: 'declined' | 'joined' | 'stopped' | 'recorder_left' | null;
+      declined_by: number | null;
+    }
   | { type: 'error'; code: string; message: string };
 
 export type ClientFrame =
@@ -45,7 +53,11 @@ export type ClientFrame =
   | { type: 'decline'; member: number }
   | { type: 'signal'; to: number; kind: SignalKind; payload: string }
   | { type: 'leave' }
-  | { type: 'end' };
+  | { type: 'end' }
+  | { type: 'ask_to_record' }
+  | { type: 'consent'; granted: boolean }
+  | { type: 'start_recording' }
+  | { type: 'stop_recording' };
 
 /** Why the socket closed for good. */
 export type FinalClose = 'declined' | 'ended' | 'replaced' | 'left' | 'session_ended' | 'visit_full' | 'lobby_full' | 'refused';
@@ -96,7 +108,8 @@ export class VisitSignaling {
 
   constructor(
     private readonly appointment: string,
-    private readonly device: string | null,
+    /** The handshake's query: `device=<id>` for a person, the device keys for a guest. */
+    private readonly query: string,
     private readonly handlers: SignalingHandlers,
   ) {
     this.connect();
@@ -104,7 +117,7 @@ export class VisitSignaling {
 
   private url(): string {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const query = this.device ? `?device=${encodeURIComponent(this.device)}` : '';
+    const query = this.query ? `?${this.query}` : '';
     return `${scheme}//${location.host}/api/v1/visits/${encodeURIComponent(this.appointment)}/signal${query}`;
   }
 
