@@ -354,10 +354,18 @@ impl FromRequestParts<ApiState> for VisitCaller {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
+        // A WebSocket handshake carries no CSRF token, so a cookie one must come from
+        // Haven's own origin; other requests are as any API call (a guest's cookie is
+        // SameSite=Strict, and what they read is not readable cross-origin).
+        let handshake = parts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let signed_in =
             parts.headers.contains_key(header::AUTHORIZATION) || cookie_session(parts).is_some();
         if !signed_in && let Some(session) = guest_cookie(parts) {
-            if !same_origin(parts) {
+            if handshake && !same_origin(parts) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "cross_origin",
@@ -369,9 +377,16 @@ impl FromRequestParts<ApiState> for VisitCaller {
                 origin: origin(parts),
             });
         }
-        Ok(VisitCaller::Person(
-            EventCaller::from_request_parts(parts, state).await?,
-        ))
+        if handshake {
+            return Ok(VisitCaller::Person(
+                EventCaller::from_request_parts(parts, state).await?,
+            ));
+        }
+        let Caller(context) = Caller::from_request_parts(parts, state).await?;
+        Ok(VisitCaller::Person(EventCaller {
+            context,
+            session_token: None,
+        }))
     }
 }
 

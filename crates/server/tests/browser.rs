@@ -57,6 +57,7 @@ haven_test_support::on_every_backend!(
     a_video_visit_from_the_waiting_room_to_the_end,
     a_three_person_video_visit_through_the_relay,
     nobody_enters_a_video_visit_without_admission,
+    a_guest_joins_by_link_and_everyone_agrees_to_a_recording,
 );
 
 /// Browser scripts get long enough to start Chromium on a loaded machine.
@@ -1799,6 +1800,207 @@ async fn nobody_enters_a_video_visit_without_admission(backend: Backend) {
     assert_screenshots_written(&out);
     eprintln!(
         "nobody_enters_a_video_visit_without_admission ({backend:?}): {:.1} s; in the script (ms): {}",
+        started.elapsed().as_secs_f64(),
+        out["timings"]
+    );
+    server.stop().await;
+}
+
+async fn a_guest_joins_by_link_and_everyone_agrees_to_a_recording(backend: Backend) {
+    use haven_app::Clock;
+    use haven_audit::AuditAction;
+    let started = std::time::Instant::now();
+    let server = TestServer::start_in_real_time(backend).await;
+    let patient = server.create_patient("Lovelace").await;
+    let patient_user = server.user(Role::Patient, Some(patient)).await;
+    let clinician = server.user(Role::Clinician, None).await;
+    server.add_to_care_team(patient, clinician.id).await;
+    let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
+    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let out = run_visit_script(
+        "guest-recording",
+        &[
+            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
+            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+            ("HAVEN_VISIT", &visit),
+            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
+            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
+            (
+                "HAVEN_CLINICIAN_TOTP",
+                clinician.totp_secret.as_deref().unwrap(),
+            ),
+            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
+            (
+                "HAVEN_SCREENSHOTS",
+                &screenshot_dir(backend).display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    assert_well_behaved(&out);
+
+    // The guest's link carried the invitation in its fragment, gone from the address bar.
+    assert!(
+        out["guestLinkShape"]
+            .as_str()
+            .unwrap()
+            .ends_with("/visits/guest#…"),
+        "{out}"
+    );
+    assert!(
+        out["guestAddress"]
+            .as_str()
+            .unwrap()
+            .ends_with("/visits/guest"),
+        "{out}"
+    );
+    assert!(
+        out["guestLobby"].as_str().unwrap().contains("Guest"),
+        "{out}"
+    );
+    // Three people, each decoding both others; the guest's frames sealed like anyone's.
+    let members = &out["members"];
+    for (who, others) in [
+        ("patient", ["clinician", "guest"]),
+        ("clinician", ["patient", "guest"]),
+        ("guest", ["patient", "clinician"]),
+    ] {
+        for other in others {
+            let peer = peer_stats(&out["decoding"][who], &members[other]);
+            assert!(
+                peer["framesDecoded"].as_u64().unwrap() > 0,
+                "{who} sees {other}: {out}"
+            );
+        }
+    }
+    assert_eq!(out["guestProbe"], sealed_probe(), "{out}");
+    // The guest's device is named for what it is; the guest checks the others' devices
+    // against the log like anyone.
+    assert!(
+        out["clinicianKeyHolders"]
+            .as_str()
+            .unwrap()
+            .contains("Guest · a guest’s device"),
+        "{out}"
+    );
+    assert!(
+        out["guestKeyHolders"]
+            .as_str()
+            .unwrap()
+            .contains("device checked against the transparency log"),
+        "{out}"
+    );
+
+    // The recording could not start before everyone agreed.
+    assert_eq!(out["startDisabledBeforeAnswers"], true, "{out}");
+    assert_eq!(out["patientAfterRecording"], "off", "{out}");
+    // Filed: the recording as a DocumentReference pointing at its Binary, and a Consent per
+    // person who agreed.
+    let documents = server
+        .get_json(
+            &clinician.token,
+            &format!("/fhir/DocumentReference?patient={patient}"),
+        )
+        .await;
+    let documents: Vec<&Value> = documents["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let recording = documents
+        .iter()
+        .find(|d| d["type"]["text"] == "Video visit recording")
+        .unwrap_or_else(|| panic!("no recording in {documents:?}"));
+    assert_eq!(
+        recording["content"][0]["attachment"]["contentType"],
+        "video/webm"
+    );
+    let binary = recording["content"][0]["attachment"]["url"]
+        .as_str()
+        .unwrap();
+    let file = server
+        .get_as(&clinician.token, &format!("/fhir/{binary}"))
+        .await;
+    assert_eq!(file.status(), StatusCode::OK);
+    let bytes = file.bytes().await.unwrap();
+    assert!(bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]), "a WebM file");
+    let consents = server
+        .get_json(
+            &clinician.token,
+            &format!("/fhir/Consent?patient={patient}"),
+        )
+        .await;
+    assert_eq!(
+        consents["entry"].as_array().map(Vec::len),
+        Some(3),
+        "{consents}"
+    );
+    // The note, in the visit's Encounter, which names the appointment.
+    let note = documents
+        .iter()
+        .find(|d| d["type"]["text"] == "Visit note")
+        .unwrap_or_else(|| panic!("no visit note in {documents:?}"));
+    let encounter = note["context"]["encounter"][0]["reference"]
+        .as_str()
+        .unwrap();
+    let encounter = server
+        .get_json(&clinician.token, &format!("/fhir/{encounter}"))
+        .await;
+    assert_eq!(
+        encounter["appointment"][0]["reference"],
+        format!("Appointment/{visit}")
+    );
+
+    // Each agreement was recorded from its own person's session; the guest's under their
+    // guest id; the invitation and the recording by the clinician.
+    let entries = visit_audit(&server).await;
+    let count = |action: AuditAction, actor: &str| {
+        entries
+            .iter()
+            .filter(|(a, who, outcome)| *a == action && who == actor && outcome == "allowed")
+            .count()
+    };
+    let clinician_id = clinician.id.to_string();
+    let guest = entries
+        .iter()
+        .find(|(_, who, _)| who.starts_with("guest:"))
+        .map(|(_, who, _)| who.clone())
+        .expect("the guest's entries");
+    assert_eq!(
+        count(AuditAction::VisitInvite, &clinician_id),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(count(AuditAction::VisitJoin, &guest), 1, "{entries:?}");
+    assert_eq!(
+        count(AuditAction::RecordingConsent, &clinician_id),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingConsent, &patient_user.id.to_string()),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingConsent, &guest),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingStart, &clinician_id),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(
+        count(AuditAction::RecordingStop, &clinician_id),
+        1,
+        "{entries:?}"
+    );
+    assert_screenshots_written(&out);
+    eprintln!(
+        "a_guest_joins_by_link_and_everyone_agrees_to_a_recording ({backend:?}): {:.1} s; in the script (ms): {}",
         started.elapsed().as_secs_f64(),
         out["timings"]
     );

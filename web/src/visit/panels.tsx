@@ -166,7 +166,7 @@ export function GuestsPanel(props: { appointment: string }) {
       </button>
       {link && (
         <p>
-          Send this link to the guest (it opens once): <code data-testid="guest-link">{link}</code>
+          Send this link to the guest (it opens once): <code class="guest-link" data-testid="guest-link">{link}</code>
         </p>
       )}
       {problem !== null && <ErrorNote error={problem} />}

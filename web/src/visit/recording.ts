@@ -94,7 +94,8 @@ export async function fileRecording(params: {
 }): Promise<Filed> {
   const { patient, appointment } = params;
   const bytes = new Uint8Array(await params.recording.arrayBuffer());
-  const contentType = params.recording.type || 'video/webm';
+  // The recorder names its codecs (`video/webm;codecs=vp8,opus`); the chart keeps the type.
+  const contentType = (params.recording.type || 'video/webm').split(';')[0]!.trim();
   const binary = await apiUpload<{ id: string }>('POST', '/fhir/Binary', bytes, contentType, {
     'x-security-context': `Patient/${patient}`,
   });

@@ -20,6 +20,12 @@
 // patient is told so; admitted and then ended by the clinician, the patient is told so, and
 // can neither see a join button again nor open the visit's socket.
 //
+// `guest-recording`: the clinician invites an interpreter with a link; the guest (no
+// account) opens it in a browser of their own, waits, and is admitted; everyone decodes
+// everyone, and the clinician's page names the guest's device as made for the visit. The
+// clinician asks to record; the patient and the guest each agree on their page; the
+// clinician records a few seconds, stops and files it; then writes the visit's note.
+//
 // Input (environment): HAVEN_URL, HAVEN_PASSWORD, HAVEN_JOURNEY, HAVEN_VISIT (the
 // appointment's id), HAVEN_PATIENT_LOGIN, HAVEN_CLINICIAN_LOGIN, HAVEN_CLINICIAN_TOTP
 // (base32), HAVEN_TOTP_STEP_MIN, HAVEN_SCREENSHOTS; for `visit`, HAVEN_MARKER; for `relay`,
@@ -179,6 +185,7 @@ try {
   if (journey === 'visit') await twoPersonVisit();
   else if (journey === 'relay') await threePersonVisitThroughTheRelay();
   else if (journey === 'admission') await admission();
+  else if (journey === 'guest-recording') await guestAndRecording();
   else throw new Error(`no journey ${journey}`);
   console.log(JSON.stringify(out));
 } catch (error) {
@@ -478,4 +485,88 @@ async function admission() {
   out.socketAfterEnd = await trySocket(patient, visit);
   await shootPatient('visit-closed-after-end');
   mark('ended');
+}
+
+async function guestAndRecording() {
+  const patient = await watchedPage(browser, origin, out);
+  const clinician = await watchedPage(browser, origin, out);
+  const guest = await watchedPage(browser, origin, out);
+  const shootClinician = screenshotter(clinician, screenshots, out);
+  const shootGuest = screenshotter(guest, screenshots, out);
+
+  await signInStaff(clinician, clinicianLogin, clinicianSecret);
+  await openVisit(clinician, visit);
+  await join(clinician);
+  await clinician.getByTestId('call').waitFor({ timeout: ROOM_WAIT_MS });
+  await signInPatient(patient, patientLogin);
+  await openVisit(patient, visit);
+  await join(patient);
+  await patient.getByTestId('waiting-room').waitFor({ timeout: ROOM_WAIT_MS });
+  await answerLobby(clinician, 'Admit');
+  await patient.getByTestId('call').waitFor({ timeout: ROOM_WAIT_MS });
+
+  // The clinician makes an interpreter's link; the guest opens it (no account).
+  await clinician.getByLabel('Who').selectOption('interpreter');
+  await clinician.getByTestId('guest-invite').click();
+  const link = (await clinician.getByTestId('guest-link').innerText()).trim();
+  out.guestLinkShape = link.replace(/#.*/, '#…');
+  await guest.goto(link);
+  await waitForHeading(guest, 'Video visit');
+  // The invitation left the address bar at once.
+  out.guestAddress = guest.url();
+  await guest.getByTestId('guest-join').click();
+  await guest.getByTestId('waiting-room').waitFor({ timeout: ROOM_WAIT_MS });
+  await shootGuest('visit-guest-waiting');
+  out.guestLobby = await answerLobby(clinician, 'Admit');
+  await guest.getByTestId('call').waitFor({ timeout: ROOM_WAIT_MS });
+  mark('guestAdmitted');
+
+  const members = {
+    patient: await memberOf(patient),
+    clinician: await memberOf(clinician),
+    guest: await memberOf(guest),
+  };
+  out.members = members;
+  out.decoding = {};
+  for (const [name, page] of Object.entries({ patient, clinician, guest })) {
+    const others = Object.entries(members)
+      .filter(([other]) => other !== name)
+      .map(([, member]) => member);
+    out.decoding[name] = (await untilDecoding(page, others)).stats;
+  }
+  mark('allDecoding');
+  await clinician.getByTestId('key-holders').getByText('a guest’s device', { exact: false }).waitFor({ timeout: ROOM_WAIT_MS });
+  out.clinicianKeyHolders = await clinician.getByTestId('key-holders').innerText();
+  out.guestKeyHolders = await guest.getByTestId('key-holders').innerText();
+  out.guestProbe = await probe(guest, 10);
+
+  // Recording: asked, agreed by each on their own page, then started.
+  await clinician.getByTestId('recording-ask-button').click();
+  for (const page of [patient, guest]) {
+    await page.getByTestId('recording-ask').waitFor({ timeout: ROOM_WAIT_MS });
+  }
+  out.startDisabledBeforeAnswers = await clinician.getByTestId('recording-start').isDisabled();
+  out.askText = await patient.getByTestId('recording-ask').innerText();
+  await patient.getByTestId('recording-agree').click();
+  await guest.getByTestId('recording-agree').click();
+  const start = clinician.getByTestId('recording-start');
+  await start.and(clinician.locator(':enabled')).waitFor({ timeout: ROOM_WAIT_MS });
+  await start.click();
+  for (const page of [patient, clinician, guest]) {
+    await page.getByTestId('recording-on').waitFor({ timeout: ROOM_WAIT_MS });
+  }
+  mark('recording');
+  await shootGuest('visit-guest-recorded');
+  await sleep(4_000);
+  await clinician.getByTestId('recording-stop').click();
+  await clinician.getByTestId('recording-saved').waitFor({ timeout: MEDIA_WAIT_MS });
+  out.patientAfterRecording = await patient.getByTestId('recording').getAttribute('data-phase');
+  mark('recordingSaved');
+
+  // The visit's note, filed to its Encounter.
+  await clinician.getByLabel('Note for the patient’s record').fill('Reviewed the rash with an interpreter; follow up in two weeks.');
+  await clinician.getByTestId('visit-note-save').click();
+  await clinician.getByTestId('visit-note-saved').waitFor({ timeout: ROOM_WAIT_MS });
+  await shootClinician('visit-recording-and-note');
+  mark('noteSaved');
 }
