@@ -1362,6 +1362,16 @@ fn sealed_probe() -> Value {
     json!({ "frames": 10, "sealed": 10, "openWithKey": 10, "openWithoutKey": 0 })
 }
 
+/// A page's `sealing()`: it sent frames, and its frame encryption sealed every one of them.
+fn assert_all_sealed(sealing: &Value) {
+    let sent = sealing["framesSent"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{sealing}"));
+    let sealed = sealing["framesSealed"].as_u64().unwrap();
+    assert!(sent > 0, "nothing was sent: {sealing}");
+    assert!(sealed >= sent, "frames left unsealed: {sealing}");
+}
+
 /// `stats()` of a page: the peer `member`'s entry.
 fn peer_stats(stats: &Value, member: &Value) -> Value {
     stats
@@ -1449,6 +1459,8 @@ async fn a_video_visit_from_the_waiting_room_to_the_end(backend: Backend) {
     }
     assert_eq!(out["patientProbe"], sealed_probe(), "{out}");
     assert_eq!(out["clinicianProbe"], sealed_probe(), "{out}");
+    assert_all_sealed(&out["patientSealing"]);
+    assert_all_sealed(&out["clinicianSealing"]);
 
     // Each holds the other's key from a device checked against the log: the one the other
     // shows as its own.
@@ -1626,6 +1638,9 @@ async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
     assert!(!candidates.is_empty(), "{out}");
     assert!(candidates.iter().all(|c| c == "relay"), "{candidates:?}");
     assert_eq!(out["nurseProbe"], sealed_probe(), "{out}");
+    for page in ["patient", "clinician", "nurse"] {
+        assert_all_sealed(&out["sealing"][page]);
+    }
 
     // The nurse left; the two others went on without them, under new keys.
     assert_eq!(out["nurseLeft"]["phase"], "left", "{out}");
@@ -1680,6 +1695,9 @@ async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
     }
     assert_eq!(out["patientProbeAfter"], sealed_probe(), "{out}");
     assert_eq!(out["clinicianProbeAfter"], sealed_probe(), "{out}");
+    for page in ["patient", "clinician"] {
+        assert_all_sealed(&out["sealingAfter"][page]);
+    }
 
     // The relay allocated for Haven's credentials; the nurse's departure is on record.
     assert!(

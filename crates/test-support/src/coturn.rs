@@ -31,9 +31,12 @@ pub const REALM: &str = "haven.test";
 
 /// Random bytes in the shared secret (given to coturn as hex).
 const SECRET_BYTES: usize = 32;
-/// Relay ports per instance: a few calls' worth of allocations (each peer may hold a UDP
-/// and a TCP one), small enough to find free in one piece.
-const RELAY_PORT_COUNT: u16 = 32;
+/// Relay ports per instance, small enough to find free in one piece. A browser allocates
+/// one per TURN URL (UDP and TCP) per network interface it gathers on, for each peer
+/// connection: four per connection in the browser tests, so a call of four people (twelve
+/// connections) takes 48, more while an ICE restart gathers again; with 32, a
+/// three-person call under `?relay=only` ran out.
+const RELAY_PORT_COUNT: u16 = 128;
 /// Relay ranges are drawn from here up to the kernel's ephemeral range, which the OS hands
 /// out to port-0 binds and outgoing connections and so could take relay ports from under us.
 const RELAY_PORT_FLOOR: u16 = 10_000;

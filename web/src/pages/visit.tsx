@@ -26,6 +26,7 @@ interface VisitTestHook {
   snapshot: () => CallSnapshot | null;
   stats: () => Promise<unknown>;
   probe: (count: number) => Promise<unknown>;
+  sealing: () => Promise<unknown>;
 }
 
 declare global {
@@ -264,6 +265,7 @@ export function InCall(props: {
       snapshot: () => call.snapshot(),
       stats: () => call.mediaStats(),
       probe: (count) => call.probeEncryption(count),
+      sealing: () => call.sealingAccount(),
     };
     return () => {
       call.close();

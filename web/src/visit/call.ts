@@ -26,6 +26,9 @@ import { type FinalClose, type IceServerWire, type Member, type ServerFrame, typ
 
 /** How often each peer connection's statistics are read for the quality indicator. */
 const STATS_INTERVAL_MS = 2000;
+/** Attempts at the call's device list, and the first pause between them (then doubled). */
+const DEVICE_LIST_ATTEMPTS = 4;
+const DEVICE_LIST_RETRY_MS = 500;
 /** Chat lines kept on the page. */
 const CHAT_LINES_MAX = 200;
 
@@ -340,13 +343,22 @@ export class VisitCall {
 
   /** Checks every peer's device against the log; a device that fails is warned about. */
   private async checkDevices(): Promise<void> {
-    let list: CallDeviceList;
-    try {
-      list = await apiInBackground<CallDeviceList>('GET', `/api/v1/visits/${encodeURIComponent(this.options.appointment)}/devices`);
-    } catch (e) {
+    let list: CallDeviceList | null = null;
+    let failure: unknown = null;
+    // A busy server may fail one request: tried again with a growing pause before giving up.
+    for (let attempt = 0; attempt < DEVICE_LIST_ATTEMPTS && !this.closed; attempt += 1) {
+      try {
+        list = await apiInBackground<CallDeviceList>('GET', `/api/v1/visits/${encodeURIComponent(this.options.appointment)}/devices`);
+        break;
+      } catch (e) {
+        failure = e;
+        await new Promise((resolve) => setTimeout(resolve, DEVICE_LIST_RETRY_MS * 2 ** attempt));
+      }
+    }
+    if (!list) {
       // Nobody unchecked gets a key, so the call shows no one until this works: say why
       // rather than leave every peer "checking" in silence.
-      this.setNotice(`the call's devices could not be checked, so no keys were exchanged (${String(e)}); reload the page to try again`);
+      this.setNotice(`the call's devices could not be checked, so no keys were exchanged (${String(failure)}); reload the page to try again`);
       return;
     }
     // A guest pinned no key: they check against the one served with the list, for this visit.
@@ -834,6 +846,26 @@ export class VisitCall {
       out.push({ member: peer.member.id, framesDecoded, relayed });
     }
     return out;
+  }
+
+  /**
+   * Whether every frame this browser sent went through the frame encryption: the frames
+   * the peer connections report sent (audio packets, each one Opus frame; video frames),
+   * read first, and the frames the worker sealed, read after, across all connections. A
+   * transform the browser did not apply lets frames out in the clear without a probe ever
+   * seeing them (the probe sees only frames that pass through the worker); this catches it.
+   */
+  async sealingAccount(): Promise<{ framesSent: number; framesSealed: number }> {
+    let framesSent = 0;
+    for (const peer of this.peers.values()) {
+      const report = await peer.pc?.getStats();
+      report?.forEach((stat: { type: string; kind?: string; packetsSent?: number; framesSent?: number }) => {
+        if (stat.type !== 'outbound-rtp') return;
+        framesSent += stat.kind === 'audio' ? (stat.packetsSent ?? 0) : (stat.framesSent ?? 0);
+      });
+    }
+    const { encrypted } = await this.e2ee.stats();
+    return { framesSent, framesSealed: encrypted };
   }
 
   /**

@@ -5,7 +5,8 @@
 // `visit`: a patient and their clinician. The patient joins and waits: no call on their
 // page, no peer in its statistics. The clinician starts the visit, sees the patient in the
 // lobby and admits them. Both decode each other's video; the frames leaving each browser
-// are SFrame-sealed (they open with the sender's current key and not with a random one);
+// are SFrame-sealed (they open with the sender's current key and not with a random one),
+// and the frame encryption sealed at least as many frames as the connections sent;
 // each names the other's device as checked against the transparency log. The clinician
 // sends a chat line carrying the marker, which the patient reads. The clinician ends the
 // visit for everyone: both pages say so, and reopening the visit says it has ended.
@@ -138,6 +139,15 @@ function probe(page, count) {
   return page.evaluate((n) => window.havenVisit.probe(n), count);
 }
 
+/**
+ * The page's account of its outgoing frames: how many its connections sent and how many
+ * its frame encryption sealed. Every frame sent was sealed when `framesSealed >= framesSent`
+ * (a probe alone cannot tell: it sees only the frames that pass through the encryption).
+ */
+function sealing(page) {
+  return page.evaluate(() => window.havenVisit.sealing());
+}
+
 /** The safety number this browser shows for itself in the call's key holders. */
 async function ownSafetyNumber(page) {
   return (await page.getByTestId('key-holders').getByRole('listitem').first().locator('code').innerText()).trim();
@@ -268,6 +278,8 @@ async function twoPersonVisit() {
   // What leaves each browser is sealed under its current key.
   out.patientProbe = await probe(patient, 10);
   out.clinicianProbe = await probe(clinician, 10);
+  out.patientSealing = await sealing(patient);
+  out.clinicianSealing = await sealing(clinician);
   mark('probed');
 
   // Each names the other's device, checked, with the safety number the other shows itself.
@@ -383,6 +395,8 @@ async function threePersonVisitThroughTheRelay() {
   await shootNurse('visit-three-nurse');
   await screenshotter(clinician, screenshots, out)('visit-three-clinician');
   out.nurseProbe = await probe(nurse, 10);
+  out.sealing = {};
+  for (const [name, page] of Object.entries(pages)) out.sealing[name] = await sealing(page);
 
   // The nurse hangs up: the others see the tile go, rotate their keys, and carry on.
   out.keysBeforeLeave = { patient: out.keysSent.patient.length, clinician: out.keysSent.clinician.length };
@@ -416,6 +430,7 @@ async function threePersonVisitThroughTheRelay() {
   // What they send now is sealed under their current (rotated) key.
   out.patientProbeAfter = await probe(patient, 10);
   out.clinicianProbeAfter = await probe(clinician, 10);
+  out.sealingAfter = { patient: await sealing(patient), clinician: await sealing(clinician) };
   await shootPatient('visit-after-nurse-left');
 }
 
