@@ -106,6 +106,14 @@ async fn enter(
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    handshake(request).await
+}
+
+/// Opens a socket, or the HTTP refusal: its status and the policy's reason, or else the
+/// error's code.
+async fn handshake(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> Result<Socket, (StatusCode, String)> {
     match tokio_tungstenite::connect_async(request).await {
         Ok((socket, _)) => Ok(socket),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -115,7 +123,6 @@ async fn enter(
                 .as_deref()
                 .and_then(|b| serde_json::from_slice(b).ok())
                 .unwrap_or(Value::Null);
-            // The policy's reason when there is one, else the error's code.
             let code = body["error"]["reason"]
                 .as_str()
                 .or(body["error"]["code"].as_str())
@@ -907,24 +914,7 @@ async fn enter_as_guest(
     request
         .headers_mut()
         .insert("origin", origin.parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-            let body: Value = response
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null);
-            let code = body["error"]["reason"]
-                .as_str()
-                .or(body["error"]["code"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            Err((status, code))
-        }
-        Err(other) => panic!("the handshake failed: {other}"),
-    }
+    handshake(request).await
 }
 
 async fn a_guest_enters_by_an_invitation_used_once_and_waits_to_be_admitted(backend: Backend) {

@@ -30,7 +30,7 @@ import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { launch } from './harness.mjs';
+import { bundleLibrary, launch } from './harness.mjs';
 
 /** The whole run, bundling included; the vectors take a few seconds. */
 const RUN_TIMEOUT_MS = 180_000;
@@ -51,32 +51,8 @@ const timer = setTimeout(() => {
 timer.unref();
 
 /** web/src/e2e as one IIFE script defining `window.HavenE2E`, built with the web app's Vite. */
-async function bundle() {
-  const vite = await import(pathToFileURL(createRequire(join(webDir, 'package.json')).resolve('vite')).href);
-  const result = await vite.build({
-    root: webDir,
-    // Not the app's config: this is a library build, written nowhere.
-    configFile: false,
-    publicDir: false,
-    logLevel: 'error',
-    build: {
-      write: false,
-      emptyOutDir: false,
-      minify: false,
-      sourcemap: false,
-      target: 'es2022',
-      lib: {
-        entry: join(webDir, 'src/e2e/index.ts'),
-        formats: ['iife'],
-        name: 'HavenE2E',
-        fileName: () => 'e2e.js',
-      },
-    },
-  });
-  const outputs = (Array.isArray(result) ? result : [result]).flatMap((r) => r.output);
-  const chunk = outputs.find((o) => o.type === 'chunk');
-  if (!chunk) throw new Error('the e2e bundle is empty');
-  return chunk.code;
+function bundle() {
+  return bundleLibrary(webDir, 'src/e2e/index.ts', 'HavenE2E');
 }
 
 /**

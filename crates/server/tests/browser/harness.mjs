@@ -180,3 +180,39 @@ export async function describeFailure(browser, dir, out) {
     console.error(`the page at ${page.url()} showed:\n${await page.locator('body').innerText().catch(() => '?')}`);
   }
 }
+
+/**
+ * One module of the web app (`entry`, under `webDir`) as an IIFE script defining
+ * `window[name]`, built with the web app's own Vite and written nowhere: how the interop
+ * and vector scripts run the app's code in a page without serving the app.
+ */
+export async function bundleLibrary(webDir, entry, name) {
+  const { createRequire } = await import('node:module');
+  const { join } = await import('node:path');
+  const { pathToFileURL } = await import('node:url');
+  const vite = await import(pathToFileURL(createRequire(join(webDir, 'package.json')).resolve('vite')).href);
+  const result = await vite.build({
+    root: webDir,
+    // Not the app's config: this is a library build, written nowhere.
+    configFile: false,
+    publicDir: false,
+    logLevel: 'error',
+    build: {
+      write: false,
+      emptyOutDir: false,
+      minify: false,
+      sourcemap: false,
+      target: 'es2022',
+      lib: {
+        entry: join(webDir, entry),
+        formats: ['iife'],
+        name,
+        fileName: () => `${name}.js`,
+      },
+    },
+  });
+  const outputs = (Array.isArray(result) ? result : [result]).flatMap((r) => r.output);
+  const chunk = outputs.find((o) => o.type === 'chunk');
+  if (!chunk) throw new Error(`the ${entry} bundle is empty`);
+  return chunk.code;
+}

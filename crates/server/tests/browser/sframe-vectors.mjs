@@ -34,7 +34,7 @@ import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { launch } from './harness.mjs';
+import { bundleLibrary, launch } from './harness.mjs';
 
 /** The whole run, bundling included; the vectors themselves take well under a second. */
 const RUN_TIMEOUT_MS = 180_000;
@@ -55,32 +55,8 @@ const timer = setTimeout(() => {
 timer.unref();
 
 /** web/src/visit/sframe.ts as one IIFE script defining `window.HavenSFrame`. */
-async function bundle() {
-  const vite = await import(pathToFileURL(createRequire(join(webDir, 'package.json')).resolve('vite')).href);
-  const result = await vite.build({
-    root: webDir,
-    // Not the app's config: this is a library build, written nowhere.
-    configFile: false,
-    publicDir: false,
-    logLevel: 'error',
-    build: {
-      write: false,
-      emptyOutDir: false,
-      minify: false,
-      sourcemap: false,
-      target: 'es2022',
-      lib: {
-        entry: join(webDir, 'src/visit/sframe.ts'),
-        formats: ['iife'],
-        name: 'HavenSFrame',
-        fileName: () => 'sframe.js',
-      },
-    },
-  });
-  const outputs = (Array.isArray(result) ? result : [result]).flatMap((r) => r.output);
-  const chunk = outputs.find((o) => o.type === 'chunk');
-  if (!chunk) throw new Error('the sframe bundle is empty');
-  return chunk.code;
+function bundle() {
+  return bundleLibrary(webDir, 'src/visit/sframe.ts', 'HavenSFrame');
 }
 
 /**
