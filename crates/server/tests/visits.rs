@@ -27,6 +27,7 @@ haven_test_support::on_every_backend!(
     the_calls_devices_are_shown_to_its_members_only,
     recording_needs_everyones_consent_and_is_audited,
     a_guest_enters_by_an_invitation_used_once_and_waits_to_be_admitted,
+    the_visit_routes_refuse_bad_bodies_and_ended_sessions,
 );
 
 /// How long a test waits for a frame that must come.
@@ -1095,4 +1096,95 @@ async fn a_guest_enters_by_an_invitation_used_once_and_waits_to_be_admitted(back
             .any(|e| e.event.action == AuditAction::FailedLogin
                 && e.event.reason == "guest_invitation_invalid")
     );
+}
+
+async fn the_visit_routes_refuse_bad_bodies_and_ended_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let clinic = clinic(&server).await;
+    let visit = book(&server, &clinic.clinician, clinic.patient, "booked", 0).await;
+    let guests = format!("/api/v1/visits/{visit}/guests");
+    let post_raw = |path: String, token: Option<String>, body: Vec<u8>| {
+        let mut request = server
+            .client
+            .post(server.endpoint(&path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    // Oversized and malformed bodies are refused, and nothing is invited or opened.
+    let huge = format!(r#"{{"kind":"{}"}}"#, "x".repeat(2 * 1024 * 1024)).into_bytes();
+    let response = post_raw(
+        guests.clone(),
+        Some(clinic.clinician.token.clone()),
+        huge.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let response = post_raw(
+        guests.clone(),
+        Some(clinic.clinician.token.clone()),
+        b"{".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = post_raw("/api/v1/visits/guest-sessions".into(), None, huge)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let response = post_raw("/api/v1/visits/guest-sessions".into(), None, b"[]".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let listed = server.get_json(&clinic.clinician.token, &guests).await;
+    assert_eq!(listed["guests"], json!([]));
+
+    // Another patient's visit is not theirs to read.
+    let other_patient = server.create_patient("Byron").await;
+    let other = server.user(Role::Patient, Some(other_patient)).await;
+    let response = server
+        .get_as(&other.token, &format!("/api/v1/visits/{visit}"))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // The patient reads their own; a patient invites nobody.
+    let status = server
+        .get_json(
+            &clinic.patient_user.token,
+            &format!("/api/v1/visits/{visit}"),
+        )
+        .await;
+    assert_eq!(status["role"], "patient");
+    assert_eq!(status["state"], "open");
+    let response = server.get_as(&clinic.patient_user.token, &guests).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    // An ended session reads and invites nothing.
+    let response = server
+        .post_as(
+            Some(&clinic.clinician.token),
+            "/api/v1/auth/sign-out",
+            json!({}),
+        )
+        .await;
+    assert!(response.status().is_success());
+    for path in [
+        format!("/api/v1/visits/{visit}"),
+        guests.clone(),
+        format!("/api/v1/visits/{visit}/devices"),
+    ] {
+        let response = server.get_as(&clinic.clinician.token, &path).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let response = server
+        .post_as(
+            Some(&clinic.clinician.token),
+            &guests,
+            json!({"kind": "family"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
