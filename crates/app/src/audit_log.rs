@@ -112,26 +112,34 @@ impl Checkpointer {
     /// [`TREE_LEAVES_PER_WRITE`] leaves per write: under heavy load every write waits its
     /// turn behind the audit appends, so few large writes keep up where many small ones
     /// would fall behind the log.
+    ///
+    /// The work is done on a copy, taken over only once what it holds is stored: a write
+    /// that fails, or a caller that goes away mid-way (a request that registers a device
+    /// and is dropped when its client gives up), must not leave the tree in memory ahead
+    /// of the tree in storage. Otherwise the next checkpoint would sign leaves that were
+    /// never stored, and every inclusion proof under it would lack a node.
     async fn catch_up(
         &mut self,
         store: &dyn Store,
         size_max: Option<u64>,
         record: Record,
     ) -> AppResult<()> {
+        let mut tree = self.tree.clone();
+        let mut last_seq = self.last_seq;
         let mut leaves = Vec::new();
         let mut nodes = Vec::new();
         loop {
             let page = store
-                .audit_leaves(self.last_seq, limits::AUDIT_PAGE_ROWS_MAX)
+                .audit_leaves(last_seq, limits::AUDIT_PAGE_ROWS_MAX)
                 .await?;
             let full = page.len() == limits::AUDIT_PAGE_ROWS_MAX as usize;
             let mut reached_max = false;
             for leaf in page {
-                if size_max.is_some_and(|max| self.tree.size() >= max) {
+                if size_max.is_some_and(|max| tree.size() >= max) {
                     reached_max = true;
                     break;
                 }
-                let index = self.tree.size();
+                let index = tree.size();
                 if record == Record::Yes && index >= self.stored_size {
                     leaves.push(TreeLeaf {
                         index,
@@ -139,24 +147,28 @@ impl Checkpointer {
                         hash: leaf.hash,
                     });
                     // Every subtree this leaf completes ends at it, so none was stored yet.
-                    self.tree.push_recording(leaf.hash, |id, hash| {
+                    tree.push_recording(leaf.hash, |id, hash| {
                         if id.level > 0 {
                             nodes.push(TreeNode { id, hash: *hash });
                         }
                     });
                 } else {
-                    self.tree.push(leaf.hash);
+                    tree.push(leaf.hash);
                 }
-                self.last_seq = leaf.seq;
+                last_seq = leaf.seq;
             }
             let done = reached_max || !full;
             if !leaves.is_empty() && (done || leaves.len() >= TREE_LEAVES_PER_WRITE) {
                 store
                     .append_tree(std::mem::take(&mut leaves), std::mem::take(&mut nodes))
                     .await?;
-                self.stored_size = self.tree.size();
+                self.stored_size = tree.size();
+                self.tree.clone_from(&tree);
+                self.last_seq = last_seq;
             }
             if done {
+                self.tree = tree;
+                self.last_seq = last_seq;
                 return Ok(());
             }
         }

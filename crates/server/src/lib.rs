@@ -296,24 +296,26 @@ impl Application {
         let _ = stop_sweeper.send(());
         let _ = stop_retention.send(());
         let _ = stop_visits.send(());
-        if let Err(error) = visits.await {
-            tracing::error!(%error, "the visit sweep ended abnormally");
-        }
-        if let Err(error) = retention.await {
-            tracing::error!(%error, "the message retention sweep ended abnormally");
-        }
-        if let Err(error) = sweeper.await {
-            tracing::error!(%error, "the sweep of unfinished uploads ended abnormally");
-        }
-        if let Err(error) = checkpointer.await {
-            tracing::error!(%error, "the audit checkpointer ended abnormally");
-        }
-        if let Some(siem) = siem
-            && let Err(error) = siem.await
-        {
-            tracing::error!(%error, "the SIEM export ended abnormally");
+        background_task_ended("the visit sweep", visits.await);
+        background_task_ended("the message retention sweep", retention.await);
+        background_task_ended("the sweep of unfinished uploads", sweeper.await);
+        background_task_ended("the audit checkpointer", checkpointer.await);
+        if let Some(siem) = siem {
+            background_task_ended("the SIEM export", siem.await);
         }
         served
+    }
+}
+
+/// Reports how a background task ended: a panic is an error; cancelled is what happens to
+/// every task when the runtime itself shuts down (a process exiting mid-request), not news.
+fn background_task_ended(task: &str, ended: Result<(), tokio::task::JoinError>) {
+    match ended {
+        Ok(()) => {}
+        Err(error) if error.is_cancelled() => {
+            tracing::debug!(task, "stopped with the runtime");
+        }
+        Err(error) => tracing::error!(task, %error, "a background task ended abnormally"),
     }
 }
 

@@ -453,9 +453,11 @@ async fn a_patient_enrols_reads_a_result_and_sees_who_accessed_it(backend: Backe
         out["formsAfter"].as_str().unwrap().contains("Completed"),
         "{out}"
     );
+    // The journey outlasted the organisation's 60 s idle time-out, for the clinician too.
+    let clinician_token = server.sign_in_again(&clinician).await;
     let responses: Value = server
         .get_json(
-            &clinician.token,
+            &clinician_token,
             &format!("/fhir/QuestionnaireResponse?patient={patient}"),
         )
         .await;

@@ -4,7 +4,8 @@
 //! port 0, over either a temporary SQLite file or a fresh PostgreSQL schema, with a
 //! [`FakeClock`] the test can move forward. PostgreSQL is found at `HAVEN_TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test`); when it is unreachable the test
-//! fails, with a message that says how to start it. Nothing is skipped.
+//! fails, with a message that says how to start it. Nothing is skipped. The server's
+//! warnings and errors go to standard error, so a failing test shows them.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::expect_used)] // a harness that cannot start should stop the test loudly
@@ -180,7 +181,24 @@ struct Launched {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// Sends the server's warnings and errors to standard error, which the test runner shows
+/// when a test fails: a `500` in a test then comes with the error behind it. `HAVEN_LOG`
+/// chooses more, as it does for `haven serve`.
+fn capture_server_logs() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // Another subscriber already installed (a test of logging itself) keeps its place.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    });
+}
+
 async fn launch(env: &BTreeMap<String, String>, clock: Arc<FakeClock>) -> Launched {
+    capture_server_logs();
     let config: Config = config::load(&Flags::default(), env).expect("test configuration");
     let application = Application::build_with_clock(config, clock)
         .await
@@ -377,6 +395,37 @@ impl TestServer {
             token,
             totp_secret,
         }
+    }
+
+    /// A new session for `user`, signed in with their password and, for staff, their
+    /// authenticator's current code: what a person does after an idle time-out. A code is
+    /// accepted once, so call this at least 30 s after the user's last code.
+    pub async fn sign_in_again(&self, user: &TestUser) -> String {
+        let signed = self
+            .post_as(
+                None,
+                "/api/v1/auth/sign-in",
+                serde_json::json!({
+                    "login": user.login,
+                    "password": TEST_PASSWORD,
+                    "transport": "bearer",
+                }),
+            )
+            .await;
+        assert_eq!(signed.status(), reqwest::StatusCode::OK);
+        let signed: serde_json::Value = signed.json().await.expect("a JSON answer");
+        let token = signed["token"].as_str().expect("a session token").to_owned();
+        if signed["state"] != "complete" {
+            let second = self
+                .post_as(
+                    Some(&token),
+                    "/api/v1/auth/second-factor",
+                    serde_json::json!({ "code": self.totp_code(user) }),
+                )
+                .await;
+            assert_eq!(second.status(), reqwest::StatusCode::OK);
+        }
+        token
     }
 
     /// The user's current TOTP code, as their authenticator app shows it now.

@@ -27,6 +27,7 @@ interface VisitTestHook {
   stats: () => Promise<unknown>;
   probe: (count: number) => Promise<unknown>;
   sealing: () => Promise<unknown>;
+  diagnostics: () => unknown;
 }
 
 declare global {
@@ -266,6 +267,7 @@ export function InCall(props: {
       stats: () => call.mediaStats(),
       probe: (count) => call.probeEncryption(count),
       sealing: () => call.sealingAccount(),
+      diagnostics: () => call.diagnostics(),
     };
     return () => {
       call.close();

@@ -31,6 +31,8 @@ const DEVICE_LIST_ATTEMPTS = 4;
 const DEVICE_LIST_RETRY_MS = 500;
 /** Chat lines kept on the page. */
 const CHAT_LINES_MAX = 200;
+/** Steps of the call's setup kept for `diagnostics()`: the latest, oldest dropped first. */
+const JOURNAL_LINES_MAX = 300;
 
 export type Phase =
   | 'connecting'
@@ -151,6 +153,17 @@ async function checkGuestDevice(wire: GuestDeviceWire): Promise<CheckedDevice | 
   }
 }
 
+/**
+ * How the call's connections stand, and the steps that led there (frames from Haven,
+ * offers and answers, ICE and connection states, refusals), for a person reporting a call
+ * that will not connect and for tests. Member numbers and states only: no key, no media,
+ * no candidate addresses.
+ */
+export interface CallDiagnostics {
+  peers: { member: number; connection: string; signaling: string; ice: string; polite: boolean }[];
+  journal: string[];
+}
+
 export class VisitCall {
   private readonly signaling: VisitSignaling;
   private readonly e2ee: MediaE2ee;
@@ -168,6 +181,8 @@ export class VisitCall {
   private stoppedRecording: { recording: Blob; startedAtMs: number } | null = null;
   private state: CallSnapshot;
   private closed = false;
+  private readonly journal: string[] = [];
+  private readonly startedAtMs = Date.now();
 
   constructor(private readonly options: CallOptions) {
     // Throws `unsupported` on a browser that cannot encrypt frames: no call in the clear.
@@ -197,9 +212,17 @@ export class VisitCall {
       // decode them with); two keys of a rotation could swap and leave the older one; chat
       // lines could change order.
       frame: (frame) => {
-        this.frames = this.frames.then(() => this.onFrame(frame)).catch((e: unknown) => this.setNotice(String(e)));
+        this.frames = this.frames
+          .then(() => this.onFrame(frame))
+          .catch((e: unknown) => {
+            this.note(`${frame.type} failed: ${String(e)}`);
+            this.setNotice(String(e));
+          });
       },
-      reconnecting: (retrying) => this.update({ reconnecting: retrying }),
+      reconnecting: (retrying) => {
+        this.note(retrying ? 'signaling dropped, reconnecting' : 'signaling open');
+        this.update({ reconnecting: retrying });
+      },
       closed: (reason) => this.finish(reason),
     });
     this.statsTimer = setInterval(() => void this.readStats(), STATS_INTERVAL_MS);
@@ -207,6 +230,25 @@ export class VisitCall {
 
   snapshot(): CallSnapshot {
     return this.state;
+  }
+
+  diagnostics(): CallDiagnostics {
+    return {
+      peers: [...this.peers.values()].map((peer) => ({
+        member: peer.member.id,
+        connection: peer.pc?.connectionState ?? 'none',
+        signaling: peer.pc?.signalingState ?? 'none',
+        ice: peer.pc?.iceConnectionState ?? 'none',
+        polite: peer.polite,
+      })),
+      journal: [...this.journal],
+    };
+  }
+
+  /** Notes a step of the call's setup (see [`CallDiagnostics`]). */
+  private note(step: string): void {
+    if (this.journal.length >= JOURNAL_LINES_MAX) this.journal.shift();
+    this.journal.push(`${Date.now() - this.startedAtMs}ms ${step}`);
   }
 
   private update(changes: Partial<CallSnapshot>): void {
@@ -227,6 +269,8 @@ export class VisitCall {
   // ----------------------------------------------------------------------------------------
 
   private async onFrame(frame: ServerFrame): Promise<void> {
+    // Relayed signals are noted where they are handled (candidates only when refused).
+    if (frame.type !== 'signal') this.note(describeFrame(frame));
     switch (frame.type) {
       case 'welcome': {
         this.iceServers = frame.ice_servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }) satisfies RTCIceServer & IceServerWire);
@@ -352,6 +396,7 @@ export class VisitCall {
         break;
       } catch (e) {
         failure = e;
+        this.note(`device list refused: ${String(e)}`);
         await new Promise((resolve) => setTimeout(resolve, DEVICE_LIST_RETRY_MS * 2 ** attempt));
       }
     }
@@ -491,8 +536,10 @@ export class VisitCall {
       try {
         peer.makingOffer = true;
         await pc.setLocalDescription();
+        this.note(`to ${peer.member.id}: ${pc.localDescription?.type ?? 'no description'}`);
         if (pc.localDescription) this.signal(peer.member.id, 'description', JSON.stringify(pc.localDescription));
       } catch (e) {
+        this.note(`to ${peer.member.id}: no offer: ${String(e)}`);
         this.setNotice(`could not start the connection: ${String(e)}`);
       } finally {
         peer.makingOffer = false;
@@ -502,8 +549,10 @@ export class VisitCall {
       if (candidate) this.signal(peer.member.id, 'candidate', JSON.stringify(candidate));
     };
     pc.onconnectionstatechange = () => {
+      this.note(`with ${peer.member.id}: ${pc.connectionState}`);
       if (pc.connectionState === 'failed') pc.restartIce();
     };
+    pc.oniceconnectionstatechange = () => this.note(`with ${peer.member.id}: ICE ${pc.iceConnectionState}`);
   }
 
   private attachReceiver(receiver: RTCRtpReceiver, peer: Peer): void {
@@ -518,7 +567,10 @@ export class VisitCall {
 
   private async onSignal(from: number, kind: SignalKind, payload: string): Promise<void> {
     const peer = this.peers.get(from);
-    if (!peer) return;
+    if (!peer) {
+      this.note(`${kind} from ${from}, who is no peer: dropped`);
+      return;
+    }
     switch (kind) {
       case 'description':
         return this.onDescription(peer, JSON.parse(payload) as RTCSessionDescriptionInit);
@@ -526,6 +578,7 @@ export class VisitCall {
         try {
           await peer.pc?.addIceCandidate(JSON.parse(payload) as RTCIceCandidateInit);
         } catch (e) {
+          this.note(`candidate from ${from} refused (${peer.ignoreOffer ? 'offer ignored' : String(e)})`);
           if (!peer.ignoreOffer) throw e;
         }
         return;
@@ -550,10 +603,12 @@ export class VisitCall {
     if (!pc) return;
     const collision = description.type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
     peer.ignoreOffer = !peer.polite && collision;
+    this.note(`from ${peer.member.id}: ${description.type ?? '?'} in ${pc.signalingState}${collision ? ', colliding' : ''}${peer.ignoreOffer ? ', ignored' : ''}`);
     if (peer.ignoreOffer) return;
     await pc.setRemoteDescription(description);
     if (description.type === 'offer') {
       await pc.setLocalDescription();
+      this.note(`to ${peer.member.id}: ${pc.localDescription?.type ?? 'no description'}`);
       if (pc.localDescription) this.signal(peer.member.id, 'description', JSON.stringify(pc.localDescription));
     }
   }
@@ -561,6 +616,7 @@ export class VisitCall {
   /** Opens a peer's media key, if their device was checked and signed it. */
   private async onKey(peer: Peer, payload: string): Promise<void> {
     const opened = await this.openFrom(peer, 'key', payload);
+    this.note(`key from ${peer.member.id}: ${opened ? 'opened' : 'not opened'}`);
     if (!opened) return;
     const key = JSON.parse(new TextDecoder().decode(opened.plaintext)) as { suite: number; base_key: number[] };
     opened.plaintext.fill(0);
@@ -787,20 +843,35 @@ export class VisitCall {
     for (const peer of this.peers.values()) {
       const report = await peer.pc?.getStats().catch(() => null);
       if (!report) continue;
-      let rttSecs: number | null = null;
       let lost = 0;
       let received = 0;
-      report.forEach((stat: { type: string; state?: string; nominated?: boolean; currentRoundTripTime?: number; packetsLost?: number; packetsReceived?: number }) => {
-        if (stat.type === 'candidate-pair' && stat.state === 'succeeded' && stat.nominated && stat.currentRoundTripTime !== undefined) {
-          rttSecs = stat.currentRoundTripTime;
-        }
-        if (stat.type === 'inbound-rtp') {
-          lost += stat.packetsLost ?? 0;
-          received += stat.packetsReceived ?? 0;
-        }
-      });
+      const pairs = new Map<string, { state?: string; nominated?: boolean; currentRoundTripTime?: number }>();
+      const selected: string[] = [];
+      report.forEach(
+        (stat: {
+          type: string;
+          id: string;
+          state?: string;
+          nominated?: boolean;
+          currentRoundTripTime?: number;
+          packetsLost?: number;
+          packetsReceived?: number;
+          selectedCandidatePairId?: string;
+        }) => {
+          if (stat.type === 'candidate-pair') pairs.set(stat.id, stat);
+          if (stat.type === 'transport' && stat.selectedCandidatePairId) selected.push(stat.selectedCandidatePairId);
+          if (stat.type === 'inbound-rtp') {
+            lost += stat.packetsLost ?? 0;
+            received += stat.packetsReceived ?? 0;
+          }
+        },
+      );
+      // The round trip of the pair the transport carries media on. The side that did not
+      // nominate it may never see it flagged nominated, so the flag alone left a connected
+      // call showing "Connecting"; it is the fallback when no transport names its pair.
+      const inUse = selected.length > 0 ? selected.map((id) => pairs.get(id)) : [...pairs.values()].filter((p) => p.state === 'succeeded' && p.nominated);
+      const rtt = inUse.find((p) => p?.currentRoundTripTime !== undefined)?.currentRoundTripTime ?? null;
       const lossRatio = received + lost > 0 ? lost / (received + lost) : 0;
-      const rtt = rttSecs as number | null;
       const quality: Quality = rtt === null ? 'unknown' : rtt > 0.4 || lossRatio > 0.08 ? 'poor' : rtt > 0.15 || lossRatio > 0.02 ? 'fair' : 'good';
       if (quality !== peer.view.quality) {
         peer.view.quality = quality;
@@ -919,4 +990,28 @@ export interface VisitStatus {
 
 export function fetchVisitStatus(appointment: string): Promise<VisitStatus> {
   return api<VisitStatus>('GET', `/api/v1/visits/${encodeURIComponent(appointment)}`);
+}
+
+/** A frame from Haven as the journal notes it: its kind and members, never its payload. */
+function describeFrame(frame: ServerFrame): string {
+  switch (frame.type) {
+    case 'welcome':
+      return `welcome: I am ${frame.you}, ${frame.admission}, with ${frame.members.map((m) => m.id).join(',')}`;
+    case 'admitted':
+      return `admitted, with ${frame.members.map((m) => m.id).join(',')}`;
+    case 'joined':
+      return `joined: ${frame.member.id}`;
+    case 'left':
+      return `left: ${frame.member}`;
+    case 'presence':
+      return `presence: ${frame.member} ${frame.connected ? 'connected' : 'disconnected'}`;
+    case 'lobby':
+      return `lobby: ${frame.waiting.map((m) => m.id).join(',')}`;
+    case 'recording':
+      return `recording: ${frame.phase}`;
+    case 'error':
+      return `error: ${frame.code}`;
+    default:
+      return frame.type;
+  }
 }

@@ -178,6 +178,9 @@ export async function describeFailure(browser, dir, out) {
   for (const page of browser.contexts().flatMap((c) => c.pages())) {
     await page.screenshot({ path: join(dir, 'failure.png'), fullPage: true }).catch(() => undefined);
     console.error(`the page at ${page.url()} showed:\n${await page.locator('body').innerText().catch(() => '?')}`);
+    // A call's page also says how its connections stand and how they got there.
+    const call = await page.evaluate(() => window.havenVisit?.diagnostics() ?? null).catch(() => null);
+    if (call) console.error(`its call: ${JSON.stringify(call, null, 1)}`);
   }
 }
 
