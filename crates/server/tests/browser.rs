@@ -1639,6 +1639,14 @@ async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
     let candidates = out["candidateTypes"].as_array().unwrap();
     assert!(!candidates.is_empty(), "{out}");
     assert!(candidates.iter().all(|c| c == "relay"), "{candidates:?}");
+    // Each host is named by the role their checked device was published under.
+    let holders = out["patientKeyHolders"].as_str().unwrap();
+    for expected in [
+        "Clinician · device checked against the transparency log",
+        "Nurse · device checked against the transparency log",
+    ] {
+        assert!(holders.contains(expected), "{expected} in {holders:?}");
+    }
     assert_eq!(out["nurseProbe"], sealed_probe(), "{out}");
     for page in ["patient", "clinician", "nurse"] {
         assert_all_sealed(&out["sealing"][page]);

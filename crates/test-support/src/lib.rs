@@ -414,7 +414,10 @@ impl TestServer {
             .await;
         assert_eq!(signed.status(), reqwest::StatusCode::OK);
         let signed: serde_json::Value = signed.json().await.expect("a JSON answer");
-        let token = signed["token"].as_str().expect("a session token").to_owned();
+        let token = signed["token"]
+            .as_str()
+            .expect("a session token")
+            .to_owned();
         if signed["state"] != "complete" {
             let second = self
                 .post_as(

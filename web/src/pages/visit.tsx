@@ -36,12 +36,16 @@ declare global {
   }
 }
 
-/** What the person is called on the page: their role, and "you". */
-function memberName(member: Member, me: string | null): string {
+/**
+ * What the person is called on the page: "you", the patient, a guest, or a host by the staff
+ * role their checked device was published under (a nurse is "Nurse"); a host whose device
+ * is not checked yet is "Care team", which every host is.
+ */
+function memberName(member: Member, me: string | null, staffRole?: Role | null): string {
   if (member.user && member.user === me) return 'You';
   if (member.role === 'patient') return 'Patient';
   if (member.role === 'guest') return 'Guest';
-  return 'Clinician';
+  return staffRole && staffRole !== 'patient' ? roleNames[staffRole] : 'Care team';
 }
 
 const QUALITY_TEXT = { unknown: 'Connecting', good: 'Good connection', fair: 'Fair connection', poor: 'Poor connection' };
@@ -58,7 +62,7 @@ function StreamVideo(props: { stream: MediaStream | null; muted?: boolean; label
 
 function PeerTile(props: { peer: PeerView; me: string | null }) {
   const { peer } = props;
-  const name = memberName(peer.member, props.me);
+  const name = memberName(peer.member, props.me, peer.staffRole);
   const states = [
     peer.member.connected ? null : 'reconnecting…',
     peer.audioMuted ? 'muted' : null,
@@ -97,7 +101,7 @@ function EncryptionPanel(props: { snapshot: CallSnapshot; me: string | null; myS
         </li>
         {peers.map((peer) => (
           <li key={peer.member.id}>
-            {memberName(peer.member, props.me)} ·{' '}
+            {memberName(peer.member, props.me, peer.staffRole)} ·{' '}
             {peer.verified === null
               ? 'checking their device…'
               : peer.verified && peer.guestDevice
@@ -117,7 +121,7 @@ function EncryptionPanel(props: { snapshot: CallSnapshot; me: string | null; myS
       </ul>
       {warnings.map((peer) => (
         <p class="notice" role="alert" key={peer.member.id} data-testid="device-warning">
-          {memberName(peer.member, props.me)}: {peer.warning}. They receive no key from this browser, so they cannot see or hear you.
+          {memberName(peer.member, props.me, peer.staffRole)}: {peer.warning}. They receive no key from this browser, so they cannot see or hear you.
         </p>
       ))}
     </section>
@@ -154,7 +158,8 @@ function Chat(props: { snapshot: CallSnapshot; call: VisitCall; me: string | nul
       <h2 id="visit-chat">Chat</h2>
       <ol class="plain visit-chat" aria-live="polite" data-testid="chat">
         {props.snapshot.chat.map((line) => {
-          const from = line.from === 'me' ? 'You' : peers.get(line.from) ? memberName(peers.get(line.from)!.member, props.me) : 'Someone who left';
+          const peer = line.from === 'me' ? undefined : peers.get(line.from);
+          const from = line.from === 'me' ? 'You' : peer ? memberName(peer.member, props.me, peer.staffRole) : 'Someone who left';
           return (
             <li key={line.id}>
               <strong>{from}:</strong> <span class="message-text">{line.text}</span>

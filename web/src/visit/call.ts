@@ -17,6 +17,7 @@ import { api, apiInBackground } from '../api';
 import { type Device, decodeBase64, deviceFingerprint, safetyNumber, verifyDeviceSelfSignature } from '../e2e';
 import type { DeviceList } from '../messaging/device';
 import { type CheckedDevice, type LogKey, checkDevices } from '../messaging/trust';
+import type { Role } from '../session';
 import { type MediaE2ee, type SendKey, startMediaE2ee, preferSFrameCodecs } from './media-e2ee';
 import { RECORDING_OFF, type RecordingState } from './panels';
 import { VisitRecorder } from './recording';
@@ -50,6 +51,8 @@ export interface PeerView {
   quality: Quality;
   /** The device was checked against the transparency log; `null` while checking. */
   verified: boolean | null;
+  /** The staff role the checked device was published under, as the log recorded it. */
+  staffRole: Role | null;
   warning: string | null;
   safetyNumber: string | null;
   /** They sent us their media key (so we can see and hear them). */
@@ -364,6 +367,7 @@ export class VisitCall {
           stream: null,
           quality: 'unknown',
           verified: null,
+          staffRole: null,
           warning: null,
           safetyNumber: null,
           keyReceived: false,
@@ -431,6 +435,7 @@ export class VisitCall {
       const found = checked.find((c) => c.device.fingerprint === fingerprint && c.device.user === peer.member.user);
       peer.checked = found ?? null;
       peer.view.verified = found?.verified ?? false;
+      peer.view.staffRole = found?.verified ? found.role : null;
       peer.view.warning = !fingerprint
         ? 'takes part without a device key, so cannot receive encrypted media'
         : !found

@@ -392,6 +392,7 @@ async function threePersonVisitThroughTheRelay() {
     out.decoding[name] = seen.stats;
   }
   mark('allDecodingRelayed');
+  out.patientKeyHolders = await patient.getByTestId('key-holders').innerText();
   await shootNurse('visit-three-nurse');
   await screenshotter(clinician, screenshots, out)('visit-three-clinician');
   out.nurseProbe = await probe(nurse, 10);
