@@ -30,6 +30,12 @@ const STATS_INTERVAL_MS = 2000;
 /** Attempts at the call's device list, and the first pause between them (then doubled). */
 const DEVICE_LIST_ATTEMPTS = 4;
 const DEVICE_LIST_RETRY_MS = 500;
+/**
+ * A device registered a moment ago may not be in a signed checkpoint yet (Haven signs one a
+ * second): its check is tried again this often, this many times, before the warning stays.
+ */
+const UNSIGNED_RECHECK_MS = 1500;
+const UNSIGNED_RECHECKS_MAX = 6;
 /** Chat lines kept on the page. */
 const CHAT_LINES_MAX = 200;
 /** Steps of the call's setup kept for `diagnostics()`: the latest, oldest dropped first. */
@@ -99,6 +105,8 @@ interface Peer {
   checked: CheckedDevice | null;
   /** Key ids this peer sent us, newest last. */
   kids: bigint[];
+  /** Their latest sealed key, kept while their device waits for a signed checkpoint. */
+  heldKey: string | null;
 }
 
 export interface CallOptions {
@@ -184,6 +192,8 @@ export class VisitCall {
   private stoppedRecording: { recording: Blob; startedAtMs: number } | null = null;
   private state: CallSnapshot;
   private closed = false;
+  private recheckTimer: ReturnType<typeof setTimeout> | null = null;
+  private rechecks = 0;
   private readonly journal: string[] = [];
   private readonly startedAtMs = Date.now();
 
@@ -362,6 +372,7 @@ export class VisitCall {
         ignoreOffer: false,
         checked: null,
         kids: [],
+        heldKey: null,
         view: {
           member,
           stream: null,
@@ -445,6 +456,35 @@ export class VisitCall {
             : `their device could not be checked: ${found.reason ?? 'unknown reason'}`;
     }
     this.refreshPeers();
+    this.recheckUnsigned();
+  }
+
+  /** A device not yet under a signed checkpoint is checked again shortly, in frame order. */
+  private recheckUnsigned(): void {
+    const unsigned = [...this.peers.values()].some(
+      (peer) => !peer.member.guest && !peer.checked?.verified && (peer.checked?.reason ?? '').includes('not yet in a signed checkpoint'),
+    );
+    if (!unsigned || this.closed || this.recheckTimer || this.rechecks >= UNSIGNED_RECHECKS_MAX) return;
+    this.rechecks += 1;
+    this.note(`a device awaits a signed checkpoint: checking again (${this.rechecks})`);
+    this.recheckTimer = setTimeout(() => {
+      this.recheckTimer = null;
+      this.frames = this.frames
+        .then(async () => {
+          if (this.closed) return;
+          const before = new Set([...this.peers.values()].filter((p) => p.checked?.verified).map((p) => p.member.id));
+          await this.checkDevices();
+          for (const peer of this.peers.values()) {
+            if (before.has(peer.member.id) || !peer.checked?.verified) continue;
+            // Checked now: they get our key, and the key they sent while unchecked opens.
+            await this.sendKeyTo(peer);
+            const held = peer.heldKey;
+            peer.heldKey = null;
+            if (held) await this.onKey(peer, held);
+          }
+        })
+        .catch((e: unknown) => this.note(`checking devices again failed: ${String(e)}`));
+    }, UNSIGNED_RECHECK_MS);
   }
 
   private async ensureSendKey(): Promise<void> {
@@ -620,6 +660,12 @@ export class VisitCall {
 
   /** Opens a peer's media key, if their device was checked and signed it. */
   private async onKey(peer: Peer, payload: string): Promise<void> {
+    if (!peer.checked?.verified) {
+      // Opened once their device checks out (see `recheckUnsigned`); nothing before.
+      peer.heldKey = payload;
+      this.note(`key from ${peer.member.id}: held until their device is checked`);
+      return;
+    }
     const opened = await this.openFrom(peer, 'key', payload);
     this.note(`key from ${peer.member.id}: ${opened ? 'opened' : 'not opened'}`);
     if (!opened) return;
@@ -828,6 +874,7 @@ export class VisitCall {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.statsTimer);
+    if (this.recheckTimer) clearTimeout(this.recheckTimer);
     this.signaling.close();
     for (const peer of this.peers.values()) this.closePeer(peer);
     this.peers.clear();
