@@ -290,6 +290,56 @@ async fn denied_count(server: &TestServer) -> usize {
         .count()
 }
 
+/// Every entry under the checkpoint of `size` (at least `at_least` of them), each with the
+/// inclusion proof a reviewer gets for it, checked as a client checks it. Answers the log's
+/// key as the client got it, and each entry with its proof in place and the checkpoint it
+/// holds against.
+async fn proofs_of_covered_entries(
+    server: &TestServer,
+    auditor: &str,
+    size: u64,
+    at_least: usize,
+) -> (CheckpointVerifier, Vec<(Value, Value)>) {
+    let verifier = client_verifier(server, auditor).await;
+    let report: Value = server
+        .get_as(auditor, "/api/v1/audit/events?limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let covered: Vec<Value> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(size as usize)
+        .cloned()
+        .collect();
+    assert!(
+        covered.len() >= at_least,
+        "{} entries covered",
+        covered.len()
+    );
+    let mut proven = Vec::with_capacity(covered.len());
+    for mut entry in covered {
+        let seq = entry["seq"].as_i64().unwrap();
+        let answer = server
+            .get_as(
+                auditor,
+                &format!("/api/v1/audit/proofs/inclusion?seq={seq}&size={size}"),
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK, "the proof of entry {seq}");
+        let answer: Value = answer.json().await.unwrap();
+        entry["proof"] = answer["proof"].clone();
+        assert!(
+            client_checks(&verifier, &answer["checkpoint"], &entry),
+            "{answer:#}"
+        );
+        proven.push((entry, answer["checkpoint"].clone()));
+    }
+    (verifier, proven)
+}
+
 async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
     let server = TestServer::start(backend).await;
     for n in 0..5 {
@@ -297,13 +347,6 @@ async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
     }
     server.app().checkpoint_now().await.unwrap();
     let auditor = server.token(Role::Auditor, 1).await;
-    let verifier = client_verifier(&server, &auditor).await;
-    let report: Value = server
-        .get_as(&auditor, "/api/v1/audit/events?limit=1000")
-        .await
-        .json()
-        .await
-        .unwrap();
     let checkpoint = server
         .app()
         .store()
@@ -311,35 +354,11 @@ async fn reviewers_get_inclusion_proofs_for_any_entry(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    let covered: Vec<&Value> = report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(checkpoint.size as usize)
-        .collect();
-    assert!(covered.len() >= 6);
-    for entry in covered {
-        let seq = entry["seq"].as_i64().unwrap();
-        let answer = server
-            .get_as(
-                &auditor,
-                &format!(
-                    "/api/v1/audit/proofs/inclusion?seq={seq}&size={}",
-                    checkpoint.size
-                ),
-            )
-            .await;
-        assert_eq!(answer.status(), StatusCode::OK);
-        let answer: Value = answer.json().await.unwrap();
-        let mut entry = entry.clone();
-        entry["proof"] = answer["proof"].clone();
-        assert!(
-            client_checks(&verifier, &answer["checkpoint"], &entry),
-            "{answer:#}"
-        );
+    let (verifier, proven) = proofs_of_covered_entries(&server, &auditor, checkpoint.size, 6).await;
+    for (mut entry, checkpoint) in proven {
         // The proof is for this entry and no other.
         entry["reason"] = json!("something else");
-        assert!(!client_checks(&verifier, &answer["checkpoint"], &entry));
+        assert!(!client_checks(&verifier, &checkpoint, &entry));
     }
 
     // Entries not yet under the checkpoint, unknown entries, unknown checkpoints.
@@ -589,40 +608,7 @@ async fn a_tree_write_that_fails_leaves_nothing_signed_that_was_not_stored(backe
         .unwrap();
 
     let auditor = server.token(Role::Auditor, 1).await;
-    let verifier = client_verifier(&server, &auditor).await;
-    let report: Value = server
-        .get_as(&auditor, "/api/v1/audit/events?limit=1000")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let covered: Vec<&Value> = report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(checkpoint.size as usize)
-        .collect();
-    assert!(covered.len() >= 12, "{} entries covered", covered.len());
-    for entry in covered {
-        let seq = entry["seq"].as_i64().unwrap();
-        let answer = server
-            .get_as(
-                &auditor,
-                &format!(
-                    "/api/v1/audit/proofs/inclusion?seq={seq}&size={}",
-                    checkpoint.size
-                ),
-            )
-            .await;
-        assert_eq!(answer.status(), StatusCode::OK, "the proof of entry {seq}");
-        let answer: Value = answer.json().await.unwrap();
-        let mut entry = entry.clone();
-        entry["proof"] = answer["proof"].clone();
-        assert!(
-            client_checks(&verifier, &answer["checkpoint"], &entry),
-            "{answer:#}"
-        );
-    }
+    proofs_of_covered_entries(&server, &auditor, checkpoint.size, 12).await;
     let verified = verify_log(
         &**server.app().store(),
         server.app().audit_verifier(),
