@@ -1461,6 +1461,18 @@ async fn a_video_visit_from_the_waiting_room_to_the_end(backend: Backend) {
     }
     assert_eq!(out["patientProbe"], sealed_probe(), "{out}");
     assert_eq!(out["clinicianProbe"], sealed_probe(), "{out}");
+    // Screen sharing: the patient decoded the clinician's screen (wider than the camera's
+    // 640 px) in place of the camera, sealed like the camera, then the camera again.
+    let share = &out["screenShare"];
+    let width = |phase: &str| share[phase]["width"].as_u64().unwrap();
+    assert!(width("camera") > 0, "{share}");
+    assert!(width("sharing") > width("camera"), "{share}");
+    assert!(width("after") <= width("camera"), "{share}");
+    assert!(
+        share["after"]["framesDecoded"].as_u64() > share["camera"]["framesDecoded"].as_u64(),
+        "{share}"
+    );
+    assert_eq!(share["probe"], sealed_probe(), "{share}");
     assert_all_sealed(&out["patientSealing"]);
     assert_all_sealed(&out["clinicianSealing"]);
 

@@ -48,6 +48,14 @@ function memberName(member: Member, me: string | null, staffRole?: Role | null):
   return staffRole && staffRole !== 'patient' ? roleNames[staffRole] : 'Care team';
 }
 
+/** Why the screen was not shared, in words: refused (by the person or the browser), or why not. */
+function screenShareProblem(e: unknown): string {
+  if (e instanceof DOMException && e.name === 'NotAllowedError') {
+    return 'The screen was not shared: sharing was not allowed, by you or by this browser’s settings.';
+  }
+  return `The screen could not be shared (${e instanceof Error ? e.message : String(e)}).`;
+}
+
 const QUALITY_TEXT = { unknown: 'Connecting', good: 'Good connection', fair: 'Fair connection', poor: 'Poor connection' };
 
 /** A `<video>` showing a stream (srcObject cannot be set as an attribute). */
@@ -202,7 +210,7 @@ function Controls(props: { snapshot: CallSnapshot; call: VisitCall }) {
         aria-pressed={snapshot.sharingScreen}
         onClick={() => {
           setProblem(null);
-          (snapshot.sharingScreen ? call.stopSharing() : call.shareScreen()).catch(() => setProblem('The screen could not be shared.'));
+          (snapshot.sharingScreen ? call.stopSharing() : call.shareScreen()).catch((e: unknown) => setProblem(screenShareProblem(e)));
         }}
       >
         {snapshot.sharingScreen ? 'Stop sharing' : 'Share screen'}

@@ -107,6 +107,12 @@ interface Peer {
   kids: bigint[];
   /** Their latest sealed key, kept while their device waits for a signed checkpoint. */
   heldKey: string | null;
+  /**
+   * The sender of our video to them: the camera, or the screen in its place. Named here
+   * because a connection also holds senders it made for their offer, some with no track,
+   * and a video track cannot go to one made for audio.
+   */
+  videoSender: RTCRtpSender | null;
 }
 
 export interface CallOptions {
@@ -373,6 +379,7 @@ export class VisitCall {
         checked: null,
         kids: [],
         heldKey: null,
+        videoSender: null,
         view: {
           member,
           stream: null,
@@ -550,6 +557,7 @@ export class VisitCall {
   private closePeer(peer: Peer): void {
     peer.pc?.close();
     peer.pc = null;
+    peer.videoSender = null;
   }
 
   // ----------------------------------------------------------------------------------------
@@ -569,6 +577,7 @@ export class VisitCall {
       const transceiver = pc.addTransceiver(sending, { direction: 'sendrecv', streams: [this.options.localStream] });
       preferSFrameCodecs(transceiver, kind);
       this.e2ee.attachSender(transceiver.sender, me, kind);
+      if (kind === 'video') peer.videoSender = transceiver.sender;
       this.attachReceiver(transceiver.receiver, peer);
     }
     pc.ontrack = (event) => {
@@ -797,9 +806,7 @@ export class VisitCall {
 
   private async replaceVideo(track: MediaStreamTrack | null): Promise<void> {
     for (const peer of this.peers.values()) {
-      for (const sender of peer.pc?.getSenders() ?? []) {
-        if (sender.track?.kind === 'video' || (sender.track === null && track)) await sender.replaceTrack(track);
-      }
+      if (peer.pc && peer.videoSender) await peer.videoSender.replaceTrack(track);
     }
   }
 
@@ -933,12 +940,17 @@ export class VisitCall {
     if (changed) this.refreshPeers();
   }
 
-  /** Per peer: frames decoded, and the selected candidate pair's kind (relay or direct). */
-  async mediaStats(): Promise<{ member: number; framesDecoded: number; relayed: boolean }[]> {
+  /**
+   * Per peer: frames decoded, the size of the latest decoded video frame, and the selected
+   * candidate pair's kind (relay or direct).
+   */
+  async mediaStats(): Promise<{ member: number; framesDecoded: number; frameWidth: number; frameHeight: number; relayed: boolean }[]> {
     const out = [];
     for (const peer of this.peers.values()) {
       const report = await peer.pc?.getStats();
       let framesDecoded = 0;
+      let frameWidth = 0;
+      let frameHeight = 0;
       let relayed = false;
       const localCandidates = new Map<string, string>();
       const pairs = new Map<string, { localCandidateId?: string; state?: string; nominated?: boolean }>();
@@ -949,6 +961,8 @@ export class VisitCall {
           id: string;
           kind?: string;
           framesDecoded?: number;
+          frameWidth?: number;
+          frameHeight?: number;
           candidateType?: string;
           state?: string;
           nominated?: boolean;
@@ -958,7 +972,11 @@ export class VisitCall {
           if (stat.type === 'local-candidate' && stat.candidateType) localCandidates.set(stat.id, stat.candidateType);
           if (stat.type === 'candidate-pair') pairs.set(stat.id, stat);
           if (stat.type === 'transport' && stat.selectedCandidatePairId) selectedPairs.push(stat.selectedCandidatePairId);
-          if (stat.type === 'inbound-rtp' && stat.kind === 'video') framesDecoded += stat.framesDecoded ?? 0;
+          if (stat.type === 'inbound-rtp' && stat.kind === 'video') {
+            framesDecoded += stat.framesDecoded ?? 0;
+            frameWidth = stat.frameWidth ?? frameWidth;
+            frameHeight = stat.frameHeight ?? frameHeight;
+          }
         },
       );
       // The pair the transport carries media on, as it names it: after an ICE restart a
@@ -966,7 +984,7 @@ export class VisitCall {
       // Without a transport's word, the succeeded and nominated pairs must all be relayed.
       const inUse = selectedPairs.length > 0 ? selectedPairs.map((id) => pairs.get(id)) : [...pairs.values()].filter((p) => p.state === 'succeeded' && p.nominated);
       relayed = inUse.length > 0 && inUse.every((pair) => pair?.localCandidateId !== undefined && localCandidates.get(pair.localCandidateId) === 'relay');
-      out.push({ member: peer.member.id, framesDecoded, relayed });
+      out.push({ member: peer.member.id, framesDecoded, frameWidth, frameHeight, relayed });
     }
     return out;
   }

@@ -129,6 +129,24 @@ async function untilDecoding(page, members, { relayed = false, after = {} } = {}
   throw new Error(`no video from ${JSON.stringify(members)} within ${MEDIA_WAIT_MS} ms: ${JSON.stringify(last)}`);
 }
 
+/** The latest video frame `page` decoded from `member`: its size, and frames so far. */
+async function frameShapeFrom(page, member) {
+  const peer = (await stats(page))?.find((p) => p.member === member);
+  return { width: peer?.frameWidth ?? 0, height: peer?.frameHeight ?? 0, framesDecoded: peer?.framesDecoded ?? 0 };
+}
+
+/** Waits until `page` decodes frames from `member` whose shape passes `wanted`. */
+async function untilFrameShape(page, member, wanted) {
+  const started = Date.now();
+  let last = null;
+  while (Date.now() - started < MEDIA_WAIT_MS) {
+    last = await frameShapeFrom(page, member);
+    if (last.width > 0 && wanted(last)) return last;
+    await sleep(POLL_MS);
+  }
+  throw new Error(`no frames of the expected shape from ${member} within ${MEDIA_WAIT_MS} ms: ${JSON.stringify(last)}`);
+}
+
 /** Frames decoded from `member`, by `page`. */
 async function decodedFrom(page, member) {
   return (await stats(page))?.find((p) => p.member === member)?.framesDecoded ?? 0;
@@ -301,6 +319,21 @@ async function twoPersonVisit() {
   out.clinicianChat = await clinician.getByTestId('chat').innerText();
   await shootPatient('visit-in-call-patient');
   await shootClinician('visit-in-call-clinician');
+
+  // The clinician shares their screen in place of the camera, then takes it back. The
+  // patient is told, and decodes the screen (1280 px wide; the camera is asked for 640)
+  // through the same sealed sender.
+  const camera = await frameShapeFrom(patient, clinicianMember);
+  out.screenShare = { camera };
+  await clinician.getByRole('button', { name: 'Share screen' }).click();
+  await patient.getByTestId(`peer-${clinicianMember}`).getByText('sharing their screen').waitFor({ timeout: ROOM_WAIT_MS });
+  out.screenShare.sharing = await untilFrameShape(patient, clinicianMember, (shape) => shape.width > camera.width);
+  out.screenShare.probe = await probe(clinician, 10);
+  await shootPatient('visit-screen-shared');
+  await clinician.getByRole('button', { name: 'Stop sharing' }).click();
+  await patient.getByTestId(`peer-${clinicianMember}`).getByText('sharing their screen').waitFor({ state: 'detached', timeout: ROOM_WAIT_MS });
+  out.screenShare.after = await untilFrameShape(patient, clinicianMember, (shape) => shape.width <= camera.width);
+  mark('screenShared');
 
   // The clinician ends the visit for everyone.
   await clinician.getByRole('button', { name: 'End visit for everyone' }).click();
