@@ -53,6 +53,8 @@ const MEDIA_WAIT_MS = 60_000;
 const ROOM_WAIT_MS = 20_000;
 /** How often the call's statistics are read while waiting. */
 const POLL_MS = 500;
+/** The camera width the visit page asks for (`getUserMedia` in pages/visit.tsx). */
+const CAMERA_WIDTH = 640;
 
 /** Chromium's generated camera and microphone, with their permission prompt answered yes. */
 const FAKE_MEDIA = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
@@ -321,18 +323,18 @@ async function twoPersonVisit() {
   await shootClinician('visit-in-call-clinician');
 
   // The clinician shares their screen in place of the camera, then takes it back. The
-  // patient is told, and decodes the screen (1280 px wide; the camera is asked for 640)
-  // through the same sealed sender.
-  const camera = await frameShapeFrom(patient, clinicianMember);
-  out.screenShare = { camera };
+  // patient is told, and decodes the screen (1280 px wide; the page asks the camera for 640,
+  // and the sender may send less while the bandwidth estimate grows) through the same sealed
+  // sender.
+  out.screenShare = { camera: await frameShapeFrom(patient, clinicianMember) };
   await clinician.getByRole('button', { name: 'Share screen' }).click();
   await patient.getByTestId(`peer-${clinicianMember}`).getByText('sharing their screen').waitFor({ timeout: ROOM_WAIT_MS });
-  out.screenShare.sharing = await untilFrameShape(patient, clinicianMember, (shape) => shape.width > camera.width);
+  out.screenShare.sharing = await untilFrameShape(patient, clinicianMember, (shape) => shape.width > CAMERA_WIDTH);
   out.screenShare.probe = await probe(clinician, 10);
   await shootPatient('visit-screen-shared');
   await clinician.getByRole('button', { name: 'Stop sharing' }).click();
   await patient.getByTestId(`peer-${clinicianMember}`).getByText('sharing their screen').waitFor({ state: 'detached', timeout: ROOM_WAIT_MS });
-  out.screenShare.after = await untilFrameShape(patient, clinicianMember, (shape) => shape.width <= camera.width);
+  out.screenShare.after = await untilFrameShape(patient, clinicianMember, (shape) => shape.width <= CAMERA_WIDTH);
   mark('screenShared');
 
   // The clinician ends the visit for everyone.
