@@ -1300,9 +1300,40 @@ async fn sealed_messaging_between_a_patient_and_two_browsers_of_their_clinician(
 
 /// A video visit's browser script: `visit.mjs` with the journey and its settings, given
 /// long enough for Chromium's fake camera to be encoded, sealed and decoded by every page.
-async fn run_visit_script(journey: &str, env: &[(&str, &str)]) -> Value {
-    let mut env = env.to_vec();
-    env.push(("HAVEN_JOURNEY", journey));
+/// Who a visit journey signs in, and where: every visit script gets these.
+struct VisitCast<'a> {
+    server: &'a TestServer,
+    backend: Backend,
+    visit: &'a str,
+    patient: &'a haven_test_support::TestUser,
+    clinician: &'a haven_test_support::TestUser,
+}
+
+/// Runs `journey` of visit.mjs for `cast`, with the journey's own settings in `extra`.
+async fn run_visit_script(journey: &str, cast: &VisitCast<'_>, extra: &[(&str, &str)]) -> Value {
+    use haven_app::Clock;
+    // The first TOTP step the script may use: one the enrolments did not.
+    let step_min = (cast.server.clock.now_ms() / 1000 / 30 + 1).to_string();
+    let url = cast.server.url.replace("127.0.0.1", "localhost");
+    let screenshots = screenshot_dir(cast.backend).display().to_string();
+    let mut env = vec![
+        ("HAVEN_JOURNEY", journey),
+        ("HAVEN_URL", url.as_str()),
+        ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
+        ("HAVEN_VISIT", cast.visit),
+        ("HAVEN_PATIENT_LOGIN", cast.patient.login.as_str()),
+        ("HAVEN_CLINICIAN_LOGIN", cast.clinician.login.as_str()),
+        (
+            "HAVEN_CLINICIAN_TOTP",
+            cast.clinician
+                .totp_secret
+                .as_deref()
+                .expect("staff have TOTP"),
+        ),
+        ("HAVEN_TOTP_STEP_MIN", step_min.as_str()),
+        ("HAVEN_SCREENSHOTS", screenshots.as_str()),
+    ];
+    env.extend_from_slice(extra);
     run_script_for("visit.mjs", &env, VISIT_SCRIPT_TIMEOUT_SECS).await
 }
 
@@ -1397,7 +1428,6 @@ fn assert_screenshots_written(out: &Value) {
 }
 
 async fn a_video_visit_from_the_waiting_room_to_the_end(backend: Backend) {
-    use haven_app::Clock;
     use haven_audit::AuditAction;
     let started = std::time::Instant::now();
     // The browsers keep real time (the authenticator's codes, the visit's window), so Haven does.
@@ -1408,28 +1438,14 @@ async fn a_video_visit_from_the_waiting_room_to_the_end(backend: Backend) {
     server.add_to_care_team(patient, clinician.id).await;
     let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
     let marker = format!("HVN-VISIT-{}", uuid::Uuid::new_v4().simple());
-    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
-    let out = run_visit_script(
-        "visit",
-        &[
-            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
-            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
-            ("HAVEN_VISIT", &visit),
-            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
-            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
-            (
-                "HAVEN_CLINICIAN_TOTP",
-                clinician.totp_secret.as_deref().unwrap(),
-            ),
-            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
-            ("HAVEN_MARKER", &marker),
-            (
-                "HAVEN_SCREENSHOTS",
-                &screenshot_dir(backend).display().to_string(),
-            ),
-        ],
-    )
-    .await;
+    let cast = VisitCast {
+        server: &server,
+        backend,
+        visit: &visit,
+        patient: &patient_user,
+        clinician: &clinician,
+    };
+    let out = run_visit_script("visit", &cast, &[("HAVEN_MARKER", &marker)]).await;
     assert_well_behaved(&out);
     let text = |key: &str| {
         out[key]
@@ -1580,7 +1596,6 @@ async fn a_video_visit_from_the_waiting_room_to_the_end(backend: Backend) {
 }
 
 async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
-    use haven_app::Clock;
     use haven_audit::AuditAction;
     let started = std::time::Instant::now();
     // A real coturn, sharing its secret with Haven through a file as a deployment would.
@@ -1605,26 +1620,19 @@ async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
     server.add_to_care_team(patient, clinician.id).await;
     server.add_to_care_team(patient, nurse.id).await;
     let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
-    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let cast = VisitCast {
+        server: &server,
+        backend,
+        visit: &visit,
+        patient: &patient_user,
+        clinician: &clinician,
+    };
     let out = run_visit_script(
         "relay",
+        &cast,
         &[
-            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
-            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
-            ("HAVEN_VISIT", &visit),
-            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
-            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
-            (
-                "HAVEN_CLINICIAN_TOTP",
-                clinician.totp_secret.as_deref().unwrap(),
-            ),
             ("HAVEN_NURSE_LOGIN", &nurse.login),
             ("HAVEN_NURSE_TOTP", nurse.totp_secret.as_deref().unwrap()),
-            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
-            (
-                "HAVEN_SCREENSHOTS",
-                &screenshot_dir(backend).display().to_string(),
-            ),
         ],
     )
     .await;
@@ -1746,7 +1754,6 @@ async fn a_three_person_video_visit_through_the_relay(backend: Backend) {
 }
 
 async fn nobody_enters_a_video_visit_without_admission(backend: Backend) {
-    use haven_app::Clock;
     use haven_audit::AuditAction;
     let started = std::time::Instant::now();
     let server = TestServer::start_in_real_time(backend).await;
@@ -1758,26 +1765,19 @@ async fn nobody_enters_a_video_visit_without_admission(backend: Backend) {
     let other = server.user(Role::Patient, Some(other_patient)).await;
     let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
     let later = book_visit(&server, &clinician, patient, 3 * 60 * 60 * 1000).await;
-    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
+    let cast = VisitCast {
+        server: &server,
+        backend,
+        visit: &visit,
+        patient: &patient_user,
+        clinician: &clinician,
+    };
     let out = run_visit_script(
         "admission",
+        &cast,
         &[
-            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
-            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
-            ("HAVEN_VISIT", &visit),
             ("HAVEN_LATER_VISIT", &later),
-            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
             ("HAVEN_OTHER_PATIENT_LOGIN", &other.login),
-            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
-            (
-                "HAVEN_CLINICIAN_TOTP",
-                clinician.totp_secret.as_deref().unwrap(),
-            ),
-            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
-            (
-                "HAVEN_SCREENSHOTS",
-                &screenshot_dir(backend).display().to_string(),
-            ),
         ],
     )
     .await;
@@ -1848,7 +1848,6 @@ async fn nobody_enters_a_video_visit_without_admission(backend: Backend) {
 }
 
 async fn a_guest_joins_by_link_and_everyone_agrees_to_a_recording(backend: Backend) {
-    use haven_app::Clock;
     use haven_audit::AuditAction;
     let started = std::time::Instant::now();
     let server = TestServer::start_in_real_time(backend).await;
@@ -1857,27 +1856,14 @@ async fn a_guest_joins_by_link_and_everyone_agrees_to_a_recording(backend: Backe
     let clinician = server.user(Role::Clinician, None).await;
     server.add_to_care_team(patient, clinician.id).await;
     let visit = book_visit(&server, &clinician, patient, 5 * 60 * 1000).await;
-    let step_min = server.clock.now_ms() / 1000 / 30 + 1;
-    let out = run_visit_script(
-        "guest-recording",
-        &[
-            ("HAVEN_URL", &server.url.replace("127.0.0.1", "localhost")),
-            ("HAVEN_PASSWORD", haven_test_support::TEST_PASSWORD),
-            ("HAVEN_VISIT", &visit),
-            ("HAVEN_PATIENT_LOGIN", &patient_user.login),
-            ("HAVEN_CLINICIAN_LOGIN", &clinician.login),
-            (
-                "HAVEN_CLINICIAN_TOTP",
-                clinician.totp_secret.as_deref().unwrap(),
-            ),
-            ("HAVEN_TOTP_STEP_MIN", &step_min.to_string()),
-            (
-                "HAVEN_SCREENSHOTS",
-                &screenshot_dir(backend).display().to_string(),
-            ),
-        ],
-    )
-    .await;
+    let cast = VisitCast {
+        server: &server,
+        backend,
+        visit: &visit,
+        patient: &patient_user,
+        clinician: &clinician,
+    };
+    let out = run_visit_script("guest-recording", &cast, &[]).await;
     assert_well_behaved(&out);
 
     // The guest's link carried the invitation in its fragment, gone from the address bar.
