@@ -113,6 +113,9 @@ interface Peer {
    * and a video track cannot go to one made for audio.
    */
   videoSender: RTCRtpSender | null;
+  /** For `diagnostics()`: candidates signalled to them, and theirs added. */
+  candidatesSent: number;
+  candidatesAdded: number;
 }
 
 export interface CallOptions {
@@ -177,7 +180,17 @@ async function checkGuestDevice(wire: GuestDeviceWire): Promise<CheckedDevice | 
  * no candidate addresses.
  */
 export interface CallDiagnostics {
-  peers: { member: number; connection: string; signaling: string; ice: string; polite: boolean }[];
+  peers: {
+    member: number;
+    connection: string;
+    signaling: string;
+    ice: string;
+    gathering: string;
+    polite: boolean;
+    /** ICE candidates this browser gathered for them, and theirs it took. */
+    candidatesSent: number;
+    candidatesAdded: number;
+  }[];
   journal: string[];
 }
 
@@ -258,7 +271,10 @@ export class VisitCall {
         connection: peer.pc?.connectionState ?? 'none',
         signaling: peer.pc?.signalingState ?? 'none',
         ice: peer.pc?.iceConnectionState ?? 'none',
+        gathering: peer.pc?.iceGatheringState ?? 'none',
         polite: peer.polite,
+        candidatesSent: peer.candidatesSent,
+        candidatesAdded: peer.candidatesAdded,
       })),
       journal: [...this.journal],
     };
@@ -380,6 +396,8 @@ export class VisitCall {
         kids: [],
         heldKey: null,
         videoSender: null,
+        candidatesSent: 0,
+        candidatesAdded: 0,
         view: {
           member,
           stream: null,
@@ -600,7 +618,9 @@ export class VisitCall {
       }
     };
     pc.onicecandidate = ({ candidate }) => {
-      if (candidate) this.signal(peer.member.id, 'candidate', JSON.stringify(candidate));
+      if (!candidate) return;
+      peer.candidatesSent += 1;
+      this.signal(peer.member.id, 'candidate', JSON.stringify(candidate));
     };
     pc.onconnectionstatechange = () => {
       this.note(`with ${peer.member.id}: ${pc.connectionState}`);
@@ -631,6 +651,7 @@ export class VisitCall {
       case 'candidate': {
         try {
           await peer.pc?.addIceCandidate(JSON.parse(payload) as RTCIceCandidateInit);
+          if (peer.pc) peer.candidatesAdded += 1;
         } catch (e) {
           this.note(`candidate from ${from} refused (${peer.ignoreOffer ? 'offer ignored' : String(e)})`);
           if (!peer.ignoreOffer) throw e;
