@@ -191,6 +191,22 @@ impl Drop for Coturn {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test failing while the relay ran (a call that never connected, say) shows what
+        // the relay refused: the log goes with the temporary directory.
+        if std::thread::panicking() {
+            let log = self.log();
+            let refusals: Vec<&str> = log
+                .lines()
+                .filter(|line| line.to_ascii_lowercase().contains("error"))
+                .take(LOG_TAIL_LINES_MAX)
+                .collect();
+            eprintln!(
+                "coturn refused {} request(s) while the test ran{}\n{}",
+                refusals.len(),
+                if refusals.is_empty() { "" } else { ":" },
+                refusals.join("\n")
+            );
+        }
     }
 }
 
