@@ -27,7 +27,7 @@ interface VisitTestHook {
   stats: () => Promise<unknown>;
   probe: (count: number) => Promise<unknown>;
   sealing: () => Promise<unknown>;
-  diagnostics: () => unknown;
+  diagnostics: () => Promise<unknown>;
 }
 
 declare global {

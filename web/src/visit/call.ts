@@ -11,7 +11,11 @@
 // member makes a new send key and seals it to those who remain (the one who left never
 // sees it), so they can no longer decode what follows.
 //
-// Negotiation follows the "perfect negotiation" pattern: either side may offer; on a
+// Whoever arrives offers: a member who enters the call offers to everyone already there, who
+// answer first and only then add their own tracks (and offer them), so the first exchange
+// never collides. A collision right at the start can roll back an offer while its ICE
+// gathering is under way, and Chromium may then never gather for that connection. Later
+// negotiations follow the "perfect negotiation" pattern: either side may offer; on a
 // collision the member with the higher number gives way.
 import { api, apiInBackground } from '../api';
 import { type Device, decodeBase64, deviceFingerprint, safetyNumber, verifyDeviceSelfSignature } from '../e2e';
@@ -107,6 +111,8 @@ interface Peer {
   kids: bigint[];
   /** Their latest sealed key, kept while their device waits for a signed checkpoint. */
   heldKey: string | null;
+  /** They arrived after us: our tracks wait until their first offer is answered. */
+  awaitingOffer: boolean;
   /**
    * The sender of our video to them: the camera, or the screen in its place. Named here
    * because a connection also holds senders it made for their offer, some with no track,
@@ -135,6 +141,33 @@ export interface CallOptions {
 
 function randomId(): string {
   return crypto.randomUUID();
+}
+
+/** Video packets and frames on one connection, each way. */
+export interface VideoCounts {
+  packetsSent: number;
+  framesEncoded: number;
+  packetsReceived: number;
+  framesReceived: number;
+  framesDecoded: number;
+}
+
+async function videoCounts(pc: RTCPeerConnection | null): Promise<VideoCounts> {
+  const counts = { packetsSent: 0, framesEncoded: 0, packetsReceived: 0, framesReceived: 0, framesDecoded: 0 };
+  const report = await pc?.getStats().catch(() => null);
+  report?.forEach((stat: { type: string; kind?: string } & Partial<VideoCounts>) => {
+    if (stat.kind !== 'video') return;
+    if (stat.type === 'outbound-rtp') {
+      counts.packetsSent += stat.packetsSent ?? 0;
+      counts.framesEncoded += stat.framesEncoded ?? 0;
+    }
+    if (stat.type === 'inbound-rtp') {
+      counts.packetsReceived += stat.packetsReceived ?? 0;
+      counts.framesReceived += stat.framesReceived ?? 0;
+      counts.framesDecoded += stat.framesDecoded ?? 0;
+    }
+  });
+  return counts;
 }
 
 /** `CallOptions.logKey` for a guest: check against the key served with the call's devices. */
@@ -190,7 +223,11 @@ export interface CallDiagnostics {
     /** ICE candidates this browser gathered for them, and theirs it took. */
     candidatesSent: number;
     candidatesAdded: number;
+    /** Video to and from them, as WebRTC counts it (all zero: nothing flows). */
+    video: VideoCounts;
   }[];
+  /** Frames the encryption worker sealed and opened, and those it dropped, by reason. */
+  transforms: { encrypted: number; decrypted: number; dropped: Record<string, number> } | null;
   journal: string[];
 }
 
@@ -264,9 +301,10 @@ export class VisitCall {
     return this.state;
   }
 
-  diagnostics(): CallDiagnostics {
-    return {
-      peers: [...this.peers.values()].map((peer) => ({
+  async diagnostics(): Promise<CallDiagnostics> {
+    const peers = [];
+    for (const peer of this.peers.values()) {
+      peers.push({
         member: peer.member.id,
         connection: peer.pc?.connectionState ?? 'none',
         signaling: peer.pc?.signalingState ?? 'none',
@@ -275,9 +313,14 @@ export class VisitCall {
         polite: peer.polite,
         candidatesSent: peer.candidatesSent,
         candidatesAdded: peer.candidatesAdded,
-      })),
-      journal: [...this.journal],
-    };
+        video: await videoCounts(peer.pc),
+      });
+    }
+    const transforms = await this.e2ee
+      .stats()
+      .then(({ encrypted, decrypted, dropped }) => ({ encrypted, decrypted, dropped: { ...dropped } }))
+      .catch(() => null);
+    return { peers, transforms, journal: [...this.journal] };
   }
 
   /** Notes a step of the call's setup (see [`CallDiagnostics`]). */
@@ -332,7 +375,7 @@ export class VisitCall {
         if (frame.member.id === this.state.me) return;
         // Someone new, or someone back: a fresh connection to them either way.
         this.removePeer(frame.member.id, false);
-        await this.addPeers([frame.member]);
+        await this.addPeers([frame.member], 'answer');
         return;
       case 'left':
         this.removePeer(frame.member, true);
@@ -377,11 +420,14 @@ export class VisitCall {
 
   private async enterCall(members: Member[]): Promise<void> {
     const me = this.state.me;
-    await this.addPeers(members.filter((m) => m.id !== me));
+    await this.addPeers(members.filter((m) => m.id !== me), 'offer');
   }
 
-  /** Checks the new members' devices, then connects to each and sends our key to the checked. */
-  private async addPeers(members: Member[]): Promise<void> {
+  /**
+   * Connects to new members, then checks their devices and sends our key to the checked.
+   * `offer` when we are the one arriving, `answer` when they are.
+   */
+  private async addPeers(members: Member[], opening: 'offer' | 'answer'): Promise<void> {
     if (members.length === 0) return;
     const me = this.state.me ?? 0;
     for (const member of members) {
@@ -395,6 +441,7 @@ export class VisitCall {
         checked: null,
         kids: [],
         heldKey: null,
+        awaitingOffer: opening === 'answer',
         videoSender: null,
         candidatesSent: 0,
         candidatesAdded: 0,
@@ -416,13 +463,27 @@ export class VisitCall {
       this.connect(peer);
     }
     this.refreshPeers();
+    await this.checkDevicesAndExchangeKeys();
+    this.sendMediaState();
+  }
+
+  /**
+   * Checks the peers' devices, then exchanges keys with every peer checked now that was not
+   * before: they get our key, and a key they sent while unchecked opens. Every check goes
+   * through here, whatever asked for it (someone joining, a recheck), so a peer that one
+   * check finds good is never left without our key because another check was under way.
+   */
+  private async checkDevicesAndExchangeKeys(): Promise<void> {
+    const before = new Set([...this.peers.values()].filter((p) => p.checked?.verified).map((p) => p.member.id));
     await this.checkDevices();
     await this.ensureSendKey();
-    for (const member of members) {
-      const peer = this.peers.get(member.id);
-      if (peer) await this.sendKeyTo(peer);
+    for (const peer of this.peers.values()) {
+      if (before.has(peer.member.id) || !peer.checked?.verified) continue;
+      await this.sendKeyTo(peer);
+      const held = peer.heldKey;
+      peer.heldKey = null;
+      if (held) await this.onKey(peer, held);
     }
-    this.sendMediaState();
   }
 
   /** Checks every peer's device against the log; a device that fails is warned about. */
@@ -496,17 +557,7 @@ export class VisitCall {
       this.recheckTimer = null;
       this.frames = this.frames
         .then(async () => {
-          if (this.closed) return;
-          const before = new Set([...this.peers.values()].filter((p) => p.checked?.verified).map((p) => p.member.id));
-          await this.checkDevices();
-          for (const peer of this.peers.values()) {
-            if (before.has(peer.member.id) || !peer.checked?.verified) continue;
-            // Checked now: they get our key, and the key they sent while unchecked opens.
-            await this.sendKeyTo(peer);
-            const held = peer.heldKey;
-            peer.heldKey = null;
-            if (held) await this.onKey(peer, held);
-          }
+          if (!this.closed) await this.checkDevicesAndExchangeKeys();
         })
         .catch((e: unknown) => this.note(`checking devices again failed: ${String(e)}`));
     }, UNSIGNED_RECHECK_MS);
@@ -539,6 +590,7 @@ export class VisitCall {
       signer: this.options.device.keys.signing.privateKey,
     });
     plaintext.fill(0);
+    this.note(`key to ${peer.member.id}`);
     this.signal(peer.member.id, 'key', payload);
   }
 
@@ -582,22 +634,14 @@ export class VisitCall {
   // Peer connections
   // ----------------------------------------------------------------------------------------
 
+  /** Opens the connection to a peer: with our tracks if we offer, bare if they will. */
   private connect(peer: Peer): void {
     const pc = new RTCPeerConnection({
       iceServers: this.iceServers,
       iceTransportPolicy: this.options.relayOnly ? 'relay' : 'all',
     });
     peer.pc = pc;
-    const me = String(this.state.me ?? 0);
-    for (const track of this.options.localStream.getTracks()) {
-      const kind = track.kind === 'audio' ? 'audio' : 'video';
-      const sending = kind === 'video' && this.screenTrack ? this.screenTrack : track;
-      const transceiver = pc.addTransceiver(sending, { direction: 'sendrecv', streams: [this.options.localStream] });
-      preferSFrameCodecs(transceiver, kind);
-      this.e2ee.attachSender(transceiver.sender, me, kind);
-      if (kind === 'video') peer.videoSender = transceiver.sender;
-      this.attachReceiver(transceiver.receiver, peer);
-    }
+    if (!peer.awaitingOffer) this.sendTracks(peer, pc);
     pc.ontrack = (event) => {
       this.attachReceiver(event.receiver, peer);
       const stream = event.streams[0] ?? new MediaStream([event.track]);
@@ -627,6 +671,25 @@ export class VisitCall {
       if (pc.connectionState === 'failed') pc.restartIce();
     };
     pc.oniceconnectionstatechange = () => this.note(`with ${peer.member.id}: ICE ${pc.iceConnectionState}`);
+  }
+
+  /**
+   * Puts our tracks on a connection, each on a transceiver of its own with its encryption
+   * set before any negotiation. Not on the transceivers a peer's offer made: Chromium runs
+   * no sender transform set on those once negotiated, and their frames would leave in the
+   * clear (the other side then drops every one of them, and sees no video).
+   */
+  private sendTracks(peer: Peer, pc: RTCPeerConnection): void {
+    const me = String(this.state.me ?? 0);
+    for (const track of this.options.localStream.getTracks()) {
+      const kind = track.kind === 'audio' ? 'audio' : 'video';
+      const sending = kind === 'video' && this.screenTrack ? this.screenTrack : track;
+      const transceiver = pc.addTransceiver(sending, { direction: 'sendrecv', streams: [this.options.localStream] });
+      preferSFrameCodecs(transceiver, kind);
+      this.e2ee.attachSender(transceiver.sender, me, kind);
+      if (kind === 'video') peer.videoSender = transceiver.sender;
+      this.attachReceiver(transceiver.receiver, peer);
+    }
   }
 
   private attachReceiver(receiver: RTCRtpReceiver, peer: Peer): void {
@@ -685,6 +748,11 @@ export class VisitCall {
       await pc.setLocalDescription();
       this.note(`to ${peer.member.id}: ${pc.localDescription?.type ?? 'no description'}`);
       if (pc.localDescription) this.signal(peer.member.id, 'description', JSON.stringify(pc.localDescription));
+      // Their first offer is answered: now our tracks, which negotiate in an offer of ours.
+      if (peer.awaitingOffer) {
+        peer.awaitingOffer = false;
+        this.sendTracks(peer, pc);
+      }
     }
   }
 
