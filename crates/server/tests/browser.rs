@@ -1298,8 +1298,6 @@ async fn sealed_messaging_between_a_patient_and_two_browsers_of_their_clinician(
     server.stop().await;
 }
 
-/// A video visit's browser script: `visit.mjs` with the journey and its settings, given
-/// long enough for Chromium's fake camera to be encoded, sealed and decoded by every page.
 /// Who a visit journey signs in, and where: every visit script gets these.
 struct VisitCast<'a> {
     server: &'a TestServer,
@@ -1309,7 +1307,8 @@ struct VisitCast<'a> {
     clinician: &'a haven_test_support::TestUser,
 }
 
-/// Runs `journey` of visit.mjs for `cast`, with the journey's own settings in `extra`.
+/// Runs `journey` of visit.mjs for `cast`, with the journey's own settings in `extra`, given
+/// long enough for Chromium's fake camera to be encoded, sealed and decoded by every page.
 async fn run_visit_script(journey: &str, cast: &VisitCast<'_>, extra: &[(&str, &str)]) -> Value {
     use haven_app::Clock;
     // The first TOTP step the script may use: one the enrolments did not.
