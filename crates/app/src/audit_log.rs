@@ -140,6 +140,15 @@ impl Checkpointer {
                     break;
                 }
                 let index = tree.size();
+                if !leaf.keys_match {
+                    // Signing would vouch for a row that reports can no longer find.
+                    return Err(AppError::Unexpected(format!(
+                        "the search keys of audit entry {} (seq {}) no longer match the entry; \
+                         refusing to sign over it. Run `haven audit verify`",
+                        index + 1,
+                        leaf.seq
+                    )));
+                }
                 if record == Record::Yes && index >= self.stored_size {
                     leaves.push(TreeLeaf {
                         index,
@@ -227,6 +236,23 @@ pub enum LogAltered {
     /// hash differ from the stored leaf): it was changed, removed, or another was put in
     /// its place. Found by comparing with the stored tree once a root did not match.
     EntryAltered { position: u64, seq: i64, size: u64 },
+    /// The entry at `position` hashes as signed, but the search keys stored beside it (its
+    /// time, actor, action, patient or outcome) were changed: reports filtering on them
+    /// would miss it, or find it where it does not belong.
+    SearchKeysAltered { position: u64, seq: i64 },
+}
+
+impl LogAltered {
+    /// The first position this finding puts in doubt.
+    fn first_position(&self) -> u64 {
+        match *self {
+            LogAltered::RootMismatch { first, .. } => first,
+            LogAltered::BadSignature { size } => size,
+            LogAltered::Truncated { entries, .. } => entries + 1,
+            LogAltered::EntryAltered { position, .. }
+            | LogAltered::SearchKeysAltered { position, .. } => position,
+        }
+    }
 }
 
 impl std::fmt::Display for LogAltered {
@@ -258,6 +284,11 @@ impl std::fmt::Display for LogAltered {
                 f,
                 "entry {position} (seq {seq}) was altered, removed or displaced: it no longer matches \
                  the leaf sealed under the checkpoint signed at size {size}"
+            ),
+            LogAltered::SearchKeysAltered { position, seq } => write!(
+                f,
+                "entry {position} (seq {seq}) was altered: the search keys stored beside it \
+                 (time, actor, action, patient, outcome) no longer say what the signed entry says"
             ),
         }
     }
@@ -315,6 +346,14 @@ pub async fn verify_log(
         Ok(())
     };
 
+    // The first row whose search keys disagree with its entry. The entries go on being
+    // checked: an entry altered before it, found only at the next checkpoint, comes first.
+    let mut keys_altered: Option<LogAltered> = None;
+    let earliest = |found: LogAltered, keys_altered: Option<LogAltered>| match keys_altered {
+        Some(keys) if keys.first_position() <= found.first_position() => keys,
+        _ => found,
+    };
+
     loop {
         let page = store
             .audit_leaves(last_seq, limits::AUDIT_PAGE_ROWS_MAX)
@@ -323,12 +362,17 @@ pub async fn verify_log(
         for leaf in &page {
             tree.push(leaf.hash);
             last_seq = leaf.seq;
+            if !leaf.keys_match && keys_altered.is_none() {
+                keys_altered = Some(LogAltered::SearchKeysAltered {
+                    position: tree.size(),
+                    seq: leaf.seq,
+                });
+            }
             if let Err(altered) =
                 check(&tree, &mut pending, &mut verified_size, &mut verified_count)
             {
-                return Ok(Err(
-                    pinpoint(store, altered, verified_size, verified_seq).await?
-                ));
+                let found = pinpoint(store, altered, verified_size, verified_seq).await?;
+                return Ok(Err(earliest(found, keys_altered)));
             }
             if verified_size == tree.size() {
                 verified_seq = last_seq;
@@ -353,9 +397,11 @@ pub async fn verify_log(
                 first: verified_size + 1,
             }
         };
-        return Ok(Err(
-            pinpoint(store, altered, verified_size, verified_seq).await?
-        ));
+        let found = pinpoint(store, altered, verified_size, verified_seq).await?;
+        return Ok(Err(earliest(found, keys_altered)));
+    }
+    if let Some(keys) = keys_altered {
+        return Ok(Err(keys));
     }
     Ok(Ok(Verified {
         entries: tree.size(),

@@ -264,6 +264,67 @@ impl AuditEvent {
         out
     }
 
+    /// The entry as stored: its canonical bytes without the format tag and the position
+    /// (which the store assigns as it appends). [`leaf_hash_of_entry`] hashes them with
+    /// the position; [`AuditEvent::from_entry`] reads them back.
+    pub fn entry_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        let patient = self.patient.map(|p| p.to_string());
+        write_entry(
+            self.at_ms,
+            &self
+                .fields(patient.as_deref())
+                .map(|f| f.map(str::as_bytes)),
+            &mut |bytes| out.extend_from_slice(bytes),
+        );
+        out
+    }
+
+    /// Reads an entry back from its stored bytes ([`AuditEvent::entry_bytes`]).
+    pub fn from_entry(entry: &[u8]) -> Result<Self, MalformedEntry> {
+        let view = EntryView::parse(entry)?;
+        let text = |index: usize| -> Result<Option<String>, MalformedEntry> {
+            view.fields[index]
+                .map(|bytes| {
+                    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| {
+                        MalformedEntry(format!("{} is not UTF-8", ENTRY_FIELD_NAMES[index]))
+                    })
+                })
+                .transpose()
+        };
+        let required = |index: usize| -> Result<String, MalformedEntry> {
+            text(index)?
+                .ok_or_else(|| MalformedEntry(format!("{} is missing", ENTRY_FIELD_NAMES[index])))
+        };
+        let code = |error: UnknownCode| MalformedEntry(error.to_string());
+        Ok(AuditEvent {
+            at_ms: view.at_ms,
+            actor: text(0)?,
+            role: text(1)?,
+            organisation: text(2)?,
+            session: text(3)?,
+            client_app: text(4)?,
+            action: required(5)?.parse().map_err(code)?,
+            patient: text(6)?
+                .map(|patient| {
+                    patient
+                        .parse()
+                        .map_err(|_| MalformedEntry("patient is not a patient id".into()))
+                })
+                .transpose()?,
+            resource_type: text(7)?,
+            resource_id: text(8)?,
+            outcome: required(9)?.parse().map_err(code)?,
+            reason: required(10)?,
+            purpose_of_use: text(11)?,
+            origin: RequestOrigin {
+                request_id: text(12)?,
+                source_ip: text(13)?,
+                user_agent: text(14)?,
+            },
+        })
+    }
+
     /// The Merkle leaf hash of this entry at position `seq`.
     pub fn leaf_hash(&self, seq: u64) -> merkle::Hash {
         let patient = self.patient.map(|p| p.to_string());
@@ -311,6 +372,11 @@ fn write_canonical_bytes(
 ) {
     out(ENTRY_FORMAT_V2);
     out(&seq.to_be_bytes());
+    write_entry(at_ms, fields, out);
+}
+
+/// The stored part of the canonical encoding: everything after the tag and the position.
+fn write_entry(at_ms: i64, fields: &EntryFieldBytes<'_>, out: &mut dyn FnMut(&[u8])) {
     out(&at_ms.to_be_bytes());
     for field in fields {
         match field {
@@ -342,6 +408,62 @@ pub fn leaf_hash_of_field_bytes(
     hasher.update([0x00]);
     write_canonical_bytes(seq, at_ms, fields, &mut |bytes| hasher.update(bytes));
     hasher.finalize().into()
+}
+
+/// The Merkle leaf hash of the entry stored as `entry` ([`AuditEvent::entry_bytes`]) at
+/// position `seq`: the same hash as [`AuditEvent::leaf_hash`], taken over the stored bytes
+/// as they are. Verifying a long log reads one value per entry and hashes it.
+pub fn leaf_hash_of_entry(seq: u64, entry: &[u8]) -> merkle::Hash {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update([0x00]);
+    hasher.update(ENTRY_FORMAT_V2);
+    hasher.update(seq.to_be_bytes());
+    hasher.update(entry);
+    hasher.finalize().into()
+}
+
+/// Stored entry bytes that do not decode: an entry that Haven did not write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a malformed audit entry: {0}")]
+pub struct MalformedEntry(pub String);
+
+/// A stored entry's time and fields, borrowed from its bytes without copying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryView<'a> {
+    pub at_ms: i64,
+    /// In canonical order ([`ENTRY_FIELD_NAMES`]).
+    pub fields: EntryFieldBytes<'a>,
+}
+
+impl<'a> EntryView<'a> {
+    /// Splits stored entry bytes into fields; they must hold exactly one entry.
+    pub fn parse(entry: &'a [u8]) -> Result<Self, MalformedEntry> {
+        let short = || MalformedEntry("the entry ends early".into());
+        let (at_ms, mut rest) = entry.split_first_chunk::<8>().ok_or_else(short)?;
+        let mut fields: EntryFieldBytes<'a> = [None; 15];
+        for field in &mut fields {
+            let (length, after) = rest.split_first_chunk::<4>().ok_or_else(short)?;
+            let length = u32::from_be_bytes(*length);
+            if length == u32::MAX {
+                rest = after;
+                continue;
+            }
+            let (value, after) = after.split_at_checked(length as usize).ok_or_else(short)?;
+            *field = Some(value);
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(MalformedEntry(format!(
+                "{} bytes after the last field",
+                rest.len()
+            )));
+        }
+        Ok(Self {
+            at_ms: i64::from_be_bytes(*at_ms),
+            fields,
+        })
+    }
 }
 
 /// An entry as stored, with its position in the log.
@@ -408,6 +530,42 @@ mod tests {
             event.leaf_hash(7),
             merkle::leaf_hash(&event.canonical_bytes(7))
         );
+    }
+
+    #[test]
+    fn the_stored_entry_hashes_and_reads_back_as_the_entry() {
+        let mut sparse = event();
+        sparse.actor = None;
+        sparse.patient = None;
+        sparse.resource_id = Some(String::new());
+        sparse.origin.user_agent = Some("agent/1 (ünïcode)".into());
+        for event in [event(), sparse] {
+            let entry = event.entry_bytes();
+            assert_eq!(leaf_hash_of_entry(9, &entry), event.leaf_hash(9));
+            assert_eq!(AuditEvent::from_entry(&entry), Ok(event.clone()));
+            let view = EntryView::parse(&entry).unwrap();
+            assert_eq!(view.at_ms, event.at_ms);
+            assert_eq!(view.fields[0], event.actor.as_deref().map(str::as_bytes));
+        }
+    }
+
+    #[test]
+    fn stored_entry_bytes_that_haven_did_not_write_are_refused() {
+        let entry = event().entry_bytes();
+        assert!(AuditEvent::from_entry(&entry[..entry.len() - 1]).is_err());
+        assert!(AuditEvent::from_entry(&[entry.as_slice(), b"x"].concat()).is_err());
+        assert!(AuditEvent::from_entry(&entry[..7]).is_err());
+        assert!(AuditEvent::from_entry(b"").is_err());
+        let mut unknown_action = event();
+        unknown_action.reason = "read".into();
+        let swapped = unknown_action.entry_bytes();
+        // "read" where the action's code sits, and the action's code where "read" was:
+        // the same bytes in a different field order are not an entry of Haven.
+        let mut fields = EntryView::parse(&swapped).unwrap().fields;
+        fields.swap(5, 9);
+        let mut bytes = Vec::new();
+        write_entry(1, &fields, &mut |b| bytes.extend_from_slice(b));
+        assert!(AuditEvent::from_entry(&bytes).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The audit log is tamper-evident: changing, removing, inserting or reordering a single
-//! stored entry makes verification fail and name it, on SQLite and on PostgreSQL; an
-//! untouched log verifies.
+//! stored entry, or changing a search key that reports filter on, makes verification fail
+//! and name it, on SQLite and on PostgreSQL; an untouched log verifies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 haven_test_support::on_every_backend!(
     an_untouched_log_verifies,
     a_changed_entry_is_named,
+    a_changed_search_key_is_named,
+    reports_show_the_signed_entry_whatever_its_sort_columns_say,
     a_removed_entry_is_named,
     an_inserted_entry_is_named,
     reordered_entries_are_named,
@@ -116,15 +118,53 @@ async fn an_untouched_log_verifies(backend: Backend) {
     assert_eq!(outsider.verify(&latest.note).unwrap().size, size);
 }
 
+/// The stored reason of entry `seq`.
+async fn reason_of(server: &TestServer, seq: i64) -> String {
+    let events = server.app().store().audit_events(seq - 1, 1).await.unwrap();
+    events[0].event.reason.clone()
+}
+
 async fn a_changed_entry_is_named(backend: Backend) {
     let server = TestServer::start(backend).await;
     busy_log(&server).await;
+    let reason = reason_of(&server, 4).await;
+    let change = server.rewrite_audit_entry_sql(4, &reason, "nothing_to_see");
+    tamper(&server, &[&change]).await;
+    assert_eq!(reason_of(&server, 4).await, "nothing_to_see");
+    assert_names(verify(&server).await, 4);
+}
+
+async fn a_changed_search_key_is_named(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    // The entry still hashes as signed, but a report by actor would no longer find it.
+    tamper(
+        &server,
+        &["UPDATE audit_events SET actor = 'someone-else' WHERE seq = 4"],
+    )
+    .await;
+    assert_eq!(
+        verify(&server).await,
+        Err(LogAltered::SearchKeysAltered {
+            position: 4,
+            seq: 4
+        })
+    );
+}
+
+async fn reports_show_the_signed_entry_whatever_its_sort_columns_say(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    busy_log(&server).await;
+    let reason = reason_of(&server, 4).await;
+    // A column reports only sort on: the entry shown is still the signed one, and the
+    // log still verifies.
     tamper(
         &server,
         &["UPDATE audit_events SET reason = 'nothing_to_see' WHERE seq = 4"],
     )
     .await;
-    assert_names(verify(&server).await, 4);
+    assert_eq!(reason_of(&server, 4).await, reason);
+    verify(&server).await.unwrap();
 }
 
 async fn a_removed_entry_is_named(backend: Backend) {
@@ -143,7 +183,10 @@ async fn an_inserted_entry_is_named(backend: Backend) {
         &[
             "UPDATE audit_events SET seq = seq + 1000 WHERE seq > 3",
             "UPDATE audit_events SET seq = seq - 999 WHERE seq > 1000",
-            "INSERT INTO audit_events (seq, at_ms, action, outcome, reason) VALUES (4, 0, 'read', 'allowed', 'forged')",
+            // A copy of entry 2, search keys and all.
+            "INSERT INTO audit_events (seq, at_ms, actor, action, patient_id, outcome, reason, entry)
+             SELECT 4, at_ms, actor, action, patient_id, outcome, reason, entry
+             FROM audit_events WHERE seq = 2",
         ],
     )
     .await;
@@ -534,11 +577,9 @@ async fn reviewers_verify_the_whole_log_inside_haven(backend: Backend) {
     assert_eq!(last["last"]["at"], verified["at"]);
 
     // Someone with access to the files changes an entry: the next verification names it.
-    tamper(
-        &server,
-        &["UPDATE audit_events SET reason = 'nothing_to_see' WHERE seq = 4"],
-    )
-    .await;
+    let reason = reason_of(&server, 4).await;
+    let change = server.rewrite_audit_entry_sql(4, &reason, "nothing_to_see");
+    tamper(&server, &[&change]).await;
     let broken: Value = server
         .post_as(Some(&officer.token), path, json!({}))
         .await

@@ -802,8 +802,7 @@ async fn audit_verify_names_an_altered_entry_and_the_server_refuses_to_sign_over
         .unwrap();
     assert!(!refused.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr)
-            .contains("does not match its latest signed checkpoint"),
+        String::from_utf8_lossy(&refused.stderr).contains("refusing to sign over it"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );

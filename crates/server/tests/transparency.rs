@@ -527,10 +527,8 @@ async fn an_altered_entry_fails_the_clients_check_and_is_named_under_a_sparse_ch
         Backend::Sqlite => &["DROP TRIGGER audit_events_no_update"],
         Backend::Postgres => &["DROP TRIGGER audit_events_no_change ON audit_events"],
     };
-    let change = format!(
-        "UPDATE audit_events SET role = 'front_desk' WHERE seq = {}",
-        target.seq
-    );
+    assert_eq!(target.event.role.as_deref(), Some("clinician"));
+    let change = server.rewrite_audit_entry_sql(target.seq, "clinician", "front_desk");
     server
         .execute_raw(&[unguard, &[change.as_str()]].concat())
         .await;

@@ -304,6 +304,11 @@ pub struct StoredSystemKey {
 pub struct AuditLeaf {
     pub seq: i64,
     pub hash: haven_audit::merkle::Hash,
+    /// Whether the row's search keys (the columns reports filter on: time, actor, action,
+    /// patient, outcome) say what its entry says. A key changed behind Haven's back could
+    /// hide the entry from a report, or show it in someone else's access log, while the
+    /// entry itself still hashes right; `haven audit verify` names such a row.
+    pub keys_match: bool,
 }
 
 /// A leaf of the audit log's Merkle tree as stored: the entry's position in the tree (from
@@ -511,7 +516,7 @@ impl AuditQuery {
         // Ties (and NULLs, placed last either way) fall back to log order, so pages are
         // stable and both engines agree.
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS}
+            "SELECT {AUDIT_ENTRY_COLUMNS}
              FROM audit_events{filter}
              ORDER BY {column} {direction} NULLS LAST, seq {direction}
              LIMIT {limit} OFFSET {offset}",
@@ -1026,68 +1031,58 @@ pub(crate) const SET_SIEM_CURSOR_SQL: &str =
          SET after_seq = excluded.after_seq, updated_at_ms = excluded.updated_at_ms
          WHERE excluded.after_seq > siem_cursors.after_seq";
 
-/// The columns of `audit_events` in the order both engines select them ([`AuditRow`]).
-pub(crate) const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, organisation, session_id, \
-     client_app, action, patient_id, resource_type, resource_id, outcome, reason, \
-     purpose_of_use, request_id, source_ip, user_agent";
+/// The columns an audit report selects: each entry's position and its stored bytes
+/// ([`haven_audit::AuditEvent::entry_bytes`]). Everything a report shows is decoded from
+/// those bytes, which are exactly what the Merkle tree commits to; the other columns of
+/// `audit_events` are search keys that decide which entries a report finds and in what order.
+pub(crate) const AUDIT_ENTRY_COLUMNS: &str = "seq, entry";
 
-/// The column list for an INSERT: every column but `seq`, in [`AUDIT_COLUMNS`] order.
+/// The columns [`audit_leaf`] reads: the entry and the search keys reports filter on.
+pub(crate) const AUDIT_LEAF_COLUMNS: &str = "seq, entry, at_ms, actor, action, patient_id, outcome";
+
+/// The column list for an INSERT: every column but `seq`, the search keys in the order of
+/// the entry's fields, then the entry.
 pub(crate) const AUDIT_INSERT_COLUMNS: &str = "at_ms, actor, role, organisation, session_id, \
      client_app, action, patient_id, resource_type, resource_id, outcome, reason, \
-     purpose_of_use, request_id, source_ip, user_agent";
+     purpose_of_use, request_id, source_ip, user_agent, entry";
 
-/// One `audit_events` row as read, in [`AUDIT_COLUMNS`] order; shared by both engines.
-#[derive(Debug)]
-pub(crate) struct AuditRow {
-    pub seq: i64,
-    pub at_ms: i64,
-    pub actor: Option<String>,
-    pub role: Option<String>,
-    pub organisation: Option<String>,
-    pub session: Option<String>,
-    pub client_app: Option<String>,
-    pub action: String,
-    pub patient: Option<uuid::Uuid>,
-    pub resource_type: Option<String>,
-    pub resource_id: Option<String>,
-    pub outcome: String,
-    pub reason: String,
-    pub purpose_of_use: Option<String>,
-    pub request_id: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
+/// An entry read back from its stored bytes at position `seq`.
+pub(crate) fn audit_entry(seq: i64, entry: &[u8]) -> StoreResult<StoredAuditEvent> {
+    let event = AuditEvent::from_entry(entry).map_err(|e| StoreError::Corrupt {
+        table: "audit_events",
+        detail: format!("entry {seq}: {e}"),
+    })?;
+    Ok(StoredAuditEvent { seq, event })
 }
 
-impl AuditRow {
-    /// Converts the stored columns back into an event.
-    pub(crate) fn into_stored(self) -> StoreResult<StoredAuditEvent> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            table: "audit_events",
-            detail,
-        };
-        Ok(StoredAuditEvent {
-            seq: self.seq,
-            event: AuditEvent {
-                at_ms: self.at_ms,
-                actor: self.actor,
-                role: self.role,
-                organisation: self.organisation,
-                session: self.session,
-                client_app: self.client_app,
-                action: self.action.parse().map_err(|e| corrupt(format!("{e}")))?,
-                patient: self.patient.map(PatientId::from_uuid),
-                resource_type: self.resource_type,
-                resource_id: self.resource_id,
-                outcome: self.outcome.parse().map_err(|e| corrupt(format!("{e}")))?,
-                reason: self.reason,
-                purpose_of_use: self.purpose_of_use,
-                origin: haven_audit::RequestOrigin {
-                    request_id: self.request_id,
-                    source_ip: self.source_ip,
-                    user_agent: self.user_agent,
-                },
-            },
-        })
+/// The search keys of one `audit_events` row, as stored beside its entry.
+pub(crate) struct AuditKeys<'a> {
+    pub at_ms: i64,
+    pub actor: Option<&'a [u8]>,
+    pub action: Option<&'a [u8]>,
+    pub patient: Option<uuid::Uuid>,
+    pub outcome: Option<&'a [u8]>,
+}
+
+/// The leaf of the entry stored as `entry` at `seq`, and whether its search keys match it.
+pub(crate) fn audit_leaf(seq: i64, entry: &[u8], keys: &AuditKeys<'_>) -> AuditLeaf {
+    let hash = haven_audit::leaf_hash_of_entry(u64::try_from(seq).unwrap_or(0), entry);
+    let keys_match = haven_audit::EntryView::parse(entry).is_ok_and(|view| {
+        let mut patient_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let patient = keys
+            .patient
+            .map(|p| p.hyphenated().encode_lower(&mut patient_text).as_bytes());
+        // Field positions as in `haven_audit::ENTRY_FIELD_NAMES`.
+        view.at_ms == keys.at_ms
+            && view.fields[0] == keys.actor
+            && view.fields[5] == keys.action
+            && view.fields[6] == patient
+            && view.fields[9] == keys.outcome
+    });
+    AuditLeaf {
+        seq,
+        hash,
+        keys_match,
     }
 }
 

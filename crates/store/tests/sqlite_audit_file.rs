@@ -99,6 +99,13 @@ async fn an_audit_log_in_the_records_file_moves_to_its_own_file() {
         Some("00112233-4455-6677-8899-aabbccddeeff")
     );
     assert_eq!(events[1].event.reason, "not_own_record");
+    // Each moved entry is stored with its bytes, which hash to its leaf.
+    let hashed = store.audit_leaves(0, 100).await.unwrap();
+    for (leaf, entry) in hashed.iter().zip(&events) {
+        assert_eq!(leaf.hash, entry.event.leaf_hash(entry.seq as u64));
+        assert!(leaf.keys_match);
+    }
+    assert_eq!(hashed.len(), 3);
     assert_eq!(checkpoints.len(), 1);
     assert_eq!(checkpoints[0].note, "signed note");
     assert_eq!(leaves.len(), 1);

@@ -625,6 +625,31 @@ impl TestServer {
         format!("{}{path}", self.url)
     }
 
+    /// An UPDATE, for [`Self::execute_raw`], that rewrites the stored bytes of audit entry
+    /// `seq`: the first field whose text is `from` becomes `to` (its length prefix too), so
+    /// the entry still decodes but says something else. The append-only trigger must be
+    /// dropped first.
+    pub fn rewrite_audit_entry_sql(&self, seq: i64, from: &str, to: &str) -> String {
+        let encoded = |text: &str| format!("{:08x}{}", text.len(), hex_of(text.as_bytes()));
+        let (from, to) = (encoded(from), encoded(to));
+        match self.backend {
+            // `||` yields TEXT of its operands' bytes; the CAST makes it a BLOB again.
+            Backend::Sqlite => format!(
+                "UPDATE audit_events SET entry = CAST(
+                     substr(entry, 1, instr(entry, x'{from}') - 1) || x'{to}'
+                     || substr(entry, instr(entry, x'{from}') + {}) AS BLOB)
+                 WHERE seq = {seq}",
+                from.len() / 2
+            ),
+            Backend::Postgres => format!(
+                "UPDATE audit_events SET entry = overlay(entry placing '\\x{to}'::bytea
+                     from position('\\x{from}'::bytea in entry) for {})
+                 WHERE seq = {seq}",
+                from.len() / 2
+            ),
+        }
+    }
+
     /// Runs SQL directly on this server's database, bypassing Haven, as someone with file
     /// or DBA access could: on its SQLite file, or in its PostgreSQL schema (unqualified
     /// names resolve there). For tests that break or tamper with storage.
@@ -748,4 +773,9 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Lower-case hexadecimal digits of `bytes`.
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

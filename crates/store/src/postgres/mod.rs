@@ -90,7 +90,7 @@ async fn run_audit_writer(pool: PgPool, mut queue: mpsc::Receiver<AuditJob>) {
     }
 }
 
-/// Rows per INSERT: 16 parameters each stays under PostgreSQL's 65,535 bound parameters.
+/// Rows per INSERT: 17 parameters each stays under PostgreSQL's 65,535 bound parameters.
 const AUDIT_ROWS_PER_STATEMENT: usize = 1000;
 
 async fn append_locked(pool: &PgPool, events: &[&AuditEvent]) -> StoreResult<()> {
@@ -120,7 +120,8 @@ async fn append_locked(pool: &PgPool, events: &[&AuditEvent]) -> StoreResult<()>
                 .push_bind(event.purpose_of_use.clone())
                 .push_bind(event.origin.request_id.clone())
                 .push_bind(event.origin.source_ip.clone())
-                .push_bind(event.origin.user_agent.clone());
+                .push_bind(event.origin.user_agent.clone())
+                .push_bind(event.entry_bytes());
         });
         sql.build().execute(&mut *transaction).await?;
     }
@@ -263,26 +264,8 @@ fn checkpoint_from_row(row: &PgRow) -> StoreResult<StoredCheckpoint> {
 }
 
 fn audit_from_row(row: &PgRow) -> StoreResult<StoredAuditEvent> {
-    crate::AuditRow {
-        seq: row.try_get("seq")?,
-        at_ms: row.try_get("at_ms")?,
-        actor: row.try_get("actor")?,
-        role: row.try_get("role")?,
-        organisation: row.try_get("organisation")?,
-        session: row.try_get("session_id")?,
-        client_app: row.try_get("client_app")?,
-        action: row.try_get("action")?,
-        patient: row.try_get("patient_id")?,
-        resource_type: row.try_get("resource_type")?,
-        resource_id: row.try_get("resource_id")?,
-        outcome: row.try_get("outcome")?,
-        reason: row.try_get("reason")?,
-        purpose_of_use: row.try_get("purpose_of_use")?,
-        request_id: row.try_get("request_id")?,
-        source_ip: row.try_get("source_ip")?,
-        user_agent: row.try_get("user_agent")?,
-    }
-    .into_stored()
+    let entry: &[u8] = row.try_get("entry")?;
+    crate::audit_entry(row.try_get("seq")?, entry)
 }
 
 #[async_trait::async_trait]
@@ -585,7 +568,7 @@ impl Store for PostgresStore {
     async fn audit_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
         let rows = sqlx::query(&format!(
             "SELECT {} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-            crate::AUDIT_COLUMNS
+            crate::AUDIT_ENTRY_COLUMNS
         ))
         .bind(after_seq)
         .bind(i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)))
@@ -595,14 +578,30 @@ impl Store for PostgresStore {
     }
 
     async fn audit_leaves(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditLeaf>> {
-        let entries = self.audit_events(after_seq, limit).await?;
-        Ok(entries
-            .iter()
-            .map(|entry| AuditLeaf {
-                seq: entry.seq,
-                hash: entry.event.leaf_hash(u64::try_from(entry.seq).unwrap_or(0)),
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            crate::AUDIT_LEAF_COLUMNS
+        ))
+        .bind(after_seq)
+        .bind(i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let entry: &[u8] = row.try_get("entry")?;
+                let actor: Option<&str> = row.try_get("actor")?;
+                let action: Option<&str> = row.try_get("action")?;
+                let outcome: Option<&str> = row.try_get("outcome")?;
+                let keys = crate::AuditKeys {
+                    at_ms: row.try_get("at_ms")?,
+                    actor: actor.map(str::as_bytes),
+                    action: action.map(str::as_bytes),
+                    patient: row.try_get("patient_id")?,
+                    outcome: outcome.map(str::as_bytes),
+                };
+                Ok(crate::audit_leaf(row.try_get("seq")?, entry, &keys))
             })
-            .collect())
+            .collect()
     }
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditEvent>> {

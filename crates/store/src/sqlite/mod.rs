@@ -59,8 +59,9 @@ static AUDIT_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sq
 
 /// The audit log's tables, which the records' file held up to its migration 0012 and which
 /// [`move_audit_log`] moves to the audit file.
+/// `audit_events` is moved by [`copy_audit_events`], which adds each entry's stored bytes.
 const AUDIT_TABLES: [(&str, &str); 5] = [
-    ("audit_events", crate::AUDIT_COLUMNS),
+    ("audit_events", ""),
     ("audit_checkpoints", "size, root, note, created_at_ms"),
     ("audit_tree_leaves", "idx, seq, hash"),
     ("audit_tree_nodes", "level, idx, hash"),
@@ -283,7 +284,8 @@ async fn copy_audit_tables(connection: &mut SqliteConnection) -> StoreResult<()>
         .execute(&mut *connection)
         .await?;
     let mut transaction = connection.begin().await?;
-    for (table, columns) in AUDIT_TABLES {
+    copy_audit_events(&mut transaction).await?;
+    for (table, columns) in AUDIT_TABLES.into_iter().skip(1) {
         sqlx::query(&format!(
             "INSERT OR IGNORE INTO audit_file.{table} ({columns}) SELECT {columns} FROM main.{table}"
         ))
@@ -292,6 +294,95 @@ async fn copy_audit_tables(connection: &mut SqliteConnection) -> StoreResult<()>
     }
     transaction.commit().await?;
     Ok(())
+}
+
+/// Copies the entries of a records' file from before migration 0013, which held no stored
+/// entry bytes, computing each entry's bytes from its columns, page by page.
+async fn copy_audit_events(connection: &mut SqliteConnection) -> StoreResult<()> {
+    let mut after_seq = 0i64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, actor, role, organisation, session_id, client_app, action,
+                    patient_id, resource_type, resource_id, outcome, reason, purpose_of_use,
+                    request_id, source_ip, user_agent
+             FROM main.audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limits::AUDIT_PAGE_ROWS_MAX))
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after_seq = last.try_get("seq")?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            table: "audit_events",
+            detail,
+        };
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let action: String = row.try_get("action")?;
+            let outcome: String = row.try_get("outcome")?;
+            let patient: Option<uuid::Uuid> = row.try_get("patient_id")?;
+            let event = AuditEvent {
+                at_ms: row.try_get("at_ms")?,
+                actor: row.try_get("actor")?,
+                role: row.try_get("role")?,
+                organisation: row.try_get("organisation")?,
+                session: row.try_get("session_id")?,
+                client_app: row.try_get("client_app")?,
+                action: action.parse().map_err(|e| corrupt(format!("{e}")))?,
+                patient: patient.map(PatientId::from_uuid),
+                resource_type: row.try_get("resource_type")?,
+                resource_id: row.try_get("resource_id")?,
+                outcome: outcome.parse().map_err(|e| corrupt(format!("{e}")))?,
+                reason: row.try_get("reason")?,
+                purpose_of_use: row.try_get("purpose_of_use")?,
+                origin: haven_audit::RequestOrigin {
+                    request_id: row.try_get("request_id")?,
+                    source_ip: row.try_get("source_ip")?,
+                    user_agent: row.try_get("user_agent")?,
+                },
+            };
+            entries.push((row.try_get::<i64, _>("seq")?, event));
+        }
+        for chunk in entries.chunks(AUDIT_ROWS_PER_STATEMENT) {
+            let mut sql = QueryBuilder::<sqlx::Sqlite>::new(format!(
+                "INSERT OR IGNORE INTO audit_file.audit_events (seq, {}) ",
+                crate::AUDIT_INSERT_COLUMNS
+            ));
+            sql.push_values(chunk, |mut row, (seq, event)| {
+                row.push_bind(*seq);
+                push_audit_values(&mut row, event);
+            });
+            sql.build().execute(&mut *connection).await?;
+        }
+    }
+}
+
+/// Binds an entry's search keys and its stored bytes, in [`crate::AUDIT_INSERT_COLUMNS`]
+/// order.
+fn push_audit_values(
+    row: &mut sqlx::query_builder::Separated<'_, '_, sqlx::Sqlite, &str>,
+    event: &AuditEvent,
+) {
+    row.push_bind(event.at_ms)
+        .push_bind(event.actor.clone())
+        .push_bind(event.role.clone())
+        .push_bind(event.organisation.clone())
+        .push_bind(event.session.clone())
+        .push_bind(event.client_app.clone())
+        .push_bind(event.action.as_str())
+        .push_bind(event.patient.map(|p| p.as_uuid()))
+        .push_bind(event.resource_type.clone())
+        .push_bind(event.resource_id.clone())
+        .push_bind(event.outcome.as_str())
+        .push_bind(event.reason.clone())
+        .push_bind(event.purpose_of_use.clone())
+        .push_bind(event.origin.request_id.clone())
+        .push_bind(event.origin.source_ip.clone())
+        .push_bind(event.origin.user_agent.clone())
+        .push_bind(event.entry_bytes());
 }
 
 #[derive(Debug)]
@@ -488,7 +579,7 @@ async fn commit_batch(
         .collect())
 }
 
-/// Rows per multi-row audit INSERT: 16 parameters each stays far below SQLite's limit of
+/// Rows per multi-row audit INSERT: 17 parameters each stays far below SQLite's limit of
 /// 32,766 bound parameters per statement.
 const AUDIT_ROWS_PER_STATEMENT: usize = 256;
 /// Audit-tree rows per multi-row insert (three bound parameters each).
@@ -503,24 +594,7 @@ async fn insert_audit_rows(
             "INSERT INTO audit_events ({}) ",
             crate::AUDIT_INSERT_COLUMNS
         ));
-        sql.push_values(chunk, |mut row, event| {
-            row.push_bind(event.at_ms)
-                .push_bind(event.actor.clone())
-                .push_bind(event.role.clone())
-                .push_bind(event.organisation.clone())
-                .push_bind(event.session.clone())
-                .push_bind(event.client_app.clone())
-                .push_bind(event.action.as_str())
-                .push_bind(event.patient.map(|p| p.as_uuid()))
-                .push_bind(event.resource_type.clone())
-                .push_bind(event.resource_id.clone())
-                .push_bind(event.outcome.as_str())
-                .push_bind(event.reason.clone())
-                .push_bind(event.purpose_of_use.clone())
-                .push_bind(event.origin.request_id.clone())
-                .push_bind(event.origin.source_ip.clone())
-                .push_bind(event.origin.user_agent.clone());
-        });
+        sql.push_values(chunk, |mut row, event| push_audit_values(&mut row, event));
         sql.build().execute(&mut *connection).await?;
     }
     Ok(())

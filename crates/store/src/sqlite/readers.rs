@@ -300,7 +300,7 @@ impl Readers {
         self.audit_rows(
             &format!(
                 "SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                crate::AUDIT_COLUMNS
+                crate::AUDIT_ENTRY_COLUMNS
             ),
             vec![
                 after_seq.into(),
@@ -309,68 +309,34 @@ impl Readers {
         )
     }
 
-    /// Leaf hashes straight from the row's borrowed columns: no owned entry, no allocation
-    /// per field, which is most of what verifying a long log costs.
+    /// Leaf hashes straight from each row's borrowed entry bytes, with its search keys
+    /// checked against them: one value hashed per entry, no owned event and no allocation
+    /// per row, which is most of what verifying a long log costs.
     pub(super) fn audit_leaves(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditLeaf>> {
         self.with(|c| {
             let mut statement = c.prepare_cached(&format!(
                 "SELECT {} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                crate::AUDIT_COLUMNS
+                crate::AUDIT_LEAF_COLUMNS
             ))?;
             let mut rows = statement.query(params![
                 after_seq,
                 i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX))
             ])?;
             let mut leaves = Vec::with_capacity(limit as usize);
-            let mut patient_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
             while let Some(row) = rows.next()? {
-                // Raw bytes, no UTF-8 check and no allocation per field: this loop is most of
-                // what verifying a long log costs. Haven writes these columns from `String`s.
-                let bytes = |i: usize| -> rusqlite::Result<Option<&[u8]>> {
-                    Ok(row.get_ref(i)?.as_bytes_or_null()?)
-                };
                 let seq = row.get_ref(0)?.as_i64()?;
-                let at_ms = row.get_ref(1)?.as_i64()?;
-                let patient = match row.get_ref(8)?.as_blob_or_null()? {
-                    Some(blob) => Some(
-                        uuid::Uuid::from_slice(blob)
-                            .map_err(|e| {
-                                rusqlite::Error::FromSqlConversionFailure(
-                                    8,
-                                    rusqlite::types::Type::Blob,
-                                    Box::new(e),
-                                )
-                            })?
-                            .hyphenated()
-                            .encode_lower(&mut patient_text)
-                            .as_bytes(),
-                    ),
-                    None => None,
+                let keys = crate::AuditKeys {
+                    at_ms: row.get_ref(2)?.as_i64()?,
+                    actor: row.get_ref(3)?.as_bytes_or_null()?,
+                    action: row.get_ref(4)?.as_bytes_or_null()?,
+                    // A key that is not a UUID cannot match the entry's patient.
+                    patient: row
+                        .get_ref(5)?
+                        .as_blob_or_null()?
+                        .map(|blob| Uuid::from_slice(blob).unwrap_or(Uuid::max())),
+                    outcome: row.get_ref(6)?.as_bytes_or_null()?,
                 };
-                // AUDIT_COLUMNS order is the canonical order, with the patient at 8.
-                let fields = [
-                    bytes(2)?,
-                    bytes(3)?,
-                    bytes(4)?,
-                    bytes(5)?,
-                    bytes(6)?,
-                    bytes(7)?,
-                    patient,
-                    bytes(9)?,
-                    bytes(10)?,
-                    bytes(11)?,
-                    bytes(12)?,
-                    bytes(13)?,
-                    bytes(14)?,
-                    bytes(15)?,
-                    bytes(16)?,
-                ];
-                let hash = haven_audit::leaf_hash_of_field_bytes(
-                    u64::try_from(seq).unwrap_or(0),
-                    at_ms,
-                    &fields,
-                );
-                leaves.push(AuditLeaf { seq, hash });
+                leaves.push(crate::audit_leaf(seq, row.get_ref(1)?.as_bytes()?, &keys));
             }
             Ok(leaves)
         })
@@ -394,35 +360,20 @@ impl Readers {
         sql: &str,
         values: Vec<rusqlite::types::Value>,
     ) -> StoreResult<Vec<StoredAuditEvent>> {
-        let rows: Vec<crate::AuditRow> = self.with(|c| {
-            c.prepare_cached(sql)?
-                .query_map(params_from_iter(values), |row| {
-                    Ok(crate::AuditRow {
-                        seq: row.get(0)?,
-                        at_ms: row.get(1)?,
-                        actor: row.get(2)?,
-                        role: row.get(3)?,
-                        organisation: row.get(4)?,
-                        session: row.get(5)?,
-                        client_app: row.get(6)?,
-                        action: row.get(7)?,
-                        patient: row
-                            .get::<_, Option<Vec<u8>>>(8)?
-                            .map(uuid_from)
-                            .transpose()?,
-                        resource_type: row.get(9)?,
-                        resource_id: row.get(10)?,
-                        outcome: row.get(11)?,
-                        reason: row.get(12)?,
-                        purpose_of_use: row.get(13)?,
-                        request_id: row.get(14)?,
-                        source_ip: row.get(15)?,
-                        user_agent: row.get(16)?,
-                    })
-                })?
-                .collect()
-        })?;
-        rows.into_iter().map(crate::AuditRow::into_stored).collect()
+        self.with(|c| {
+            let mut statement = c.prepare_cached(sql)?;
+            let mut rows = statement.query(params_from_iter(values))?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next()? {
+                events.push(crate::audit_entry(
+                    row.get_ref(0)?.as_i64()?,
+                    row.get_ref(1)?.as_bytes()?,
+                ));
+            }
+            Ok(events)
+        })?
+        .into_iter()
+        .collect()
     }
 
     pub(super) fn checkpoints(
