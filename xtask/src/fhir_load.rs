@@ -268,11 +268,13 @@ pub async fn register_patients(
 /// [`IMPORT_CONNECTIONS`] transactions at a time; the report and the Observations' ids.
 pub async fn import_charts(
     address: std::net::SocketAddr,
+    server_pid: Option<u32>,
     clinician: &str,
     patients: &[String],
 ) -> Result<(PhaseReport, Vec<String>)> {
     let shared = Arc::new((address, format!("Bearer {clinician}"), patients.to_vec()));
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = crate::cpu::CpuMeter::start(server_pid);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..IMPORT_CONNECTIONS {
@@ -294,7 +296,7 @@ pub async fn import_charts(
         resources += done.resources;
         observations.extend(done.observations);
     }
-    let import = PhaseReport::of(
+    let mut import = PhaseReport::of(
         Phase::FhirImport,
         IMPORT_CONNECTIONS,
         started.elapsed(),
@@ -303,6 +305,7 @@ pub async fn import_charts(
         first_error,
         resources,
     );
+    import.cpu = cpu.finish();
     Ok((import, observations))
 }
 
@@ -320,7 +323,8 @@ pub async fn run(
             patients.len()
         );
     }
-    let (import, observations) = import_charts(plan.address, clinician, &patients).await?;
+    let (import, observations) =
+        import_charts(plan.address, plan.server_pid, clinician, &patients).await?;
     if observations.is_empty() {
         bail!("the import stored no Observation\n{import}");
     }
@@ -335,6 +339,7 @@ pub async fn run(
         auditor_token: plan.auditor_token.clone(),
         connections: SEARCH_LATENCY_CONNECTIONS,
         duration: plan.duration,
+        server_pid: plan.server_pid,
     };
     let (search_latency, _) = run_phase(&few, Phase::FhirSearch, patients, clinician).await;
     for report in [&create, &read, &search, &search_latency] {

@@ -24,6 +24,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::cpu::{CpuMeter, PhaseCpu};
+
 /// Applies to connecting as well as to a whole request, body included.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
 /// After a failed connect, so a dead server does not turn into a busy loop of errors.
@@ -47,6 +49,8 @@ pub struct LoadPlan {
     pub auditor_token: String,
     pub connections: usize,
     pub duration: Duration,
+    /// The server's process, whose CPU time each phase reports (None: not reported).
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +112,8 @@ pub struct PhaseReport {
     latency_samples_dropped: u64,
     /// For an import: resources written, to report resources per second.
     pub(crate) resources: Option<u64>,
+    /// CPU time the server and the bench used over the phase, when it could be read.
+    pub(crate) cpu: Option<PhaseCpu>,
 }
 
 impl PhaseReport {
@@ -136,6 +142,7 @@ impl PhaseReport {
             latencies_micros,
             latency_samples_dropped: 0,
             resources: Some(resources),
+            cpu: None,
         }
     }
 }
@@ -256,6 +263,7 @@ pub(crate) async fn run_phase(
         },
     });
 
+    let cpu = CpuMeter::start(plan.server_pid);
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..connections {
         tasks.spawn(connection_loop(Arc::clone(&setup), index));
@@ -281,6 +289,7 @@ pub(crate) async fn run_phase(
         latencies_micros: Vec::new(),
         latency_samples_dropped: 0,
         resources: None,
+        cpu: cpu.finish(),
     };
     let mut first_error_at: Option<Instant> = None;
     let mut ids = Vec::new();
@@ -670,6 +679,19 @@ impl fmt::Display for PhaseReport {
             writeln!(
                 f,
                 "  audit       {appends:.0} durable appends/s (each search audits the {SEARCH_PAGE_PATIENTS} patients it lists)"
+            )?;
+        }
+        if let Some(cpu) = self.cpu {
+            #[allow(clippy::cast_precision_loss, reason = "request counts far below 2^52")]
+            let per_request = match self.successes() {
+                0 => "-".to_owned(),
+                ok => format!("{:.0}", cpu.server.as_secs_f64() * 1e6 / ok as f64),
+            };
+            writeln!(
+                f,
+                "  cpu         server {:.2} CPU-s ({per_request} µs per ok request), bench {:.2} CPU-s",
+                cpu.server.as_secs_f64(),
+                cpu.bench.as_secs_f64()
             )?;
         }
         let latencies = &self.latencies_micros;

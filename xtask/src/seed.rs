@@ -77,7 +77,8 @@ fn seed_into(haven: &Path, data_dir: &Path, options: &Options) -> Result<()> {
         let clinician = crate::clinician::enrol(address, &token, &patients).await?;
         println!("importing their charts");
         let (report, _) =
-            crate::fhir_load::import_charts(address, &clinician.token, &clinician.team).await?;
+            crate::fhir_load::import_charts(address, None, &clinician.token, &clinician.team)
+                .await?;
         Ok::<_, anyhow::Error>((clinician, report))
     });
     // Give the checkpointer its second to sign what was written, then stop.
