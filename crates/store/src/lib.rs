@@ -28,8 +28,8 @@ pub mod sqlite;
 pub mod visits;
 
 pub use identity::{
-    NewUser, Redeemed, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
-    StoredSession, StoredUser,
+    NewUser, Redeemed, SessionRecord, StoredChallenge, StoredInvitation, StoredOrganisation,
+    StoredPasskey, StoredSession, StoredUser,
 };
 
 pub use postgres::PostgresStore;
@@ -677,7 +677,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn reset_login_failures(&self, user: UserId) -> StoreResult<()>;
 
     async fn insert_session(&self, session: StoredSession) -> StoreResult<()>;
-    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredSession>>;
+    /// The session whose token hashes to `token_hash`, with its user and their organisation.
+    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<SessionRecord>>;
     /// Records activity (for the idle time-out).
     async fn touch_session(&self, id: SessionId, now_ms: i64) -> StoreResult<()>;
     /// Records a fresh proof of identity (step-up re-authentication).

@@ -2471,10 +2471,24 @@ async fn sessions_end_one_by_one_or_all_together(engine: &Engine) {
     for s in [&first, &second, &third, &bobs] {
         store.insert_session(s.clone()).await.unwrap();
     }
-    assert_eq!(
-        store.session_by_hash(&first.token_hash).await.unwrap(),
-        Some(first.clone())
-    );
+    // The session comes with its user (and the user's key) and their organisation.
+    let found = store
+        .session_by_hash(&first.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.session, first);
+    assert_eq!(found.user, store.user(alice.user.id).await.unwrap());
+    assert_eq!(found.user.as_ref().map(|u| u.id), Some(alice.user.id));
+    assert!(found.user.as_ref().unwrap().subject_key.is_some());
+    assert_eq!(found.organisation, Some(org.clone()));
+    let bobs_found = store
+        .session_by_hash(&bobs.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bobs_found.session, bobs);
+    assert_eq!(bobs_found.user.map(|u| u.role), Some("nurse".to_owned()));
     assert_eq!(
         store.session_by_hash(&random_bytes(32)).await.unwrap(),
         None
@@ -2491,7 +2505,8 @@ async fn sessions_end_one_by_one_or_all_together(engine: &Engine) {
         .session_by_hash(&first.token_hash)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .session;
     assert_eq!(
         (touched.last_seen_ms, touched.authenticated_at_ms),
         (T0_MS + 700, T0_MS + 700)
@@ -2521,7 +2536,8 @@ async fn sessions_end_one_by_one_or_all_together(engine: &Engine) {
         .session_by_hash(&second.token_hash)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .session;
     assert_eq!(revoked.revoked_at_ms, Some(T0_MS + 1));
     assert_eq!(revoked.revoked_reason.as_deref(), Some("logout"));
     assert_eq!(

@@ -759,7 +759,9 @@ impl App {
             return Err(unknown());
         }
         let now_ms = self.clock.now_ms();
-        let Some(session) = self.store.session_by_hash(&secret_hash(token)).await? else {
+        // The session, its user and their organisation come in one look-up: every
+        // authenticated request makes it.
+        let Some(record) = self.store.session_by_hash(&secret_hash(token)).await? else {
             let event = self.identity_event(
                 AuditAction::FailedLogin,
                 None,
@@ -771,16 +773,15 @@ impl App {
             self.audit_identity(event).await?;
             return Err(unknown());
         };
+        let session = record.session;
         if session.revoked_at_ms.is_some() {
             return Err(AppError::Unauthenticated {
                 reason: "session_revoked",
             });
         }
-        let user = self.store.user(session.user).await?.ok_or_else(unknown)?;
-        let organisation = self
-            .store
-            .organisation(user.organisation)
-            .await?
+        let user = record.user.ok_or_else(unknown)?;
+        let organisation = record
+            .organisation
             .ok_or_else(|| AppError::Unexpected("a user's organisation is gone".into()))?;
         // A session keeps the time-outs it began with, unless the organisation has since
         // made them stricter: tightening takes effect at once.

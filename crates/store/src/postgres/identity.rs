@@ -6,7 +6,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::identity::{
-    NewUser, Redeemed, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
+    NewUser, Redeemed, SESSION_RECORD_SELECT, SESSION_RECORD_USER_AND_ORGANISATION_AT,
+    SessionRecord, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
     StoredSession, StoredUser,
 };
 use crate::{StoreError, StoreResult, StoredSubjectKey, limits};
@@ -41,16 +42,21 @@ const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute
         message_retention_days FROM organisations";
 
 fn organisation_from_row(row: &PgRow) -> StoreResult<StoredOrganisation> {
+    organisation_at(row, 0)
+}
+
+/// A row's [`ORGANISATION_COLUMNS`] from column `at` on.
+fn organisation_at(row: &PgRow, at: usize) -> StoreResult<StoredOrganisation> {
     Ok(StoredOrganisation {
-        id: OrganisationId::from_uuid(row.try_get("id")?),
-        name: row.try_get("name")?,
-        idle_timeout_secs: row.try_get("idle_timeout_secs")?,
-        absolute_timeout_secs: row.try_get("absolute_timeout_secs")?,
-        patient_mfa_required: row.try_get("patient_mfa_required")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        break_glass_secs: row.try_get("break_glass_secs")?,
-        results_after_review: row.try_get::<String, _>("result_release")? == "after_review",
-        message_retention_days: row.try_get("message_retention_days")?,
+        id: OrganisationId::from_uuid(row.try_get(at)?),
+        name: row.try_get(at + 1)?,
+        idle_timeout_secs: row.try_get(at + 2)?,
+        absolute_timeout_secs: row.try_get(at + 3)?,
+        patient_mfa_required: row.try_get(at + 4)?,
+        created_at_ms: row.try_get(at + 5)?,
+        break_glass_secs: row.try_get(at + 6)?,
+        results_after_review: row.try_get::<String, _>(at + 7)? == "after_review",
+        message_retention_days: row.try_get(at + 8)?,
     })
 }
 
@@ -133,32 +139,37 @@ const USER_COLUMNS: &str = "SELECT u.id, u.organisation_id, u.login_index, u.log
      FROM users u LEFT JOIN subject_keys k ON k.subject_id = u.id";
 
 fn user_from_row(row: &PgRow) -> StoreResult<StoredUser> {
-    let id: Uuid = row.try_get("id")?;
-    let key_id: Option<Vec<u8>> = row.try_get("key_id")?;
+    user_at(row, 0)
+}
+
+/// A row's [`USER_COLUMNS`] from column `at` on.
+fn user_at(row: &PgRow, at: usize) -> StoreResult<StoredUser> {
+    let id: Uuid = row.try_get(at)?;
+    let key_id: Option<Vec<u8>> = row.try_get(at + 15)?;
     Ok(StoredUser {
         id: UserId::from_uuid(id),
-        organisation: OrganisationId::from_uuid(row.try_get("organisation_id")?),
-        login_index: row.try_get("login_index")?,
-        login_sealed: row.try_get("login_sealed")?,
-        role: row.try_get("role")?,
+        organisation: OrganisationId::from_uuid(row.try_get(at + 1)?),
+        login_index: row.try_get(at + 2)?,
+        login_sealed: row.try_get(at + 3)?,
+        role: row.try_get(at + 4)?,
         patient: row
-            .try_get::<Option<Uuid>, _>("patient_id")?
+            .try_get::<Option<Uuid>, _>(at + 5)?
             .map(PatientId::from_uuid),
-        password_hash: row.try_get("password_hash")?,
-        password_changed_at_ms: row.try_get("password_changed_at_ms")?,
-        totp_sealed: row.try_get("totp_sealed")?,
-        totp_enabled: row.try_get("totp_enabled")?,
-        totp_last_step: row.try_get("totp_last_step")?,
-        failed_logins: row.try_get("failed_logins")?,
-        locked_until_ms: row.try_get("locked_until_ms")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        disabled_at_ms: row.try_get("disabled_at_ms")?,
+        password_hash: row.try_get(at + 6)?,
+        password_changed_at_ms: row.try_get(at + 7)?,
+        totp_sealed: row.try_get(at + 8)?,
+        totp_enabled: row.try_get(at + 9)?,
+        totp_last_step: row.try_get(at + 10)?,
+        failed_logins: row.try_get(at + 11)?,
+        locked_until_ms: row.try_get(at + 12)?,
+        created_at_ms: row.try_get(at + 13)?,
+        disabled_at_ms: row.try_get(at + 14)?,
         subject_key: match key_id {
             Some(key_id) => Some(StoredSubjectKey {
                 subject: PatientId::from_uuid(id),
                 key_id,
-                root_key_id: row.try_get("root_key_id")?,
-                wrapped: row.try_get("wrapped")?,
+                root_key_id: row.try_get(at + 16)?,
+                wrapped: row.try_get(at + 17)?,
             }),
             None => None,
         },
@@ -297,32 +308,52 @@ const SESSION_COLUMNS: &str = "SELECT id, token_hash, user_id, created_at_ms, la
         revoked_at_ms, revoked_reason FROM sessions";
 
 fn session_from_row(row: &PgRow) -> StoreResult<StoredSession> {
+    session_at(row, 0)
+}
+
+/// A row's [`SESSION_COLUMNS`] from column `at` on.
+fn session_at(row: &PgRow, at: usize) -> StoreResult<StoredSession> {
     Ok(StoredSession {
-        id: SessionId::from_uuid(row.try_get("id")?),
-        token_hash: row.try_get("token_hash")?,
-        user: UserId::from_uuid(row.try_get("user_id")?),
-        created_at_ms: row.try_get("created_at_ms")?,
-        last_seen_ms: row.try_get("last_seen_ms")?,
-        idle_timeout_ms: row.try_get("idle_timeout_ms")?,
-        expires_at_ms: row.try_get("expires_at_ms")?,
-        authenticated_at_ms: row.try_get("authenticated_at_ms")?,
-        mfa: row.try_get("mfa")?,
-        source_ip: row.try_get("source_ip")?,
-        user_agent: row.try_get("user_agent")?,
-        revoked_at_ms: row.try_get("revoked_at_ms")?,
-        revoked_reason: row.try_get("revoked_reason")?,
+        id: SessionId::from_uuid(row.try_get(at)?),
+        token_hash: row.try_get(at + 1)?,
+        user: UserId::from_uuid(row.try_get(at + 2)?),
+        created_at_ms: row.try_get(at + 3)?,
+        last_seen_ms: row.try_get(at + 4)?,
+        idle_timeout_ms: row.try_get(at + 5)?,
+        expires_at_ms: row.try_get(at + 6)?,
+        authenticated_at_ms: row.try_get(at + 7)?,
+        mfa: row.try_get(at + 8)?,
+        source_ip: row.try_get(at + 9)?,
+        user_agent: row.try_get(at + 10)?,
+        revoked_at_ms: row.try_get(at + 11)?,
+        revoked_reason: row.try_get(at + 12)?,
     })
 }
 
+/// One round trip for the three rows every authenticated request needs.
 pub(super) async fn session_by_hash(
     pool: &PgPool,
     token_hash: &[u8],
-) -> StoreResult<Option<StoredSession>> {
-    let row = sqlx::query(&format!("{SESSION_COLUMNS} WHERE token_hash = $1"))
+) -> StoreResult<Option<SessionRecord>> {
+    let row = sqlx::query(&format!("{SESSION_RECORD_SELECT} $1"))
         .bind(token_hash)
         .fetch_optional(pool)
         .await?;
-    row.as_ref().map(session_from_row).transpose()
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (user_column, organisation_column) = SESSION_RECORD_USER_AND_ORGANISATION_AT;
+    let present =
+        |at: usize| -> StoreResult<bool> { Ok(row.try_get::<Option<Uuid>, _>(at)?.is_some()) };
+    Ok(Some(SessionRecord {
+        session: session_at(&row, 0)?,
+        user: present(user_column)?
+            .then(|| user_at(&row, user_column))
+            .transpose()?,
+        organisation: present(organisation_column)?
+            .then(|| organisation_at(&row, organisation_column))
+            .transpose()?,
+    }))
 }
 
 pub(super) async fn touch_session(pool: &PgPool, id: SessionId, now_ms: i64) -> StoreResult<()> {

@@ -13,7 +13,8 @@ use haven_audit::{AuditEvent, StoredAuditEvent};
 use haven_domain::{InvitationId, OrganisationId, PatientId, SessionId, TokenId, UserId};
 
 use crate::identity::{
-    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+    NewUser, Redeemed, SessionRecord, StoredInvitation, StoredOrganisation, StoredSession,
+    StoredUser,
 };
 
 mod care;
@@ -891,7 +892,7 @@ impl Store for PostgresStore {
     async fn insert_session(&self, session: StoredSession) -> StoreResult<()> {
         identity::insert_session(&self.pool, session).await
     }
-    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredSession>> {
+    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<SessionRecord>> {
         identity::session_by_hash(&self.pool, token_hash).await
     }
     async fn touch_session(&self, id: SessionId, now_ms: i64) -> StoreResult<()> {

@@ -8,7 +8,8 @@ use sqlx::SqliteConnection;
 use super::WriteOutcome;
 use super::readers::{Readers, uuid_from};
 use crate::identity::{
-    NewUser, Redeemed, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
+    NewUser, Redeemed, SESSION_RECORD_SELECT, SESSION_RECORD_USER_AND_ORGANISATION_AT,
+    SessionRecord, StoredChallenge, StoredInvitation, StoredOrganisation, StoredPasskey,
     StoredSession, StoredUser,
 };
 use crate::{StoreError, StoreResult, StoredSubjectKey, limits};
@@ -542,34 +543,39 @@ const USER_COLUMNS: &str = "SELECT u.id, u.organisation_id, u.login_index, u.log
      FROM users u LEFT JOIN subject_keys k ON k.subject_id = u.id";
 
 fn user(row: &Row<'_>) -> rusqlite::Result<StoredUser> {
-    let id = UserId::from_uuid(uuid_from(row.get(0)?)?);
-    let key_id: Option<Vec<u8>> = row.get(15)?;
+    user_at(row, 0)
+}
+
+/// A user from the [`USER_COLUMNS`] that start at column `at` of `row`.
+fn user_at(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredUser> {
+    let id = UserId::from_uuid(uuid_from(row.get(at)?)?);
+    let key_id: Option<Vec<u8>> = row.get(at + 15)?;
     Ok(StoredUser {
         id,
-        organisation: OrganisationId::from_uuid(uuid_from(row.get(1)?)?),
-        login_index: row.get(2)?,
-        login_sealed: row.get(3)?,
-        role: row.get(4)?,
+        organisation: OrganisationId::from_uuid(uuid_from(row.get(at + 1)?)?),
+        login_index: row.get(at + 2)?,
+        login_sealed: row.get(at + 3)?,
+        role: row.get(at + 4)?,
         patient: row
-            .get::<_, Option<Vec<u8>>>(5)?
+            .get::<_, Option<Vec<u8>>>(at + 5)?
             .map(uuid_from)
             .transpose()?
             .map(PatientId::from_uuid),
-        password_hash: row.get(6)?,
-        password_changed_at_ms: row.get(7)?,
-        totp_sealed: row.get(8)?,
-        totp_enabled: row.get(9)?,
-        totp_last_step: row.get(10)?,
-        failed_logins: row.get(11)?,
-        locked_until_ms: row.get(12)?,
-        created_at_ms: row.get(13)?,
-        disabled_at_ms: row.get(14)?,
+        password_hash: row.get(at + 6)?,
+        password_changed_at_ms: row.get(at + 7)?,
+        totp_sealed: row.get(at + 8)?,
+        totp_enabled: row.get(at + 9)?,
+        totp_last_step: row.get(at + 10)?,
+        failed_logins: row.get(at + 11)?,
+        locked_until_ms: row.get(at + 12)?,
+        created_at_ms: row.get(at + 13)?,
+        disabled_at_ms: row.get(at + 14)?,
         subject_key: match key_id {
             Some(key_id) => Some(StoredSubjectKey {
                 subject: PatientId::from_uuid(id.as_uuid()),
                 key_id,
-                root_key_id: row.get(16)?,
-                wrapped: row.get(17)?,
+                root_key_id: row.get(at + 16)?,
+                wrapped: row.get(at + 17)?,
             }),
             None => None,
         },
@@ -581,20 +587,25 @@ const SESSION_COLUMNS: &str = "SELECT id, token_hash, user_id, created_at_ms, la
         revoked_at_ms, revoked_reason FROM sessions";
 
 fn session(row: &Row<'_>) -> rusqlite::Result<StoredSession> {
+    session_at(row, 0)
+}
+
+/// A session from the [`SESSION_COLUMNS`] that start at column `at` of `row`.
+fn session_at(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredSession> {
     Ok(StoredSession {
-        id: SessionId::from_uuid(uuid_from(row.get(0)?)?),
-        token_hash: row.get(1)?,
-        user: UserId::from_uuid(uuid_from(row.get(2)?)?),
-        created_at_ms: row.get(3)?,
-        last_seen_ms: row.get(4)?,
-        idle_timeout_ms: row.get(5)?,
-        expires_at_ms: row.get(6)?,
-        authenticated_at_ms: row.get(7)?,
-        mfa: row.get(8)?,
-        source_ip: row.get(9)?,
-        user_agent: row.get(10)?,
-        revoked_at_ms: row.get(11)?,
-        revoked_reason: row.get(12)?,
+        id: SessionId::from_uuid(uuid_from(row.get(at)?)?),
+        token_hash: row.get(at + 1)?,
+        user: UserId::from_uuid(uuid_from(row.get(at + 2)?)?),
+        created_at_ms: row.get(at + 3)?,
+        last_seen_ms: row.get(at + 4)?,
+        idle_timeout_ms: row.get(at + 5)?,
+        expires_at_ms: row.get(at + 6)?,
+        authenticated_at_ms: row.get(at + 7)?,
+        mfa: row.get(at + 8)?,
+        source_ip: row.get(at + 9)?,
+        user_agent: row.get(at + 10)?,
+        revoked_at_ms: row.get(at + 11)?,
+        revoked_reason: row.get(at + 12)?,
     })
 }
 
@@ -603,17 +614,22 @@ const ORGANISATION_COLUMNS: &str = "SELECT id, name, idle_timeout_secs, absolute
         message_retention_days FROM organisations";
 
 fn organisation(row: &Row<'_>) -> rusqlite::Result<StoredOrganisation> {
-    let release: String = row.get(7)?;
+    organisation_at(row, 0)
+}
+
+/// An organisation from the [`ORGANISATION_COLUMNS`] that start at column `at` of `row`.
+fn organisation_at(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredOrganisation> {
+    let release: String = row.get(at + 7)?;
     Ok(StoredOrganisation {
-        id: OrganisationId::from_uuid(uuid_from(row.get(0)?)?),
-        name: row.get(1)?,
-        idle_timeout_secs: row.get(2)?,
-        absolute_timeout_secs: row.get(3)?,
-        patient_mfa_required: row.get(4)?,
-        created_at_ms: row.get(5)?,
-        break_glass_secs: row.get(6)?,
+        id: OrganisationId::from_uuid(uuid_from(row.get(at)?)?),
+        name: row.get(at + 1)?,
+        idle_timeout_secs: row.get(at + 2)?,
+        absolute_timeout_secs: row.get(at + 3)?,
+        patient_mfa_required: row.get(at + 4)?,
+        created_at_ms: row.get(at + 5)?,
+        break_glass_secs: row.get(at + 6)?,
         results_after_review: release == "after_review",
-        message_retention_days: row.get(8)?,
+        message_retention_days: row.get(at + 8)?,
     })
 }
 
@@ -704,10 +720,25 @@ impl Readers {
         })
     }
 
-    pub(super) fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredSession>> {
+    /// One statement for the three rows every authenticated request needs.
+    pub(super) fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<SessionRecord>> {
         self.with(|c| {
-            c.prepare_cached(&format!("{SESSION_COLUMNS} WHERE token_hash = ?1"))?
-                .query_row([token_hash], session)
+            c.prepare_cached(&format!("{SESSION_RECORD_SELECT} ?1"))?
+                .query_row([token_hash], |row| {
+                    let (user_column, organisation_column) =
+                        SESSION_RECORD_USER_AND_ORGANISATION_AT;
+                    Ok(SessionRecord {
+                        session: session_at(row, 0)?,
+                        user: match row.get_ref(user_column)? {
+                            rusqlite::types::ValueRef::Null => None,
+                            _ => Some(user_at(row, user_column)?),
+                        },
+                        organisation: match row.get_ref(organisation_column)? {
+                            rusqlite::types::ValueRef::Null => None,
+                            _ => Some(organisation_at(row, organisation_column)?),
+                        },
+                    })
+                })
                 .optional()
         })
     }

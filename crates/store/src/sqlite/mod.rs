@@ -39,7 +39,8 @@ use haven_domain::{InvitationId, OrganisationId, SessionId, UserId};
 use identity::IdentityOp;
 
 use crate::identity::{
-    NewUser, Redeemed, StoredInvitation, StoredOrganisation, StoredSession, StoredUser,
+    NewUser, Redeemed, SessionRecord, StoredInvitation, StoredOrganisation, StoredSession,
+    StoredUser,
 };
 use crate::{
     AuditLeaf, AuditQuery, NewPatient, PatientQuery, PatientUpdate, SearchToken, Store, StoreError,
@@ -1304,7 +1305,7 @@ impl Store for SqliteStore {
         self.identity_done(IdentityOp::InsertSession(session)).await
     }
 
-    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<StoredSession>> {
+    async fn session_by_hash(&self, token_hash: &[u8]) -> StoreResult<Option<SessionRecord>> {
         self.readers.session_by_hash(token_hash)
     }
 
