@@ -98,6 +98,7 @@ contracts! {
         rotation_rewraps_every_key_under_the_new_root,
         tokens_are_found_by_hash,
         audit_events_come_back_in_order_with_increasing_seq,
+        appends_through_two_handles_become_visible_in_seq_order,
         audit_trail_is_append_only,
         checkpoints_are_kept_once_in_size_order_and_never_changed,
         the_audit_tree_is_stored_once_and_read_back_by_position_and_seq,
@@ -1406,6 +1407,66 @@ async fn tokens_are_found_by_hash(engine: &Engine) {
 // ------------------------------------------------------------------------------------------
 // Audit
 // ------------------------------------------------------------------------------------------
+
+/// Two handles on one database (two Haven instances on one PostgreSQL) append at once, and
+/// a reader polls the log meanwhile. Every snapshot must be a prefix of the final log: the
+/// Merkle tree is built in `seq` order from what is visible, so an entry that became visible
+/// after a later one would be left out of the tree for good.
+async fn appends_through_two_handles_become_visible_in_seq_order(engine: &Engine) {
+    const BATCHES_PER_HANDLE: usize = 150;
+    let first = engine.store();
+    let second_opened = engine.open().await;
+    let second = second_opened.as_dyn();
+    let patient = PatientId::generate();
+    let appender = |store: Arc<dyn Store>, offset: i64| {
+        tokio::spawn(async move {
+            for batch in 0..BATCHES_PER_HANDLE {
+                let events = (0..=batch % 4)
+                    .map(|index| read_event(T0_MS + offset + index as i64, patient))
+                    .collect();
+                store.append_audit(events).await.unwrap();
+            }
+        })
+    };
+    let appenders = [appender(Arc::clone(&first), 0), appender(second, 1_000_000)];
+    let mut snapshots = Vec::new();
+    while appenders.iter().any(|task| !task.is_finished()) {
+        let seqs: Vec<i64> = first
+            .audit_events(0, 1_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|stored| stored.seq)
+            .collect();
+        snapshots.push(seqs);
+        tokio::task::yield_now().await;
+    }
+    for task in appenders {
+        task.await.unwrap();
+    }
+    second_opened.close().await;
+
+    let last: Vec<i64> = first
+        .audit_events(0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|stored| stored.seq)
+        .collect();
+    let per_handle: usize = (0..BATCHES_PER_HANDLE).map(|batch| batch % 4 + 1).sum();
+    assert_eq!(last.len(), 2 * per_handle);
+    assert!(
+        snapshots.len() > 1,
+        "the reader polled while entries arrived"
+    );
+    for snapshot in &snapshots {
+        assert_eq!(
+            snapshot.as_slice(),
+            &last[..snapshot.len()],
+            "an entry became visible after a later one"
+        );
+    }
+}
 
 async fn audit_events_come_back_in_order_with_increasing_seq(engine: &Engine) {
     let store = engine.store();

@@ -91,43 +91,64 @@ async fn run_audit_writer(pool: PgPool, mut queue: mpsc::Receiver<AuditJob>) {
     }
 }
 
-/// Rows per INSERT: 17 parameters each stays under PostgreSQL's 65,535 bound parameters.
+/// Rows per INSERT: 17 parameters each (and the lock's) stays under PostgreSQL's 65,535
+/// bound parameters.
 const AUDIT_ROWS_PER_STATEMENT: usize = 1000;
 
+/// Appends `events` under [`AUDIT_APPEND_LOCK`], so entries commit in `seq` order: a
+/// reader never sees a later entry before an earlier one, which the tree would then miss.
+/// A batch that fits one statement is that one statement, a transaction of its own: one
+/// round trip instead of four (begin, lock, insert, commit) on the audit writer, which
+/// every access waits for. A larger batch is several such statements in one transaction
+/// (the lock is re-entrant), so it commits whole or not at all.
 async fn append_locked(pool: &PgPool, events: &[&AuditEvent]) -> StoreResult<()> {
+    if events.len() <= AUDIT_ROWS_PER_STATEMENT {
+        locked_insert(events).build().execute(pool).await?;
+        return Ok(());
+    }
     let mut transaction = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUDIT_APPEND_LOCK)
-        .execute(&mut *transaction)
-        .await?;
     for chunk in events.chunks(AUDIT_ROWS_PER_STATEMENT) {
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "INSERT INTO audit_events ({}) ",
-            crate::AUDIT_INSERT_COLUMNS
-        ));
-        sql.push_values(chunk, |mut row, event| {
-            row.push_bind(event.at_ms)
-                .push_bind(event.actor.clone())
-                .push_bind(event.role.clone())
-                .push_bind(event.organisation.clone())
-                .push_bind(event.session.clone())
-                .push_bind(event.client_app.clone())
-                .push_bind(event.action.as_str())
-                .push_bind(event.patient.map(|p| p.as_uuid()))
-                .push_bind(event.resource_type.clone())
-                .push_bind(event.resource_id.clone())
-                .push_bind(event.outcome.as_str())
-                .push_bind(event.reason.clone())
-                .push_bind(event.purpose_of_use.clone())
-                .push_bind(event.origin.request_id.clone())
-                .push_bind(event.origin.source_ip.clone())
-                .push_bind(event.origin.user_agent.clone())
-                .push_bind(event.entry_bytes());
-        });
-        sql.build().execute(&mut *transaction).await?;
+        locked_insert(chunk)
+            .build()
+            .execute(&mut *transaction)
+            .await?;
     }
     transaction.commit().await?;
     Ok(())
+}
+
+/// `INSERT … SELECT` of `events` that first takes the append lock. Rows reach the insert only
+/// through the join with `append_lock`, so the lock is held before the first row draws its
+/// `seq`, whichever side the planner evaluates first; a volatile CTE is never inlined.
+fn locked_insert<'a>(events: &'a [&'a AuditEvent]) -> QueryBuilder<'a, Postgres> {
+    let mut sql =
+        QueryBuilder::<Postgres>::new("WITH append_lock AS (SELECT pg_advisory_xact_lock(");
+    sql.push_bind(AUDIT_APPEND_LOCK);
+    sql.push(format!(
+        ")) INSERT INTO audit_events ({}) SELECT entries.* FROM append_lock CROSS JOIN (",
+        crate::AUDIT_INSERT_COLUMNS
+    ));
+    sql.push_values(events, |mut row, event| {
+        row.push_bind(event.at_ms)
+            .push_bind(event.actor.clone())
+            .push_bind(event.role.clone())
+            .push_bind(event.organisation.clone())
+            .push_bind(event.session.clone())
+            .push_bind(event.client_app.clone())
+            .push_bind(event.action.as_str())
+            .push_bind(event.patient.map(|p| p.as_uuid()))
+            .push_bind(event.resource_type.clone())
+            .push_bind(event.resource_id.clone())
+            .push_bind(event.outcome.as_str())
+            .push_bind(event.reason.clone())
+            .push_bind(event.purpose_of_use.clone())
+            .push_bind(event.origin.request_id.clone())
+            .push_bind(event.origin.source_ip.clone())
+            .push_bind(event.origin.user_agent.clone())
+            .push_bind(event.entry_bytes());
+    });
+    sql.push(") AS entries");
+    sql
 }
 
 impl PostgresStore {
