@@ -1047,6 +1047,39 @@ pub(crate) const AUDIT_INSERT_COLUMNS: &str = "at_ms, actor, role, organisation,
      client_app, action, patient_id, resource_type, resource_id, outcome, reason, \
      purpose_of_use, request_id, source_ip, user_agent, entry";
 
+/// Binds an entry's search keys and its stored bytes, in [`AUDIT_INSERT_COLUMNS`] order, on
+/// either engine.
+pub(crate) fn push_audit_values<'args, DB>(
+    row: &mut sqlx::query_builder::Separated<'_, 'args, DB, &str>,
+    event: &AuditEvent,
+) where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+    &'static str: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+    Option<uuid::Uuid>: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+    Vec<u8>: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+{
+    row.push_bind(event.at_ms)
+        .push_bind(event.actor.clone())
+        .push_bind(event.role.clone())
+        .push_bind(event.organisation.clone())
+        .push_bind(event.session.clone())
+        .push_bind(event.client_app.clone())
+        .push_bind(event.action.as_str())
+        .push_bind(event.patient.map(|p| p.as_uuid()))
+        .push_bind(event.resource_type.clone())
+        .push_bind(event.resource_id.clone())
+        .push_bind(event.outcome.as_str())
+        .push_bind(event.reason.clone())
+        .push_bind(event.purpose_of_use.clone())
+        .push_bind(event.origin.request_id.clone())
+        .push_bind(event.origin.source_ip.clone())
+        .push_bind(event.origin.user_agent.clone())
+        .push_bind(event.entry_bytes());
+}
+
 /// An entry read back from its stored bytes at position `seq`.
 pub(crate) fn audit_entry(seq: i64, entry: &[u8]) -> StoreResult<StoredAuditEvent> {
     let event = AuditEvent::from_entry(entry).map_err(|e| StoreError::Corrupt {

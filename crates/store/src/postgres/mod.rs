@@ -129,23 +129,7 @@ fn locked_insert<'a>(events: &'a [&'a AuditEvent]) -> QueryBuilder<'a, Postgres>
         crate::AUDIT_INSERT_COLUMNS
     ));
     sql.push_values(events, |mut row, event| {
-        row.push_bind(event.at_ms)
-            .push_bind(event.actor.clone())
-            .push_bind(event.role.clone())
-            .push_bind(event.organisation.clone())
-            .push_bind(event.session.clone())
-            .push_bind(event.client_app.clone())
-            .push_bind(event.action.as_str())
-            .push_bind(event.patient.map(|p| p.as_uuid()))
-            .push_bind(event.resource_type.clone())
-            .push_bind(event.resource_id.clone())
-            .push_bind(event.outcome.as_str())
-            .push_bind(event.reason.clone())
-            .push_bind(event.purpose_of_use.clone())
-            .push_bind(event.origin.request_id.clone())
-            .push_bind(event.origin.source_ip.clone())
-            .push_bind(event.origin.user_agent.clone())
-            .push_bind(event.entry_bytes());
+        crate::push_audit_values(&mut row, event)
     });
     sql.push(") AS entries");
     sql

@@ -354,36 +354,11 @@ async fn copy_audit_events(connection: &mut SqliteConnection) -> StoreResult<()>
             ));
             sql.push_values(chunk, |mut row, (seq, event)| {
                 row.push_bind(*seq);
-                push_audit_values(&mut row, event);
+                crate::push_audit_values(&mut row, event);
             });
             sql.build().execute(&mut *connection).await?;
         }
     }
-}
-
-/// Binds an entry's search keys and its stored bytes, in [`crate::AUDIT_INSERT_COLUMNS`]
-/// order.
-fn push_audit_values(
-    row: &mut sqlx::query_builder::Separated<'_, '_, sqlx::Sqlite, &str>,
-    event: &AuditEvent,
-) {
-    row.push_bind(event.at_ms)
-        .push_bind(event.actor.clone())
-        .push_bind(event.role.clone())
-        .push_bind(event.organisation.clone())
-        .push_bind(event.session.clone())
-        .push_bind(event.client_app.clone())
-        .push_bind(event.action.as_str())
-        .push_bind(event.patient.map(|p| p.as_uuid()))
-        .push_bind(event.resource_type.clone())
-        .push_bind(event.resource_id.clone())
-        .push_bind(event.outcome.as_str())
-        .push_bind(event.reason.clone())
-        .push_bind(event.purpose_of_use.clone())
-        .push_bind(event.origin.request_id.clone())
-        .push_bind(event.origin.source_ip.clone())
-        .push_bind(event.origin.user_agent.clone())
-        .push_bind(event.entry_bytes());
 }
 
 #[derive(Debug)]
@@ -595,7 +570,9 @@ async fn insert_audit_rows(
             "INSERT INTO audit_events ({}) ",
             crate::AUDIT_INSERT_COLUMNS
         ));
-        sql.push_values(chunk, |mut row, event| push_audit_values(&mut row, event));
+        sql.push_values(chunk, |mut row, event| {
+            crate::push_audit_values(&mut row, event)
+        });
         sql.build().execute(&mut *connection).await?;
     }
     Ok(())
