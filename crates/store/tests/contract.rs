@@ -1429,16 +1429,14 @@ async fn appends_through_two_handles_become_visible_in_seq_order(engine: &Engine
         })
     };
     let appenders = [appender(Arc::clone(&first), 0), appender(second, 1_000_000)];
+    // The positions of the entries visible now.
+    let visible = || async {
+        let stored = first.audit_events(0, 1_000).await.unwrap();
+        stored.iter().map(|entry| entry.seq).collect::<Vec<i64>>()
+    };
     let mut snapshots = Vec::new();
     while appenders.iter().any(|task| !task.is_finished()) {
-        let seqs: Vec<i64> = first
-            .audit_events(0, 1_000)
-            .await
-            .unwrap()
-            .iter()
-            .map(|stored| stored.seq)
-            .collect();
-        snapshots.push(seqs);
+        snapshots.push(visible().await);
         tokio::task::yield_now().await;
     }
     for task in appenders {
@@ -1446,13 +1444,7 @@ async fn appends_through_two_handles_become_visible_in_seq_order(engine: &Engine
     }
     second_opened.close().await;
 
-    let last: Vec<i64> = first
-        .audit_events(0, 1_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|stored| stored.seq)
-        .collect();
+    let last = visible().await;
     let per_handle: usize = (0..BATCHES_PER_HANDLE).map(|batch| batch % 4 + 1).sum();
     assert_eq!(last.len(), 2 * per_handle);
     assert!(
