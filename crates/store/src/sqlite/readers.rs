@@ -515,3 +515,33 @@ fn tree_leaf((index, seq, hash): (i64, i64, Vec<u8>)) -> StoreResult<TreeLeaf> {
         hash: crate::tree_hash("audit_tree_leaves", &hash)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// The bundled SQLite must be built as `.cargo/config.toml` says (`LIBSQLITE3_FLAGS`):
+    /// a build without those flags (another target directory, a flag dropped) would pool
+    /// every connection's page cache again, and readers would fetch their B-trees' root
+    /// pages from the file on every read.
+    #[test]
+    fn sqlite_is_built_with_a_page_cache_per_connection_and_no_memory_statistics() {
+        let connection = Connection::open_in_memory().expect("an in-memory database");
+        let mut statement = connection
+            .prepare("PRAGMA compile_options")
+            .expect("the compile options");
+        let options: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .expect("the compile options")
+            .collect::<Result<_, _>>()
+            .expect("the compile options");
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "SQLite pools the page caches of all connections: {options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "SQLite keeps memory statistics: {options:?}"
+        );
+    }
+}
