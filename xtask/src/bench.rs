@@ -60,6 +60,16 @@ pub struct Options {
     /// Keep the data directories and server logs afterwards, for a look at what the load
     /// left (profiling `haven audit verify`, say).
     keep: bool,
+    /// `--engine`: with `--fhir-only` or `--messaging-only`, the one engine to run them on
+    /// (by default the FHIR phases run on SQLite, the messaging phases on both).
+    engine: Option<Engine>,
+}
+
+/// A storage engine the bench can run the server on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
 }
 
 impl Options {
@@ -71,6 +81,7 @@ impl Options {
             messaging_only: false,
             visits_only: false,
             keep: false,
+            engine: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -106,6 +117,14 @@ impl Options {
                 "--messaging-only" => options.messaging_only = true,
                 "--visits-only" => options.visits_only = true,
                 "--keep" => options.keep = true,
+                "--engine" => {
+                    let raw = args.next().context("--engine needs sqlite or postgres")?;
+                    options.engine = Some(match raw.as_str() {
+                        "sqlite" => Engine::Sqlite,
+                        "postgres" => Engine::Postgres,
+                        _ => bail!("--engine must be sqlite or postgres, not {raw}"),
+                    });
+                }
                 other => bail!("unexpected argument `{other}` to `cargo xtask bench`"),
             }
         }
@@ -116,6 +135,9 @@ impl Options {
         ];
         if only.iter().filter(|o| **o).count() > 1 {
             bail!("--fhir-only, --messaging-only and --visits-only exclude each other");
+        }
+        if options.engine.is_some() && !(options.fhir_only || options.messaging_only) {
+            bail!("--engine goes with --fhir-only or --messaging-only");
         }
         Ok(options)
     }
@@ -157,9 +179,18 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<()> {
 
     let scratch = scratch_dir()?;
     let outcome = if options.fhir_only {
-        bench_fhir(&haven, &scratch, options, None)
+        match options.engine {
+            None | Some(Engine::Sqlite) => bench_fhir(&haven, &scratch, options, None),
+            Some(Engine::Postgres) => crate::postgres::fresh_database(BENCH_DATABASE)
+                .and_then(|url| bench_fhir(&haven, &scratch, options, Some(&url))),
+        }
     } else if options.messaging_only {
-        bench_messaging_on_both(&haven, &scratch, options)
+        match options.engine {
+            None => bench_messaging_on_both(&haven, &scratch, options),
+            Some(Engine::Sqlite) => bench_messaging(&haven, &scratch, options, None),
+            Some(Engine::Postgres) => crate::postgres::fresh_database(BENCH_DATABASE)
+                .and_then(|url| bench_messaging(&haven, &scratch, options, Some(&url))),
+        }
     } else if options.visits_only {
         bench_visits(&haven, &scratch, options)
     } else {

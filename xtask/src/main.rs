@@ -56,7 +56,8 @@ Commands:
       it is for working on one step, CI always runs all of them.
       Arguments after `--` go to `cargo nextest run`.
 
-  bench [--seconds N] [--connections C] [--fhir-only | --messaging-only | --visits-only] [--keep]
+  bench [--seconds N] [--connections C] [--fhir-only | --messaging-only | --visits-only]
+        [--engine sqlite|postgres] [--keep]
       Build the server (release), start it on a temporary data directory and load
       POST /api/v1/patients, then GET /api/v1/patients/{id}, with C keep-alive
       connections (default 64) for N seconds each (default 10), then the FHIR phases
@@ -73,8 +74,9 @@ Commands:
       release build of xtask, built first, so it takes as little of the machine as
       it can.
       --fhir-only runs just the FHIR phases on SQLite; --messaging-only just the
-      messaging phases; --visits-only just the visit phase. --keep keeps the data
-      directories and server logs.
+      messaging phases; --visits-only just the visit phase. --engine runs the FHIR
+      or messaging phases on that engine only. --keep keeps the data directories
+      and server logs.
 
   seed [--patients N]
       Build the server (debug) and fill the default data directory (./haven-data)

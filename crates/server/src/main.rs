@@ -258,10 +258,18 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The server and the importer run many requests at once, on every core. Verifying the
+    // audit log is one loop that reads the log page by page: on one thread, a page that
+    // arrives from PostgreSQL is read by the thread that waited for it, where a pool of
+    // threads spent a third of the verifier's CPU handing the socket's wake-ups between
+    // threads (profiled).
+    let sequential = matches!(cli.command, Command::Audit(AuditCommand::Verify { .. }));
+    let mut builder = if sequential {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -592,20 +592,22 @@ impl Store for PostgresStore {
         .bind(i64::from(limit.min(limits::AUDIT_PAGE_ROWS_MAX)))
         .fetch_all(&self.pool)
         .await?;
+        // Columns by position (`AUDIT_LEAF_COLUMNS`): verification reads every row of the
+        // log, and a look-up by name hashes the name for every column of every row.
         rows.iter()
             .map(|row| {
-                let entry: &[u8] = row.try_get("entry")?;
-                let actor: Option<&str> = row.try_get("actor")?;
-                let action: Option<&str> = row.try_get("action")?;
-                let outcome: Option<&str> = row.try_get("outcome")?;
+                let entry: &[u8] = row.try_get(1)?;
+                let actor: Option<&str> = row.try_get(3)?;
+                let action: Option<&str> = row.try_get(4)?;
+                let outcome: Option<&str> = row.try_get(6)?;
                 let keys = crate::AuditKeys {
-                    at_ms: row.try_get("at_ms")?,
+                    at_ms: row.try_get(2)?,
                     actor: actor.map(str::as_bytes),
                     action: action.map(str::as_bytes),
-                    patient: row.try_get("patient_id")?,
+                    patient: row.try_get(5)?,
                     outcome: outcome.map(str::as_bytes),
                 };
-                Ok(crate::audit_leaf(row.try_get("seq")?, entry, &keys))
+                Ok(crate::audit_leaf(row.try_get(0)?, entry, &keys))
             })
             .collect()
     }
