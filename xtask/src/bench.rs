@@ -856,6 +856,21 @@ mod tests {
     }
 
     #[test]
+    fn an_engine_is_chosen_only_for_the_fhir_or_messaging_phases() -> Result<()> {
+        let postgres = Options::parse(&strings(&["--fhir-only", "--engine", "postgres"]))?;
+        assert_eq!(postgres.engine, Some(Engine::Postgres));
+        let sqlite = Options::parse(&strings(&["--messaging-only", "--engine", "sqlite"]))?;
+        assert_eq!(sqlite.engine, Some(Engine::Sqlite));
+        assert_eq!(Options::parse(&strings(&["--fhir-only"]))?.engine, None);
+        assert!(Options::parse(&strings(&["--fhir-only", "--engine", "mysql"])).is_err());
+        assert!(Options::parse(&strings(&["--fhir-only", "--engine"])).is_err());
+        // The whole bench and the visit phase have their engines fixed.
+        assert!(Options::parse(&strings(&["--engine", "postgres"])).is_err());
+        assert!(Options::parse(&strings(&["--visits-only", "--engine", "sqlite"])).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn the_listening_line_gives_a_loopback_address() -> Result<()> {
         assert_eq!(
             listening_address("listening on http://127.0.0.1:40123")?,

@@ -72,18 +72,18 @@ const AUDIT_TABLES: [(&str, &str); 5] = [
 /// How long a connection waits for a lock held by another process (e.g. a CLI command).
 const BUSY_TIMEOUT_SECS: u64 = 5;
 
-/// Each writer's page cache, in KiB (SQLite's negative `cache_size`). Its cache stays valid
-/// between commits (no other connection writes its file), and inserts into the search and
-/// audit indexes land on pages all over them: with SQLite's default 2 MiB, most of those pages
-/// were read back from the file for every batch.
+/// The records' writer's page cache, in KiB (SQLite's negative `cache_size`). Its cache
+/// stays valid between commits (no other connection writes its file), and inserts into the
+/// search indexes land on pages all over them: with SQLite's default 2 MiB, most of those
+/// pages were read back from the file for every batch.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// The audit writer's page cache, in KiB. Its inserts append to the table, and only the
 /// patient index takes them all over. It is kept small because SQLite scans a writer's whole
 /// cache at the end of every commit whose B-tree balancing moved a page (it renumbers pages
 /// through a temporary number past the end of the file, and the commit then drops every
-/// cached page past the end): with 64 MiB that scan was a fifth of the audit writer's time,
-/// and the audit writer commits hundreds of times a second under load. At 8 MiB reads of
-/// records went from 8,600–10,000/s to 8,900–12,800/s (alternated runs, same day); a patient
+/// cached page past the end). The audit writer commits hundreds of times a second under
+/// load: with 64 MiB that scan took 3% of the server's CPU on a load of FHIR reads (a fifth
+/// of the audit writer's thread); with 8 MiB it no longer shows in the profile. A patient
 /// index larger than the cache costs a `pread` from the kernel's page cache per entry.
 const AUDIT_WRITER_CACHE_KIB: i64 = 8 * 1024;
 
