@@ -93,20 +93,25 @@ pub(super) async fn relations(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = patients.iter().map(|p| p.as_uuid()).collect();
+    // One index look-up per patient asked about, by `(user, patient)`. Written as
+    // `patient_id = ANY($2)`, the statement got PostgreSQL's generic plan once it had run a
+    // few times (sqlx prepares it), and that plan looked up the user alone and filtered by
+    // patient: a clinician on 1,000 care teams read 1,000 rows for every access checked.
     let rows = sqlx::query(
         "SELECT patient_id, bool_or(care_team) AS care_team, bool_or(break_glass) AS break_glass,
              max(scopes) AS scopes
-         FROM (
-             SELECT patient_id, TRUE AS care_team, FALSE AS break_glass, NULL::text AS scopes
-             FROM care_team_members
-             WHERE user_id = $1 AND patient_id = ANY($2)
+         FROM unnest($2::uuid[]) AS asked (patient_id)
+         CROSS JOIN LATERAL (
+             SELECT TRUE AS care_team, FALSE AS break_glass, NULL::text AS scopes
+             FROM care_team_members c
+             WHERE c.user_id = $1 AND c.patient_id = asked.patient_id
              UNION ALL
-             SELECT patient_id, FALSE, TRUE, NULL FROM break_glass_grants
-             WHERE user_id = $1 AND expires_at_ms > $3 AND patient_id = ANY($2)
+             SELECT FALSE, TRUE, NULL FROM break_glass_grants g
+             WHERE g.user_id = $1 AND g.patient_id = asked.patient_id AND g.expires_at_ms > $3
              UNION ALL
-             SELECT patient_id, FALSE, FALSE, scopes FROM delegations
-             WHERE proxy_user_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $3
-               AND patient_id = ANY($2)
+             SELECT FALSE, FALSE, d.scopes FROM delegations d
+             WHERE d.proxy_user_id = $1 AND d.patient_id = asked.patient_id
+               AND d.revoked_at_ms IS NULL AND d.expires_at_ms > $3
          ) facts GROUP BY patient_id",
     )
     .bind(user.as_uuid())
